@@ -1,0 +1,172 @@
+"""The wire between the Blender add-on and the backend: message framing and the job format.
+
+Stdlib only. The add-on imports this module from inside Blender (which has no torch) and the
+backend imports it from its own interpreter, so both sides validate the same job the same way.
+"""
+import json
+import math
+import os
+
+PROTOCOL_VERSION = 1
+JOB_VERSION = 1
+
+# backend -> add-on, one JSON object per line on stdout
+MESSAGES = ("hello", "progress", "segment_done", "error", "done")
+# add-on -> backend, one JSON object per line on stdin
+COMMANDS = ("cancel",)
+
+DEPTH_SOURCES = ("SCENE", "IMAGE", "PLANE")
+DEVICES = ("AUTO", "CUDA", "CPU")
+
+# Largest frame the backend accepts; beyond it the latent memory no longer fits a laptop.
+MAX_PIXELS = 4096 * 4096
+
+
+class JobError(ValueError):
+    """A job that cannot run. The message is one line meant for the user."""
+
+
+def encode(msg_type, **fields):
+    if msg_type not in MESSAGES + COMMANDS:
+        raise ValueError(f"unknown message type {msg_type!r}")
+    return json.dumps({"type": msg_type, **fields}, separators=(",", ":")) + "\n"
+
+
+def decode(line):
+    """Parse one line; returns None for lines that are not protocol messages (stray prints)."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        msg = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(msg, dict) or msg.get("type") not in MESSAGES + COMMANDS:
+        return None
+    return msg
+
+
+# The job format: field -> (type, required). docs/job-format.md describes each field.
+JOB_FIELDS = {
+    "version": (int, True),
+    "model": (str, True),
+    "device": (str, False),
+    "seed": (int, False),
+    "segment_length": (int, True),
+    "width": (int, True),
+    "height": (int, True),
+    "reference": (dict, True),
+    "depth_source": (str, True),
+    "plane_distance": ((int, float), False),
+    "frames": (list, True),
+}
+
+
+def _inside(base, rel, what):
+    """Resolve a job-relative path and refuse anything that leaves the job's folder."""
+    if not isinstance(rel, str) or not rel:
+        raise JobError(f"{what} must be a non-empty relative path")
+    if os.path.isabs(rel) or rel.startswith(("\\", "/")):
+        raise JobError(f"{what} must be relative to the job folder, got an absolute path: {rel}")
+    full = os.path.normpath(os.path.join(base, rel))
+    if os.path.commonpath([os.path.abspath(base), os.path.abspath(full)]) != os.path.abspath(base):
+        raise JobError(f"{what} leaves the job folder: {rel}")
+    return full
+
+
+def _matrix(value, rows, cols, what):
+    if (not isinstance(value, list) or len(value) != rows
+            or any(not isinstance(r, list) or len(r) != cols for r in value)):
+        raise JobError(f"{what} must be a {rows}x{cols} matrix")
+    for r in value:
+        for x in r:
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+                raise JobError(f"{what} holds a value that is not a finite number")
+    return value
+
+
+def _det3(m):
+    return (m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]))
+
+
+def validate_job(job, job_dir):
+    """Check a job dict; returns (job with absolute paths resolved, warnings). Raises JobError."""
+    if not isinstance(job, dict):
+        raise JobError("the job must be a JSON object")
+    warnings = [f"unknown job field '{k}' ignored" for k in job if k not in JOB_FIELDS]
+    for key, (typ, required) in JOB_FIELDS.items():
+        if key not in job:
+            if required:
+                raise JobError(f"the job has no '{key}' field")
+            continue
+        if isinstance(job[key], bool) or not isinstance(job[key], typ):
+            raise JobError(f"job field '{key}' has the wrong type")
+    if job["version"] != JOB_VERSION:
+        raise JobError(f"job version {job['version']} is not supported (this backend reads version {JOB_VERSION})")
+    w, h = job["width"], job["height"]
+    if w < 16 or h < 16:
+        raise JobError(f"resolution {w}x{h} is too small (at least 16x16)")
+    if w * h > MAX_PIXELS:
+        raise JobError(f"resolution {w}x{h} is too large (at most {MAX_PIXELS} pixels)")
+    if job.get("device", "AUTO") not in DEVICES:
+        raise JobError(f"device must be one of {', '.join(DEVICES)}")
+    if job["depth_source"] not in DEPTH_SOURCES:
+        raise JobError(f"depth_source must be one of {', '.join(DEPTH_SOURCES)}")
+    frames = job["frames"]
+    if not frames:
+        raise JobError("the job has no frames")
+    if not 1 <= job["segment_length"] <= len(frames):
+        raise JobError(f"segment_length must be between 1 and the number of frames ({len(frames)})")
+    out = dict(job)
+    ref = dict(job["reference"])
+    ref["image"] = _inside(job_dir, ref.get("image"), "reference.image")
+    if not isinstance(ref.get("frame"), int):
+        raise JobError("reference.frame must be a frame number")
+    if job["depth_source"] == "IMAGE":
+        ref["depth"] = _inside(job_dir, ref.get("depth"), "reference.depth")
+    out["reference"] = ref
+    seen, resolved = set(), []
+    for i, fr in enumerate(frames):
+        if not isinstance(fr, dict) or not isinstance(fr.get("frame"), int) or isinstance(fr.get("frame"), bool):
+            raise JobError(f"frames[{i}] needs an integer 'frame'")
+        n = fr["frame"]
+        if n in seen:
+            raise JobError(f"frame {n} is listed twice")
+        seen.add(n)
+        K = _matrix(fr.get("K"), 3, 3, f"K of frame {n}")
+        c2w = _matrix(fr.get("cam_to_world"), 4, 4, f"cam_to_world of frame {n}")
+        if K[0][0] <= 0 or K[1][1] <= 0:
+            raise JobError(f"K of frame {n} has a non-positive focal length")
+        if abs(_det3([row[:3] for row in c2w[:3]])) < 1e-9:
+            raise JobError(f"cam_to_world of frame {n} is singular")
+        item = dict(fr)
+        if job["depth_source"] == "SCENE":
+            item["depth"] = _inside(job_dir, fr.get("depth"), f"depth of frame {n}")
+        resolved.append(item)
+    if job["reference"]["frame"] not in seen:
+        raise JobError(f"reference.frame {job['reference']['frame']} is not one of the job's frames")
+    out["frames"] = resolved
+    return out, warnings
+
+
+def load_job(path):
+    """Read and validate job.json; paths in it are relative to its folder."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            job = json.load(f)
+    except FileNotFoundError:
+        raise JobError(f"job file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise JobError(f"job file is not valid JSON ({e.msg if hasattr(e, 'msg') else e}): {path}") from None
+    return validate_job(job, os.path.dirname(os.path.abspath(path)))
+
+
+def segments(frame_numbers, length):
+    """Split the frame list into consecutive segments of at most `length` frames."""
+    return [frame_numbers[i:i + length] for i in range(0, len(frame_numbers), length)]
+
+
+def frame_filename(frame):
+    return f"{frame:06d}.png"
