@@ -1,0 +1,256 @@
+"""Latent spatial memory: latent cells lifted into world space, fused by voxel, read back through a z-buffer.
+
+Cameras are OpenCV (+Z forward, +Y down), K is in pixels of the full image, depth is planar camera z.
+Everything a read or write decides is exact or uses order-independent reductions (amin, stable sorts), so
+results are bit-identical across runs and thread counts. No bpy here: this runs in the backend process.
+"""
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+FORMAT = "latent_memory"
+VERSION = "2"
+NEAR = 1e-4          # cells closer than this to the camera plane are dropped (and behind it)
+LEVEL_OFFSET = 32    # levels -32..31 -> voxels from 2**-32 to 2**31 world units
+AXIS_HALF = 1 << 18  # voxel coordinates must lie in [-2**18, 2**18) per axis
+BLOCK_BITS = 4       # a block is 16 x 16 x 16 voxels of one level
+CULL_MARGIN = 1.0    # latent cells of slack around the frustum so float error never culls a visible cell
+SPLAT_GROW = 1.3     # splats are a little wider than a cell so magnified surfaces stay closed (< 2 keeps
+                     # a read at the writing camera exact: each cell still covers only its own centre)
+MAX_SPLAT = 3        # at most 3 x 3 target cells per stored cell, which bounds the cost of a read
+SURFACE_TOL = 0.03   # cells within 3 % of the nearest depth are the same surface: the oldest one wins
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
+
+
+def cell_depth(depth, cell):
+    """[H, W] planar depth -> [H//cell, W//cell] per-cell median of the valid (finite, > 0) pixels.
+
+    A median keeps a cell on one surface where bilinear downsampling would invent a depth between a
+    foreground edge and the background. Even counts take the lower middle value (torch.nanmedian).
+    A cell is inf when more than half its pixels are invalid."""
+    H, W = depth.shape
+    h, w = H // cell, W // cell
+    d = depth[:h * cell, :w * cell].float().reshape(h, cell, w, cell).permute(0, 2, 1, 3).reshape(h, w, -1)
+    valid = torch.isfinite(d) & (d > 0)
+    med = torch.where(valid, d, torch.full_like(d, float("nan"))).nanmedian(dim=-1).values
+    enough = 2 * valid.sum(-1) >= cell * cell
+    return torch.where(enough, med, torch.full_like(med, float("inf")))
+
+
+def latent_intrinsics(K, cell):
+    """(fx, fy, cx, cy) of the latent grid: cell (i, j) is centred on pixel (j*cell + (cell-1)/2, i*cell + ...)."""
+    K = torch.as_tensor(K, dtype=torch.float64)
+    off = (cell - 1) / 2
+    return (float(K[0, 0]) / cell, float(K[1, 1]) / cell,
+            (float(K[0, 2]) - off) / cell, (float(K[1, 2]) - off) / cell)
+
+
+def zbuffer(target, z, size, age=None, tol=0.0):
+    """Winner per target slot: the nearest surface, and on it the oldest cell (smallest `age`), then the
+    smallest position in the input. A candidate is on the nearest surface when z <= zmin * (1 + tol).
+    Returns [size] int64 positions, len(z) where nothing landed. Only amin reductions, so the winner never
+    depends on scheduling (duplicate-index assignment would leave it undefined)."""
+    n = z.numel()
+    zmin = torch.full((size,), float("inf"), dtype=z.dtype, device=z.device)
+    zmin = zmin.scatter_reduce(0, target, z, "amin")
+    near = z <= zmin[target] * (1 + tol)
+    rank = torch.arange(n, device=z.device)
+    if age is not None:
+        rank = age.long() * max(n, 1) + rank
+    best = torch.full((size,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=z.device)
+    best = best.scatter_reduce(0, target[near], rank[near], "amin")
+    return torch.where(best == torch.iinfo(torch.int64).max, torch.full_like(best, n), best % max(n, 1))
+
+
+def pack_keys(level, q):
+    """(level, ix, iy, iz) -> int64, laid out as level | block xyz | voxel-in-block xyz so sorting by key also
+    groups cells by block (key >> 12 is the block)."""
+    u = q + AXIS_HALF
+    hi, lo = u >> BLOCK_BITS, u & ((1 << BLOCK_BITS) - 1)
+    return ((level + LEVEL_OFFSET) << 57 | hi[:, 0] << 42 | hi[:, 1] << 27 | hi[:, 2] << 12
+            | lo[:, 0] << 8 | lo[:, 1] << 4 | lo[:, 2])
+
+
+def rigid_apply(M, p):
+    # explicit sums rather than matmul: BLAS may change the summation order with the thread count
+    return p[:, 0:1] * M[:3, 0] + p[:, 1:2] * M[:3, 1] + p[:, 2:3] * M[:3, 2] + M[:3, 3]
+
+
+class LatentMemory:
+    def __init__(self, channels, cell, dtype=torch.float16, device="cpu"):
+        self.channels, self.cell, self.dtype, self.device = int(channels), int(cell), dtype, torch.device(device)
+        self.keys = torch.zeros(0, dtype=torch.int64, device=self.device)      # sorted, unique
+        self.pos = torch.zeros(0, 3, dtype=torch.float32, device=self.device)  # exact world positions
+        self.lat = torch.zeros(0, self.channels, dtype=dtype, device=self.device)
+        self.foot = torch.zeros(0, dtype=torch.float32, device=self.device)   # world size of the cell
+        self.age = torch.zeros(0, dtype=torch.int32, device=self.device)      # write number, for "oldest wins"
+        self.writes = 0
+        self.last_read_cells = 0
+        self._rebuild_blocks()
+
+    def __len__(self):
+        return self.keys.numel()
+
+    def nbytes(self):
+        return sum(t.numel() * t.element_size()
+                   for t in (self.keys, self.pos, self.lat, self.foot, self.age,
+                             self.block_start, self.block_min, self.block_max))
+
+    def _rebuild_blocks(self):
+        # cells are sorted by key, so every block is one contiguous range
+        block = self.keys >> (3 * BLOCK_BITS)
+        _, counts = torch.unique_consecutive(block, return_counts=True)
+        self.block_start = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        inv = torch.repeat_interleave(torch.arange(counts.numel(), device=self.device), counts)[:, None].expand(-1, 3)
+        inf = torch.full((counts.numel(), 3), float("inf"), device=self.device)
+        self.block_min = inf.scatter_reduce(0, inv, self.pos, "amin")
+        self.block_max = (-inf).scatter_reduce(0, inv, self.pos, "amax")
+
+    def write(self, latent, depth, K, cam_to_world, mask=None):
+        """Store the valid (finite depth > 0, and mask) cells of a [C, h, w] latent. Returns cells stored."""
+        C, h, w = latent.shape
+        if C != self.channels or tuple(depth.shape) != (h, w):
+            raise ValueError(f"expected latent [{self.channels}, h, w] and depth [h, w], got "
+                             f"{tuple(latent.shape)} and {tuple(depth.shape)}")
+        d = depth.to(self.device, torch.float64)
+        ok = torch.isfinite(d) & (d > 0)
+        if mask is not None:
+            ok &= mask.to(self.device, torch.bool)
+        ii, jj = torch.nonzero(ok, as_tuple=True)
+        z = d[ii, jj]
+        fx, fy, cx, cy = latent_intrinsics(K, self.cell)
+        cam = torch.stack([(jj - cx) / fx * z, (ii - cy) / fy * z, z], 1)
+        pos = rigid_apply(torch.as_tensor(cam_to_world, dtype=torch.float64, device=self.device), cam).float()
+
+        # voxel <= half the cell's footprint, so neighbouring cells of one frame never share a key
+        foot = z / max(fx, fy)
+        level = torch.floor(torch.log2(foot / 2)).long().clamp(-LEVEL_OFFSET, LEVEL_OFFSET - 1)
+        q = torch.floor(pos.double() * torch.pow(2.0, -level.double())[:, None]).long()
+        inside = ((q >= -AXIS_HALF) & (q < AXIS_HALF)).all(1)  # too far out to pack: not stored
+        key = pack_keys(level[inside], q[inside])
+        z, pos, foot = z[inside], pos[inside], foot[inside].float()
+        lat = latent.to(self.device)[:, ii[inside], jj[inside]].T.to(self.dtype)
+
+        # one cell per key: nearest, then lowest cell index (stable sorts keep the earlier order on ties)
+        order = torch.sort(z, stable=True).indices
+        order = order[torch.sort(key[order], stable=True).indices]
+        ks = key[order]
+        first = torch.ones_like(ks, dtype=torch.bool)
+        first[1:] = ks[1:] != ks[:-1]
+        sel = order[first]
+        new_keys = key[sel]
+        n = new_keys.numel()
+        if n == 0:
+            return 0
+
+        # a key already stored is replaced: revisits refresh cells instead of adding copies
+        keep = torch.ones_like(self.keys, dtype=torch.bool)
+        if len(self):
+            at = torch.searchsorted(new_keys, self.keys).clamp(max=n - 1)
+            keep = new_keys[at] != self.keys
+        keys = torch.cat([self.keys[keep], new_keys])
+        order = torch.sort(keys, stable=True).indices
+        self.writes += 1
+        self.keys = keys[order]
+        self.pos = torch.cat([self.pos[keep], pos[sel]])[order]
+        self.lat = torch.cat([self.lat[keep], lat[sel]])[order]
+        self.foot = torch.cat([self.foot[keep], foot[sel]])[order]
+        self.age = torch.cat([self.age[keep], torch.full((n,), self.writes, dtype=torch.int32, device=self.device)])[order]
+        self._rebuild_blocks()
+        return n
+
+    def _visible_blocks(self, R, t, fx, fy, cx, cy, h, w):
+        # frustum planes a . p_cam >= 0 moved into world space; a block is dropped only when even its
+        # bbox corner farthest along a plane's normal is outside that plane (conservative)
+        m = 0.5 + CULL_MARGIN
+        a = torch.tensor([[0, 0, 1], [fx, 0, cx + m], [-fx, 0, w - 1 + m - cx],
+                          [0, fy, cy + m], [0, -fy, h - 1 + m - cy]], dtype=torch.float32, device=self.device)
+        normal, offset = a @ R, a @ t  # rounding here cannot change a read: the test has a whole-cell margin
+        offset[0] -= NEAR / 2
+        centre, half = (self.block_max + self.block_min) / 2, (self.block_max - self.block_min) / 2
+        reach = (centre[:, None, :] * normal).sum(-1) + (half[:, None, :] * normal.abs()).sum(-1) + offset
+        return (reach >= 0).all(-1)
+
+    @staticmethod
+    def _span(centre, size):
+        """Integer cell centres inside [centre - size/2, centre + size/2), at least the nearest one."""
+        lo = torch.ceil(centre - size / 2)
+        hi = torch.ceil(centre + size / 2) - 1
+        near = torch.floor(centre + 0.5)
+        empty = hi < lo
+        lo = torch.where(empty, near, lo).long()
+        hi = torch.minimum(torch.where(empty, near, hi).long(), lo + MAX_SPLAT - 1)
+        return lo, hi
+
+    def read(self, K, cam_to_world, h, w, cull=True):
+        """Project the memory into a camera: (latent [C, h, w], hole [h, w], depth [h, w] float32)."""
+        w2c = torch.linalg.inv(torch.as_tensor(cam_to_world, dtype=torch.float64)).float().to(self.device)
+        R, t = w2c[:3, :3], w2c[:3, 3]
+        fx, fy, cx, cy = latent_intrinsics(K, self.cell)
+
+        starts, ends = self.block_start[:-1], self.block_start[1:]
+        if cull and len(self):
+            vis = self._visible_blocks(R, t, fx, fy, cx, cy, h, w)
+            starts, ends = starts[vis], ends[vis]
+        counts = ends - starts
+        # concatenated index ranges of the surviving blocks, still ascending (keeps the tie-break order)
+        base = torch.repeat_interleave(starts - (counts.cumsum(0) - counts), counts)
+        idx = base + torch.arange(base.numel(), device=self.device)
+        self.last_read_cells = idx.numel()
+
+        pc = rigid_apply(torch.cat([R, t[:, None]], 1), self.pos[idx])
+        z = pc[:, 2]
+        front = z > NEAR
+        idx, pc, z = idx[front], pc[front], z[front]
+        # each cell covers the target cells whose centres fall inside its projected footprint
+        j0, j1 = self._span(fx * pc[:, 0] / z + cx, SPLAT_GROW * fx * self.foot[idx] / z)
+        i0, i1 = self._span(fy * pc[:, 1] / z + cy, SPLAT_GROW * fy * self.foot[idx] / z)
+        off = torch.arange(MAX_SPLAT, device=self.device)
+        jj = (j0[:, None, None] + off[None, None, :]).expand(-1, MAX_SPLAT, -1)
+        ii = (i0[:, None, None] + off[None, :, None]).expand(-1, -1, MAX_SPLAT)
+        ok = (jj <= j1[:, None, None]) & (ii <= i1[:, None, None]) & (jj >= 0) & (jj < w) & (ii >= 0) & (ii < h)
+        src = torch.arange(idx.numel(), device=self.device)[:, None, None].expand(-1, MAX_SPLAT, MAX_SPLAT)[ok]
+        target = ii[ok] * w + jj[ok]
+        idx, z = idx[src], z[src]
+
+        best = zbuffer(target, z, h * w, self.age[idx], SURFACE_TOL)
+        hit = best < idx.numel()
+        out = torch.zeros(h * w, self.channels, dtype=self.dtype, device=self.device)
+        out[hit] = self.lat[idx[best[hit]]]
+        depth = torch.full((h * w,), float("inf"), device=self.device)
+        depth[hit] = z[best[hit]]
+        return out.T.reshape(self.channels, h, w), ~hit.reshape(h, w), depth.reshape(h, w)
+
+    def save(self, path):
+        meta = {"format": FORMAT, "version": VERSION, "channels": str(self.channels), "cell": str(self.cell),
+                "dtype": str(self.dtype).replace("torch.", "")}
+        meta["writes"] = str(self.writes)
+        save_file({k: getattr(self, k).contiguous().cpu() for k in ("keys", "pos", "lat", "foot", "age")},
+                  str(path), metadata=meta)
+
+    @classmethod
+    def load(cls, path, device="cpu"):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                if meta.get("format") != FORMAT:
+                    raise ValueError("no latent memory format tag")
+                if meta.get("version") != VERSION:
+                    raise ValueError(f"unsupported version {meta.get('version')!r}")
+                tensors = {k: f.get_tensor(k) for k in ("keys", "pos", "lat", "foot", "age")}
+            mem = cls(int(meta["channels"]), int(meta["cell"]), DTYPES[meta["dtype"]], device)
+        except ValueError as e:
+            raise ValueError(f"{path} is not a latent memory file: {e}") from None
+        except Exception as e:  # safetensors reports a corrupt header with its own error types
+            raise ValueError(f"{path} is not a latent memory file ({type(e).__name__}: {e})") from None
+        keys, pos, lat, foot, age = (tensors[k] for k in ("keys", "pos", "lat", "foot", "age"))
+        n = keys.numel()
+        if (keys.dtype != torch.int64 or pos.shape != (n, 3) or lat.shape != (n, mem.channels)
+                or foot.shape != (n,) or age.shape != (n,) or age.dtype != torch.int32
+                or lat.dtype != mem.dtype or (n > 1 and not bool((keys[1:] > keys[:-1]).all()))):
+            raise ValueError(f"{path} is not a consistent latent memory file")
+        mem.keys, mem.pos, mem.lat = keys.to(mem.device), pos.float().to(mem.device), lat.to(mem.device)
+        mem.foot, mem.age = foot.float().to(mem.device), age.to(mem.device)
+        mem.writes = int(meta.get("writes", "0"))
+        mem._rebuild_blocks()
+        return mem
