@@ -1,0 +1,111 @@
+"""Command line of the backend.
+
+  python -m backend run JOB.json            human-readable progress on stderr (scripts, render farms)
+  python -m backend run JOB.json --jsonl    protocol messages on stdout, commands on stdin (the add-on)
+  python -m backend check                   one JSON line: can this interpreter run the backend?
+
+Exit codes: 0 done, 1 the job failed (one line on stderr says why), 2 usage, 3 cancelled.
+"""
+import argparse
+import json
+import os
+import sys
+import threading
+import traceback
+
+from . import protocol
+
+
+def _emitter(jsonl):
+    lock = threading.Lock()
+
+    def emit(msg_type, **fields):
+        with lock:
+            if jsonl:
+                sys.stdout.write(protocol.encode(msg_type, **fields))
+                sys.stdout.flush()
+            elif msg_type == "progress":
+                print(f"frame {fields['frame']}  {fields['done']}/{fields['total']}  eta {fields['eta_s']:.0f}s",
+                      file=sys.stderr, flush=True)
+            elif msg_type == "hello":
+                for n in fields.get("notices") or ():
+                    print(f"notice: {n}", file=sys.stderr, flush=True)
+            elif msg_type == "segment_done":
+                print(f"segment {fields['segment']} done: frames {fields['frames'][0]}..{fields['frames'][1]}",
+                      file=sys.stderr, flush=True)
+            elif msg_type == "error":
+                print(f"error: {fields['message']}", file=sys.stderr, flush=True)
+    return emit
+
+
+def _watch_stdin(cancel, stop_on_eof):
+    """Cancel on a 'cancel' command, and on end of input when the parent asked for that (it died)."""
+    for line in sys.stdin:
+        msg = protocol.decode(line)
+        if msg and msg["type"] == "cancel":
+            cancel.set()
+            return
+    if stop_on_eof:
+        cancel.set()
+
+
+def cmd_check():
+    info = {"python": sys.executable, "protocol": protocol.PROTOCOL_VERSION}
+    try:
+        import torch
+        info.update(torch=torch.__version__, cuda=torch.cuda.is_available())
+        from . import models
+        info["models"] = models.available()
+        info["ok"] = True
+    except Exception as e:  # report, never crash: this is the health check
+        info.update(ok=False, error=f"{type(e).__name__}: {e}")
+    print(json.dumps(info))
+    return 0 if info["ok"] else 1
+
+
+def cmd_run(job_path, jsonl, stop_on_eof):
+    emit = _emitter(jsonl)
+    cancel = threading.Event()
+    if jsonl:
+        threading.Thread(target=_watch_stdin, args=(cancel, stop_on_eof), daemon=True).start()
+    try:
+        import torch  # noqa: F401  (fail here with a clear line rather than deep inside)
+    except ImportError as e:
+        emit("error", message=f"the backend Python ({sys.executable}) cannot import torch: {e}")
+        return 1
+    from .models import ModelError
+    from .pipeline import Cancelled, run_job
+    try:
+        run_job(job_path, emit, cancel.is_set)
+    except Cancelled:
+        emit("done", cancelled=True, stats={})
+        return 3
+    except (protocol.JobError, ModelError) as e:
+        emit("error", message=str(e))
+        return 1
+    except OSError as e:
+        emit("error", message=f"{e.strerror or e} ({e.filename})" if e.filename else f"file error: {e}")
+        return 1
+    except Exception as e:
+        traceback.print_exc(file=sys.stderr)
+        emit("error", message=f"internal error: {type(e).__name__}: {e}")
+        return 1
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m backend", description="Mirage world-model backend")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="run a job.json")
+    run.add_argument("job")
+    run.add_argument("--jsonl", action="store_true", help="speak the JSON-lines protocol on stdout/stdin")
+    run.add_argument("--stop-on-eof", action="store_true", help="cancel when stdin closes (the caller died)")
+    sub.add_parser("check", help="report whether this interpreter can run the backend")
+    args = parser.parse_args(argv)
+    if args.cmd == "check":
+        return cmd_check()
+    return cmd_run(os.path.abspath(args.job), args.jsonl, args.stop_on_eof)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""The segment loop: read the memory at each camera, let the model complete the frame, write it back.
+
+Everything here is deterministic for a given job and seed, so a run that was stopped can resume
+from its last saved segment and end with the same frames as a run that never stopped.
+"""
+import hashlib
+import json
+import math
+import os
+import time
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from . import models, protocol
+from .memory import LatentMemory, cell_depth
+from .protocol import JobError
+
+STATE_DIR = "state"
+
+
+class Cancelled(Exception):
+    pass
+
+
+def resolve_device(requested):
+    if requested == "CPU":
+        return "cpu", None
+    if torch.cuda.is_available():
+        return "cuda", None
+    if requested == "CUDA":
+        raise JobError("CUDA was requested, but this backend's torch sees no CUDA device (choose Auto or CPU)")
+    return "cpu", "no CUDA device found, running on the CPU"
+
+
+def load_image(path, width, height):
+    """Reference image -> [3, H, W] float in 0..1, resized to the render size."""
+    try:
+        if os.path.getsize(path) == 0:
+            raise JobError(f"the reference image is empty (0 bytes): {path}")
+        with Image.open(path) as im:
+            im.load()
+            rgb = im.convert("RGB")
+    except FileNotFoundError:
+        raise JobError(f"the reference image does not exist: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise JobError(f"the reference image cannot be read ({type(e).__name__}): {path}") from None
+    if abs(rgb.width / rgb.height - width / height) > 0.01 * width / height:
+        raise JobError(f"the reference image is {rgb.width}x{rgb.height}, which does not have the render's "
+                       f"aspect ratio ({width}x{height}); crop it or change the render size")
+    if rgb.size != (width, height):
+        rgb = rgb.resize((width, height), Image.LANCZOS)
+    return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
+def load_depth(path, width, height, what):
+    try:
+        d = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise JobError(f"{what} is missing: {path}") from None
+    except (ValueError, OSError) as e:
+        raise JobError(f"{what} cannot be read ({e}): {path}") from None
+    if d.shape != (height, width):
+        raise JobError(f"{what} is {d.shape[1] if d.ndim == 2 else '?'}x{d.shape[0]}, expected {width}x{height}")
+    d = d.astype(np.float32)
+    if np.isnan(d).any() or (d <= 0).any():
+        raise JobError(f"{what} holds NaN, zero or negative depths")
+    return torch.from_numpy(d)
+
+
+def save_png(image, path):
+    """Write atomically: a crash never leaves a half-written PNG under a finished frame's name."""
+    arr = (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+    tmp = path + ".part"
+    Image.fromarray(arr).save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def write_json(data, path):
+    tmp = path + ".part"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+def job_fingerprint(job):
+    """Hash of everything that decides the frames: a changed job must not resume an old run."""
+    h = hashlib.sha256()
+    keep = {k: job[k] for k in ("model", "seed", "segment_length", "width", "height", "depth_source", "plane_distance") if k in job}
+    keep["frames"] = [{"frame": f["frame"], "K": f["K"], "cam_to_world": f["cam_to_world"]} for f in job["frames"]]
+    keep["reference_frame"] = job["reference"]["frame"]
+    h.update(json.dumps(keep, sort_keys=True).encode())
+    paths = [job["reference"]["image"], job["reference"].get("depth")] + [f.get("depth") for f in job["frames"]]
+    for p in paths:
+        if p:
+            with open(p, "rb") as f:
+                h.update(hashlib.sha256(f.read()).digest())
+    return h.hexdigest()
+
+
+def pad_to_cells(t, cell):
+    """Pad the right/bottom edge (replicate) so the size divides into cells; K is unchanged by this."""
+    H, W = t.shape[-2:]
+    ph, pw = (-H) % cell, (-W) % cell
+    if not ph and not pw:
+        return t
+    x = t[None] if t.dim() == 3 else t[None, None]
+    x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
+    return x[0] if t.dim() == 3 else x[0, 0]
+
+
+class Run:
+    def __init__(self, job, out_dir, emit, cancelled=lambda: False, warnings=()):
+        self.job, self.out_dir, self.emit, self.cancelled = job, out_dir, emit, cancelled
+        self.warnings = list(warnings)
+        self.resumed = 0
+        self.W, self.H = job["width"], job["height"]
+        self.device, self.device_note = resolve_device(job.get("device", "AUTO"))
+        self.model = models.load(job["model"], self.device)
+        self.cell = self.model.cell
+        self.h, self.w = -(-self.H // self.cell), -(-self.W // self.cell)
+        self.frames = {f["frame"]: f for f in job["frames"]}
+        self.order = [f["frame"] for f in job["frames"]]
+        self.segments = protocol.segments(self.order, job["segment_length"])
+        self.frames_dir = os.path.join(out_dir, "frames")
+        self.state_dir = os.path.join(out_dir, STATE_DIR)
+        self.generator = torch.Generator().manual_seed(job.get("seed", 0))
+
+    def camera(self, n):
+        f = self.frames[n]
+        return (torch.tensor(f["K"], dtype=torch.float64), torch.tensor(f["cam_to_world"], dtype=torch.float64))
+
+    def scene_depth(self, n):
+        f = self.frames[n]
+        if self.job["depth_source"] != "SCENE":
+            return None
+        return load_depth(f["depth"], self.W, self.H, f"the depth of frame {n}")
+
+    def to_cells(self, depth):
+        d = cell_depth(pad_to_cells(depth, self.cell), self.cell)
+        return torch.where(torch.isfinite(d), d, torch.full_like(d, self.far))
+
+    def seed_memory(self):
+        ref = self.job["reference"]
+        image = load_image(ref["image"], self.W, self.H)
+        src = self.job["depth_source"]
+        if src == "SCENE":
+            depth = self.scene_depth(ref["frame"])
+        elif src == "IMAGE":
+            depth = load_depth(ref["depth"], self.W, self.H, "the reference depth map")
+        else:
+            depth = torch.full((self.H, self.W), float(self.job.get("plane_distance", 5.0)))
+        finite = depth[torch.isfinite(depth)]
+        # sky and other misses are placed far away so they still enter the memory and move like sky
+        self.far = float(finite.max()) * 20.0 if finite.numel() else 1000.0
+        latent = self.model.encode(pad_to_cells(image, self.cell).to(self.device))
+        memory = LatentMemory(self.model.channels, self.cell, device=self.device)
+        K, c2w = self.camera(ref["frame"])
+        memory.write(latent, self.to_cells(depth), K, c2w)
+        return memory
+
+    def frame(self, memory, n):
+        K, c2w = self.camera(n)
+        latent, hole, mdepth = memory.read(K, c2w, self.h, self.w)
+        depth = self.scene_depth(n)
+        target = None if depth is None else cell_depth(pad_to_cells(depth, self.cell), self.cell)
+        full = self.model.fill(latent, hole, mdepth, self.generator, target_depth=target)
+        if depth is not None:
+            cells = torch.where(torch.isfinite(target), target, torch.full_like(target, self.far))
+        else:
+            # no scene geometry: new content sits at the depth the memory suggests around it
+            known = torch.isfinite(mdepth)
+            cells = models.push_pull(torch.log(mdepth.clamp_min(1e-6))[None], ~known)[0].exp() if known.any() \
+                else torch.full_like(mdepth, float(self.job.get("plane_distance", 5.0)))
+        if hole.any():
+            memory.write(full, cells, K, c2w, mask=hole)
+        image = self.model.decode(full)[:, :self.H, :self.W]
+        save_png(image, os.path.join(self.frames_dir, protocol.frame_filename(n)))
+
+    def resume_point(self, fingerprint):
+        """Segments already finished by an earlier run of this same job, with the memory they left."""
+        prog = os.path.join(self.state_dir, "progress.json")
+        try:
+            with open(prog, encoding="utf-8") as f:
+                state = json.load(f)
+            if state.get("fingerprint") != fingerprint:
+                return 0, None, []
+            done = int(state["segments_done"])
+            for seg in self.segments[:done]:
+                for n in seg:
+                    if not os.path.isfile(os.path.join(self.frames_dir, protocol.frame_filename(n))):
+                        return 0, None, []
+            memory = LatentMemory.load(os.path.join(self.state_dir, "memory.safetensors"), device=self.device)
+            self.far = float(state["far"])
+            return done, memory, state["stats"][:done]
+        except (OSError, ValueError, KeyError, json.JSONDecodeError):
+            return 0, None, []
+
+    def run(self):
+        t_start = time.perf_counter()
+        fingerprint = job_fingerprint(self.job)
+        os.makedirs(self.frames_dir, exist_ok=True)
+        os.makedirs(self.state_dir, exist_ok=True)
+        notices = self.warnings + ([self.device_note] if self.device_note else [])
+        self.emit("hello", protocol=protocol.PROTOCOL_VERSION, device=self.device, model=self.model.name,
+                  notices=notices, segments=len(self.segments), frames=len(self.order))
+        done, memory, stats = self.resume_point(fingerprint)
+        self.resumed = done
+        if memory is None:
+            memory = self.seed_memory()
+        else:
+            for i, seg in enumerate(self.segments[:done]):
+                self.emit("segment_done", segment=i, frames=[seg[0], seg[-1]], resumed=True,
+                          files=[os.path.join("frames", protocol.frame_filename(n)) for n in seg])
+        total, finished = len(self.order), sum(len(s) for s in self.segments[:done])
+        gen_time, gen_frames = 0.0, 0
+        for i in range(done, len(self.segments)):
+            seg = self.segments[i]
+            t0 = time.perf_counter()
+            for n in seg:
+                if self.cancelled():
+                    raise Cancelled()
+                self.frame(memory, n)
+                finished += 1
+                elapsed = gen_time + time.perf_counter() - t0
+                rate = elapsed / (gen_frames + seg.index(n) + 1)
+                self.emit("progress", segment=i, segments=len(self.segments), frame=n, done=finished,
+                          total=total, eta_s=round(rate * (total - finished), 2))
+            seconds = time.perf_counter() - t0
+            gen_time, gen_frames = gen_time + seconds, gen_frames + len(seg)
+            stats.append({"segment": i, "frames": [seg[0], seg[-1]], "seconds": round(seconds, 4),
+                          "seconds_per_frame": round(seconds / len(seg), 4),
+                          "memory_bytes": memory.nbytes(), "memory_cells": len(memory)})
+            memory.save(os.path.join(self.state_dir, "memory.safetensors"))
+            write_json({"fingerprint": fingerprint, "segments_done": i + 1, "far": self.far, "stats": stats},
+                       os.path.join(self.state_dir, "progress.json"))
+            self.write_report(stats, fingerprint, time.perf_counter() - t_start)
+            self.emit("segment_done", segment=i, frames=[seg[0], seg[-1]], seconds=round(seconds, 4),
+                      memory_bytes=memory.nbytes(),
+                      files=[os.path.join("frames", protocol.frame_filename(n)) for n in seg])
+        report = self.write_report(stats, fingerprint, time.perf_counter() - t_start)
+        self.emit("done", stats={k: report[k] for k in ("frames", "segments", "seconds", "memory_bytes", "resumed_segments")})
+        return report
+
+    def write_report(self, stats, fingerprint, seconds):
+        report = {
+            "fingerprint": fingerprint, "model": self.model.name, "device": self.device,
+            "width": self.W, "height": self.H, "latent": [self.model.channels, self.h, self.w],
+            "frames": sum(len(seg) for seg in self.segments[:len(stats)]),
+            "segments": len(stats), "seconds": round(seconds, 4),
+            "memory_bytes": stats[-1]["memory_bytes"] if stats else 0,
+            "resumed_segments": self.resumed,
+            "per_segment": stats,
+        }
+        write_json(report, os.path.join(self.out_dir, "run.json"))
+        return report
+
+
+def run_job(job_path, emit, cancelled=lambda: False):
+    job, warnings = protocol.load_job(job_path)
+    return Run(job, os.path.dirname(os.path.abspath(job_path)), emit, cancelled, warnings).run()

@@ -1,0 +1,78 @@
+"""Small synthetic jobs for backend tests: a textured wall and a box, exact depth from ray casting
+planes in numpy, no Blender needed."""
+import json
+import math
+import os
+
+import numpy as np
+from PIL import Image
+
+
+def look_camera(x, yaw_deg=0.0, z=0.0):
+    """OpenCV cam_to_world at (x, 0, z) looking down +Z, turned by yaw about the world's Y axis."""
+    a = math.radians(yaw_deg)
+    R = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+    c2w = np.eye(4)
+    c2w[:3, :3] = R
+    c2w[:3, 3] = (x, 0.0, z)
+    return c2w
+
+
+def intrinsics(W, H, f=None):
+    f = f or 0.9 * W
+    return np.array([[f, 0, (W - 1) / 2], [0, f, (H - 1) / 2], [0, 0, 1.0]])
+
+
+def box_scene_depth(K, c2w, W, H, wall_z=6.0, box=((-0.6, 0.6), (-0.6, 0.6), (3.0, 3.6))):
+    """Planar depth of a wall at world z=wall_z plus an axis-aligned box; inf where nothing is hit."""
+    u, v = np.meshgrid(np.arange(W), np.arange(H))
+    d_cam = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u, float)], -1)
+    d = d_cam @ c2w[:3, :3].T
+    o = c2w[:3, 3]
+    t = np.full((H, W), np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tw = (wall_z - o[2]) / d[..., 2]
+        t = np.where(tw > 0, tw, t)
+        lo = np.array([b[0] for b in box])
+        hi = np.array([b[1] for b in box])
+        t1 = (lo - o) / d
+        t2 = (hi - o) / d
+        tn = np.nanmax(np.minimum(t1, t2), -1)
+        tf = np.nanmin(np.maximum(t1, t2), -1)
+        hit = (tf >= tn) & (tn > 0)
+        t = np.where(hit & (tn < t), tn, t)
+    # t is along d whose camera-space z is 1, so t is already planar depth
+    return t.astype(np.float32)
+
+
+def texture(W, H, seed=0):
+    rng = np.random.default_rng(seed)
+    img = np.zeros((H, W, 3))
+    yy, xx = np.mgrid[0:H, 0:W]
+    img[..., 0] = 0.5 + 0.4 * np.sin(xx / 5.0)
+    img[..., 1] = 0.5 + 0.4 * np.cos(yy / 4.0)
+    img[..., 2] = ((xx // 8 + yy // 8) % 2) * 0.8
+    img += rng.normal(0, 0.03, img.shape)
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def make_job(folder, W=64, H=48, n=12, segment_length=4, seed=0, model="builtin", xs=None, **extra):
+    """Write job.json, a reference image and per-frame depth into folder; returns the job path."""
+    os.makedirs(os.path.join(folder, "inputs", "depth"), exist_ok=True)
+    K = intrinsics(W, H)
+    xs = xs if xs is not None else [0.08 * i for i in range(n)]
+    frames = []
+    for i, x in enumerate(xs):
+        c2w = look_camera(x, yaw_deg=2.0 * i)
+        depth = box_scene_depth(K, c2w, W, H)
+        rel = f"inputs/depth/{i + 1:06d}.npy"
+        np.save(os.path.join(folder, rel), depth)
+        frames.append({"frame": i + 1, "K": K.tolist(), "cam_to_world": c2w.tolist(), "depth": rel})
+    Image.fromarray(texture(W, H, seed)).save(os.path.join(folder, "inputs", "reference.png"))
+    job = {"version": 1, "model": model, "device": "CPU", "seed": seed, "segment_length": segment_length,
+           "width": W, "height": H, "reference": {"image": "inputs/reference.png", "frame": 1},
+           "depth_source": "SCENE", "frames": frames, **extra}
+    path = os.path.join(folder, "job.json")
+    with open(path, "w") as f:
+        json.dump(job, f)
+    return path
