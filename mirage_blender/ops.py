@@ -1,0 +1,144 @@
+"""Generate and Cancel."""
+import time
+
+import bpy
+
+from . import prefs
+from .export import ExportError
+from .runner import BackendError
+from .session import Session, SessionError
+
+USER_ERRORS = (ExportError, BackendError, SessionError, OSError)
+# the running session, so the Cancel button (another operator) can reach it
+_active = {"session": None}
+
+
+def _set_status(context, session):
+    st = context.window_manager.mirage
+    st.running = not session.ended
+    st.progress = session.progress
+    st.text = session.error or session.status
+
+
+def _message(e):
+    if isinstance(e, OSError) and not isinstance(e, (ExportError, BackendError, SessionError)):
+        return f"{e.strerror or e}: {e.filename}" if e.filename else str(e)
+    return str(e)
+
+
+class MIRAGE_OT_generate(bpy.types.Operator):
+    bl_idname = "mirage.generate"
+    bl_label = "Generate Flythrough"
+    bl_description = "Generate the flythrough along the scene camera's path into the Video Sequence Editor"
+
+    _timer = None
+    _session = None
+    _steps = None
+
+    @classmethod
+    def poll(cls, context):
+        return _active["session"] is None and context.scene is not None
+
+    def _finish(self, context, session):
+        for n in session.notices:
+            self.report({"WARNING"}, n)
+        if session.error:
+            self.report({"ERROR"}, session.error)
+            return {"CANCELLED"}
+        if session.cancelled:
+            self.report({"WARNING"}, f"Cancelled: {session.segments_in_vse} finished segment(s) kept in the Sequencer")
+            return {"CANCELLED"}
+        self.report({"INFO"}, session.status)
+        return {"FINISHED"}
+
+    def execute(self, context):
+        # synchronous: scripts and `blender -b`, where timers and modal handlers never run
+        session = Session(context, prefs.python_pref(context))
+        _active["session"] = session
+        try:
+            session.run_blocking()
+        except USER_ERRORS as e:
+            session.error = _message(e)
+        finally:
+            _active["session"] = None
+            _set_status(context, session)
+        return self._finish(context, session)
+
+    def invoke(self, context, event):
+        if bpy.app.background:
+            return self.execute(context)
+        self._session = Session(context, prefs.python_pref(context))
+        self._steps = self._session.prepare()
+        _active["session"] = self._session
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.1, window=context.window)
+        wm.modal_handler_add(self)
+        wm.progress_begin(0, 1)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        session = self._session
+        if event.type == "ESC" and event.value == "PRESS" and not session.ended:
+            session.cancel()
+        elif event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        try:
+            if self._steps is not None:
+                deadline = time.monotonic() + 0.05  # export a few frames per tick, then let Blender breathe
+                while time.monotonic() < deadline and not session.ended:
+                    try:
+                        next(self._steps)
+                    except StopIteration:
+                        self._steps = None
+                        session.start()
+                        break
+            else:
+                for msg in session.backend.poll():
+                    session.handle(msg)
+                    if session.ended:
+                        break
+        except USER_ERRORS as e:
+            session.error = _message(e)
+        _set_status(context, session)
+        context.window_manager.progress_update(session.progress)
+        for area in context.screen.areas if context.screen else ():
+            if area.type in {"PROPERTIES", "VIEW_3D", "SEQUENCE_EDITOR"}:
+                area.tag_redraw()
+        if not session.ended:
+            if session.backend is not None and getattr(session, "cancel_requested_at", None) \
+                    and time.monotonic() - session.cancel_requested_at > 10:
+                session.backend.kill()  # it did not stop between frames in time
+            return {"RUNNING_MODAL"}
+        return self._end(context)
+
+    def _end(self, context):
+        wm = context.window_manager
+        wm.event_timer_remove(self._timer)
+        wm.progress_end()
+        self._session.close()
+        _active["session"] = None
+        _set_status(context, self._session)
+        return self._finish(context, self._session)
+
+    def cancel(self, context):
+        # Blender is closing the operator (file load, quit): never leave the backend running
+        if self._session is not None:
+            self._session.cancel()
+            self._end(context)
+
+
+class MIRAGE_OT_cancel(bpy.types.Operator):
+    bl_idname = "mirage.cancel"
+    bl_label = "Cancel"
+    bl_description = "Stop generating; finished segments stay in the Sequencer"
+
+    @classmethod
+    def poll(cls, context):
+        return _active["session"] is not None
+
+    def execute(self, context):
+        _active["session"].cancel()
+        return {"FINISHED"}
+
+
+classes = (MIRAGE_OT_generate, MIRAGE_OT_cancel)

@@ -1,0 +1,51 @@
+"""Settings saved in the .blend (scene.mirage) and run-time status (window_manager.mirage)."""
+import bpy
+from bpy.props import EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty, BoolProperty
+
+
+class MirageSettings(bpy.types.PropertyGroup):
+    reference_image: StringProperty(
+        name="Reference", subtype="FILE_PATH",
+        description="Image of the world as seen from the camera on the first frame (concept art, photo or render)")
+    depth_source: EnumProperty(
+        name="Depth", default="SCENE",
+        items=[("SCENE", "Scene", "Exact depth of the scene's geometry on every frame"),
+               ("IMAGE", "Depth Map", "A depth map of the reference image (same size as the render)"),
+               ("PLANE", "Plane", "No geometry: assume a flat wall facing the first camera")])
+    depth_image: StringProperty(name="Depth Map", subtype="FILE_PATH",
+                                description="Depth map of the reference image, in scene units (EXR or 16-bit PNG)")
+    plane_distance: FloatProperty(name="Distance", default=5.0, min=0.01, subtype="DISTANCE",
+                                  description="Distance of the assumed wall for the Plane depth source")
+    model: EnumProperty(name="Model", items=[("builtin", "Built-in", "Offline model shipped with the add-on")])
+    segment_length: IntProperty(name="Segment Length", default=16, min=1, soft_max=128,
+                                description="Frames generated per segment; each finished segment lands in the Sequencer")
+    seed: IntProperty(name="Seed", default=0, min=0, description="Same seed, same frames")
+    device: EnumProperty(name="Device", default="AUTO",
+                         items=[("AUTO", "Auto", "CUDA when the backend sees a GPU, else the CPU"),
+                                ("CUDA", "CUDA", "NVIDIA GPU only; fail if there is none"),
+                                ("CPU", "CPU", "Always the CPU")])
+    output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="//mirage/",
+                               description="Folder for the frames, the job and the saved memory")
+
+
+class MirageStatus(bpy.types.PropertyGroup):
+    running: BoolProperty(default=False)
+    progress: FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
+    text: StringProperty(default="")
+
+
+classes = (MirageSettings, MirageStatus)
+
+
+def register():
+    for c in classes:
+        bpy.utils.register_class(c)
+    bpy.types.Scene.mirage = PointerProperty(type=MirageSettings)
+    bpy.types.WindowManager.mirage = PointerProperty(type=MirageStatus)
+
+
+def unregister():
+    del bpy.types.WindowManager.mirage
+    del bpy.types.Scene.mirage
+    for c in reversed(classes):
+        bpy.utils.unregister_class(c)

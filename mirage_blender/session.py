@@ -1,0 +1,226 @@
+"""One Generate: export the scene into a job folder, run the backend, land its segments in the VSE.
+
+The same Session serves the modal operator (driven by a timer, UI stays live) and the synchronous
+path of `blender -b` (timers never fire there), so both behave identically.
+"""
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import bpy
+import numpy as np
+
+from . import export, vse
+from .backend import protocol
+from .runner import Backend, BackendError, backend_python
+
+
+class SessionError(RuntimeError):
+    """One line for the user."""
+
+
+def output_folder(scene, settings):
+    path = settings.output_dir.strip() or "//mirage/"
+    if path.startswith("//") and not bpy.data.filepath:
+        # an unsaved file has no folder for "//": keep the run beside Blender's temp files
+        return os.path.join(tempfile.gettempdir(), "mirage", bpy.path.clean_name(scene.name)), True
+    return os.path.normpath(bpy.path.abspath(path)), False
+
+
+def _load_depth_map(path, width, height):
+    """A user's depth map as [H, W] float32, top row first (Blender stores pixels bottom-up)."""
+    try:
+        img = bpy.data.images.load(path, check_existing=False)
+    except RuntimeError:
+        raise SessionError(f"The depth map cannot be read: {path}") from None
+    try:
+        w, h = img.size
+        if (w, h) != (width, height):
+            raise SessionError(f"The depth map is {w}x{h}, the render is {width}x{height}")
+        img.colorspace_settings.is_data = True
+        px = np.empty(w * h * img.channels, dtype=np.float32)
+        img.pixels.foreach_get(px)
+        depth = px.reshape(h, w, img.channels)[::-1, :, 0].copy()
+    finally:
+        bpy.data.images.remove(img)
+    if not np.isfinite(depth).all() or (depth <= 0).any():
+        raise SessionError("The depth map holds zero, negative or invalid depths")
+    return depth
+
+
+class Session:
+    def __init__(self, context, python_pref=""):
+        self.scene = context.scene
+        self.settings = self.scene.mirage
+        self.python_pref = python_pref
+        self.backend = None
+        self.error = None
+        self.finished = False
+        self.cancelled = False
+        self.notices = []
+        self.progress = 0.0
+        self.status = "Preparing"
+        self.channel = None
+        self.segments_in_vse = 0
+        self.started = time.monotonic()
+
+    # -- preparing the job folder ------------------------------------------------------------
+    def prepare(self):
+        """Generator: yields between frames so the modal operator can keep the UI responsive."""
+        scene, s = self.scene, self.settings
+        python = backend_python(self.python_pref)
+        cam = scene.camera
+        if cam is None:
+            raise SessionError("The scene has no camera")
+        export.camera_intrinsics(scene, cam)  # refuses non-perspective cameras before any work
+        if scene.frame_end < scene.frame_start:
+            raise SessionError("The frame range is empty (End is before Start)")
+        ref = bpy.path.abspath(s.reference_image) if s.reference_image else ""
+        if not ref:
+            raise SessionError("No reference image is set")
+        if not os.path.isfile(ref):
+            raise SessionError(f"The reference image does not exist: {ref}")
+        if os.path.getsize(ref) == 0:
+            raise SessionError(f"The reference image is empty (0 bytes): {ref}")
+        frames = list(range(scene.frame_start, scene.frame_end + 1))
+        if s.segment_length > len(frames):
+            raise SessionError(f"Segment Length ({s.segment_length}) is longer than the frame range ({len(frames)} frames)")
+        width, height = export.render_size(scene)
+        depth_map = None
+        if s.depth_source == "IMAGE":
+            path = bpy.path.abspath(s.depth_image) if s.depth_image else ""
+            if not os.path.isfile(path):
+                raise SessionError(f"The depth map does not exist: {path or '(none set)'}")
+            depth_map = _load_depth_map(path, width, height)
+
+        out, fallback = output_folder(scene, s)
+        if fallback:
+            self.notices.append(f"The file is not saved yet: output goes to {out}")
+        try:
+            os.makedirs(os.path.join(out, "inputs", "depth"), exist_ok=True)
+            probe = os.path.join(out, ".write_test")
+            open(probe, "w").close()
+            os.remove(probe)
+        except OSError as e:
+            raise SessionError(f"Cannot write to the output folder {out}: {e.strerror or e}") from None
+        self.out = out
+        self.python = python
+
+        ref_name = "inputs/reference" + os.path.splitext(ref)[1].lower()
+        shutil.copyfile(ref, os.path.join(out, ref_name))
+        job = {"version": protocol.JOB_VERSION, "model": s.model, "device": s.device, "seed": s.seed,
+               "segment_length": s.segment_length, "width": width, "height": height,
+               "reference": {"image": ref_name, "frame": scene.frame_start},
+               "depth_source": s.depth_source, "plane_distance": s.plane_distance, "frames": []}
+        if depth_map is not None:
+            np.save(os.path.join(out, "inputs", "reference_depth.npy"), depth_map)
+            job["reference"]["depth"] = "inputs/reference_depth.npy"
+
+        user_frame, user_subframe = scene.frame_current, scene.frame_subframe
+        try:
+            depsgraph = bpy.context.evaluated_depsgraph_get()
+            for i, n in enumerate(frames):
+                scene.frame_set(n)
+                cam_eval = cam.evaluated_get(depsgraph)
+                item = {"frame": n, "K": export.camera_intrinsics(scene, cam_eval).tolist(),
+                        "cam_to_world": export.camera_to_world_cv(cam_eval).tolist()}
+                if not np.isfinite(np.array(item["cam_to_world"])).all():
+                    raise SessionError(f"The camera's transform on frame {n} is not finite")
+                if s.depth_source == "SCENE":
+                    rel = f"inputs/depth/{n:06d}.npy"
+                    np.save(os.path.join(out, rel), export.scene_depth(scene, cam_eval, width, height, depsgraph))
+                    item["depth"] = rel
+                job["frames"].append(item)
+                self.progress = 0.1 * (i + 1) / len(frames)
+                self.status = f"Exporting cameras and depth: frame {n}"
+                yield
+        finally:
+            scene.frame_set(user_frame, subframe=user_subframe)
+
+        # the add-on checks the job with the same rules as the backend, so errors show before it starts
+        self.job_path = os.path.join(out, "job.json")
+        try:
+            protocol.validate_job(job, out)
+        except protocol.JobError as e:
+            raise SessionError(str(e)) from None
+        with open(self.job_path + ".part", "w", encoding="utf-8") as f:
+            json.dump(job, f, indent=1)
+        os.replace(self.job_path + ".part", self.job_path)
+        self.frames = frames
+
+    def start(self):
+        self.backend = Backend(self.python, self.job_path, os.path.join(self.out, "backend.log"))
+        self.status = "Starting the backend"
+
+    # -- messages from the backend -----------------------------------------------------------
+    @property
+    def ended(self):
+        return self.finished or self.error is not None or self.cancelled
+
+    def handle(self, msg):
+        kind = msg["type"]
+        if kind == "hello":
+            self.notices.extend(msg.get("notices") or [])
+            self.status = f"Generating on {msg.get('device', '?').upper()} with {msg.get('model')}"
+        elif kind == "progress":
+            self.progress = 0.1 + 0.9 * msg["done"] / max(msg["total"], 1)
+            self.status = (f"Segment {msg['segment'] + 1}/{msg['segments']}, frame {msg['frame']} "
+                           f"({msg['done']}/{msg['total']}), about {msg['eta_s']:.0f} s left")
+        elif kind == "segment_done":
+            self.insert(msg)
+        elif kind == "error":
+            self.error = msg.get("message", "the backend failed")
+        elif kind == "done":
+            if msg.get("cancelled"):
+                self.cancelled = True
+            else:
+                self.finished = True
+                self.progress = 1.0
+                stats = msg.get("stats", {})
+                self.status = (f"Done: {stats.get('frames')} frames in {stats.get('seconds', 0):.1f} s, "
+                               f"memory {stats.get('memory_bytes', 0) / 2**20:.2f} MiB")
+        elif kind == "_exit" and not self.ended:
+            self.error = (f"The backend stopped unexpectedly (exit code {msg['code']}): "
+                          f"{self.backend.last_error_line()}")
+
+    def insert(self, msg):
+        scene = self.scene
+        if self.channel is None:
+            vse.remove_previous(scene, self.out)
+            self.channel = vse.free_channel(scene, scene.frame_start, scene.frame_end)
+        vse.add_segment(scene, f"Mirage {msg['segment'] + 1:03d}", self.out, msg["files"],
+                        msg["frames"][0], self.channel)
+        self.segments_in_vse += 1
+
+    def cancel(self):
+        self.cancel_requested_at = time.monotonic()
+        if self.backend is None:
+            self.cancelled = True
+        else:
+            self.backend.cancel()
+
+    def run_blocking(self, stall_timeout=None):
+        """The path for `blender -b` and scripts: no timers, just wait on the backend's messages."""
+        for _ in self.prepare():
+            pass
+        self.start()
+        try:
+            while not self.ended:
+                for msg in self.backend.wait(timeout=1.0):
+                    self.handle(msg)
+        except KeyboardInterrupt:
+            self.cancel()
+            raise
+        finally:
+            self.close()
+
+    def close(self):
+        if self.backend is not None:
+            self.backend.cancel()
+            try:
+                self.backend.proc.wait(timeout=10)
+            except Exception:
+                self.backend.kill()
+            self.backend.proc.wait()

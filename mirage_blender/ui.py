@@ -1,0 +1,56 @@
+"""The Mirage panel, in Properties > Output and in the 3D View's sidebar."""
+import bpy
+
+from . import ops
+
+
+class MiragePanelMixin:
+    bl_label = "Mirage Flythrough"
+
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        s = context.scene.mirage
+        st = context.window_manager.mirage
+        running = ops._active["session"] is not None
+        col = layout.column()
+        col.enabled = not running
+        col.prop(s, "reference_image")
+        col.prop(s, "depth_source")
+        if s.depth_source == "IMAGE":
+            col.prop(s, "depth_image")
+        elif s.depth_source == "PLANE":
+            col.prop(s, "plane_distance")
+        col.prop(s, "model")
+        col.prop(s, "segment_length")
+        col.prop(s, "seed")
+        col.prop(s, "device")
+        col.prop(s, "output_dir")
+        if context.scene.camera is None:
+            layout.label(text="The scene has no camera", icon="ERROR")
+        if running:
+            layout.progress(factor=st.progress, type="BAR", text=st.text or "Working")
+            layout.operator(ops.MIRAGE_OT_cancel.bl_idname, icon="CANCEL")
+        else:
+            layout.operator_context = "INVOKE_DEFAULT"
+            layout.operator(ops.MIRAGE_OT_generate.bl_idname, icon="RENDER_ANIMATION")
+            if st.text:
+                layout.label(text=st.text)
+
+
+class MIRAGE_PT_output(MiragePanelMixin, bpy.types.Panel):
+    bl_idname = "MIRAGE_PT_output"
+    bl_space_type = "PROPERTIES"
+    bl_region_type = "WINDOW"
+    bl_context = "output"
+
+
+class MIRAGE_PT_sidebar(MiragePanelMixin, bpy.types.Panel):
+    bl_idname = "MIRAGE_PT_sidebar"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Mirage"
+
+
+classes = (MIRAGE_PT_output, MIRAGE_PT_sidebar)

@@ -1,0 +1,45 @@
+"""Putting finished segments into the Video Sequence Editor."""
+import os
+
+TAG = "mirage_output"
+
+
+def strips_of(scene):
+    """All strips of the scene: `strips` from Blender 4.4, `sequences` before (removed in 5.0)."""
+    ed = scene.sequence_editor
+    if ed is None:
+        return None, []
+    coll = ed.strips if hasattr(ed, "strips") else ed.sequences
+    all_ = ed.strips_all if hasattr(ed, "strips_all") else ed.sequences_all
+    return coll, list(all_)
+
+
+def free_channel(scene, start, end):
+    """Lowest channel with nothing between start and end, so strips never cover the user's."""
+    _, strips = strips_of(scene)
+    used = {s.channel for s in strips if s.frame_final_start <= end and s.frame_final_end > start}
+    channel = 1
+    while channel in used:
+        channel += 1
+    return channel
+
+
+def remove_previous(scene, output_dir):
+    """Drop strips an earlier run made from this same output folder: its files are being rewritten."""
+    coll, strips = strips_of(scene)
+    for s in strips:
+        if s.get(TAG) == output_dir:
+            coll.remove(s)
+
+
+def add_segment(scene, name, output_dir, files, first_frame, channel):
+    """One image strip per segment, starting on the segment's first scene frame."""
+    if scene.sequence_editor is None:
+        scene.sequence_editor_create()
+    coll, _ = strips_of(scene)
+    paths = [os.path.join(output_dir, f) for f in files]
+    strip = coll.new_image(name=name, filepath=paths[0], channel=channel, frame_start=first_frame)
+    for p in paths[1:]:
+        strip.elements.append(os.path.basename(p))
+    strip[TAG] = output_dir
+    return strip
