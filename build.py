@@ -5,6 +5,8 @@
   python3 build.py setup    create/update .venv (idempotent)
   python3 build.py demo     setup + build + generate the demo flythrough into out/demo/
   python3 build.py test     setup + build + the whole pytest suite
+  python3 build.py bench    setup + build + the evaluation scenes, report in out/bench/ (--quick for CI)
+  python3 build.py train    setup + train the builtin model into models/builtin/
 """
 import hashlib
 import os
@@ -100,6 +102,12 @@ def main(argv):
         setup()
         build()
         return run_py("-m", "pytest", "-q", "tests", *argv[2:])
+    if cmd == "bench":
+        setup()
+        return run_py(os.path.join(ROOT, "tools", "bench.py"), "--zip", build(), "--out", os.path.join(ROOT, "out", "bench"), *argv[2:])
+    if cmd == "train":
+        setup()
+        return run_py(os.path.join(ROOT, "tools", "train.py"), *argv[2:])
     print(__doc__)
     return 2
 
