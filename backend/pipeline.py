@@ -111,8 +111,10 @@ def pad_to_cells(t, cell):
 
 
 class Run:
-    def __init__(self, job, out_dir, emit, cancelled=lambda: False, warnings=()):
+    def __init__(self, job, out_dir, emit, cancelled=lambda: False, warnings=(), memory_cls=LatentMemory):
+        # memory_cls lets the bench run baselines (other memories with the same API) through this same loop
         self.job, self.out_dir, self.emit, self.cancelled = job, out_dir, emit, cancelled
+        self.memory_cls = memory_cls
         self.warnings = list(warnings)
         self.resumed = 0
         self.W, self.H = job["width"], job["height"]
@@ -155,7 +157,7 @@ class Run:
         # sky and other misses are placed far away so they still enter the memory and move like sky
         self.far = float(finite.max()) * 20.0 if finite.numel() else 1000.0
         latent = self.model.encode(pad_to_cells(image, self.cell).to(self.device))
-        memory = LatentMemory(self.model.channels, self.cell, device=self.device)
+        memory = self.memory_cls(self.model.channels, self.cell, device=self.device)
         K, c2w = self.camera(ref["frame"])
         memory.write(latent, self.to_cells(depth), K, c2w)
         return memory
@@ -191,7 +193,7 @@ class Run:
                 for n in seg:
                     if not os.path.isfile(os.path.join(self.frames_dir, protocol.frame_filename(n))):
                         return 0, None, []
-            memory = LatentMemory.load(os.path.join(self.state_dir, "memory.safetensors"), device=self.device)
+            memory = self.memory_cls.load(os.path.join(self.state_dir, "memory.safetensors"), device=self.device)
             self.far = float(state["far"])
             return done, memory, state["stats"][:done]
         except (OSError, ValueError, KeyError, json.JSONDecodeError):
@@ -218,6 +220,8 @@ class Run:
         for i in range(done, len(self.segments)):
             seg = self.segments[i]
             t0 = time.perf_counter()
+            if hasattr(memory, "begin_segment"):
+                memory.begin_segment()
             for n in seg:
                 if self.cancelled():
                     raise Cancelled()
