@@ -157,11 +157,12 @@ def _check_pose(c2w, frame, name):
         )
 
 
-def export_cameras(scene, frames):
-    """Per-frame camera for the backend.
+def iter_frames(scene, frames, depth_size=None):
+    """Per-frame camera for the backend, one frame at a time so a modal caller can pause in between.
 
-    Returns ``[{"frame": f, "K": 3x3 list, "cam_to_world": 4x4 list}, ...]``.
-    ``scene.frame_current`` (and subframe) is restored afterwards, also on error.
+    Yields ``{"frame": f, "K": 3x3 list, "cam_to_world": 4x4 list}``, plus ``"depth"`` (an [H, W] array
+    from ``scene_depth``) when ``depth_size`` = (W, H) is given. ``scene.frame_current`` (and subframe)
+    is restored afterwards, also on error or when the caller stops early.
     """
     cam_obj = scene.camera
     if cam_obj is None:
@@ -170,7 +171,6 @@ def export_cameras(scene, frames):
 
     frame_before = scene.frame_current
     subframe_before = scene.frame_subframe
-    out = []
     try:
         for f in frames:
             f = int(f)
@@ -185,11 +185,18 @@ def export_cameras(scene, frames):
                     f"Camera '{cam_obj.name}' has non-finite intrinsics at frame {f}"
                 )
             _check_pose(c2w, f, cam_obj.name)
-            out.append({"frame": f, "K": K.tolist(), "cam_to_world": c2w.tolist()})
+            item = {"frame": f, "K": K.tolist(), "cam_to_world": c2w.tolist()}
+            if depth_size is not None:
+                item["depth"] = scene_depth(scene, cam_obj, *depth_size)
+            yield item
     finally:
         if scene.frame_current != frame_before or scene.frame_subframe != subframe_before:
             scene.frame_set(frame_before, subframe=subframe_before)
-    return out
+
+
+def export_cameras(scene, frames):
+    """All frames' cameras at once: ``[{"frame", "K", "cam_to_world"}, ...]``."""
+    return list(iter_frames(scene, frames))
 
 
 # ---------------------------------------------------------------------------

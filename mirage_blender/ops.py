@@ -112,6 +112,9 @@ class MIRAGE_OT_generate(bpy.types.Operator):
         return self._end(context)
 
     def _end(self, context):
+        if self._steps is not None:
+            self._steps.close()  # stopped while exporting: puts the user's current frame back
+            self._steps = None
         wm = context.window_manager
         wm.event_timer_remove(self._timer)
         wm.progress_end()

@@ -50,6 +50,23 @@ def _load_depth_map(path, width, height):
     return depth
 
 
+def _check_reference(path, width, height):
+    """Catch an unreadable or mis-shaped reference here, naming the user's file, not the job's copy."""
+    try:
+        img = bpy.data.images.load(path, check_existing=False)
+    except RuntimeError:
+        raise SessionError(f"The reference image cannot be read: {path}") from None
+    try:
+        w, h = img.size
+    finally:
+        bpy.data.images.remove(img)
+    if w == 0 or h == 0:
+        raise SessionError(f"The reference image cannot be read: {path}")
+    if abs(w / h - width / height) > 0.01 * width / height:
+        raise SessionError(f"The reference image is {w}x{h}, which does not have the render's aspect ratio "
+                           f"({width}x{height}); crop it or change the render size")
+
+
 class Session:
     def __init__(self, context, python_pref=""):
         self.scene = context.scene
@@ -71,10 +88,7 @@ class Session:
         """Generator: yields between frames so the modal operator can keep the UI responsive."""
         scene, s = self.scene, self.settings
         python = backend_python(self.python_pref)
-        cam = scene.camera
-        if cam is None:
-            raise SessionError("The scene has no camera")
-        export.camera_intrinsics(scene, cam)  # refuses non-perspective cameras before any work
+        export.camera_intrinsics(scene, scene.camera)  # no camera, or not perspective: refuse before any work
         if scene.frame_end < scene.frame_start:
             raise SessionError("The frame range is empty (End is before Start)")
         ref = bpy.path.abspath(s.reference_image) if s.reference_image else ""
@@ -84,10 +98,11 @@ class Session:
             raise SessionError(f"The reference image does not exist: {ref}")
         if os.path.getsize(ref) == 0:
             raise SessionError(f"The reference image is empty (0 bytes): {ref}")
+        width, height = export.render_size(scene)
+        _check_reference(ref, width, height)
         frames = list(range(scene.frame_start, scene.frame_end + 1))
         if s.segment_length > len(frames):
             raise SessionError(f"Segment Length ({s.segment_length}) is longer than the frame range ({len(frames)} frames)")
-        width, height = export.render_size(scene)
         depth_map = None
         if s.depth_source == "IMAGE":
             path = bpy.path.abspath(s.depth_image) if s.depth_image else ""
@@ -118,26 +133,16 @@ class Session:
             np.save(os.path.join(out, "inputs", "reference_depth.npy"), depth_map)
             job["reference"]["depth"] = "inputs/reference_depth.npy"
 
-        user_frame, user_subframe = scene.frame_current, scene.frame_subframe
-        try:
-            depsgraph = bpy.context.evaluated_depsgraph_get()
-            for i, n in enumerate(frames):
-                scene.frame_set(n)
-                cam_eval = cam.evaluated_get(depsgraph)
-                item = {"frame": n, "K": export.camera_intrinsics(scene, cam_eval).tolist(),
-                        "cam_to_world": export.camera_to_world_cv(cam_eval).tolist()}
-                if not np.isfinite(np.array(item["cam_to_world"])).all():
-                    raise SessionError(f"The camera's transform on frame {n} is not finite")
-                if s.depth_source == "SCENE":
-                    rel = f"inputs/depth/{n:06d}.npy"
-                    np.save(os.path.join(out, rel), export.scene_depth(scene, cam_eval, width, height, depsgraph))
-                    item["depth"] = rel
-                job["frames"].append(item)
-                self.progress = 0.1 * (i + 1) / len(frames)
-                self.status = f"Exporting cameras and depth: frame {n}"
-                yield
-        finally:
-            scene.frame_set(user_frame, subframe=user_subframe)
+        depth_size = (width, height) if s.depth_source == "SCENE" else None
+        for i, item in enumerate(export.iter_frames(scene, frames, depth_size)):
+            if depth_size is not None:
+                rel = f"inputs/depth/{item['frame']:06d}.npy"
+                np.save(os.path.join(out, rel), item.pop("depth"))
+                item["depth"] = rel
+            job["frames"].append(item)
+            self.progress = 0.1 * (i + 1) / len(frames)
+            self.status = f"Exporting cameras and depth: frame {item['frame']}"
+            yield
 
         # the add-on checks the job with the same rules as the backend, so errors show before it starts
         self.job_path = os.path.join(out, "job.json")
@@ -171,7 +176,8 @@ class Session:
         elif kind == "segment_done":
             self.insert(msg)
         elif kind == "error":
-            self.error = msg.get("message", "the backend failed")
+            message = msg.get("message") or "the backend failed"
+            self.error = message[:1].upper() + message[1:]
         elif kind == "done":
             if msg.get("cancelled"):
                 self.cancelled = True

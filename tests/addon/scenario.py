@@ -1,0 +1,87 @@
+"""Runs one scenario in a fresh bpy session, the way a user or a farm would: install the built zip,
+build a scene, call bpy.ops.mirage.generate(). Writes what it saw to a JSON file for the test to check.
+
+  python scenario.py ZIP OUT_DIR SCENARIO RESULT.json
+
+An error from Generate is NOT caught: like `blender -b --python-exit-code 1`, the process must exit
+non-zero. The scene's state before and after is written first (in a finally block).
+"""
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import scenes  # noqa: E402  (sets an isolated Blender user folder before bpy loads)
+import bpy  # noqa: E402
+
+
+def scene_state(scene):
+    ed = scene.sequence_editor
+    strips = []
+    if ed is not None:
+        coll = ed.strips_all if hasattr(ed, "strips_all") else ed.sequences_all
+        for s in coll:
+            strips.append({"name": s.name, "channel": s.channel, "start": s.frame_final_start,
+                           "end": s.frame_final_end, "type": s.type,
+                           "files": [e.filename for e in s.elements] if s.type == "IMAGE" else [],
+                           "directory": getattr(s, "directory", "")})
+    return {"frame_current": scene.frame_current, "objects": sorted(o.name for o in scene.objects),
+            "has_sequence_editor": ed is not None, "strips": strips,
+            "frame_start": scene.frame_start, "frame_end": scene.frame_end}
+
+
+def main():
+    zip_path, out, scenario, result_path = sys.argv[1:5]
+    scenes.install_extension(zip_path)
+    scene = scenes.build_room(width=128, height=72, frames=24)
+    ref = os.path.join(out, "reference.png")
+    os.makedirs(out, exist_ok=True)
+    scenes.render_reference(scene, ref, samples=4)
+    s = scene.mirage
+    s.reference_image = ref
+    s.output_dir = os.path.join(out, "mirage")
+    s.segment_length = 10
+    scene.frame_set(7)
+    result = {"background": bpy.app.background}
+
+    if scenario == "user_strip":
+        # a strip of the user's on channel 1 over the whole range must not be covered or touched
+        ed = scene.sequence_editor_create()
+        coll = ed.strips if hasattr(ed, "strips") else ed.sequences
+        coll.new_effect(name="UserColor", type="COLOR", channel=1, frame_start=1, length=30)
+    elif scenario == "no_camera":
+        scene.camera = None
+    elif scenario == "ortho":
+        scene.camera.data.type = "ORTHO"
+    elif scenario == "missing_reference":
+        s.reference_image = os.path.join(out, "nope.png")
+    elif scenario == "corrupt_reference":
+        bad = os.path.join(out, "corrupt.png")
+        with open(bad, "wb") as f:
+            f.write(b"\x89PNG\r\n\x1a\n this is not an image")
+        s.reference_image = bad
+    elif scenario == "segment_too_long":
+        s.segment_length = 500
+    elif scenario != "ok":
+        raise SystemExit(f"unknown scenario {scenario}")
+
+    result["before"] = scene_state(scene)
+    try:
+        bpy.ops.mirage.generate()
+        if scenario in ("ok", "user_strip"):
+            result["first"] = scene_state(scene)
+            bpy.ops.mirage.generate()  # a rerun replaces its own strips, never stacks copies
+            path = os.path.join(out, "saved.blend")
+            bpy.ops.wm.save_as_mainfile(filepath=path)
+            bpy.ops.wm.open_mainfile(filepath=path)
+            scene = bpy.context.scene
+    finally:
+        result["after"] = scene_state(scene)
+        result["status"] = bpy.context.window_manager.mirage.text
+        with open(result_path, "w") as f:
+            json.dump(result, f)
+
+
+if __name__ == "__main__":
+    main()

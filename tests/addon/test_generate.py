@@ -1,0 +1,129 @@
+"""The whole product in real bpy: the built zip installed as an extension in a fresh session,
+Generate run in background mode, the backend as a real subprocess, frames into the VSE."""
+import json
+import os
+import subprocess
+import sys
+import venv
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import ROOT
+
+SCENARIO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scenario.py")
+
+
+def run_scenario(extension_zip, tmp_path, name, **env):
+    result = tmp_path / "result.json"
+    proc = subprocess.run([sys.executable, SCENARIO, extension_zip, str(tmp_path), name, str(result)],
+                          cwd=str(tmp_path), capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MIRAGE_BACKEND_PYTHON": sys.executable, **env})
+    data = json.loads(result.read_text()) if result.exists() else None
+    return proc, data
+
+
+def error_line(proc):
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("RuntimeError: ")]
+    return lines[-1] if lines else ""
+
+
+@pytest.fixture(scope="module")
+def generated(extension_zip, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("generate")
+    proc, data = run_scenario(extension_zip, tmp, "ok")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp, data
+
+
+def test_every_scene_frame_has_a_png(generated):
+    tmp, data = generated
+    frames = tmp / "mirage" / "frames"
+    names = sorted(os.listdir(frames))
+    assert names == [f"{n:06d}.png" for n in range(1, 25)]
+    for n in names:
+        with Image.open(frames / n) as im:
+            assert im.size == (128, 72)
+
+
+def test_vse_strips_cover_the_frame_range_exactly(generated):
+    _, data = generated
+    assert data["background"] is True
+    strips = sorted(data["after"]["strips"], key=lambda s: s["start"])
+    assert [s["name"] for s in strips] == ["Mirage 001", "Mirage 002", "Mirage 003"]
+    assert [(s["start"], s["end"]) for s in strips] == [(1, 11), (11, 21), (21, 25)]  # end is exclusive
+    assert len({s["channel"] for s in strips}) == 1
+    assert [len(s["files"]) for s in strips] == [10, 10, 4]
+    assert strips[0]["files"][0] == "000001.png" and strips[2]["files"][-1] == "000024.png"
+
+
+def test_rerun_replaces_its_own_strips(generated):
+    _, data = generated
+    assert len(data["first"]["strips"]) == 3
+    assert len(data["after"]["strips"]) == 3  # after a second Generate, saved and reopened
+
+
+def test_job_and_run_reports(generated):
+    tmp, data = generated
+    job = json.loads((tmp / "mirage" / "job.json").read_text())
+    run = json.loads((tmp / "mirage" / "run.json").read_text())
+    assert [f["frame"] for f in job["frames"]] == list(range(1, 25))
+    assert job["width"] == 128 and job["height"] == 72 and job["segment_length"] == 10
+    assert all(os.path.isfile(tmp / "mirage" / f["depth"]) for f in job["frames"])
+    assert run["frames"] == 24 and run["segments"] == 3
+    assert [s["frames"] for s in run["per_segment"]] == [[1, 10], [11, 20], [21, 24]]
+
+
+def test_user_frame_is_restored(generated):
+    _, data = generated
+    assert data["before"]["frame_current"] == 7 and data["after"]["frame_current"] == 7
+
+
+def test_first_frame_matches_the_reference(generated):
+    # the reference depicts frame 1's view, so the generated frame 1 must look like it
+    tmp, _ = generated
+    ref = np.asarray(Image.open(tmp / "reference.png").convert("RGB"), dtype=float)
+    out = np.asarray(Image.open(tmp / "mirage" / "frames" / "000001.png").convert("RGB"), dtype=float)
+    mse = ((ref - out) ** 2).mean()
+    assert 10 * np.log10(255 ** 2 / max(mse, 1e-10)) > 25
+
+
+def test_strips_go_to_the_first_free_channel(extension_zip, tmp_path):
+    proc, data = run_scenario(extension_zip, tmp_path, "user_strip")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    user = [s for s in data["after"]["strips"] if s["name"] == "UserColor"]
+    ours = [s for s in data["after"]["strips"] if s["name"].startswith("Mirage")]
+    assert user == [s for s in data["before"]["strips"] if s["name"] == "UserColor"]
+    assert len(ours) == 3 and {s["channel"] for s in ours} == {2}
+
+
+@pytest.mark.parametrize("scenario, message", [
+    ("no_camera", "The scene has no camera"),
+    ("ortho", "Mirage needs a perspective camera; 'Camera' is orthographic"),
+    ("missing_reference", "The reference image does not exist"),
+    ("corrupt_reference", "The reference image cannot be read"),
+    ("segment_too_long", "Segment Length (500) is longer than the frame range (24 frames)"),
+])
+def test_bad_input_fails_cleanly(extension_zip, tmp_path, scenario, message):
+    proc, data = run_scenario(extension_zip, tmp_path, scenario)
+    assert proc.returncode != 0
+    assert message in error_line(proc), proc.stderr[-2000:]
+    assert message in data["status"]
+    assert data["after"] == data["before"]  # the user's scene is left as it was
+
+
+def test_backend_without_torch(extension_zip, tmp_path):
+    bare = tmp_path / "bare-venv"
+    venv.create(bare, with_pip=False)
+    proc, data = run_scenario(extension_zip, tmp_path, "ok", MIRAGE_BACKEND_PYTHON=str(bare / "bin" / "python"))
+    assert proc.returncode != 0
+    assert "cannot import torch" in error_line(proc), proc.stderr[-2000:]
+    assert data["after"] == data["before"]
+
+
+def test_missing_backend_interpreter(extension_zip, tmp_path):
+    proc, data = run_scenario(extension_zip, tmp_path, "ok", MIRAGE_BACKEND_PYTHON=str(tmp_path / "no" / "python"))
+    assert proc.returncode != 0
+    assert "The backend Python does not exist or cannot run" in error_line(proc)
+    assert data["after"] == data["before"]
