@@ -31,6 +31,46 @@ def scene_state(scene):
             "frame_start": scene.frame_start, "frame_end": scene.frame_end}
 
 
+def drive_like_the_ui(scenario):
+    """What the modal operator does on each timer tick, timed: no call may block Blender for long."""
+    import importlib
+    import signal
+    import time
+    session_mod = importlib.import_module("bl_ext.user_default.mirage_blender.session")
+    prefs = importlib.import_module("bl_ext.user_default.mirage_blender.prefs")
+    session = session_mod.Session(bpy.context, prefs.python_pref())
+    longest_step = longest_poll = 0.0
+    steps = session.prepare()
+    while True:
+        t = time.perf_counter()
+        try:
+            next(steps)
+        except StopIteration:
+            break
+        longest_step = max(longest_step, time.perf_counter() - t)
+    t = time.perf_counter()
+    session.start()
+    longest_poll = time.perf_counter() - t
+    polls = 0
+    deadline = time.monotonic() + 120
+    while not session.ended and time.monotonic() < deadline:
+        t = time.perf_counter()
+        for msg in session.backend.poll():
+            session.handle(msg)
+            if msg["type"] == "segment_done" and msg["segment"] == 0:
+                if scenario == "cancel":
+                    session.cancel()
+                elif scenario == "kill":
+                    session.backend.proc.send_signal(signal.SIGKILL)
+        longest_poll = max(longest_poll, time.perf_counter() - t)
+        polls += 1
+        time.sleep(0.01)
+    session.close()
+    return {"polls": polls, "longest_poll": longest_poll, "longest_step": longest_step, "finished": session.finished,
+            "cancelled": session.cancelled, "error": session.error, "segments_in_vse": session.segments_in_vse,
+            "out": session.out}
+
+
 def main():
     zip_path, out, scenario, result_path = sys.argv[1:5]
     scenes.install_extension(zip_path)
@@ -63,10 +103,18 @@ def main():
         s.reference_image = bad
     elif scenario == "segment_too_long":
         s.segment_length = 500
-    elif scenario != "ok":
+    elif scenario not in ("ok", "poll", "cancel", "kill"):
         raise SystemExit(f"unknown scenario {scenario}")
 
     result["before"] = scene_state(scene)
+    if scenario in ("cancel", "kill"):
+        s.segment_length = 1  # many small segments: the stop lands long before the last one
+    if scenario in ("poll", "cancel", "kill"):
+        result.update(drive_like_the_ui(scenario))
+        result["after"] = scene_state(scene)
+        with open(result_path, "w") as f:
+            json.dump(result, f)
+        return
     try:
         bpy.ops.mirage.generate()
         if scenario in ("ok", "user_strip"):

@@ -127,3 +127,35 @@ def test_missing_backend_interpreter(extension_zip, tmp_path):
     assert proc.returncode != 0
     assert "The backend Python does not exist or cannot run" in error_line(proc)
     assert data["after"] == data["before"]
+
+
+def test_ui_path_never_blocks(extension_zip, tmp_path):
+    # the modal operator's work per timer tick: one export step, or draining the backend's queue
+    proc, data = run_scenario(extension_zip, tmp_path, "poll")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert data["finished"] and data["error"] is None
+    assert data["longest_step"] < 0.25 and data["longest_poll"] < 0.1
+    assert data["polls"] > 3  # the backend worked while the "UI" kept ticking
+    assert data["segments_in_vse"] == 3 and len(data["after"]["strips"]) == 3
+
+
+def test_cancel_keeps_finished_segments_in_the_vse(extension_zip, tmp_path):
+    proc, data = run_scenario(extension_zip, tmp_path, "cancel")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert data["cancelled"] and not data["finished"] and data["error"] is None
+    strips = data["after"]["strips"]
+    assert 1 <= len(strips) < 24 and strips[0]["start"] == 1
+    frames = set(os.listdir(os.path.join(data["out"], "frames")))
+    for s in strips:
+        assert all(f in frames for f in s["files"])
+    assert not [f for f in frames if f.endswith(".part")]
+
+
+def test_killed_backend_is_reported_and_segments_stay(extension_zip, tmp_path):
+    proc, data = run_scenario(extension_zip, tmp_path, "kill")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert data["error"].startswith("The backend stopped unexpectedly (exit code -9)")
+    strips = data["after"]["strips"]
+    assert len(strips) >= 1 and strips[0]["name"] == "Mirage 001"
+    frames = set(os.listdir(os.path.join(data["out"], "frames")))
+    assert all(f in frames for f in strips[0]["files"])
