@@ -122,3 +122,40 @@ def write_mp4(scene, path):
     r.filepath = path
     bpy.ops.render.render(animation=True)
     return path
+
+
+# -- bench scenes (tools/bench.py) ------------------------------------------------------------------
+BENCH_SCENES_VERSION = 1  # bump when a bench scene changes, so cached ground truth is re-rendered
+
+
+def _look_yaw(pos, target):
+    """Yaw (degrees, about world Z) that points a camera at pitch ~90 from pos toward target."""
+    dx, dy = target[0] - pos[0], target[1] - pos[1]
+    return math.degrees(math.atan2(-dx, dy))
+
+
+def build_pillar_revisit(width=256, height=144, frames=48):
+    """The room; the camera starts facing the pillar, goes round its east side to the far side (what the
+    pillar hid from the first frame comes into view), looks away at walls the first frame never saw,
+    and comes back to exactly the start pose on the last frame."""
+    f = frames
+    start = ((-3.0, -4.5, 1.6), (85, -30))
+    keys = [(1, *start),
+            (max(2, round(0.22 * f)), (1.2, -3.2, 1.6), (85, 5)),
+            (max(3, round(0.42 * f)), (3.6, 1.2, 1.6), (85, 75)),
+            (max(4, round(0.60 * f)), (3.0, -1.2, 1.6), (85, -120)),
+            (max(5, round(0.80 * f)), (-0.8, -4.0, 1.6), (85, -15)),
+            (f, *start)]
+    return build_room(width, height, frames, keys=keys)
+
+
+def build_loop(width=256, height=144, loop_frames=40, loops=4):
+    """The room with the camera circling the pillar `loops` times along the same closed path; every
+    frame is keyed, so frame n and frame n + loop_frames have exactly the same pose."""
+    centre, radius = (0.0, 0.5), 4.0
+    keys = []
+    for n in range(loop_frames * loops):
+        a = 2 * math.pi * (n % loop_frames) / loop_frames
+        pos = (centre[0] + radius * math.sin(a), centre[1] - radius * math.cos(a), 1.6)
+        keys.append((n + 1, pos, (82, _look_yaw(pos, centre) + 25)))
+    return build_room(width, height, loop_frames * loops, keys=keys)

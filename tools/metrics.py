@@ -1,0 +1,214 @@
+"""Image and geometry metrics for the bench: PSNR, SSIM, exact-depth warps, covisibility, revisits.
+
+Pure numpy/torch, no bpy, no backend internals. Conventions match the job format: images are
+[H, W, 3] float arrays in 0..1, depth is planar camera z per pixel (inf where nothing is hit), K is
+the OpenCV 3x3 intrinsic matrix in pixels and c2w the 4x4 OpenCV camera-to-world matrix (+Z forward,
++Y down); pixel (u, v) has its centre at integer (u, v).
+"""
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DEPTH_TOL = 0.03   # a warped point is visible in the other camera when its depth agrees within 3 %
+
+
+def _t(x, dtype=torch.float64):
+    return torch.as_tensor(np.asarray(x), dtype=dtype)
+
+
+# -- image quality ----------------------------------------------------------------------------------
+def mse(a, b, mask=None):
+    """Mean squared error over the (masked) pixels and channels; nan when the mask is empty."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    d = (a - b) ** 2
+    if d.ndim == 3:
+        d = d.mean(-1)
+    if mask is not None:
+        d = d[np.asarray(mask, bool)]
+    return float(d.mean()) if d.size else float("nan")
+
+
+def psnr_from_mse(m, peak=1.0):
+    if m != m:
+        return float("nan")
+    return float("inf") if m == 0 else 10.0 * math.log10(peak * peak / m)
+
+
+def psnr(a, b, mask=None, peak=1.0):
+    """PSNR in dB of a against b over the masked pixels: inf for identical images, nan for an empty mask."""
+    return psnr_from_mse(mse(a, b, mask), peak)
+
+
+def _gauss(size=11, sigma=1.5):
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    return g / g.sum()
+
+
+def ssim_map(a, b, peak=1.0):
+    """Per-pixel SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03), averaged
+    over the colour channels; borders use reflect padding so the map has the image's size."""
+    x = _t(a, torch.float32)
+    y = _t(b, torch.float32)
+    x = x.permute(2, 0, 1)[None] if x.dim() == 3 else x[None, None]
+    y = y.permute(2, 0, 1)[None] if y.dim() == 3 else y[None, None]
+    C = x.shape[1]
+    g = _gauss().float()
+    pad = g.numel() // 2
+    kh, kv = g[None, None, None, :].repeat(C, 1, 1, 1), g[None, None, :, None].repeat(C, 1, 1, 1)
+
+    def blur(t):  # separable Gaussian, float32 (float64 grouped conv has no fast CPU path)
+        t = F.conv2d(F.pad(t, (pad, pad, 0, 0), mode="reflect"), kh, groups=C)
+        return F.conv2d(F.pad(t, (0, 0, pad, pad), mode="reflect"), kv, groups=C)
+
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    c1, c2 = (0.01 * peak) ** 2, (0.03 * peak) ** 2
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return s[0].mean(0).double().numpy()
+
+
+def ssim(a, b, mask=None):
+    s = ssim_map(a, b)
+    if mask is not None:
+        s = s[np.asarray(mask, bool)]
+    return float(s.mean()) if s.size else float("nan")
+
+
+# -- geometry ---------------------------------------------------------------------------------------
+def unproject(depth, K, c2w):
+    """[H, W] depth -> [H, W, 3] world points (float64 torch)."""
+    d = _t(depth)
+    H, W = d.shape
+    K = _t(K)
+    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
+    cam = torch.stack([(u - K[0, 2]) / K[0, 0] * d, (v - K[1, 2]) / K[1, 1] * d, d], -1)
+    M = _t(c2w)
+    return cam @ M[:3, :3].T + M[:3, 3]
+
+
+def project(points, K, c2w):
+    """World points [..., 3] -> (u, v, z) in the camera."""
+    M = torch.linalg.inv(_t(c2w))
+    pc = points @ M[:3, :3].T + M[:3, 3]
+    K = _t(K)
+    z = pc[..., 2]
+    return K[0, 0] * pc[..., 0] / z + K[0, 2], K[1, 1] * pc[..., 1] / z + K[1, 2], z
+
+
+def backward_warp(src_img, src_depth, K_src, c2w_src, dst_depth, K_dst, c2w_dst, tol=DEPTH_TOL):
+    """Resample a source image into the destination camera using the destination's exact depth.
+
+    Returns (image [H, W, 3], valid [H, W]): valid where the destination pixel's surface point lands
+    inside the source image, in front of it, and the source's own depth there agrees within `tol` (so
+    the point was not hidden from the source). Colours are sampled bilinearly."""
+    dd = _t(dst_depth)
+    H, W = dd.shape
+    Hs, Ws = np.asarray(src_depth).shape
+    pts = unproject(torch.where(torch.isfinite(dd), dd, torch.ones_like(dd)), K_dst, c2w_dst)
+    u, v, z = project(pts, K_src, c2w_src)
+    ui, vi = torch.round(u), torch.round(v)
+    inside = torch.isfinite(dd) & (z > 1e-6) & (ui >= 0) & (ui <= Ws - 1) & (vi >= 0) & (vi <= Hs - 1)
+    sd = _t(src_depth)
+    ds = sd[vi.clamp(0, Hs - 1).long(), ui.clamp(0, Ws - 1).long()]
+    valid = inside & torch.isfinite(ds) & ((ds - z).abs() <= tol * z)
+    img = _t(src_img).permute(2, 0, 1)[None]
+    grid = torch.stack([u / max(Ws - 1, 1) * 2 - 1, v / max(Hs - 1, 1) * 2 - 1], -1)[None]
+    grid = torch.where(torch.isfinite(grid), grid, torch.zeros_like(grid))
+    out = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
+    return out.permute(1, 2, 0).numpy(), valid.numpy()
+
+
+def covisible(ref_depth, K_ref, c2w_ref, depth, K, c2w, tol=DEPTH_TOL):
+    """[H, W] bool: pixels of the camera (K, c2w, depth) whose surface point the reference camera saw."""
+    dummy = np.zeros((*np.asarray(ref_depth).shape, 3))
+    return backward_warp(dummy, ref_depth, K_ref, c2w_ref, depth, K, c2w, tol)[1]
+
+
+def forward_warp(src_img, src_depth, K_src, c2w_src, K_dst, c2w_dst, H, W):
+    """Splat every source pixel to its nearest destination pixel; the nearest depth wins (ties: lowest
+    source index). Returns (image [H, W, 3], hit [H, W], depth [H, W])."""
+    sd = _t(src_depth)
+    ok = torch.isfinite(sd).flatten()
+    pts = unproject(torch.where(torch.isfinite(sd), sd, torch.ones_like(sd)), K_src, c2w_src).reshape(-1, 3)
+    u, v, z = project(pts, K_dst, c2w_dst)
+    ui, vi = torch.round(u).long(), torch.round(v).long()
+    ok &= (z > 1e-6) & (ui >= 0) & (ui < W) & (vi >= 0) & (vi < H)
+    idx = torch.nonzero(ok)[:, 0]
+    target, zz = vi[idx] * W + ui[idx], z[idx]
+    zmin = torch.full((H * W,), float("inf"), dtype=torch.float64).scatter_reduce(0, target, zz, "amin")
+    win = zz <= zmin[target]
+    best = torch.full((H * W,), idx.numel(), dtype=torch.int64)
+    best = best.scatter_reduce(0, target[win], torch.arange(idx.numel())[win], "amin")
+    hit = best < idx.numel()
+    colours = _t(src_img).reshape(-1, 3)[idx]
+    out = torch.zeros(H * W, 3, dtype=torch.float64)
+    out[hit] = colours[best[hit]]
+    depth = torch.full((H * W,), float("inf"), dtype=torch.float64)
+    depth[hit] = zz[best[hit]]
+    return out.reshape(H, W, 3).numpy(), hit.reshape(H, W).numpy(), depth.reshape(H, W).numpy()
+
+
+def fill_cracks(img, hit):
+    """Fill unsplatted pixels from their neighbours with a mask-weighted image pyramid (push-pull)."""
+    x = _t(img).permute(2, 0, 1)
+    valid = _t(hit)[None]
+    if valid.sum() == 0:
+        return np.asarray(img, np.float64)
+    levels = [(x * valid, valid)]
+    while min(levels[-1][1].shape[-2:]) > 1:
+        s, w = levels[-1]
+        levels.append((F.avg_pool2d(s[None], 2, ceil_mode=True)[0], F.avg_pool2d(w[None], 2, ceil_mode=True)[0]))
+    s, w = levels[-1]
+    filled = s / w.clamp_min(1e-12)
+    for s, w in reversed(levels[:-1]):
+        up = F.interpolate(filled[None], size=s.shape[-2:], mode="bilinear", align_corners=False)[0]
+        filled = torch.where(w > 1e-9, s / w.clamp_min(1e-12), up)
+    out = torch.where(valid.bool(), x, filled)
+    return out.permute(1, 2, 0).numpy()
+
+
+def oracle(ref_img, ref_depth, K_ref, c2w_ref, K, c2w, H, W):
+    """The ceiling of pure reprojection: the reference pixels forward-warped with exact depth and
+    poses (nearest-pixel splats, min-depth z-buffer), cracks filled by push-pull."""
+    img, hit, _ = forward_warp(ref_img, ref_depth, K_ref, c2w_ref, K, c2w, H, W)
+    return fill_cracks(img, hit)
+
+
+def warp_error(prev_img, cur_img, prev_depth, cur_depth, K_prev, c2w_prev, K_cur, c2w_cur, tol=DEPTH_TOL):
+    """Mean absolute error (0..1) between a frame and its predecessor warped into it with exact depth
+    and poses, over the pixels both cameras see; nan when none are."""
+    warped, valid = backward_warp(prev_img, prev_depth, K_prev, c2w_prev, cur_depth, K_cur, c2w_cur, tol)
+    if not valid.any():
+        return float("nan")
+    return float(np.abs(warped - np.asarray(cur_img, np.float64))[valid].mean())
+
+
+# -- camera paths -----------------------------------------------------------------------------------
+def pose_distance(a, b):
+    """(translation distance, rotation angle in degrees) between two 4x4 camera-to-world matrices."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    dist = float(np.linalg.norm(a[:3, 3] - b[:3, 3]))
+    R = a[:3, :3].T @ b[:3, :3]
+    ang = math.degrees(math.acos(max(-1.0, min(1.0, (np.trace(R) - 1) / 2))))
+    return dist, ang
+
+
+def revisits(poses, max_dist=0.15, max_angle=5.0, away_dist=1.0, away_angle=30.0):
+    """Indices i of poses that return close (<= max_dist, <= max_angle) to an earlier pose j after the
+    camera went away in between (some pose between j and i is >= away_dist or >= away_angle from pose
+    i). Returns {i: j} with the earliest such j."""
+    out = {}
+    n = len(poses)
+    for i in range(n):
+        far_since = False
+        # walk back from i: once a far pose is passed, any close pose further back is a revisit
+        for j in range(i - 1, -1, -1):
+            d, a = pose_distance(poses[i], poses[j])
+            if d >= away_dist or a >= away_angle:
+                far_since = True
+            elif far_since and d <= max_dist and a <= max_angle:
+                out[i] = j
+    return out
