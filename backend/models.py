@@ -110,7 +110,12 @@ def depth_aware_fill(x, hole, depth, target_depth=None, far_ratio=10.0):
     return out
 
 
-_KINDS = {"patch": PatchModel}
+def _learned(name, **args):
+    from .learned import LearnedModel  # imported on use: learned.py builds on the classes above
+    return LearnedModel(name, **args)
+
+
+_KINDS = {"patch": PatchModel, "learned": _learned}
 
 
 def available():

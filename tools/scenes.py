@@ -124,6 +124,121 @@ def write_mp4(scene, path):
     return path
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Random rooms for training data (tools/train.py). New builders only; the ones above are unchanged.
+# ---------------------------------------------------------------------------------------------------------
+
+def _random_material(rng, name):
+    """A Principled BSDF driven by one of a few procedural textures, colours drawn from rng."""
+    mat = bpy.data.materials.new(name)
+    mat.use_nodes = True
+    nt = mat.node_tree
+    bsdf = nt.nodes.get("Principled BSDF")
+    c1 = tuple(rng.uniform(0.05, 0.95) for _ in range(3))
+    c2 = tuple(min(1.0, max(0.0, c * rng.uniform(0.2, 1.6) + rng.uniform(-0.15, 0.15))) for c in c1)
+    kind = rng.choice(["checker", "checker", "brick", "noise", "wave", "voronoi", "plain"])
+    tex = None
+    if kind == "checker":
+        tex = nt.nodes.new("ShaderNodeTexChecker")
+        tex.inputs["Scale"].default_value = rng.uniform(1.5, 16)
+    elif kind == "brick":
+        tex = nt.nodes.new("ShaderNodeTexBrick")
+        tex.inputs["Scale"].default_value = rng.uniform(2, 10)
+        tex.inputs["Mortar"].default_value = (*tuple(rng.uniform(0.6, 0.95) for _ in range(3)), 1.0)
+    elif kind in ("noise", "wave", "voronoi"):
+        tex = nt.nodes.new({"noise": "ShaderNodeTexNoise", "wave": "ShaderNodeTexWave",
+                            "voronoi": "ShaderNodeTexVoronoi"}[kind])
+        tex.inputs["Scale"].default_value = rng.uniform(1.0, 12.0)
+    if tex is None:
+        bsdf.inputs["Base Color"].default_value = (*c1, 1.0)
+    elif kind in ("checker", "brick"):
+        tex.inputs["Color1"].default_value = (*c1, 1.0)
+        tex.inputs["Color2"].default_value = (*c2, 1.0)
+        nt.links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
+    else:
+        ramp = nt.nodes.new("ShaderNodeValToRGB")
+        ramp.color_ramp.elements[0].color = (*c1, 1.0)
+        ramp.color_ramp.elements[1].color = (*c2, 1.0)
+        out = tex.outputs["Fac"] if "Fac" in tex.outputs else tex.outputs["Distance"]
+        nt.links.new(out, ramp.inputs["Fac"])
+        nt.links.new(ramp.outputs["Color"], bsdf.inputs["Base Color"])
+    bsdf.inputs["Roughness"].default_value = rng.uniform(0.3, 1.0)
+    return mat
+
+
+def build_random_room(rng, width=256, height=144):
+    """A room of random size, materials, furniture boxes, spheres and cylinders, lit by a random sun and
+    world colour; sometimes without a ceiling so the sky shows. Returns (scene, camera, half extents)."""
+    bpy.ops.wm.read_homefile(use_empty=True)
+    scene = bpy.context.scene
+    scene.render.resolution_x, scene.render.resolution_y = width, height
+    scene.render.resolution_percentage = 100
+    hx, hy, hz = rng.uniform(3, 7), rng.uniform(3, 7), rng.uniform(2.5, 5)
+    _box("Floor", (0, 0, -0.05), (2 * hx, 2 * hy, 0.1), _random_material(rng, "Floor"))
+    walls = [("WallN", (0, hy, hz / 2), (2 * hx, 0.2, hz)), ("WallS", (0, -hy, hz / 2), (2 * hx, 0.2, hz)),
+             ("WallE", (hx, 0, hz / 2), (0.2, 2 * hy, hz)), ("WallW", (-hx, 0, hz / 2), (0.2, 2 * hy, hz))]
+    for name, loc, size in walls:
+        if rng.random() < 0.85:
+            _box(name, loc, size, _random_material(rng, name))
+    if rng.random() < 0.4:
+        _box("Ceiling", (0, 0, hz + 0.05), (2 * hx, 2 * hy, 0.1), _random_material(rng, "Ceiling"))
+    for i in range(rng.randint(3, 9)):
+        x, y = rng.uniform(-hx + 0.5, hx - 0.5), rng.uniform(-hy + 0.5, hy - 0.5)
+        mat = _random_material(rng, f"Obj{i}")
+        shape = rng.choice(["box", "box", "sphere", "cylinder"])
+        if shape == "box":
+            sx, sy, sz = rng.uniform(0.3, 1.6), rng.uniform(0.3, 1.6), rng.uniform(0.3, 2.8)
+            ob = _box(f"Obj{i}", (x, y, sz / 2), (sx, sy, sz), mat)
+            ob.rotation_euler[2] = rng.uniform(0, math.pi)
+        else:
+            r = rng.uniform(0.2, 0.8)
+            if shape == "sphere":
+                bpy.ops.mesh.primitive_uv_sphere_add(radius=r, location=(x, y, r + rng.uniform(0, 1.0)))
+            else:
+                zh = rng.uniform(0.4, 2.5)
+                bpy.ops.mesh.primitive_cylinder_add(radius=r, depth=zh, location=(x, y, zh / 2))
+            ob = bpy.context.active_object
+            bpy.ops.object.shade_smooth()
+            ob.data.materials.append(mat)
+    sun = bpy.data.objects.new("Sun", bpy.data.lights.new("Sun", "SUN"))
+    sun.data.energy = rng.uniform(1.5, 5.0)
+    sun.rotation_euler = (math.radians(rng.uniform(10, 60)), math.radians(rng.uniform(-20, 20)),
+                          math.radians(rng.uniform(0, 360)))
+    scene.collection.objects.link(sun)
+    if rng.random() < 0.5:
+        lamp = bpy.data.objects.new("Lamp", bpy.data.lights.new("Lamp", "POINT"))
+        lamp.data.energy = rng.uniform(100, 800)
+        lamp.location = (rng.uniform(-hx, hx) * 0.7, rng.uniform(-hy, hy) * 0.7, hz * 0.8)
+        scene.collection.objects.link(lamp)
+    scene.world = bpy.data.worlds.new("World")
+    scene.world.color = tuple(rng.uniform(0.2, 0.9) for _ in range(3))
+    cam = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
+    cam.data.lens = rng.uniform(16, 40)
+    scene.collection.objects.link(cam)
+    scene.camera = cam
+    return scene, cam, (hx, hy, hz)
+
+
+def set_camera(cam, location, pitch_deg, yaw_deg):
+    """Place the camera (looks along -Z; pitch about X, then yaw about world Z) and update the scene."""
+    cam.location = location
+    cam.rotation_euler = (math.radians(pitch_deg), 0.0, math.radians(yaw_deg))
+    bpy.context.view_layer.update()
+
+
+def render_still(scene, path, samples=16, denoise=True):
+    """Render the current frame with Cycles on the CPU, denoised when Blender has OpenImageDenoise."""
+    r = scene.render
+    r.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = samples
+    scene.cycles.use_denoising = bool(denoise)
+    r.image_settings.file_format = "PNG"
+    r.filepath = path
+    bpy.ops.render.render(write_still=True)
+    return path
+
+
 # -- bench scenes (tools/bench.py) ------------------------------------------------------------------
 BENCH_SCENES_VERSION = 1  # bump when a bench scene changes, so cached ground truth is re-rendered
 

@@ -1,0 +1,159 @@
+"""A trained compact latent model: a convolutional autoencoder (8x8 pixels -> one cell of 12 channels) and a
+small hole-filling network that works on the latent grid of a memory read.
+
+Torch only (no bpy). Weights are loaded from safetensors and nothing else, so a model folder can never run
+code. Everything is deterministic: no dropout, no noise, fixed-order convolutions on the CPU.
+"""
+import os
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .models import LatentModel, ModelError, depth_aware_fill
+
+FAR_RATIO = 10.0   # a read or target depth beyond this many times the median known depth counts as sky
+FILL_IN = 30       # fill net input channels for 12 latent channels: see fill_features
+
+
+class ResBlock(nn.Module):
+    def __init__(self, ch, dilation=1):
+        super().__init__()
+        self.a = nn.Conv2d(ch, ch, 3, padding=dilation, dilation=dilation)
+        self.b = nn.Conv2d(ch, ch, 3, padding=dilation, dilation=dilation)
+
+    def forward(self, x):
+        return x + self.b(F.relu(self.a(F.relu(x))))
+
+
+class Encoder(nn.Module):
+    """[N, 3, H, W] -> [N, C, H/8, W/8]: pixel-unshuffle by 2, then two strided convolutions."""
+
+    def __init__(self, channels=12, widths=(32, 64, 96)):
+        super().__init__()
+        w1, w2, w3 = widths
+        self.net = nn.Sequential(
+            nn.PixelUnshuffle(2), nn.Conv2d(12, w1, 3, padding=1), ResBlock(w1),
+            nn.Conv2d(w1, w2, 4, stride=2, padding=1), ResBlock(w2),
+            nn.Conv2d(w2, w3, 4, stride=2, padding=1), ResBlock(w3), ResBlock(w3),
+            nn.ReLU(), nn.Conv2d(w3, channels, 1))
+
+    def forward(self, x):
+        return self.net(x * 2 - 1)
+
+
+class Decoder(nn.Module):
+    """[N, C, h, w] -> [N, 3, 8h, 8w]: residual blocks and three pixel-shuffle upsamplings."""
+
+    def __init__(self, channels=12, widths=(32, 64, 96)):
+        super().__init__()
+        w1, w2, w3 = widths
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, w3, 3, padding=1), ResBlock(w3), ResBlock(w3), nn.ReLU(),
+            nn.Conv2d(w3, 4 * w2, 3, padding=1), nn.PixelShuffle(2), ResBlock(w2), nn.ReLU(),
+            nn.Conv2d(w2, 4 * w1, 3, padding=1), nn.PixelShuffle(2), ResBlock(w1), nn.ReLU(),
+            nn.Conv2d(w1, 12, 3, padding=1), nn.PixelShuffle(2))
+
+    def forward(self, z):
+        return self.net(z) * 0.5 + 0.5
+
+
+class FillNet(nn.Module):
+    """Predicts a correction to the depth-aware push-pull fill of a latent read, from the read itself, the hole
+    mask and depth features. Dilated residual blocks give it the whole 32 x 18 grid as context."""
+
+    def __init__(self, channels=12, width=64, dilations=(1, 2, 4, 8, 1)):
+        super().__init__()
+        self.inp = nn.Conv2d(2 * channels + 6, width, 3, padding=1)
+        self.blocks = nn.Sequential(*[ResBlock(width, d) for d in dilations])
+        self.out = nn.Conv2d(width, channels, 3, padding=1)
+
+    def forward(self, feats):
+        return self.out(F.relu(self.blocks(self.inp(feats))))
+
+
+def _log_depth(d, med, valid):
+    x = torch.log(d.clamp_min(1e-6) / med).clamp(-3.0, 3.0)
+    return torch.where(valid, x, torch.zeros_like(x))
+
+
+def fill_features(latent, hole, depth, target_depth=None):
+    """Inputs of the fill net for one read (all [.., h, w]): known latent (holes zeroed), hole mask, the
+    push-pull base fill, log read depth / median and a read-sky flag, log target depth / median, a target-sky
+    flag and whether the target depth is given. Returns (features [2C+6, h, w], base fill [C, h, w])."""
+    latent = latent.float()
+    depth = depth.float()
+    known = ~hole
+    base = depth_aware_fill(latent, hole, depth, target_depth, far_ratio=FAR_RATIO)
+    finite = torch.isfinite(depth) & known
+    if finite.any():
+        med = depth[finite].median()
+    elif target_depth is not None and torch.isfinite(target_depth).any():
+        med = target_depth[torch.isfinite(target_depth)].median()
+    else:
+        med = torch.tensor(1.0)
+    med = med.clamp_min(1e-6)
+    near = finite & (depth <= FAR_RATIO * med)
+    read_sky = known & ~near
+    zeros = torch.zeros_like(depth)
+    if target_depth is not None:
+        td = target_depth.float()
+        t_near = torch.isfinite(td) & (td <= FAR_RATIO * med)
+        t_log, t_sky, t_has = _log_depth(td, med, t_near), (~t_near).float(), torch.ones_like(depth)
+    else:
+        t_log, t_sky, t_has = zeros, zeros, zeros
+    feats = torch.cat([torch.where(hole[None], torch.zeros_like(latent), latent), hole.float()[None], base,
+                       _log_depth(depth, med, near)[None], read_sky.float()[None],
+                       t_log[None], t_sky[None], t_has[None]], 0)
+    return feats, base
+
+
+class LearnedModel(LatentModel):
+    """The trained builtin model: 8 x 8 pixel cells of `channels` latent channels and a learned hole fill."""
+
+    def __init__(self, name, channels=12, cell=8, widths=(32, 64, 96), fill_width=64,
+                 weights="weights.safetensors", folder=None, device="cpu"):
+        from . import models
+        if cell != 8:
+            raise ModelError(f"model '{name}': only cell 8 is supported, got {cell}")
+        self.name, self.cell, self.channels = name, 8, int(channels)
+        self.device = torch.device(device)
+        self.encoder = Encoder(self.channels, tuple(widths))
+        self.decoder = Decoder(self.channels, tuple(widths))
+        self.filler = FillNet(self.channels, fill_width)
+        path = weights if os.path.isabs(weights) else os.path.join(folder or os.path.join(models.MODELS_DIR, name), weights)
+        self.weights_path = path
+        if not os.path.isfile(path):
+            raise ModelError(f"model '{name}': weights file missing: {path}")
+        try:
+            from safetensors.torch import load_file
+            state = load_file(path)
+            for prefix, net in (("encoder.", self.encoder), ("decoder.", self.decoder), ("filler.", self.filler)):
+                part = {k[len(prefix):]: v.float() for k, v in state.items() if k.startswith(prefix)}
+                net.load_state_dict(part, strict=True)
+        except Exception as e:  # safetensors and load_state_dict report with their own error types
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(f"model '{name}': weights file {path} is corrupt or incompatible: {msg}") from None
+        for net in (self.encoder, self.decoder, self.filler):
+            net.to(self.device).eval().requires_grad_(False)
+
+    def encode(self, image):
+        with torch.no_grad():
+            return self.encoder(image.float().to(self.device)[None])[0].to(image.device)
+
+    def decode(self, latent):
+        with torch.no_grad():
+            return self.decoder(latent.float().to(self.device)[None])[0].clamp(0, 1).to(latent.device)
+
+    def fill(self, latent, hole, depth, generator=None, target_depth=None):
+        out_device = latent.device
+        latent = latent.float().to(self.device)
+        hole = hole.to(self.device, torch.bool)
+        if not hole.any():
+            return latent.to(out_device)
+        td = None if target_depth is None else target_depth.to(self.device)
+        with torch.no_grad():
+            feats, base = fill_features(latent, hole, depth.to(self.device), td)
+            pred = base + self.filler(feats[None])[0]
+        # known cells come back exactly as read, so what the memory saw stays what it was
+        return torch.where(hole[None], pred, latent).to(out_device)

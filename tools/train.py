@@ -1,0 +1,449 @@
+"""Train the builtin model (backend/learned.py) into models/builtin/: weights.safetensors and the README's numbers.
+
+  python3 build.py train [--ae-steps N] [--fill-steps N] [--scenes N]
+
+Data, all made offline and cached under out/train_data/ so a rerun skips straight to training:
+  * random procedural rooms (tools/scenes.py build_random_room) rendered with Cycles, three nearby views each,
+    with exact depth from mirage_blender/export.py; pairs of views give real memory reads (write view A into a
+    LatentMemory, read at view B) for the hole-filling net;
+  * photographs and artwork from Debian's wallpaper packages under /usr/share/backgrounds (if installed, e.g.
+    mate-backgrounds, ukui-wallpapers), cut into 256 x 144 crops at several scales.
+Held-out: rooms with seeds from 1000 up, and every fifth wallpaper (sorted by path). Fixed seeds throughout;
+uses CUDA when torch sees it.
+"""
+import argparse
+import glob
+import importlib.util
+import json
+import math
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from backend import models  # noqa: E402
+from backend.learned import Decoder, Encoder, FillNet, fill_features  # noqa: E402
+from backend.memory import LatentMemory, cell_depth  # noqa: E402
+
+DATA = os.path.join(ROOT, "out", "train_data")
+MODEL_DIR = os.path.join(ROOT, "models", "builtin")
+W, H = 256, 144
+HELD_OUT_SEED = 1000
+WALLPAPERS = "/usr/share/backgrounds"
+
+
+# ----------------------------------------------------------------------------------------------- rendering
+
+def render_worker(seeds, samples):
+    """Runs in a child process (bpy): three views per room, cached one .npz per seed."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import scenes
+    spec = importlib.util.spec_from_file_location("mirage_export", os.path.join(ROOT, "mirage_blender", "export.py"))
+    ex = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ex)
+    for seed in seeds:
+        path = os.path.join(DATA, f"room_{seed:04d}.npz")
+        if os.path.isfile(path):
+            continue
+        rng = random.Random(seed)
+        scene, cam, (hx, hy, hz) = scenes.build_random_room(rng, W, H)
+        views = []
+        for attempt in range(200):
+            if len(views) == 3:
+                break
+            if not views:
+                loc = (rng.uniform(-hx + 0.6, hx - 0.6), rng.uniform(-hy + 0.6, hy - 0.6), rng.uniform(0.6, min(2.2, hz - 0.3)))
+                # look roughly toward the middle of the room
+                yaw = math.degrees(math.atan2(loc[0], -loc[1])) + rng.uniform(-60, 60) if abs(loc[0]) + abs(loc[1]) > 0.5 \
+                    else rng.uniform(0, 360)
+                pitch = rng.uniform(70, 100)
+            else:
+                l0, p0, y0 = views[0][:3]
+                step = rng.uniform(0.15, 0.9)
+                a = rng.uniform(0, 2 * math.pi)
+                loc = (l0[0] + step * math.cos(a), l0[1] + step * math.sin(a), l0[2] + rng.uniform(-0.2, 0.2))
+                pitch, yaw = p0 + rng.uniform(-6, 6), y0 + rng.uniform(-20, 20)
+            scenes.set_camera(cam, loc, pitch, yaw)
+            depth = ex.scene_depth(scene, cam, W, H)
+            fin = depth[np.isfinite(depth)]
+            if fin.size < 0.3 * depth.size or fin.min() < 0.25 or np.median(fin) < 1.2:
+                if views and attempt > 100:
+                    views = []  # this first view has no usable neighbours: start over
+                continue
+            views.append((loc, pitch, yaw, depth, ex.camera_intrinsics(scene, cam), ex.camera_to_world_cv(cam)))
+        if len(views) < 3:
+            print(f"room {seed}: no usable views, skipped", flush=True)
+            np.savez_compressed(path, images=np.zeros((0, H, W, 3), np.uint8))
+            continue
+        images = []
+        for i, (loc, pitch, yaw, *_r) in enumerate(views):
+            scenes.set_camera(cam, loc, pitch, yaw)
+            png = os.path.join(DATA, f"_render_{seed}.png")
+            scenes.render_still(scene, png, samples=samples, denoise=True)
+            from PIL import Image
+            images.append(np.asarray(Image.open(png).convert("RGB")))
+            os.remove(png)
+        np.savez_compressed(path, images=np.stack(images), depths=np.stack([v[3] for v in views]).astype(np.float32),
+                            K=np.stack([v[4] for v in views]), c2w=np.stack([v[5] for v in views]))
+        print(f"room {seed}: rendered", flush=True)
+
+
+def ensure_rooms(seeds, samples):
+    todo = [s for s in seeds if not os.path.isfile(os.path.join(DATA, f"room_{s:04d}.npz"))]
+    if todo:
+        t = time.perf_counter()
+        print(f"rendering {len(todo)} rooms x 3 views with Cycles (cached in {DATA})", flush=True)
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        subprocess.check_call([sys.executable, os.path.abspath(__file__), "--render-worker",
+                               ",".join(map(str, todo)), "--samples", str(samples)], env=env,
+                              stdout=subprocess.DEVNULL if not os.environ.get("MIRAGE_VERBOSE") else None)
+        print(f"rendered in {time.perf_counter() - t:.0f} s", flush=True)
+    rooms = []
+    for s in seeds:
+        z = np.load(os.path.join(DATA, f"room_{s:04d}.npz"))
+        if len(z["images"]):
+            rooms.append({k: z[k] for k in z.files})
+    return rooms
+
+
+# ---------------------------------------------------------------------------------------------- wallpapers
+
+def wallpaper_crops():
+    """(train crops, held-out crops) as uint8 [N, H, W, 3], cached."""
+    path = os.path.join(DATA, "wallpapers.npz")
+    if os.path.isfile(path):
+        z = np.load(path)
+        return z["train"], z["test"]
+    from PIL import Image
+    files = sorted(f for f in glob.glob(os.path.join(WALLPAPERS, "**", "*"), recursive=True)
+                   if re.search(r"\.(jpe?g|png)$", f, re.I) and os.path.getsize(f) > 50_000)
+    rng = np.random.default_rng(0)
+    train, test = [], []
+    for i, f in enumerate(files):
+        try:
+            with Image.open(f) as im:
+                im.draft("RGB", (1024, 576))
+                im = im.convert("RGB")
+        except Exception:
+            continue
+        held = i % 5 == 2
+        dst = test if held else train
+        for _ in range(6 if held else 48):
+            w = int(rng.integers(W, max(W, min(im.width, 1024)) + 1))
+            h = round(im.height * w / im.width)
+            if h < H:
+                w, h = max(W, round(im.width * H / im.height)), H
+            small = im.resize((w, h), Image.BICUBIC)
+            x, y = rng.integers(0, w - W + 1), rng.integers(0, h - H + 1)
+            dst.append(np.asarray(small.crop((x, y, x + W, y + H))))
+    train = np.stack(train) if train else np.zeros((0, H, W, 3), np.uint8)
+    test = np.stack(test) if test else np.zeros((0, H, W, 3), np.uint8)
+    np.savez(path, train=train, test=test)
+    return train, test
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+def to_t(u8):
+    return torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 255.0
+
+
+def psnr(a, b):
+    mse = ((a.float() - b.float()) ** 2).mean().item()
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+def train_autoencoder(images, steps, device, batch=8, crop=96):
+    torch.manual_seed(0)
+    enc, dec = Encoder().to(device), Decoder().to(device)
+    params = list(enc.parameters()) + list(dec.parameters())
+    opt = torch.optim.Adam(params, lr=2e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.05)
+    g = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    for step in range(steps):
+        idx = torch.randint(0, len(images), (batch,), generator=g)
+        ys = torch.randint(0, H - crop + 1, (1,), generator=g).item() // 8 * 8
+        xs = torch.randint(0, W - crop + 1, (1,), generator=g).item() // 8 * 8
+        x = images[idx, :, ys:ys + crop, xs:xs + crop].to(device)
+        if torch.rand(1, generator=g).item() < 0.5:
+            x = x.flip(-1)
+        z = enc(x)
+        # a little latent noise keeps the decoder smooth around codes the fill net will predict
+        z = z + 0.02 * torch.randn(z.shape, generator=g).to(device)
+        y = dec(z)
+        loss = F.mse_loss(y, x) + 0.1 * (y - x).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 50 == 0 or step == steps - 1:
+            print(f"  ae step {step:5d}/{steps}  loss {loss.item():.5f}  psnr {psnr(y.detach().clamp(0, 1), x):.2f}  "
+                  f"{time.perf_counter() - t0:.0f} s", flush=True)
+    return enc.eval(), dec.eval()
+
+
+def blob_mask(g, h, w):
+    """A random hole mask on the latent grid: blobs, an edge strip, sometimes everything."""
+    r = torch.rand(1, generator=g).item()
+    if r < 0.03:
+        return torch.ones(h, w, dtype=torch.bool)
+    noise = torch.rand(1, 1, max(2, h // 4), max(2, w // 4), generator=g)
+    field = F.interpolate(noise, size=(h, w), mode="bicubic", align_corners=False)[0, 0]
+    hole = field > torch.rand(1, generator=g).item() * 0.4 + 0.5
+    if r < 0.4:  # a strip along one side, as a turning camera leaves
+        k = int(torch.randint(1, w // 2, (1,), generator=g))
+        side = torch.rand(1, generator=g).item() < 0.5
+        hole[:, :k] |= side
+        hole[:, w - k:] |= not side
+    return hole
+
+
+def memory_read(lat_a, depth_a, K_a, c2w_a, K_b, c2w_b):
+    """Write view A's latent into a fresh memory and read it at view B, as the pipeline does."""
+    dc = cell_depth(torch.from_numpy(depth_a), 8)
+    fin = dc[torch.isfinite(dc)]
+    far = float(fin.max()) * 20.0 if fin.numel() else 1000.0
+    mem = LatentMemory(lat_a.shape[0], 8)
+    mem.write(lat_a, torch.where(torch.isfinite(dc), dc, torch.full_like(dc, far)), torch.from_numpy(K_a), torch.from_numpy(c2w_a))
+    return mem.read(torch.from_numpy(K_b), torch.from_numpy(c2w_b), H // 8, W // 8)
+
+
+def fill_samples(rooms, enc, device, photo_lat=None, photos_per=0, seed=0):
+    """(features, base, hole, target latent, target image index info) for reprojection pairs + random masks."""
+    g = torch.Generator().manual_seed(seed)
+    feats, bases, holes, targets, images = [], [], [], [], []
+    for room in rooms:
+        imgs = to_t(room["images"])
+        with torch.no_grad():
+            lats = enc(imgs.to(device)).cpu()
+        for a in range(3):
+            for b in range(3):
+                if a == b:
+                    continue
+                lat, hole, rdepth = memory_read(lats[a].half(), room["depths"][a], room["K"][a], room["c2w"][a],
+                                                room["K"][b], room["c2w"][b])
+                if not hole.any():
+                    continue
+                td = cell_depth(torch.from_numpy(room["depths"][b]), 8)
+                use_t = torch.rand(1, generator=g).item() < 0.75
+                f, base = fill_features(lat, hole, rdepth, td if use_t else None)
+                feats.append(f), bases.append(base), holes.append(hole), targets.append(lats[b]), images.append(imgs[b])
+    if photo_lat is not None:
+        lats, imgs = photo_lat
+        for i in range(len(lats)):
+            for _ in range(photos_per):
+                hole = blob_mask(g, H // 8, W // 8)
+                depth = torch.where(hole, torch.full_like(hole, float("inf"), dtype=torch.float32), torch.ones(hole.shape))
+                f, base = fill_features(lats[i].half().float(), hole, depth, None)
+                feats.append(f), bases.append(base), holes.append(hole), targets.append(lats[i]), images.append(imgs[i])
+    return torch.stack(feats), torch.stack(bases), torch.stack(holes), torch.stack(targets), torch.stack(images)
+
+
+def train_fill(data, dec, steps, device, batch=8):
+    torch.manual_seed(1)
+    net = FillNet().to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps, pct_start=0.05)
+    feats, bases, holes, targets, images = data
+    g = torch.Generator().manual_seed(1)
+    t0 = time.perf_counter()
+    for step in range(steps):
+        idx = torch.randint(0, len(feats), (batch,), generator=g)
+        f, base, hole, tgt, img = (t[idx].to(device) for t in (feats, bases, holes, targets, images))
+        pred = torch.where(hole[:, None], base + net(f), tgt)
+        hw = hole[:, None].float()
+        lat_loss = (((pred - tgt) ** 2) * hw).sum() / (hw.sum() * pred.shape[1]).clamp_min(1)
+        # pixel loss through the frozen decoder on a window of 9 x 12 cells (the whole frame costs too much here)
+        i = int(torch.randint(0, H // 8 - 9 + 1, (1,), generator=g))
+        j = int(torch.randint(0, W // 8 - 12 + 1, (1,), generator=g))
+        pw = hw[:, :, i:i + 9, j:j + 12]
+        pix_hole = F.interpolate(pw, scale_factor=8, mode="nearest")
+        y = dec(pred[:, :, i:i + 9, j:j + 12])
+        ref = img[:, :, 8 * i:8 * i + 72, 8 * j:8 * j + 96]
+        pix_loss = (((y - ref) ** 2) * pix_hole).sum() / (pix_hole.sum() * 3).clamp_min(1)
+        loss = pix_loss + 0.05 * lat_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 50 == 0 or step == steps - 1:
+            print(f"  fill step {step:5d}/{steps}  pixel mse {pix_loss.item():.5f}  {time.perf_counter() - t0:.0f} s", flush=True)
+    return net.eval()
+
+
+# -------------------------------------------------------------------------------------------- evaluation
+
+def hole_psnr(a, b, hole_px):
+    m = hole_px.expand_as(a)
+    mse = ((a - b)[m] ** 2).mean().item() if m.any() else 0.0
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+def evaluate(model, rooms, photos):
+    """Held-out numbers: encode/decode PSNR, and hole-fill PSNR of the learned fill vs the patch model's
+    depth-aware push-pull on real reprojections (write view A, read view B)."""
+    patch = models.PatchModel("patch", cell=4)
+    res = {}
+    room_imgs = torch.cat([to_t(r["images"]) for r in rooms]) if rooms else torch.zeros(0, 3, H, W)
+    for key, imgs in (("decode_psnr_rooms", room_imgs), ("decode_psnr_photos", photos)):
+        vals = [psnr(model.decode(model.encode(x).half()), x) for x in imgs]
+        res[key] = round(float(np.mean(vals)), 2) if vals else None
+    learned, pushpull_latent, patch_pp, full_l, full_p, hole_frac = [], [], [], [], [], []
+    for room in rooms:
+        imgs = to_t(room["images"])
+        for a, b in ((0, 1), (1, 2), (2, 0), (1, 0)):
+            lat = model.encode(imgs[a]).half()
+            read, hole, rdepth = memory_read(lat, room["depths"][a], room["K"][a], room["c2w"][a], room["K"][b], room["c2w"][b])
+            if not hole.any():
+                continue
+            td = cell_depth(torch.from_numpy(room["depths"][b]), 8)
+            hole_px = F.interpolate(hole[None, None].float(), scale_factor=8)[0].bool()
+            out_l = model.decode(model.fill(read, hole, rdepth, target_depth=td))
+            out_pl = model.decode(models.depth_aware_fill(read.float(), hole, rdepth, td))
+            # the patch model with its own exact 4 x 4 latent and push-pull, through the same memory
+            plat = patch.encode(imgs[a])
+            dc = cell_depth(torch.from_numpy(room["depths"][a]), 4)
+            fin = dc[torch.isfinite(dc)]
+            mem = LatentMemory(patch.channels, 4)
+            mem.write(plat, torch.where(torch.isfinite(dc), dc, torch.full_like(dc, float(fin.max()) * 20)),
+                      torch.from_numpy(room["K"][a]), torch.from_numpy(room["c2w"][a]))
+            pr, ph, pd = mem.read(torch.from_numpy(room["K"][b]), torch.from_numpy(room["c2w"][b]), H // 4, W // 4)
+            out_p = patch.decode(patch.fill(pr, ph, pd, target_depth=cell_depth(torch.from_numpy(room["depths"][b]), 4)))
+            gt = imgs[b]
+            learned.append(hole_psnr(out_l, gt, hole_px))
+            pushpull_latent.append(hole_psnr(out_pl, gt, hole_px))
+            patch_pp.append(hole_psnr(out_p, gt, hole_px))
+            full_l.append(psnr(out_l, gt))
+            full_p.append(psnr(out_p, gt))
+            hole_frac.append(hole.float().mean().item())
+    # random masks on held-out photos (no depth): the learned fill vs push-pull on the patch model's exact latent
+    g = torch.Generator().manual_seed(123)
+    ph_l, ph_p = [], []
+    for x in photos:
+        hole = blob_mask(g, H // 8, W // 8)
+        if hole.all() or not hole.any():
+            continue
+        depth = torch.where(hole, torch.full(hole.shape, float("inf")), torch.ones(hole.shape))
+        hole_px = F.interpolate(hole[None, None].float(), scale_factor=8)[0].bool()
+        out_l = model.decode(model.fill(model.encode(x).half(), hole, depth))
+        phole = F.max_pool2d(hole_px[None].float(), 4)[0, 0].bool()  # the same pixels on the 4 x 4 grid
+        pdepth = torch.where(phole, torch.full(phole.shape, float("inf")), torch.ones(phole.shape))
+        out_p = patch.decode(patch.fill(patch.encode(x), phole, pdepth))
+        ph_l.append(hole_psnr(out_l, x, hole_px))
+        ph_p.append(hole_psnr(out_p, x, hole_px))
+    mean = lambda v: round(float(np.mean(v)), 2) if v else None  # noqa: E731
+    res.update({"reprojection_pairs": len(learned), "mean_hole_fraction": mean(hole_frac),
+                "fill_hole_psnr_learned": mean(learned), "fill_hole_psnr_latent_pushpull": mean(pushpull_latent),
+                "fill_hole_psnr_patch_pushpull": mean(patch_pp), "frame_psnr_learned": mean(full_l),
+                "frame_psnr_patch": mean(full_p), "photo_masks": len(ph_l), "photo_hole_psnr_learned": mean(ph_l),
+                "photo_hole_psnr_patch_pushpull": mean(ph_p)})
+    return res
+
+
+def speed(model, reps=20):
+    """Frames per second of the model's share of a frame at 256 x 144: fill of a read with holes + decode."""
+    torch.manual_seed(5)
+    x = torch.rand(3, H, W)
+    lat = model.encode(x)
+    hole = torch.zeros(H // 8, W // 8, dtype=torch.bool)
+    hole[:, -8:] = True
+    depth = torch.where(hole, torch.full(hole.shape, float("inf")), torch.full(hole.shape, 3.0))
+    t = time.perf_counter()
+    model.encode(x)
+    enc_s = time.perf_counter() - t
+    for _ in range(3):
+        model.decode(model.fill(lat, hole, depth, target_depth=torch.full(hole.shape, 3.0)))
+    t = time.perf_counter()
+    for _ in range(reps):
+        model.decode(model.fill(lat, hole, depth, target_depth=torch.full(hole.shape, 3.0)))
+    return round(reps / (time.perf_counter() - t), 1), round(enc_s * 1000, 1)
+
+
+def write_card(stats):
+    path = os.path.join(MODEL_DIR, "README.md")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    block = "<!-- metrics:begin -->\n| metric | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in stats.items()) + "\n<!-- metrics:end -->"
+    text = re.sub(r"<!-- metrics:begin -->.*?<!-- metrics:end -->", lambda m: block, text, flags=re.S)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    with open(os.path.join(DATA, "metrics.json"), "w") as f:
+        json.dump(stats, f, indent=1)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--render-worker", default=None)
+    ap.add_argument("--samples", type=int, default=16)
+    ap.add_argument("--scenes", type=int, default=36)
+    ap.add_argument("--test-scenes", type=int, default=6)
+    ap.add_argument("--ae-steps", type=int, default=350)
+    ap.add_argument("--fill-steps", type=int, default=120)
+    ap.add_argument("--eval-only", action="store_true", help="re-measure the shipped weights, no training")
+    args = ap.parse_args()
+    os.makedirs(DATA, exist_ok=True)
+    if args.render_worker:
+        render_worker([int(s) for s in args.render_worker.split(",")], args.samples)
+        return
+    torch.set_num_threads(max(1, min(os.cpu_count() or 1, 16)))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    t_all = time.perf_counter()
+    rooms = ensure_rooms(list(range(args.scenes)), args.samples)
+    test_rooms = ensure_rooms(list(range(HELD_OUT_SEED, HELD_OUT_SEED + args.test_scenes)), args.samples)
+    wp_train, wp_test = wallpaper_crops()
+    print(f"data: {len(rooms)} rooms ({3 * len(rooms)} views), {len(wp_train)} wallpaper crops; held out "
+          f"{len(test_rooms)} rooms, {len(wp_test)} wallpaper crops", flush=True)
+    t_data = time.perf_counter() - t_all
+    weights = os.path.join(MODEL_DIR, "weights.safetensors")
+    if not args.eval_only:
+        images = torch.cat([to_t(r["images"]) for r in rooms] + [to_t(wp_train)])
+        t = time.perf_counter()
+        enc, dec = train_autoencoder(images, args.ae_steps, device)
+        t_ae = time.perf_counter() - t
+        enc, dec = enc.cpu(), dec.cpu()
+        for p in list(enc.parameters()) + list(dec.parameters()):
+            p.data = p.data.half().float()  # train the fill net against the weights as shipped
+        t = time.perf_counter()
+        pick = torch.from_numpy(np.random.default_rng(0).choice(len(wp_train), size=min(400, len(wp_train)), replace=False))
+        with torch.no_grad():
+            plats = torch.cat([enc(c) for c in to_t(wp_train[pick.numpy()]).split(64)]).half().float()
+        data = fill_samples(rooms, enc, "cpu", (plats, to_t(wp_train[pick.numpy()])), photos_per=1)
+        print(f"fill data: {len(data[0])} samples ({time.perf_counter() - t:.0f} s)", flush=True)
+        dec_dev = dec.to(device).requires_grad_(False)
+        fill = train_fill(data, dec_dev, args.fill_steps, device)
+        t_fill = time.perf_counter() - t
+        from safetensors.torch import save_file
+        state = {}
+        for prefix, net in (("encoder.", enc), ("decoder.", dec), ("filler.", fill.cpu())):
+            state.update({prefix + k: v.detach().half().contiguous() for k, v in net.state_dict().items()})
+        save_file(state, weights, metadata={"format": "mirage_learned", "channels": "12", "cell": "8"})
+    from backend.learned import LearnedModel
+    model = LearnedModel("builtin", folder=MODEL_DIR)
+    res = evaluate(model, test_rooms, to_t(wp_test))
+    fps, enc_ms = speed(model)
+    nparams = sum(p.numel() for n in (model.encoder, model.decoder, model.filler) for p in n.parameters())
+    stats = {"parameters": nparams, "weights_bytes": os.path.getsize(weights),
+             "train_rooms": len(rooms), "train_views": 3 * len(rooms), "train_wallpaper_crops": len(wp_train),
+             "test_rooms": len(test_rooms), "test_wallpaper_crops": len(wp_test), **res,
+             "fill_plus_decode_fps_256x144": fps, "encode_ms_256x144": enc_ms,
+             "threads": torch.get_num_threads(), "device": device}
+    if not args.eval_only:
+        stats.update({"ae_steps": args.ae_steps, "fill_steps": args.fill_steps,
+                      "data_seconds": round(t_data), "ae_train_seconds": round(t_ae), "fill_train_seconds": round(t_fill),
+                      "total_seconds": round(time.perf_counter() - t_all)})
+    for k, v in stats.items():
+        print(f"  {k}: {v}")
+    write_card(stats)
+
+
+if __name__ == "__main__":
+    main()
