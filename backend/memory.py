@@ -4,6 +4,8 @@ Cameras are OpenCV (+Z forward, +Y down), K is in pixels of the full image, dept
 Everything a read or write decides is exact or uses order-independent reductions (amin, stable sorts), so
 results are bit-identical across runs and thread counts. No bpy here: this runs in the backend process.
 """
+import os
+
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -22,19 +24,35 @@ SURFACE_TOL = 0.03   # cells within 3 % of the nearest depth are the same surfac
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
 
 
-def cell_depth(depth, cell):
+def cell_depth(depth, cell, ids=None):
     """[H, W] planar depth -> [H//cell, W//cell] per-cell median of the valid (finite, > 0) pixels.
 
     A median keeps a cell on one surface where bilinear downsampling would invent a depth between a
     foreground edge and the background. Even counts take the lower middle value (torch.nanmedian).
-    A cell is inf when more than half its pixels are invalid."""
+    A cell is inf when more than half its pixels are invalid.
+
+    With `ids` ([H, W] object ids, 0 = static world) each cell belongs to its most common id (ties: the
+    smaller id), its depth is the median over that id's pixels only, and (depth, cell ids) is returned.
+    """
     H, W = depth.shape
     h, w = H // cell, W // cell
-    d = depth[:h * cell, :w * cell].float().reshape(h, cell, w, cell).permute(0, 2, 1, 3).reshape(h, w, -1)
-    valid = torch.isfinite(d) & (d > 0)
+
+    def cells(x):
+        return x[:h * cell, :w * cell].reshape(h, cell, w, cell).permute(0, 2, 1, 3).reshape(h, w, -1)
+
+    d = cells(depth.float())
+    member = torch.ones_like(d, dtype=torch.bool)
+    if ids is not None:
+        px = cells(ids.long())
+        present = torch.unique(px)
+        counts = torch.stack([(px == k).sum(-1) for k in present.tolist()], -1)
+        owner = present[counts.argmax(-1)]  # argmax takes the first maximum: the smaller id
+        member = px == owner[..., None]
+    valid = torch.isfinite(d) & (d > 0) & member
     med = torch.where(valid, d, torch.full_like(d, float("nan"))).nanmedian(dim=-1).values
-    enough = 2 * valid.sum(-1) >= cell * cell
-    return torch.where(enough, med, torch.full_like(med, float("inf")))
+    enough = 2 * valid.sum(-1) >= member.sum(-1)
+    out = torch.where(enough, med, torch.full_like(med, float("inf")))
+    return out if ids is None else (out, owner)
 
 
 def latent_intrinsics(K, cell):
@@ -253,4 +271,101 @@ class LatentMemory:
         mem.foot, mem.age = foot.float().to(mem.device), age.to(mem.device)
         mem.writes = int(meta.get("writes", "0"))
         mem._rebuild_blocks()
+        return mem
+
+
+class SceneMemory:
+    """A static bank in world space plus one bank per moving object in that object's own space.
+
+    Blender knows every object's transform on every frame, so an object's cells ride along with it: a
+    crate that slides keeps its look, and the static world it uncovers is never overwritten by it.
+    `poses` maps object id -> 4x4 object-to-world matrix at the frame being read or written.
+    """
+
+    def __init__(self, channels, cell, device="cpu", bank_cls=LatentMemory):
+        self.channels, self.cell, self.device, self.bank_cls = channels, cell, device, bank_cls
+        self.static = bank_cls(channels, cell, device=device)
+        self.objects = {}
+
+    def _bank(self, oid):
+        if oid == 0:
+            return self.static
+        if oid not in self.objects:
+            self.objects[oid] = self.bank_cls(self.channels, self.cell, device=self.device)
+        return self.objects[oid]
+
+    @staticmethod
+    def _local_camera(pose, cam_to_world):
+        # the camera as seen from the object's own space
+        return torch.linalg.inv(torch.as_tensor(pose, dtype=torch.float64)) @ torch.as_tensor(cam_to_world, dtype=torch.float64)
+
+    def write(self, latent, depth, K, cam_to_world, mask=None, ids=None, poses=None):
+        """Split the frame's cells by their object id: each goes into its own bank. Returns cells stored."""
+        if ids is None or not poses:
+            return self.static.write(latent, depth, K, cam_to_world, mask)
+        stored = 0
+        for oid in [0] + sorted(poses):
+            sel = ids == oid
+            if mask is not None:
+                sel = sel & mask
+            if sel.any():
+                c2w = cam_to_world if oid == 0 else self._local_camera(poses[oid], cam_to_world)
+                stored += self._bank(oid).write(latent, depth, K, c2w, sel)
+        return stored
+
+    def read(self, K, cam_to_world, h, w, poses=None, ids=None):
+        """Read every bank at its current pose and keep the nearest cell. With the target frame's ids,
+        a cell is only taken from the bank that owns it there (an object's unseen side is a hole, not a
+        view through it)."""
+        latent, hole, depth = self.static.read(K, cam_to_world, h, w)
+        owner = torch.zeros(h, w, dtype=torch.long)
+        for oid in sorted(poses or {}):
+            if oid not in self.objects:
+                continue
+            lat_o, hole_o, d_o = self.objects[oid].read(K, self._local_camera(poses[oid], cam_to_world), h, w)
+            nearer = ~hole_o & (d_o < depth)
+            if ids is not None:
+                nearer = ~hole_o & (ids == oid)
+            latent = torch.where(nearer[None], lat_o, latent)
+            depth = torch.where(nearer, d_o, depth)
+            hole = hole & ~nearer
+            owner = torch.where(nearer, torch.full_like(owner, oid), owner)
+        if ids is not None:
+            wrong = ~hole & (owner != ids.long())
+            hole = hole | wrong
+            latent = torch.where(wrong[None], torch.zeros_like(latent), latent)
+            depth = torch.where(wrong, torch.full_like(depth, float("inf")), depth)
+        return latent, hole, depth
+
+    def nbytes(self):
+        return self.static.nbytes() + sum(b.nbytes() for b in self.objects.values())
+
+    def __len__(self):
+        return len(self.static) + sum(len(b) for b in self.objects.values())
+
+    def begin_segment(self):
+        for bank in [self.static, *self.objects.values()]:
+            if hasattr(bank, "begin_segment"):
+                bank.begin_segment()
+
+    @staticmethod
+    def _bank_path(path, oid):
+        path = str(path)
+        return path if oid == 0 else f"{path[:-len('.safetensors')]}.object{oid}.safetensors"
+
+    def save(self, path):
+        """The static bank at `path`, each object's bank beside it (<name>.object<id>.safetensors)."""
+        self.static.save(self._bank_path(path, 0))
+        for oid, bank in self.objects.items():
+            bank.save(self._bank_path(path, oid))
+
+    @classmethod
+    def load(cls, path, device="cpu", bank_cls=LatentMemory, object_ids=()):
+        static = bank_cls.load(str(path), device=device)
+        mem = cls(static.channels, static.cell, device, bank_cls)
+        mem.static = static
+        for oid in object_ids:
+            p = cls._bank_path(path, oid)
+            if os.path.isfile(p):
+                mem.objects[oid] = bank_cls.load(p, device=device)
         return mem

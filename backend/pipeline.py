@@ -14,7 +14,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from . import models, protocol
-from .memory import LatentMemory, cell_depth
+from .memory import LatentMemory, SceneMemory, cell_depth
 from .protocol import JobError
 
 STATE_DIR = "state"
@@ -88,10 +88,13 @@ def job_fingerprint(job):
     """Hash of everything that decides the frames: a changed job must not resume an old run."""
     h = hashlib.sha256()
     keep = {k: job[k] for k in ("model", "seed", "segment_length", "width", "height", "depth_source", "plane_distance") if k in job}
-    keep["frames"] = [{"frame": f["frame"], "K": f["K"], "cam_to_world": f["cam_to_world"]} for f in job["frames"]]
+    keep["frames"] = [{"frame": f["frame"], "K": f["K"], "cam_to_world": f["cam_to_world"],
+                       "objects": f.get("objects")} for f in job["frames"]]
+    keep["objects"] = job.get("objects")
     keep["reference_frame"] = job["reference"]["frame"]
     h.update(json.dumps(keep, sort_keys=True).encode())
-    paths = [job["reference"]["image"], job["reference"].get("depth")] + [f.get("depth") for f in job["frames"]]
+    paths = [job["reference"]["image"], job["reference"].get("depth")]
+    paths += [p for f in job["frames"] for p in (f.get("depth"), f.get("ids"))]
     for p in paths:
         if p:
             with open(p, "rb") as f:
@@ -128,6 +131,7 @@ class Run:
         self.frames_dir = os.path.join(out_dir, "frames")
         self.state_dir = os.path.join(out_dir, STATE_DIR)
         self.generator = torch.Generator().manual_seed(job.get("seed", 0))
+        self.known_ids = {0} | {o["id"] for o in job.get("objects") or []}
 
     def camera(self, n):
         f = self.frames[n]
@@ -139,9 +143,39 @@ class Run:
             return None
         return load_depth(f["depth"], self.W, self.H, f"the depth of frame {n}")
 
-    def to_cells(self, depth):
-        d = cell_depth(pad_to_cells(depth, self.cell), self.cell)
-        return torch.where(torch.isfinite(d), d, torch.full_like(d, self.far))
+    def poses(self, n):
+        """Object id -> object-to-world matrix on frame n (moving objects only)."""
+        objs = self.frames[n].get("objects") or {}
+        return {int(k): torch.tensor(m, dtype=torch.float64) for k, m in objs.items()}
+
+    def object_ids(self, n):
+        """[H, W] object id of every pixel on frame n (0 = static world), or None without moving objects."""
+        f = self.frames[n]
+        if not self.job.get("objects"):
+            return None
+        path = f["ids"]
+        try:
+            ids = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise JobError(f"the object id mask of frame {n} is missing: {path}") from None
+        except (ValueError, OSError) as e:
+            raise JobError(f"the object id mask of frame {n} cannot be read ({e}): {path}") from None
+        if ids.shape != (self.H, self.W):
+            raise JobError(f"the object id mask of frame {n} is {ids.shape[1] if ids.ndim == 2 else '?'}x"
+                           f"{ids.shape[0]}, expected {self.W}x{self.H}")
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise JobError(f"the object id mask of frame {n} must hold integers, not {ids.dtype}")
+        unknown = set(np.unique(ids).tolist()) - self.known_ids
+        if unknown:
+            raise JobError(f"the object id mask of frame {n} holds ids the job does not list: {sorted(unknown)}")
+        return torch.from_numpy(ids.astype(np.int64))
+
+    def to_cells(self, depth, ids=None):
+        """Per-cell depth (sky placed at `far`) and, with an id mask, per-cell object ids."""
+        d = cell_depth(pad_to_cells(depth, self.cell), self.cell,
+                       None if ids is None else pad_to_cells(ids.float(), self.cell).long())
+        d, cell_ids = d if ids is not None else (d, None)
+        return torch.where(torch.isfinite(d), d, torch.full_like(d, self.far)), cell_ids
 
     def seed_memory(self):
         ref = self.job["reference"]
@@ -157,26 +191,28 @@ class Run:
         # sky and other misses are placed far away so they still enter the memory and move like sky
         self.far = float(finite.max()) * 20.0 if finite.numel() else 1000.0
         latent = self.model.encode(pad_to_cells(image, self.cell).to(self.device))
-        memory = self.memory_cls(self.model.channels, self.cell, device=self.device)
+        memory = SceneMemory(self.model.channels, self.cell, device=self.device, bank_cls=self.memory_cls)
         K, c2w = self.camera(ref["frame"])
-        memory.write(latent, self.to_cells(depth), K, c2w)
+        cells, cell_ids = self.to_cells(depth, self.object_ids(ref["frame"]))
+        memory.write(latent, cells, K, c2w, ids=cell_ids, poses=self.poses(ref["frame"]))
         return memory
 
     def frame(self, memory, n):
         K, c2w = self.camera(n)
-        latent, hole, mdepth = memory.read(K, c2w, self.h, self.w)
-        depth = self.scene_depth(n)
-        target = None if depth is None else cell_depth(pad_to_cells(depth, self.cell), self.cell)
-        full = self.model.fill(latent, hole, mdepth, self.generator, target_depth=target)
+        poses, depth = self.poses(n), self.scene_depth(n)
+        target = cell_ids = None
         if depth is not None:
-            cells = torch.where(torch.isfinite(target), target, torch.full_like(target, self.far))
-        else:
+            cells, cell_ids = self.to_cells(depth, self.object_ids(n))
+            target = torch.where(cells >= self.far, torch.full_like(cells, float("inf")), cells)
+        latent, hole, mdepth = memory.read(K, c2w, self.h, self.w, poses=poses, ids=cell_ids)
+        full = self.model.fill(latent, hole, mdepth, self.generator, target_depth=target)
+        if depth is None:
             # no scene geometry: new content sits at the depth the memory suggests around it
             known = torch.isfinite(mdepth)
             cells = models.push_pull(torch.log(mdepth.clamp_min(1e-6))[None], ~known)[0].exp() if known.any() \
                 else torch.full_like(mdepth, float(self.job.get("plane_distance", 5.0)))
         if hole.any():
-            memory.write(full, cells, K, c2w, mask=hole)
+            memory.write(full, cells, K, c2w, mask=hole, ids=cell_ids, poses=poses)
         image = self.model.decode(full)[:, :self.H, :self.W]
         save_png(image, os.path.join(self.frames_dir, protocol.frame_filename(n)))
 
@@ -193,7 +229,8 @@ class Run:
                 for n in seg:
                     if not os.path.isfile(os.path.join(self.frames_dir, protocol.frame_filename(n))):
                         return 0, None, []
-            memory = self.memory_cls.load(os.path.join(self.state_dir, "memory.safetensors"), device=self.device)
+            memory = SceneMemory.load(os.path.join(self.state_dir, "memory.safetensors"), device=self.device,
+                                      bank_cls=self.memory_cls, object_ids=sorted(self.known_ids - {0}))
             self.far = float(state["far"])
             return done, memory, state["stats"][:done]
         except (OSError, ValueError, KeyError, json.JSONDecodeError):

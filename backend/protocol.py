@@ -59,6 +59,7 @@ JOB_FIELDS = {
     "depth_source": (str, True),
     "plane_distance": ((int, float), False),
     "frames": (list, True),
+    "objects": (list, False),
 }
 
 
@@ -127,6 +128,7 @@ def validate_job(job, job_dir):
     if job["depth_source"] == "IMAGE":
         ref["depth"] = _inside(job_dir, ref.get("depth"), "reference.depth")
     out["reference"] = ref
+    object_ids = _objects(job)
     seen, resolved = set(), []
     for i, fr in enumerate(frames):
         if not isinstance(fr, dict) or not isinstance(fr.get("frame"), int) or isinstance(fr.get("frame"), bool):
@@ -144,11 +146,42 @@ def validate_job(job, job_dir):
         item = dict(fr)
         if job["depth_source"] == "SCENE":
             item["depth"] = _inside(job_dir, fr.get("depth"), f"depth of frame {n}")
+        if object_ids:
+            poses = fr.get("objects")
+            if not isinstance(poses, dict) or set(poses) != {str(i) for i in object_ids}:
+                raise JobError(f"frame {n} must give the transform of every moving object ({len(object_ids)})")
+            for oid, m in poses.items():
+                _matrix(m, 4, 4, f"the transform of object {oid} on frame {n}")
+                if abs(_det3([row[:3] for row in m[:3]])) < 1e-12:
+                    raise JobError(f"the transform of object {oid} on frame {n} is singular (zero scale)")
+            item["ids"] = _inside(job_dir, fr.get("ids"), f"object id mask of frame {n}")
         resolved.append(item)
     if job["reference"]["frame"] not in seen:
         raise JobError(f"reference.frame {job['reference']['frame']} is not one of the job's frames")
     out["frames"] = resolved
     return out, warnings
+
+
+def _input_file(path, what):
+    if os.path.isdir(path):
+        raise JobError(f"{what} is a folder, not a file: {path}")
+    if not os.path.isfile(path):
+        raise JobError(f"{what} does not exist: {path}")
+
+
+def _objects(job):
+    """Moving objects: a list of {"id": int >= 1, "name": str}. Returns their ids."""
+    ids = []
+    for o in job.get("objects") or []:
+        if not isinstance(o, dict) or isinstance(o.get("id"), bool) or not isinstance(o.get("id"), int) \
+                or o["id"] < 1 or not isinstance(o.get("name", ""), str):
+            raise JobError("each moving object needs an integer 'id' >= 1 and a 'name'")
+        if o["id"] in ids:
+            raise JobError(f"moving object id {o['id']} is listed twice")
+        ids.append(o["id"])
+    if ids and job["depth_source"] != "SCENE":
+        raise JobError("moving objects need the Scene depth source (their masks come from the scene)")
+    return ids
 
 
 def load_job(path):

@@ -157,11 +157,45 @@ def _check_pose(c2w, frame, name):
         )
 
 
-def iter_frames(scene, frames, depth_size=None):
+def _surface_objects(scene):
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    visible = _render_visible_objects(scene, depsgraph.view_layer)
+    return [ob for ob in scene.objects if ob.type in _SURFACE_TYPES and _object_renders(ob, visible)]
+
+
+def moving_objects(scene, frames):
+    """Render-visible objects whose world transform changes over the frames (animation, constraints,
+    drivers, moving parents), plus those the user marked with the Mirage "Moving" toggle. Sorted by name.
+    ``scene.frame_current`` is restored afterwards."""
+    candidates = _surface_objects(scene)
+    if not candidates:
+        return []
+    forced = {ob.name for ob in candidates if getattr(ob, "mirage_dynamic", False)}
+    first = {}
+    moving = set(forced)
+    frame_before, subframe_before = scene.frame_current, scene.frame_subframe
+    try:
+        for f in frames:
+            scene.frame_set(int(f))
+            for ob in candidates:
+                if ob.name in moving:
+                    continue
+                m = np.array(_evaluated_matrix_world(ob), dtype=np.float64)
+                ref = first.setdefault(ob.name, m)
+                if not np.allclose(m, ref, rtol=0.0, atol=1e-6):
+                    moving.add(ob.name)
+    finally:
+        scene.frame_set(frame_before, subframe=subframe_before)
+    return sorted((ob for ob in candidates if ob.name in moving), key=lambda ob: ob.name)
+
+
+def iter_frames(scene, frames, depth_size=None, objects=()):
     """Per-frame camera for the backend, one frame at a time so a modal caller can pause in between.
 
     Yields ``{"frame": f, "K": 3x3 list, "cam_to_world": 4x4 list}``, plus ``"depth"`` (an [H, W] array
-    from ``scene_depth``) when ``depth_size`` = (W, H) is given. ``scene.frame_current`` (and subframe)
+    from ``scene_depth``) when ``depth_size`` = (W, H) is given. With ``objects`` (moving objects, their
+    ids are 1, 2, ... in this order) also ``"objects"`` {id: 4x4 object-to-world} and ``"ids"`` (the
+    [H, W] uint16 id mask; needs ``depth_size``). ``scene.frame_current`` (and subframe)
     is restored afterwards, also on error or when the caller stops early.
     """
     cam_obj = scene.camera
@@ -186,7 +220,17 @@ def iter_frames(scene, frames, depth_size=None):
                 )
             _check_pose(c2w, f, cam_obj.name)
             item = {"frame": f, "K": K.tolist(), "cam_to_world": c2w.tolist()}
-            if depth_size is not None:
+            if objects:
+                item["objects"] = {}
+                for oid, ob in enumerate(objects, 1):
+                    m = np.array(_evaluated_matrix_world(ob), dtype=np.float64)
+                    if not np.all(np.isfinite(m)):
+                        raise ExportError(f"Object '{ob.name}' has a non-finite transform at frame {f}")
+                    item["objects"][str(oid)] = m.tolist()
+            if depth_size is not None and objects:
+                names = {ob.name: oid for oid, ob in enumerate(objects, 1)}
+                item["depth"], item["ids"] = scene_depth(scene, cam_obj, *depth_size, object_ids=names)
+            elif depth_size is not None:
                 item["depth"] = scene_depth(scene, cam_obj, *depth_size)
             yield item
     finally:
@@ -236,11 +280,16 @@ def _object_renders(ob, visible_names):
 _SURFACE_TYPES = frozenset({"MESH", "CURVE", "SURFACE", "FONT", "META"})
 
 
-def _gather_world_triangles(scene, depsgraph):
-    """All render-visible evaluated triangles in world space: float64 [N, 3, 3]."""
+def _gather_world_triangles(scene, depsgraph, object_ids=None):
+    """All render-visible evaluated triangles in world space: float64 [N, 3, 3].
+
+    With ``object_ids`` (object name -> id), also each triangle's id (0 for objects not listed;
+    instanced geometry takes its instancer's id): ``(tris, ids)``.
+    """
     view_layer = depsgraph.view_layer
     visible = _render_visible_objects(scene, view_layer)
     chunks = []
+    id_chunks = []
     for inst in depsgraph.object_instances:
         ob = inst.object
         if ob.type not in _SURFACE_TYPES:
@@ -277,9 +326,14 @@ def _gather_world_triangles(scene, depsgraph):
         mw = np.array(inst.matrix_world, dtype=np.float64)
         co = co.reshape(-1, 3).astype(np.float64) @ mw[:3, :3].T + mw[:3, 3]
         chunks.append(co[tri.reshape(-1, 3)])
-    if not chunks:
-        return np.empty((0, 3, 3), dtype=np.float64)
-    return np.concatenate(chunks, axis=0)
+        if object_ids is not None:
+            owner = inst.parent.original if inst.is_instance and inst.parent is not None else ob.original
+            oid = object_ids.get(ob.original.name, object_ids.get(owner.name, 0))
+            id_chunks.append(np.full(nt, oid, dtype=np.uint16))
+    tris = np.concatenate(chunks, axis=0) if chunks else np.empty((0, 3, 3), dtype=np.float64)
+    if object_ids is None:
+        return tris
+    return tris, (np.concatenate(id_chunks) if id_chunks else np.empty(0, dtype=np.uint16))
 
 
 def _cross(a, b):
@@ -289,7 +343,7 @@ def _cross(a, b):
     return np.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], axis=1)
 
 
-def _rasterise(tris, K, width, height):
+def _rasterise(tris, K, width, height, tri_ids=None):
     """Exact planar depth of camera-space (OpenCV) triangles at pixel centres.
 
     Ray ``t * d`` with ``d = (x, y, 1)`` hits triangle (v0, v1, v2) iff
@@ -301,16 +355,24 @@ def _rasterise(tris, K, width, height):
     values in both triangles, so closed meshes have no cracks.
     """
     depth = np.full(height * width, np.inf, dtype=np.float64)
+    ids = np.zeros(height * width, dtype=np.uint16)
+    track = tri_ids is not None
+    tri_ids = np.zeros(len(tris), dtype=np.uint16) if tri_ids is None else tri_ids
+
+    def result():
+        return (depth.reshape(height, width), ids.reshape(height, width)) if track else depth.reshape(height, width)
+
     if len(tris) == 0:
-        return depth.reshape(height, width)
+        return result()
     K = np.asarray(K, dtype=np.float64)
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     z = tris[..., 2]
 
     # Cull triangles entirely behind the camera plane (and non-finite ones).
-    tris = tris[(np.max(z, axis=1) > 0.0) & np.all(np.isfinite(tris), axis=(1, 2))]
+    keep = (np.max(z, axis=1) > 0.0) & np.all(np.isfinite(tris), axis=(1, 2))
+    tris, tri_ids = tris[keep], tri_ids[keep]
     if len(tris) == 0:
-        return depth.reshape(height, width)
+        return result()
     z = tris[..., 2]
 
     # Screen bounding boxes.  Triangles fully in front: project the corners.
@@ -370,6 +432,7 @@ def _rasterise(tris, K, width, height):
 
     on_screen = (bw > 0) & (bh > 0)
     tris, u0, w0, bw, bh = tris[on_screen], u0[on_screen], w0[on_screen], bw[on_screen], bh[on_screen]
+    tri_ids = tri_ids[on_screen]
     v0, v1, v2 = tris[:, 0], tris[:, 1], tris[:, 2]
     c0 = _cross(v1, v2)
     c1 = _cross(v2, v0)
@@ -377,8 +440,9 @@ def _rasterise(tris, K, width, height):
     det = np.einsum("ij,ij->i", v0, c0)
     idx = np.nonzero((det != 0.0) & np.isfinite(det))[0]
     if len(idx) == 0:
-        return depth.reshape(height, width)
+        return result()
     u0, w0, bw, bh = u0[idx], w0[idx], bw[idx], bh[idx]
+    tri_ids = tri_ids[idx]
     det = det[idx]
     sgn = np.sign(det)[:, None]
     n = (c0 + c1 + c2)[idx]
@@ -426,7 +490,12 @@ def _rasterise(tris, K, width, height):
         with np.errstate(divide="ignore", invalid="ignore"):
             d = det[tt] / (coef[tt, 9] * uu + coef[tt, 10] * vv + coef[tt, 11])
         ok = (d > 0.0) & np.isfinite(d)
-        np.minimum.at(depth, vv[ok] * width + uu[ok], d[ok])
+        pix = vv[ok] * width + uu[ok]
+        np.minimum.at(depth, pix, d[ok])
+        if track:
+            # the id of whichever candidate holds the minimum so far; a later, nearer batch overwrites it
+            won = d[ok] == depth[pix]
+            ids[pix[won]] = tri_ids[tt[ok][won]]
 
     for g in groups:
         gy = int(bh[g].max())
@@ -463,10 +532,10 @@ def _rasterise(tris, K, width, height):
                     n_hits = 0
     if hit_tri:
         flush()
-    return depth.reshape(height, width)
+    return result()
 
 
-def scene_depth(scene, cam_obj, width, height, depsgraph=None):
+def scene_depth(scene, cam_obj, width, height, depsgraph=None, object_ids=None):
     """[H, W] float32 planar depth (camera-space z, scene units); inf where nothing is hit.
 
     Pixel (u, v): u right, v down, row 0 at the top; the ray goes through the
@@ -475,6 +544,9 @@ def scene_depth(scene, cam_obj, width, height, depsgraph=None):
     (``hide_render``, camera ray visibility, collection render visibility and
     view-layer exclusion are honoured).  Geometry is the evaluated geometry at
     the current frame (modifiers as evaluated by the depsgraph).
+
+    With ``object_ids`` (object name -> id) returns ``(depth, ids)``: ids [H, W] uint16 is the id of the
+    object seen at each pixel, 0 for everything not listed (the static world) and for misses.
 
     Method: exact CPU rasterisation of the evaluated triangles with numpy (ray /
     triangle tests at pixel centres, ray/plane depth) -- identical to ray casting
@@ -500,8 +572,13 @@ def scene_depth(scene, cam_obj, width, height, depsgraph=None):
     c2w = _rigid(cam_eval.matrix_world) @ _BLENDER_TO_CV
     w2c = np.linalg.inv(c2w)
 
-    tris = _gather_world_triangles(scene, depsgraph)
+    if object_ids is None:
+        tris, tri_ids = _gather_world_triangles(scene, depsgraph), None
+    else:
+        tris, tri_ids = _gather_world_triangles(scene, depsgraph, object_ids)
     if len(tris):
         tris = tris @ w2c[:3, :3].T + w2c[:3, 3]
-    depth = _rasterise(tris, K, width, height)
-    return depth.astype(np.float32)
+    out = _rasterise(tris, K, width, height, tri_ids)
+    if object_ids is None:
+        return out.astype(np.float32)
+    return out[0].astype(np.float32), out[1]

@@ -42,9 +42,14 @@ def register():
         bpy.utils.register_class(c)
     bpy.types.Scene.mirage = PointerProperty(type=MirageSettings)
     bpy.types.WindowManager.mirage = PointerProperty(type=MirageStatus)
+    bpy.types.Object.mirage_dynamic = BoolProperty(
+        name="Moving", default=False,
+        description="Give this object its own memory even if it is not animated (Mirage finds animated, "
+                    "constrained and parented objects that move by itself)")
 
 
 def unregister():
+    del bpy.types.Object.mirage_dynamic
     del bpy.types.WindowManager.mirage
     del bpy.types.Scene.mirage
     for c in reversed(classes):

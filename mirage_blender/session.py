@@ -134,11 +134,17 @@ class Session:
             job["reference"]["depth"] = "inputs/reference_depth.npy"
 
         depth_size = (width, height) if s.depth_source == "SCENE" else None
-        for i, item in enumerate(export.iter_frames(scene, frames, depth_size)):
-            if depth_size is not None:
-                rel = f"inputs/depth/{item['frame']:06d}.npy"
-                np.save(os.path.join(out, rel), item.pop("depth"))
-                item["depth"] = rel
+        # moving objects get their own memory; they need the scene's geometry for their masks
+        objects = export.moving_objects(scene, frames) if depth_size is not None else []
+        if objects:
+            job["objects"] = [{"id": i, "name": ob.name} for i, ob in enumerate(objects, 1)]
+            os.makedirs(os.path.join(out, "inputs", "ids"), exist_ok=True)
+        for i, item in enumerate(export.iter_frames(scene, frames, depth_size, objects)):
+            for key, folder, dtype in (("depth", "depth", np.float32), ("ids", "ids", np.uint16)):
+                if key in item:
+                    rel = f"inputs/{folder}/{item['frame']:06d}.npy"
+                    np.save(os.path.join(out, rel), item[key].astype(dtype))
+                    item[key] = rel
             job["frames"].append(item)
             self.progress = 0.1 * (i + 1) / len(frames)
             self.status = f"Exporting cameras and depth: frame {item['frame']}"

@@ -53,4 +53,21 @@ class MIRAGE_PT_sidebar(MiragePanelMixin, bpy.types.Panel):
     bl_category = "Mirage"
 
 
-classes = (MIRAGE_PT_output, MIRAGE_PT_sidebar)
+class MIRAGE_PT_object(bpy.types.Panel):
+    bl_idname = "MIRAGE_PT_object"
+    bl_label = "Mirage"
+    bl_space_type = "PROPERTIES"
+    bl_region_type = "WINDOW"
+    bl_context = "object"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    @classmethod
+    def poll(cls, context):
+        return context.object is not None and context.object.type in {"MESH", "CURVE", "SURFACE", "FONT", "META"}
+
+    def draw(self, context):
+        self.layout.use_property_split = True
+        self.layout.prop(context.object, "mirage_dynamic")
+
+
+classes = (MIRAGE_PT_output, MIRAGE_PT_sidebar, MIRAGE_PT_object)

@@ -23,8 +23,9 @@ def intrinsics(W, H, f=None):
     return np.array([[f, 0, (W - 1) / 2], [0, f, (H - 1) / 2], [0, 0, 1.0]])
 
 
-def box_scene_depth(K, c2w, W, H, wall_z=6.0, box=((-0.6, 0.6), (-0.6, 0.6), (3.0, 3.6))):
-    """Planar depth of a wall at world z=wall_z plus an axis-aligned box; inf where nothing is hit."""
+def box_scene_depth(K, c2w, W, H, wall_z=6.0, box=((-0.6, 0.6), (-0.6, 0.6), (3.0, 3.6)), with_ids=False):
+    """Planar depth of a wall at world z=wall_z plus an axis-aligned box; inf where nothing is hit.
+    With `with_ids`, also the id mask (1 where the box is seen, else 0)."""
     u, v = np.meshgrid(np.arange(W), np.arange(H))
     d_cam = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u, float)], -1)
     d = d_cam @ c2w[:3, :3].T
@@ -42,6 +43,8 @@ def box_scene_depth(K, c2w, W, H, wall_z=6.0, box=((-0.6, 0.6), (-0.6, 0.6), (3.
         hit = (tf >= tn) & (tn > 0)
         t = np.where(hit & (tn < t), tn, t)
     # t is along d whose camera-space z is 1, so t is already planar depth
+    if with_ids:
+        return t.astype(np.float32), (hit & (t == tn)).astype(np.uint16)
     return t.astype(np.float32)
 
 
@@ -56,18 +59,37 @@ def texture(W, H, seed=0):
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
-def make_job(folder, W=64, H=48, n=12, segment_length=4, seed=0, model="builtin", xs=None, **extra):
-    """Write job.json, a reference image and per-frame depth into folder; returns the job path."""
+BOX = ((-0.6, 0.6), (-0.6, 0.6), (3.0, 3.6))
+
+
+def make_job(folder, W=64, H=48, n=12, segment_length=4, seed=0, model="builtin", xs=None, yaws=None,
+             box_xs=None, track_box=True, **extra):
+    """Write job.json, a reference image and per-frame depth into folder; returns the job path.
+
+    box_xs: the box's x offset on each frame (a moving object); with track_box it is listed as moving
+    object 1 with its transform and id masks, without it the job treats it as static scenery."""
     os.makedirs(os.path.join(folder, "inputs", "depth"), exist_ok=True)
+    os.makedirs(os.path.join(folder, "inputs", "ids"), exist_ok=True)
     K = intrinsics(W, H)
     xs = xs if xs is not None else [0.08 * i for i in range(n)]
+    yaws = yaws if yaws is not None else [2.0 * i for i in range(len(xs))]
     frames = []
     for i, x in enumerate(xs):
-        c2w = look_camera(x, yaw_deg=2.0 * i)
-        depth = box_scene_depth(K, c2w, W, H)
+        c2w = look_camera(x, yaw_deg=yaws[i])
+        bx = box_xs[i] if box_xs is not None else 0.0
+        box = ((BOX[0][0] + bx, BOX[0][1] + bx), BOX[1], BOX[2])
+        depth, ids = box_scene_depth(K, c2w, W, H, box=box, with_ids=True)
         rel = f"inputs/depth/{i + 1:06d}.npy"
         np.save(os.path.join(folder, rel), depth)
         frames.append({"frame": i + 1, "K": K.tolist(), "cam_to_world": c2w.tolist(), "depth": rel})
+        if box_xs is not None and track_box:
+            pose = np.eye(4)
+            pose[0, 3] = bx
+            frames[-1]["objects"] = {"1": pose.tolist()}
+            frames[-1]["ids"] = f"inputs/ids/{i + 1:06d}.npy"
+            np.save(os.path.join(folder, frames[-1]["ids"]), ids)
+    if box_xs is not None and track_box:
+        extra["objects"] = [{"id": 1, "name": "Box"}]
     Image.fromarray(texture(W, H, seed)).save(os.path.join(folder, "inputs", "reference.png"))
     job = {"version": 1, "model": model, "device": "CPU", "seed": seed, "segment_length": segment_length,
            "width": W, "height": H, "reference": {"image": "inputs/reference.png", "frame": 1},

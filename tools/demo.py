@@ -23,7 +23,7 @@ def main():
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     scenes.install_extension(os.path.abspath(args.zip))
-    scene = scenes.build_room(frames=args.frames)
+    scene = scenes.build_room(frames=args.frames, moving_crate=True)
     t = time.perf_counter()
     ref = scenes.render_reference(scene, os.path.join(out, "reference.png"), samples=32)
     print(f"reference rendered in {time.perf_counter() - t:.1f} s", flush=True)

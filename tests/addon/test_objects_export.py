@@ -1,0 +1,108 @@
+"""Moving objects in the export: which objects move, their matrices and their id masks, in real bpy."""
+import importlib.util
+import math
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+bpy = pytest.importorskip("bpy")
+from mathutils import Vector  # noqa: E402
+
+_PATH = pathlib.Path(__file__).resolve().parents[2] / "mirage_blender" / "export.py"
+spec = importlib.util.spec_from_file_location("mirage_export_objects", _PATH)
+ex = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ex)
+
+
+def cube(name, location, size=1.0):
+    mesh = bpy.data.meshes.new(name)
+    h = size / 2
+    verts = [(x, y, z) for x in (-h, h) for y in (-h, h) for z in (-h, h)]
+    faces = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    mesh.from_pydata(verts, [], faces)
+    ob = bpy.data.objects.new(name, mesh)
+    bpy.context.scene.collection.objects.link(ob)
+    ob.location = location
+    return ob
+
+
+@pytest.fixture
+def scene():
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    sc = bpy.context.scene
+    sc.render.resolution_x, sc.render.resolution_y, sc.render.resolution_percentage = 96, 64, 100
+    sc.frame_start, sc.frame_end = 1, 6
+    cam = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
+    sc.collection.objects.link(cam)
+    sc.camera = cam
+    cam.location = (0, -8, 1)
+    cam.rotation_euler = (math.radians(90), 0, 0)
+    cube("Wall", (0, 4, 1), 6.0)
+    slider = cube("Slider", (-2, 0, 1))
+    slider.keyframe_insert("location", frame=1)
+    slider.location = (2, 0, 1)
+    slider.keyframe_insert("location", frame=6)
+    anchor = bpy.data.objects.new("Anchor", None)
+    sc.collection.objects.link(anchor)
+    anchor.keyframe_insert("rotation_euler", frame=1)
+    anchor.rotation_euler = (0, 0, math.radians(30))
+    anchor.keyframe_insert("rotation_euler", frame=6)
+    child = cube("Child", (0, -2, 2.5), 0.5)
+    child.parent = anchor
+    follower = cube("Follower", (0, -3, -0.5), 0.5)
+    c = follower.constraints.new("COPY_LOCATION")
+    c.target, c.use_y, c.use_z = slider, False, False
+    cube("Still", (3, 1, 0), 0.6)
+    return sc
+
+
+def test_finds_animated_parented_and_constrained_objects(scene):
+    names = [ob.name for ob in ex.moving_objects(scene, range(1, 7))]
+    assert {"Slider", "Child", "Follower"} <= set(names)
+    assert "Still" not in names and "Wall" not in names
+    assert scene.frame_current == 1
+
+
+def test_marked_object_is_forced_moving(scene):
+    bpy.types.Object.mirage_dynamic = bpy.props.BoolProperty(default=False)
+    try:
+        bpy.data.objects["Still"].mirage_dynamic = True
+        names = [ob.name for ob in ex.moving_objects(scene, range(1, 7))]
+        assert "Still" in names
+    finally:
+        del bpy.types.Object.mirage_dynamic
+
+
+def test_matrices_and_masks_match_blender(scene):
+    objects = ex.moving_objects(scene, range(1, 7))
+    ids = {ob.name: i for i, ob in enumerate(objects, 1)}
+    scene.frame_set(4)
+    items = list(ex.iter_frames(scene, [2, 5], depth_size=(96, 64), objects=objects))
+    assert scene.frame_current == 4
+    for item in items:
+        scene.frame_set(item["frame"])
+        depsgraph = bpy.context.evaluated_depsgraph_get()
+        for ob in objects:
+            want = np.array(ob.evaluated_get(depsgraph).matrix_world)
+            assert np.allclose(item["objects"][str(ids[ob.name])], want, atol=1e-9)
+        # every pixel's id against the object Blender's own ray cast hits
+        K = np.array(item["K"])
+        c2w = np.array(item["cam_to_world"])
+        mask = item["ids"]
+        assert mask.shape == (64, 96) and mask.dtype == np.uint16
+        seen = set()
+        wrong = 0
+        for v in range(0, 64, 3):
+            for u in range(0, 96, 3):
+                d = c2w[:3, :3] @ np.array([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], 1.0])
+                hit, _, _, _, ob, _ = scene.ray_cast(depsgraph, Vector(c2w[:3, 3]), Vector(d / np.linalg.norm(d)))
+                want = ids.get(ob.name, 0) if hit else 0
+                seen.add(want)
+                wrong += int(mask[v, u] != want)
+        assert wrong <= 2  # silhouette ties only
+        assert {0, ids["Slider"]} <= seen
+    # the slider really moved between the two frames, and its mask moved with it
+    cols = [np.nonzero((it["ids"] == ids["Slider"]).any(0))[0].mean() for it in items]
+    assert cols[1] > cols[0] + 10
