@@ -56,8 +56,9 @@ def _keyframe_camera(cam, keys):
             kp.interpolation = "BEZIER"
 
 
-def build_room(width=256, height=144, frames=48, keys=None):
-    """A checkered room with coloured pillars; the camera passes a pillar, looks away and comes back."""
+def build_room(width=256, height=144, frames=48, keys=None, moving_crate=False):
+    """A checkered room with coloured pillars; the camera passes a pillar, looks away and comes back.
+    With moving_crate the crate slides and turns across the room during the shot."""
     bpy.ops.wm.read_homefile(use_empty=True)  # keeps installed extensions, unlike factory settings
     scene = bpy.context.scene
     scene.render.resolution_x, scene.render.resolution_y = width, height
@@ -69,7 +70,14 @@ def build_room(width=256, height=144, frames=48, keys=None):
     _box("WallE", (6, 0, 2), (0.2, 12, 4), _material("WallE", (0.3, 0.7, 0.35), 6))
     _box("WallW", (-6, 0, 2), (0.2, 12, 4), _material("WallW", (0.75, 0.25, 0.3), 6))
     _box("Pillar", (0, 0.5, 1.5), (1.0, 1.0, 3.0), _material("Pillar", (0.9, 0.9, 0.2), 3))
-    _box("Crate", (2.2, 2.5, 0.5), (1.0, 1.0, 1.0), _material("Crate", (0.6, 0.3, 0.8), 2))
+    crate = _box("Crate", (2.2, 2.5, 0.5), (1.0, 1.0, 1.0), _material("Crate", (0.6, 0.3, 0.8), 2))
+    if moving_crate:
+        crate.keyframe_insert("location", frame=1)
+        crate.keyframe_insert("rotation_euler", frame=1)
+        crate.location = (-1.0, 1.5, 0.5)
+        crate.rotation_euler = (0.0, 0.0, math.radians(60))
+        crate.keyframe_insert("location", frame=frames)
+        crate.keyframe_insert("rotation_euler", frame=frames)
     _box("Block", (-2.5, 2.0, 0.75), (1.2, 0.8, 1.5), _material("Block", (0.2, 0.8, 0.8), 2))
     sun = bpy.data.objects.new("Sun", bpy.data.lights.new("Sun", "SUN"))
     sun.data.energy = 3.0
