@@ -1,6 +1,8 @@
 """Putting finished segments into the Video Sequence Editor."""
 import os
 
+import bpy
+
 TAG = "mirage_output"
 
 
@@ -42,4 +44,11 @@ def add_segment(scene, name, output_dir, files, first_frame, channel):
     for p in paths[1:]:
         strip.elements.append(os.path.basename(p))
     strip[TAG] = output_dir
+    if bpy.data.filepath:
+        # a saved project keeps working when its folder moves: "//" paths like the rest of Blender
+        try:
+            rel = bpy.path.relpath(strip.directory)
+            strip.directory = rel if rel.endswith(("/", "\\")) else rel + os.sep
+        except ValueError:  # another drive on Windows: no relative path exists
+            pass
     return strip

@@ -119,8 +119,9 @@ def main():
         bpy.ops.mirage.generate()
         if scenario in ("ok", "user_strip"):
             result["first"] = scene_state(scene)
-            bpy.ops.mirage.generate()  # a rerun replaces its own strips, never stacks copies
             path = os.path.join(out, "saved.blend")
+            bpy.ops.wm.save_as_mainfile(filepath=path)
+            bpy.ops.mirage.generate()  # a rerun replaces its own strips, never stacks copies
             bpy.ops.wm.save_as_mainfile(filepath=path)
             bpy.ops.wm.open_mainfile(filepath=path)
             scene = bpy.context.scene

@@ -59,9 +59,14 @@ def test_vse_strips_cover_the_frame_range_exactly(generated):
 
 
 def test_rerun_replaces_its_own_strips(generated):
-    _, data = generated
+    tmp, data = generated
     assert len(data["first"]["strips"]) == 3
     assert len(data["after"]["strips"]) == 3  # after a second Generate, saved and reopened
+    # unsaved file: absolute paths; saved project: "//" paths that survive moving the project folder
+    assert data["first"]["strips"][0]["directory"] == str(tmp / "mirage" / "frames") + os.sep
+    for s in data["after"]["strips"]:
+        assert s["directory"] == "//mirage" + os.sep + "frames" + os.sep
+        assert os.path.isfile(tmp / "mirage" / "frames" / s["files"][0])
 
 
 def test_job_and_run_reports(generated):
