@@ -63,32 +63,50 @@ def cmd_check():
     return 0 if info["ok"] else 1
 
 
+def error_message(e):
+    """One line for the user for an exception that stopped a run."""
+    import errno
+    if isinstance(e, protocol.JobError) or type(e).__name__ == "ModelError":
+        return str(e)
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        where = e.filename or "the output folder"
+        return f"the disk is full while writing {where}: free space or choose another output folder"
+    if isinstance(e, OSError):
+        return f"cannot use {e.filename}: {e.strerror or e}" if e.filename else f"file error: {e.strerror or e}"
+    if type(e).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without importing torch here
+        return ("the GPU ran out of memory: lower the resolution (or its percentage) or the segment length, "
+                "or set Device to CPU")
+    if isinstance(e, MemoryError):
+        return "the computer ran out of memory: lower the resolution (or its percentage) or the segment length"
+    return f"internal error: {type(e).__name__}: {e}"
+
+
 def cmd_run(job_path, jsonl, stop_on_eof):
     emit = _emitter(jsonl)
     cancel = threading.Event()
     if jsonl:
         threading.Thread(target=_watch_stdin, args=(cancel, stop_on_eof), daemon=True).start()
     try:
+        protocol.load_job(job_path)  # a bad job fails in a moment, before torch loads
+    except protocol.JobError as e:
+        emit("error", message=str(e))
+        return 1
+    try:
         import torch  # noqa: F401  (fail here with a clear line rather than deep inside)
     except ImportError as e:
         emit("error", message=f"the backend Python ({sys.executable}) cannot import torch: {e}")
         return 1
-    from .models import ModelError
     from .pipeline import Cancelled, run_job
     try:
         run_job(job_path, emit, cancel.is_set)
     except Cancelled:
         emit("done", cancelled=True, stats={})
         return 3
-    except (protocol.JobError, ModelError) as e:
-        emit("error", message=str(e))
-        return 1
-    except OSError as e:
-        emit("error", message=f"{e.strerror or e} ({e.filename})" if e.filename else f"file error: {e}")
-        return 1
     except Exception as e:
-        traceback.print_exc(file=sys.stderr)
-        emit("error", message=f"internal error: {type(e).__name__}: {e}")
+        message = error_message(e)
+        if message.startswith("internal error"):
+            traceback.print_exc(file=sys.stderr)  # a bug: the log keeps the details
+        emit("error", message=message)
         return 1
     return 0
 

@@ -3,6 +3,7 @@
 Everything here is deterministic for a given job and seed, so a run that was stopped can resume
 from its last saved segment and end with the same frames as a run that never stopped.
 """
+import errno
 import hashlib
 import json
 import math
@@ -30,7 +31,8 @@ def resolve_device(requested):
     if torch.cuda.is_available():
         return "cuda", None
     if requested == "CUDA":
-        raise JobError("CUDA was requested, but this backend's torch sees no CUDA device (choose Auto or CPU)")
+        raise JobError("Device is CUDA, but this backend's torch sees no CUDA device: set Device to Auto or CPU, "
+                       "or set Backend Python to an interpreter whose torch has CUDA")
     return "cpu", "no CUDA device found, running on the CPU"
 
 
@@ -64,24 +66,44 @@ def load_depth(path, width, height, what):
     if d.shape != (height, width):
         raise JobError(f"{what} is {d.shape[1] if d.ndim == 2 else '?'}x{d.shape[0]}, expected {width}x{height}")
     d = d.astype(np.float32)
-    if np.isnan(d).any() or (d <= 0).any():
-        raise JobError(f"{what} holds NaN, zero or negative depths")
+    if np.isnan(d).any():
+        raise JobError(f"{what} holds NaN (not a number) depths: {path}")
+    if (d < 0).any():
+        raise JobError(f"{what} holds negative depths: {path}")
+    if (d == 0).all():
+        raise JobError(f"{what} is zero everywhere; depth must be the distance in scene units: {path}")
+    if (d == 0).any():
+        raise JobError(f"{what} holds zero depths: {path}")
     return torch.from_numpy(d)
+
+
+def _atomic_write(path, write):
+    """write(tmp) then rename: a crash or a full disk never leaves a half-written file under `path`."""
+    tmp = path + ".part"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        if e.errno == errno.ENOSPC:  # PIL and json report it without a file name: name the file
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path) from None
+        raise
 
 
 def save_png(image, path):
     """Write atomically: a crash never leaves a half-written PNG under a finished frame's name."""
     arr = (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
-    tmp = path + ".part"
-    Image.fromarray(arr).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    _atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))
 
 
 def write_json(data, path):
-    tmp = path + ".part"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
+    _atomic_write(path, write)
 
 
 def job_fingerprint(job):

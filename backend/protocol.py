@@ -6,6 +6,7 @@ backend imports it from its own interpreter, so both sides validate the same job
 import json
 import math
 import os
+import re
 
 PROTOCOL_VERSION = 1
 JOB_VERSION = 1
@@ -20,6 +21,17 @@ DEVICES = ("AUTO", "CUDA", "CPU")
 
 # Largest frame the backend accepts; beyond it the latent memory no longer fits a laptop.
 MAX_PIXELS = 4096 * 4096
+# Backend memory, measured (peak RSS, CPU, builtin model): about 250 MiB for torch and the process,
+# 176 bytes per pixel for one frame's working set, and the latent memory growing by up to 4 bytes per
+# pixel for every frame (1024x768: 385 MB for 4 frames, 404 MB for 12).
+BASE_BYTES = 256 * 2**20
+BYTES_PER_PIXEL = 176
+BYTES_PER_PIXEL_FRAME = 4
+# Files and folders the backend writes in a job folder; none may be a link that leads out of it.
+OUTPUT_PATHS = ("frames", "state", "state/memory.safetensors", "state/progress.json", "run.json")
+
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 class JobError(ValueError):
@@ -75,6 +87,46 @@ def _inside(base, rel, what):
     return full
 
 
+def estimate_bytes(width, height, frames):
+    """Roughly how much memory the backend needs for a job of this size (see BYTES_PER_PIXEL)."""
+    pixels = width * height
+    return BASE_BYTES + pixels * (BYTES_PER_PIXEL + BYTES_PER_PIXEL_FRAME * max(frames, 1))
+
+
+def physical_memory():
+    """Bytes of RAM on this machine, or None where the platform does not say (Windows)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_resolution(width, height, frames=1):
+    """Refuse a frame size the backend cannot handle; the add-on calls this before exporting anything."""
+    if width < 16 or height < 16:
+        raise JobError(f"resolution {width}x{height} is too small (at least 16x16): "
+                       f"raise the resolution or its percentage")
+    need = estimate_bytes(width, height, frames)
+    if width * height > MAX_PIXELS:
+        raise JobError(f"resolution {width}x{height} is too large: it needs about {need / 2**30:.1f} GiB of memory "
+                       f"and the limit is {MAX_PIXELS} pixels (4096x4096); lower the resolution or its percentage")
+    ram = physical_memory()
+    if ram is not None and need > ram:
+        raise JobError(f"resolution {width}x{height} with {frames} frames needs about {need / 2**30:.1f} GiB of "
+                       f"memory, this machine has {ram / 2**30:.1f} GiB; lower the resolution or render fewer frames")
+
+
+def check_output_links(job_dir):
+    """Every path the backend writes stays inside the job folder: refuse a link that leads out of it."""
+    base = os.path.realpath(job_dir)
+    for rel in OUTPUT_PATHS:
+        full = os.path.join(job_dir, rel)
+        real = os.path.realpath(full)
+        if os.path.commonpath([base, real]) != base:
+            raise JobError(f"{rel} in the job folder is a link to {real}, outside the folder; "
+                           f"remove the link or choose another output folder")
+
+
 def _matrix(value, rows, cols, what):
     if (not isinstance(value, list) or len(value) != rows
             or any(not isinstance(r, list) or len(r) != cols for r in value)):
@@ -106,11 +158,9 @@ def validate_job(job, job_dir):
             raise JobError(f"job field '{key}' has the wrong type")
     if job["version"] != JOB_VERSION:
         raise JobError(f"job version {job['version']} is not supported (this backend reads version {JOB_VERSION})")
-    w, h = job["width"], job["height"]
-    if w < 16 or h < 16:
-        raise JobError(f"resolution {w}x{h} is too small (at least 16x16)")
-    if w * h > MAX_PIXELS:
-        raise JobError(f"resolution {w}x{h} is too large (at most {MAX_PIXELS} pixels)")
+    check_resolution(job["width"], job["height"], len(job["frames"]))
+    if not MODEL_NAME.fullmatch(job["model"]) or job["model"] in (".", ".."):
+        raise JobError(f"model must be the name of a folder in models/, got {job['model']!r}")
     if job.get("device", "AUTO") not in DEVICES:
         raise JobError(f"device must be one of {', '.join(DEVICES)}")
     if job["depth_source"] not in DEPTH_SOURCES:
@@ -159,6 +209,15 @@ def validate_job(job, job_dir):
     if job["reference"]["frame"] not in seen:
         raise JobError(f"reference.frame {job['reference']['frame']} is not one of the job's frames")
     out["frames"] = resolved
+    if job["depth_source"] != "SCENE":  # per-frame depth is not used without the Scene source
+        out["frames"] = [{k: v for k, v in f.items() if k != "depth"} for f in resolved]
+    _input_file(ref["image"], "the reference image")
+    if job["depth_source"] == "IMAGE":
+        _input_file(ref["depth"], "the reference depth map")
+    for f in out["frames"]:
+        if "depth" in f:
+            _input_file(f["depth"], f"the depth of frame {f['frame']}")
+    check_output_links(job_dir)
     return out, warnings
 
 
