@@ -53,7 +53,7 @@ class MIRAGE_OT_generate(bpy.types.Operator):
 
     def execute(self, context):
         # synchronous: scripts and `blender -b`, where timers and modal handlers never run
-        session = Session(context, prefs.python_pref(context))
+        session = Session(context, prefs.python_pref(context), prefs.stall_timeout(context))
         _active["session"] = session
         try:
             session.run_blocking()
@@ -67,7 +67,7 @@ class MIRAGE_OT_generate(bpy.types.Operator):
     def invoke(self, context, event):
         if bpy.app.background:
             return self.execute(context)
-        self._session = Session(context, prefs.python_pref(context))
+        self._session = Session(context, prefs.python_pref(context), prefs.stall_timeout(context))
         self._steps = self._session.prepare()
         _active["session"] = self._session
         wm = context.window_manager
@@ -97,6 +97,7 @@ class MIRAGE_OT_generate(bpy.types.Operator):
                     session.handle(msg)
                     if session.ended:
                         break
+                session.check_stall()
         except USER_ERRORS as e:
             session.error = _message(e)
         _set_status(context, session)

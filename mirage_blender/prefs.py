@@ -2,7 +2,7 @@
 import os
 
 import bpy
-from bpy.props import StringProperty
+from bpy.props import IntProperty, StringProperty
 
 from . import runner
 
@@ -18,6 +18,11 @@ def get(context=None):
 def python_pref(context=None):
     p = get(context)
     return p.backend_python if p else ""
+
+
+def stall_timeout(context=None):
+    p = get(context)
+    return p.stall_timeout if p else 300
 
 
 class MIRAGE_OT_check_backend(bpy.types.Operator):
@@ -44,6 +49,10 @@ class MiragePreferences(bpy.types.AddonPreferences):
     backend_python: StringProperty(
         name="Backend Python", subtype="FILE_PATH",
         description="Python interpreter with torch installed (for example a venv's bin/python)")
+    stall_timeout: IntProperty(
+        name="Stall Time-out (s)", default=300, min=0, soft_max=3600,
+        description="Stop the backend when it sends nothing for this many seconds while running (0: wait forever); "
+                    "finished segments are kept")
 
     def draw(self, context):
         col = self.layout.column()
@@ -57,6 +66,7 @@ class MiragePreferences(bpy.types.AddonPreferences):
         icon = "CHECKMARK" if _status["ok"] else ("ERROR" if _status["ok"] is False else "QUESTION")
         row.label(text=_status["text"], icon=icon)
         row.operator(MIRAGE_OT_check_backend.bl_idname, text="Check")
+        col.prop(self, "stall_timeout")
 
 
 classes = (MIRAGE_OT_check_backend, MiragePreferences)

@@ -21,6 +21,10 @@ class SessionError(RuntimeError):
     """One line for the user."""
 
 
+# A frame takes seconds on a CPU; minutes of silence mean the backend hangs (stopped, deadlocked, swapping)
+DEFAULT_STALL_TIMEOUT = 300
+
+
 def output_folder(scene, settings):
     path = settings.output_dir.strip() or "//mirage/"
     if path.startswith("//") and not bpy.data.filepath:
@@ -45,9 +49,34 @@ def _load_depth_map(path, width, height):
         depth = px.reshape(h, w, img.channels)[::-1, :, 0].copy()
     finally:
         bpy.data.images.remove(img)
-    if not np.isfinite(depth).all() or (depth <= 0).any():
-        raise SessionError("The depth map holds zero, negative or invalid depths")
+    if not np.isfinite(depth).all():
+        raise SessionError(f"The depth map holds NaN or infinite depths: {path}")
+    if (depth < 0).any():
+        raise SessionError(f"The depth map holds negative depths: {path}")
+    if (depth == 0).all():
+        raise SessionError(f"The depth map is zero everywhere; it must hold distances in scene units: {path}")
+    if (depth == 0).any():
+        raise SessionError(f"The depth map holds zero depths: {path}")
     return depth
+
+
+def _sentence(e):
+    """The backend's and protocol's lines start lower-case; the add-on shows sentences."""
+    text = str(e)
+    return text[:1].upper() + text[1:]
+
+
+def _check_readable(path, what):
+    """A path the user picked must be a file we can open: not missing, not a folder, not forbidden."""
+    if os.path.isdir(path):
+        raise SessionError(f"{what} is a folder, not a file: {path}")
+    if not os.path.isfile(path):
+        raise SessionError(f"{what} does not exist: {path}")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise SessionError(f"{what} cannot be read ({e.strerror or e}): {path}") from None
 
 
 def _check_reference(path, width, height):
@@ -68,10 +97,12 @@ def _check_reference(path, width, height):
 
 
 class Session:
-    def __init__(self, context, python_pref=""):
+    def __init__(self, context, python_pref="", stall_timeout=DEFAULT_STALL_TIMEOUT):
         self.scene = context.scene
         self.settings = self.scene.mirage
         self.python_pref = python_pref
+        self.stall_timeout = stall_timeout  # seconds without a message from a live backend; 0 = never
+        self.last_message = time.monotonic()
         self.backend = None
         self.error = None
         self.finished = False
@@ -91,23 +122,27 @@ class Session:
         export.camera_intrinsics(scene, scene.camera)  # no camera, or not perspective: refuse before any work
         if scene.frame_end < scene.frame_start:
             raise SessionError("The frame range is empty (End is before Start)")
+        width, height = export.render_size(scene)
+        frames = list(range(scene.frame_start, scene.frame_end + 1))
+        try:  # before any export: a frame too large for memory must not be rasterised first
+            protocol.check_resolution(width, height, len(frames))
+        except protocol.JobError as e:
+            raise SessionError(_sentence(e)) from None
         ref = bpy.path.abspath(s.reference_image) if s.reference_image else ""
         if not ref:
-            raise SessionError("No reference image is set")
-        if not os.path.isfile(ref):
-            raise SessionError(f"The reference image does not exist: {ref}")
+            raise SessionError("No reference image is set: choose one in Mirage Flythrough > Reference")
+        _check_readable(ref, "The reference image")
         if os.path.getsize(ref) == 0:
             raise SessionError(f"The reference image is empty (0 bytes): {ref}")
-        width, height = export.render_size(scene)
         _check_reference(ref, width, height)
-        frames = list(range(scene.frame_start, scene.frame_end + 1))
         if s.segment_length > len(frames):
             raise SessionError(f"Segment Length ({s.segment_length}) is longer than the frame range ({len(frames)} frames)")
         depth_map = None
         if s.depth_source == "IMAGE":
             path = bpy.path.abspath(s.depth_image) if s.depth_image else ""
-            if not os.path.isfile(path):
-                raise SessionError(f"The depth map does not exist: {path or '(none set)'}")
+            if not path:
+                raise SessionError("Depth is set to Depth Map, but no depth map is chosen")
+            _check_readable(path, "The depth map")
             depth_map = _load_depth_map(path, width, height)
 
         out, fallback = output_folder(scene, s)
@@ -155,7 +190,7 @@ class Session:
         try:
             protocol.validate_job(job, out)
         except protocol.JobError as e:
-            raise SessionError(str(e)) from None
+            raise SessionError(_sentence(e)) from None
         with open(self.job_path + ".part", "w", encoding="utf-8") as f:
             json.dump(job, f, indent=1)
         os.replace(self.job_path + ".part", self.job_path)
@@ -164,6 +199,16 @@ class Session:
     def start(self):
         self.backend = Backend(self.python, self.job_path, os.path.join(self.out, "backend.log"))
         self.status = "Starting the backend"
+        self.last_message = time.monotonic()
+
+    def check_stall(self):
+        """Called on every tick: a backend that is alive but silent for too long is stopped."""
+        if self.backend is None or self.ended or not self.stall_timeout:
+            return
+        if time.monotonic() - self.last_message > self.stall_timeout and self.backend.proc.poll() is None:
+            self.backend.kill()
+            self.error = (f"The backend stopped responding for {self.stall_timeout:g} s and was stopped; "
+                          f"finished segments are kept (details in {os.path.join(self.out, 'backend.log')})")
 
     # -- messages from the backend -----------------------------------------------------------
     @property
@@ -172,7 +217,13 @@ class Session:
 
     def handle(self, msg):
         kind = msg["type"]
-        if kind == "hello":
+        self.last_message = time.monotonic()
+        if kind == "hello" and msg.get("protocol") != protocol.PROTOCOL_VERSION:
+            self.error = (f"The backend speaks protocol {msg.get('protocol')}, this add-on speaks "
+                          f"{protocol.PROTOCOL_VERSION}: install the add-on and backend of the same release")
+            if self.backend is not None:
+                self.backend.kill()
+        elif kind == "hello":
             self.notices.extend(msg.get("notices") or [])
             self.status = f"Generating on {msg.get('device', '?').upper()} with {msg.get('model')}"
         elif kind == "progress":
@@ -215,13 +266,16 @@ class Session:
 
     def run_blocking(self, stall_timeout=None):
         """The path for `blender -b` and scripts: no timers, just wait on the backend's messages."""
+        if stall_timeout is not None:
+            self.stall_timeout = stall_timeout
         for _ in self.prepare():
             pass
         self.start()
         try:
             while not self.ended:
-                for msg in self.backend.wait(timeout=1.0):
+                for msg in self.backend.wait(timeout=min(1.0, self.stall_timeout or 1.0)):
                     self.handle(msg)
+                self.check_stall()
         except KeyboardInterrupt:
             self.cancel()
             raise
