@@ -1,0 +1,150 @@
+"""Bad inputs and faults through the real add-on: every case must end in one clear line and leave the
+user's scene as it was. All cases share ONE bpy process (tests/addon/cases.py) to keep this fast; the
+process exit code of a failing `blender -b` run is checked in test_generate.py (test_bad_input_fails_cleanly)."""
+import json
+import os
+import subprocess
+import sys
+import venv
+
+import pytest
+
+from backend import protocol
+
+CASES_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cases.py")
+NOT_FOUND = "The backend Python does not exist or cannot run"
+
+# name, setup (see cases.apply), argument, expected error (None: Generate must succeed)
+CASES = [
+    ("no_camera", "no_camera", None, "The scene has no camera"),
+    ("camera_is_a_mesh", "camera_is_mesh", None, "Mirage needs a camera object; "),
+    ("orthographic", "lens_type", "ORTHO", "Mirage needs a perspective camera; 'Camera' is orthographic"),
+    ("panoramic", "lens_type", "PANO", "Mirage needs a perspective camera; 'Camera' is panoramic"),
+    ("nan_camera", "nan_camera", None, "Camera 'Camera' has a non-finite transform at frame 1"),
+    ("zero_scale_camera", "zero_scale_camera", None, "Camera 'Camera' has a degenerate (zero-scale) rotation"),
+    ("mirrored_camera", "mirrored_camera", None, "Camera 'Camera' is mirrored (negative scale)"),
+    ("no_reference", "reference", "", "No reference image is set"),
+    ("missing_reference", "reference", "nope.png", "The reference image does not exist: "),
+    ("reference_is_a_folder", "reference", "folder", "The reference image is a folder, not a file: "),
+    ("corrupt_reference", "reference", "corrupt", "The reference image cannot be read: "),
+    ("empty_reference", "reference", "empty", "The reference image is empty (0 bytes): "),
+    ("reference_aspect", "reference", "square",
+     "The reference image is 64x64, which does not have the render's aspect ratio (64x36)"),
+    ("no_depth_map", "depth_map", "", "Depth is set to Depth Map, but no depth map is chosen"),
+    ("missing_depth_map", "depth_map", "nope.exr", "The depth map does not exist: "),
+    ("depth_map_is_a_folder", "depth_map", "folder", "The depth map is a folder, not a file: "),
+    ("depth_map_wrong_size", "depth_map", "depth_small", "The depth map is 32x18, the render is 64x36"),
+    ("depth_map_nan", "depth_map", "depth_nan", "The depth map holds NaN or infinite depths"),
+    ("depth_map_negative", "depth_map", "depth_negative", "The depth map holds negative depths"),
+    ("depth_map_all_zero", "depth_map", "depth_zero", "The depth map is zero everywhere"),
+    ("resolution_zero", "percentage", 1, "Resolution 1x1 is too small (at least 16x16)"),
+    ("resolution_huge", "resolution", [20000, 20000],
+     f"needs about {protocol.estimate_bytes(20000, 20000, 3) / 2**30:.1f} GiB of memory"),
+    ("segment_too_long", "segment_length", 500, "Segment Length (500) is longer than the frame range (3 frames)"),
+    ("output_under_a_file", "output", ["plain_file", "mirage"], "Cannot write to the output folder "),
+    ("output_is_a_file", "output", ["plain_file"], "Cannot write to the output folder "),
+    ("backend_python_missing", "python", "/nonexistent/bin/python", NOT_FOUND),
+    ("backend_python_is_a_folder", "python", "folder", NOT_FOUND),
+    ("backend_without_torch", "python", "BARE_VENV", "cannot import torch"),
+    ("backend_crashes", "python", "crash", "The backend stopped unexpectedly (exit code 7): Segmentation fault in libfoo"),
+    ("backend_speaks_another_protocol", "python", "proto99", "The backend speaks protocol 99, this add-on speaks 1"),
+    ("backend_silent", "stall_timeout", 1, "The backend stopped responding for 1 s"),
+    ("cuda_without_cuda", "device", "CUDA",
+     "Device is CUDA, but this backend's torch sees no CUDA device: set Device to Auto or CPU"),
+    # allowed: these must work
+    ("still_camera", "still_camera", None, None),
+    ("auto_device", "device", "AUTO", None),
+    # faults: a backend frozen (SIGSTOP) after its first segment, then Generate again on that folder
+    ("frozen_backend", "sigstop", 2, "The backend stopped responding for 2 s"),
+    ("resume", "resume", None, None),
+]
+
+
+def _one_line(error):
+    text = error.strip()
+    return text[len("Error: "):] if text.startswith("Error: ") else text
+
+
+@pytest.fixture(scope="module")
+def results(extension_zip, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bad_inputs")
+    bare = tmp / "bare-venv"
+    venv.create(bare, with_pip=False)
+    cases = [{"name": n, "setup": s, "arg": str(bare / "bin" / "python") if a == "BARE_VENV" else a}
+             for n, s, a, _ in CASES]
+    (tmp / "cases.json").write_text(json.dumps(cases))
+    result = tmp / "result.json"
+    proc = subprocess.run([sys.executable, CASES_PY, extension_zip, str(tmp), str(tmp / "cases.json"), str(result)],
+                          cwd=str(tmp), capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "MIRAGE_BACKEND_PYTHON": sys.executable})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    data = {r["name"]: r for r in json.loads(result.read_text())}
+    assert list(data) == [c[0] for c in CASES]
+    return tmp, data
+
+
+def test_enough_distinct_bad_inputs():
+    failing = [c for c in CASES if c[3] is not None]
+    assert len(failing) >= 30 and len({c[3] for c in failing}) >= 28
+
+
+@pytest.mark.parametrize("name, expected", [(c[0], c[3]) for c in CASES if c[3] is not None and c[0] != "frozen_backend"])
+def test_bad_input_is_one_clear_line_and_scene_unchanged(results, name, expected):
+    if name == "cuda_without_cuda":
+        import torch
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    _, data = results
+    r = data[name]
+    assert r["error"] is not None and not r["error"].startswith("UNEXPECTED"), r["error"]
+    line = _one_line(r["error"])
+    assert expected in line and "\n" not in line and "Traceback" not in line, line
+    assert line[0].isupper()
+    assert expected in r["status"]  # the panel shows the same line
+    assert r["after"] == r["before"]  # nothing added to the VSE, frame, camera and settings as they were
+    assert r["backend_alive_after_close"] in (None, False)  # never a backend left running
+
+
+def test_still_camera_is_a_still_shot(results):
+    tmp, data = results
+    r = data["still_camera"]
+    assert r["error"] is None, r["error"]
+    assert [s["name"] for s in r["after"]["strips"]] == ["Mirage 001", "Mirage 002"]
+    assert sum(len(s["files"]) for s in r["after"]["strips"]) == 3
+
+
+def test_auto_device_falls_back_with_a_notice(results):
+    _, data = results
+    r = data["auto_device"]
+    assert r["error"] is None, r["error"]
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert "no CUDA device found, running on the CPU" in r["notices"]
+    assert len(r["after"]["strips"]) == 2
+
+
+def test_frozen_backend_is_stopped_and_finished_segments_stay(results):
+    tmp, data = results
+    r = data["frozen_backend"]
+    assert r["error"] is not None
+    line = _one_line(r["error"])
+    assert line.startswith("The backend stopped responding for 2 s and was stopped; finished segments are kept"), line
+    assert r["seconds"] < 30
+    assert not r["stopped_pid_exists"] and r["backend_alive_after_close"] is False
+    strips = r["after"]["strips"]
+    assert 1 <= len(strips) < 24 and strips[0]["name"] == "Mirage 001" and strips[0]["start"] == 1
+    frames = set(os.listdir(tmp / "mirage" / "frames"))
+    assert all(f in frames for s in strips for f in s["files"])
+    assert not [f for f in frames if f.endswith(".part")]
+
+
+def test_generate_resumes_a_partial_run_into_the_vse(results):
+    tmp, data = results
+    stopped, r = data["frozen_backend"], data["resume"]
+    assert r["error"] is None, r["error"]
+    assert r["resumed"] >= len(stopped["after"]["strips"]) >= 1  # the frozen run's segments were kept
+    strips = sorted(r["after"]["strips"], key=lambda s: s["start"])
+    assert len(strips) == 24 and [s["start"] for s in strips] == list(range(1, 25))
+    run = json.loads((tmp / "mirage" / "run.json").read_text())
+    assert run["resumed_segments"] == r["resumed"] and run["frames"] == 24
