@@ -243,8 +243,16 @@ class LatentMemory:
         meta = {"format": FORMAT, "version": VERSION, "channels": str(self.channels), "cell": str(self.cell),
                 "dtype": str(self.dtype).replace("torch.", "")}
         meta["writes"] = str(self.writes)
-        save_file({k: getattr(self, k).contiguous().cpu() for k in ("keys", "pos", "lat", "foot", "age")},
-                  str(path), metadata=meta)
+        # write then rename: a crash or a full disk mid-save never leaves a torn memory file behind
+        tmp = f"{path}.part"
+        try:
+            save_file({k: getattr(self, k).contiguous().cpu() for k in ("keys", "pos", "lat", "foot", "age")},
+                      tmp, metadata=meta)
+            os.replace(tmp, str(path))
+        except OSError:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
 
     @classmethod
     def load(cls, path, device="cpu"):
