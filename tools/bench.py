@@ -1,0 +1,570 @@
+"""The bench: Mirage's own measurement instrument (python3 build.py bench [--quick] [--model NAME]).
+
+For each evaluation scene a fresh Blender (bpy) subprocess installs the built extension zip, builds the
+scene, renders the ground truth with Cycles (cached under <out>/cache), sets the reference image to the
+ground truth of the first frame and runs Generate, i.e. the add-on's own export and backend process.
+Then this process runs two baseline memories through the same segment loop on the same job.json
+(backend.pipeline.Run with memory_cls=...), an oracle that forward-warps the reference with exact depth,
+and measures everything against the ground truth. Writes <out>/report.md, report.json and plots.
+"""
+import argparse
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+SAMPLES = 16      # Cycles samples per ground-truth frame; OIDN denoising on (see docs/benchmarks.md)
+DENOISE = True
+
+FULL = {
+    "pillar": {"builder": "pillar", "width": 256, "height": 144, "frames": 48, "segment_length": 8},
+    "loop": {"builder": "loop", "width": 256, "height": 144, "loop_frames": 40, "loops": 4, "segment_length": 8},
+}
+QUICK = {
+    "pillar": {"builder": "pillar", "width": 128, "height": 72, "frames": 24, "segment_length": 4},
+    "loop": {"builder": "loop", "width": 128, "height": 72, "loop_frames": 16, "loops": 4, "segment_length": 4},
+}
+
+TARGETS = {
+    "covisible_gap_db": ("covisible PSNR within 1.5 dB of the oracle", "<=", 1.5),
+    "revisit_psnr_db": ("revisit PSNR >= 28 dB", ">=", 28.0),
+    "revisit_gain_db": ("revisit PSNR >= 8 dB above no-memory", ">=", 8.0),
+    "flicker_ratio": ("flicker <= 1.2x ground truth", "<=", 1.2),
+    "memory_ratio_5seg": ("memory after 5 segments >= 55x smaller than the point cloud", ">=", 55.0),
+    "loop_growth": ("looped path grows memory <= 5 % after the first loop", "<=", 0.05),
+    "slowdown": ("s/frame in segment 20 <= 1.1x segment 2", "<=", 1.1),
+    "fps": ("memory + model >= 10 frames/s", ">=", 10.0),
+}
+
+
+def gt_frames_needed(spec):
+    if spec["builder"] == "loop":
+        return list(range(1, spec["loop_frames"] + 1))
+    return list(range(1, spec["frames"] + 1))
+
+
+def gt_frame_for(spec, n):
+    """Ground-truth frame that has frame n's pose (the loop repeats its first loop exactly)."""
+    if spec["builder"] == "loop":
+        return (n - 1) % spec["loop_frames"] + 1
+    return n
+
+
+def cache_dir(cache_root, name, spec, scenes_version, blender):
+    """Ground truth depends on the scene, its size, the renderer settings and Blender: all in the key."""
+    keep = {k: v for k, v in spec.items() if k != "segment_length"}
+    key = json.dumps({"scene": keep, "samples": SAMPLES, "denoise": DENOISE, "scenes_version": scenes_version,
+                      "blender": blender}, sort_keys=True)
+    return os.path.join(cache_root, f"{name}-{spec['width']}x{spec['height']}-{hashlib.sha256(key.encode()).hexdigest()[:12]}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The Blender side: runs in a fresh bpy subprocess (bpy state is global, one scene per process).
+# ---------------------------------------------------------------------------------------------------
+def blender_session(task_path):
+    with open(task_path, encoding="utf-8") as f:
+        task = json.load(f)
+    sys.path.insert(0, HERE)
+    import scenes
+    import bpy
+    result = {"ok": False}
+    t0 = time.perf_counter()
+    scenes.install_extension(task["zip"])
+    spec = task["spec"]
+    if spec["builder"] == "pillar":
+        scene = scenes.build_pillar_revisit(spec["width"], spec["height"], spec["frames"])
+    else:
+        scene = scenes.build_loop(spec["width"], spec["height"], spec["loop_frames"], spec["loops"])
+    result["build_seconds"] = round(time.perf_counter() - t0, 2)
+
+    # ground truth: Cycles on the CPU, cached by scene parameters
+    t0 = time.perf_counter()
+    os.makedirs(task["cache"], exist_ok=True)
+    r = scene.render
+    r.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = task["samples"]
+    scene.cycles.use_denoising = task["denoise"]
+    r.image_settings.file_format = "PNG"
+    rendered = 0
+    for n in task["gt_frames"]:
+        path = os.path.join(task["cache"], f"{n:06d}.png")
+        if os.path.isfile(path):
+            continue
+        scene.frame_set(n)
+        r.filepath = path + ".part.png"
+        bpy.ops.render.render(write_still=True)
+        os.replace(path + ".part.png", path)
+        rendered += 1
+    scene.frame_set(scene.frame_start)
+    result["gt_rendered"] = rendered
+    result["gt_seconds"] = round(time.perf_counter() - t0, 2)
+
+    # the product: the add-on's Generate (export cameras + exact depth, backend subprocess)
+    s = scene.mirage
+    s.reference_image = os.path.join(task["cache"], f"{scene.frame_start:06d}.png")
+    s.output_dir = task["job_dir"]
+    s.segment_length = spec["segment_length"]
+    s.device = "CPU"
+    offered = {e.identifier for e in s.bl_rna.properties["model"].enum_items}
+    if task["model"] in offered:
+        s.model = task["model"]
+    else:
+        # the panel offers only some models: run the requested one under an offered name, by pointing the
+        # backend (which inherits this environment) at a models folder where that name is the requested model
+        src = os.path.join(ROOT, "models", task["model"])
+        if not os.path.isfile(os.path.join(src, "model.json")):
+            result["error"] = f"no model {task['model']!r} in {os.path.join(ROOT, 'models')}"
+            with open(task["result"], "w") as f:
+                json.dump(result, f)
+            return 1
+        alias = os.path.join(os.path.dirname(task["result"]), "models")
+        shutil.rmtree(alias, ignore_errors=True)
+        os.makedirs(alias)
+        stand_in = sorted(offered)[0]
+        shutil.copytree(src, os.path.join(alias, stand_in))
+        os.environ["MIRAGE_MODELS_DIR"] = alias
+        s.model = stand_in
+        result["model_alias"] = f"{task['model']} run as the add-on's '{stand_in}'"
+    t0 = time.perf_counter()
+    ret = bpy.ops.mirage.generate()
+    result["generate_seconds"] = round(time.perf_counter() - t0, 2)
+    result["generate_result"] = sorted(ret)
+    result["status"] = bpy.context.window_manager.mirage.text
+    result["ok"] = ret == {"FINISHED"}
+    with open(task["result"], "w") as f:
+        json.dump(result, f)
+    return 0 if result["ok"] else 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# The bench process: baselines, metrics, report.
+# ---------------------------------------------------------------------------------------------------
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def scenes_version():
+    import re
+    with open(os.path.join(HERE, "scenes.py"), encoding="utf-8") as f:
+        return int(re.search(r"^BENCH_SCENES_VERSION = (\d+)", f.read(), re.M).group(1))
+
+
+def blender_version():
+    try:
+        from importlib.metadata import version
+        return version("bpy")
+    except Exception:
+        return "unknown"
+
+
+def run_blender(name, spec, args, scene_dir, cache):
+    job_dir = os.path.join(scene_dir, "mirage")
+    shutil.rmtree(job_dir, ignore_errors=True)  # a fresh run: never resume an older one
+    os.makedirs(scene_dir, exist_ok=True)
+    task = {"zip": os.path.abspath(args.zip), "spec": spec, "cache": cache, "samples": SAMPLES, "denoise": DENOISE,
+            "gt_frames": gt_frames_needed(spec), "job_dir": job_dir, "model": args.model,
+            "result": os.path.join(scene_dir, "blender_result.json")}
+    task_path = os.path.join(scene_dir, "blender_task.json")
+    with open(task_path, "w") as f:
+        json.dump(task, f, indent=1)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("MIRAGE_BACKEND_PYTHON", sys.executable)
+    t0 = time.perf_counter()
+    with open(os.path.join(scene_dir, "blender.log"), "w") as logf:
+        rc = subprocess.call([sys.executable, os.path.abspath(__file__), "--blender-session", task_path],
+                             cwd=ROOT, env=env, stdout=logf, stderr=subprocess.STDOUT)
+    try:
+        with open(task["result"]) as f:
+            res = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        res = {"ok": False}
+    res["wall_seconds"] = round(time.perf_counter() - t0, 2)
+    if rc != 0 or not res.get("ok"):
+        raise SystemExit(f"bench: the Blender session for '{name}' failed ({res.get('error') or res.get('status')}); "
+                         f"see {os.path.join(scene_dir, 'blender.log')}")
+    return job_dir, res
+
+
+def run_baseline(job, out_dir, memory_cls):
+    from backend.pipeline import Run
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.makedirs(out_dir)
+    return Run(job, out_dir, lambda *a, **k: None, memory_cls=memory_cls).run()
+
+
+def load_rgb(path):
+    import numpy as np
+    from PIL import Image
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0
+
+
+def finite_mean(xs):
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def pooled_psnr(sq_errors, counts):
+    import metrics
+    n = sum(counts)
+    return metrics.psnr_from_mse(sum(sq_errors) / n) if n else float("nan")
+
+
+def evaluate_scene(name, spec, args, out_root, cache_root):
+    import numpy as np
+    import torch
+    import metrics
+    from backend import models, protocol
+    from backend.baselines import NoMemory, PointCloudMemory
+
+    scene_dir = os.path.join(out_root, name)
+    cache = cache_dir(cache_root, name, spec, scenes_version(), blender_version())
+    log(f"{name}: Blender session (install zip, build scene, Cycles ground truth, Generate)")
+    job_dir, bres = run_blender(name, spec, args, scene_dir, cache)
+    log(f"{name}: {bres['gt_rendered']} ground-truth frames rendered in {bres['gt_seconds']} s, "
+        f"Generate took {bres['generate_seconds']} s")
+    job, _ = protocol.load_job(os.path.join(job_dir, "job.json"))
+    job["model"] = args.model  # the add-on may have run it under an offered name (see blender_session)
+    if bres.get("model_alias"):
+        log(f"{name}: {bres['model_alias']}")
+    with open(os.path.join(job_dir, "run.json")) as f:
+        mirage_run = json.load(f)
+
+    order = [fr["frame"] for fr in job["frames"]]
+    K = {fr["frame"]: np.array(fr["K"]) for fr in job["frames"]}
+    c2w = {fr["frame"]: np.array(fr["cam_to_world"]) for fr in job["frames"]}
+    depth = {fr["frame"]: np.load(fr["depth"]).astype(np.float64) for fr in job["frames"]}
+    for n in order:  # the loop's ground truth is reused: the poses must really repeat
+        g = gt_frame_for(spec, n)
+        if g != n and not np.allclose(c2w[n], c2w[g], atol=1e-5):
+            raise SystemExit(f"bench: frame {n} of '{name}' does not repeat the pose of frame {g}")
+    gt = {n: load_rgb(os.path.join(cache, f"{gt_frame_for(spec, n):06d}.png")) for n in order}
+
+    # baselines through the same segment loop, on the same job
+    model = models.load(job["model"], "cpu")
+    by_pose = {np.asarray(c2w[n], np.float64).round(6).tobytes(): n for n in order}
+
+    def depth_lookup(K_, c2w_):
+        n = by_pose.get(np.asarray(c2w_, np.float64).round(6).tobytes())
+        return None if n is None else torch.from_numpy(depth[n])
+
+    runs = {"mirage": mirage_run}
+    dirs = {"mirage": job_dir}
+    for method, cls in (("pointcloud", PointCloudMemory.bind(model, depth_lookup)), ("nomemory", NoMemory)):
+        t0 = time.perf_counter()
+        dirs[method] = os.path.join(scene_dir, method)
+        runs[method] = run_baseline(job, dirs[method], cls)
+        log(f"{name}: baseline {method} ran in {time.perf_counter() - t0:.1f} s")
+
+    # metrics: one torch thread. They are many small ops, and on a loaded machine the OpenMP threads of
+    # a second worker mostly wait on each other (20x slower measured here with the trainer running).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    ref = job["reference"]["frame"]
+    H, W = job["height"], job["width"]
+    gen = {m: {n: load_rgb(os.path.join(dirs[m], "frames", protocol.frame_filename(n))) for n in order} for m in dirs}
+    methods = list(dirs) + ["oracle"]
+    per = {m: {"covis_psnr": [], "covis_ssim": [], "psnr": []} for m in methods}
+    covis_frac, acc = [], {m: ([], []) for m in methods}
+    for n in order:
+        cov = metrics.covisible(depth[ref], K[ref], c2w[ref], depth[n], K[n], c2w[n])
+        covis_frac.append(float(cov.mean()))
+        images = {m: gen[m][n] for m in dirs}
+        images["oracle"] = metrics.oracle(gt[ref], depth[ref], K[ref], c2w[ref], K[n], c2w[n], H, W)
+        for m in methods:
+            img = images[m]
+            use = cov.any() and n != ref
+            per[m]["covis_psnr"].append(metrics.psnr(img, gt[n], cov) if cov.any() else None)
+            per[m]["covis_ssim"].append(metrics.ssim(img, gt[n], cov) if cov.any() else None)
+            per[m]["psnr"].append(metrics.psnr(img, gt[n]) if m != "oracle" else None)
+            if use:
+                acc[m][0].append(metrics.mse(img, gt[n], cov) * int(cov.sum()))
+                acc[m][1].append(int(cov.sum()))
+    poses = [c2w[n] for n in order]
+    rev = metrics.revisits(poses)
+    flick = {m: [] for m in ["gt"] + list(dirs)}
+    for i in range(1, len(order)):
+        a, b = order[i - 1], order[i]
+        for m in flick:
+            imgs = gt if m == "gt" else gen[m]
+            flick[m].append(metrics.warp_error(imgs[a], imgs[b], depth[a], depth[b], K[a], c2w[a], K[b], c2w[b]))
+    metric_seconds = time.perf_counter() - t0
+    torch.set_num_threads(threads)
+
+    summary = {}
+    for m in methods:
+        ssims = [s for n, s in zip(order, per[m]["covis_ssim"]) if s is not None and n != ref]
+        summary[m] = {"covisible_psnr_db": pooled_psnr(*acc[m]),
+                      "covisible_ssim": finite_mean(ssims)}
+        if m == "oracle":
+            continue
+        rv = [per[m]["psnr"][i] for i in rev]
+        summary[m]["revisit_psnr_db"] = finite_mean(rv) if rv else None
+        summary[m]["revisit_frames"] = len(rv)
+        # consistency: the revisit frame against the method's own frame at the earlier pose
+        own = [metrics.psnr(gen[m][order[i]], gen[m][order[j]]) for i, j in rev.items()] if m in gen else []
+        summary[m]["revisit_self_psnr_db"] = finite_mean([min(x, 99.0) for x in own]) if own else None
+        summary[m]["flicker_mae"] = finite_mean(flick[m])
+        summary[m]["flicker_ratio"] = finite_mean(flick[m]) / finite_mean(flick["gt"])
+        segs = runs[m]["per_segment"]
+        summary[m]["memory_bytes"] = [s["memory_bytes"] for s in segs]
+        summary[m]["seconds_per_frame"] = [s["seconds_per_frame"] for s in segs]
+        summary[m]["frames_after_segment"] = [order.index(s["frames"][1]) + 1 for s in segs]
+        spf = sorted(summary[m]["seconds_per_frame"])
+        summary[m]["median_fps"] = 1.0 / spf[len(spf) // 2]
+        summary[m]["full_psnr_db"] = finite_mean(per[m]["psnr"][1:])
+    summary["gt"] = {"flicker_mae": finite_mean(flick["gt"])}
+    return {
+        "scene": name, "spec": spec, "model": args.model, "model_alias": bres.get("model_alias"),
+        "frames": len(order),
+        "segments": len(runs["mirage"]["per_segment"]), "width": W, "height": H, "reference_frame": ref,
+        "latent": mirage_run.get("latent"),
+        "revisit_frames": {str(order[i]): order[j] for i, j in rev.items()},
+        "covisible_fraction": covis_frac, "per_frame": {m: per[m] for m in methods}, "order": order,
+        "flicker_per_pair": flick, "summary": summary,
+        "timing": {"blender_session_s": bres["wall_seconds"], "gt_render_s": bres["gt_seconds"],
+                   "gt_frames_rendered": bres["gt_rendered"], "generate_s": bres["generate_seconds"],
+                   "mirage_backend_s": mirage_run.get("seconds"),
+                   "pointcloud_s": runs["pointcloud"]["seconds"], "nomemory_s": runs["nomemory"]["seconds"],
+                   "metrics_s": round(metric_seconds, 2)},
+    }
+
+
+def targets(results):
+    """Each target measured where it is defined; value and pass/miss."""
+    p, lp = results.get("pillar"), results.get("loop")
+    out = {}
+
+    def put(key, value, where):
+        desc, op, thr = TARGETS[key]
+        ok = None if value is None or not math.isfinite(value) else (value <= thr if op == "<=" else value >= thr)
+        out.setdefault(key, []).append({"target": desc, "scene": where, "value": value, "threshold": thr,
+                                        "op": op, "pass": ok})
+
+    for name, r in results.items():
+        s = r["summary"]
+        put("covisible_gap_db", s["oracle"]["covisible_psnr_db"] - s["mirage"]["covisible_psnr_db"], name)
+        put("revisit_psnr_db", s["mirage"]["revisit_psnr_db"], name)
+        if s["mirage"]["revisit_psnr_db"] is not None:
+            put("revisit_gain_db", s["mirage"]["revisit_psnr_db"] - s["nomemory"]["revisit_psnr_db"], name)
+        put("flicker_ratio", s["mirage"]["flicker_ratio"], name)
+        mem, pc = s["mirage"]["memory_bytes"], s["pointcloud"]["memory_bytes"]
+        if len(mem) >= 5:
+            put("memory_ratio_5seg", pc[4] / mem[4], name)
+        put("fps", s["mirage"]["median_fps"], name)
+    if lp:
+        s = lp["summary"]["mirage"]
+        per_loop = lp["spec"]["loop_frames"] // lp["spec"]["segment_length"]
+        mem = s["memory_bytes"]
+        put("loop_growth", mem[-1] / mem[per_loop - 1] - 1.0, "loop")
+        spf = s["seconds_per_frame"]
+        last = min(19, len(spf) - 1)
+        put("slowdown", spf[last] / spf[1], f"loop (segment {last + 1} / segment 2)")
+        # one segment's time is noisy on a shared machine: also the median of the last 4 over segments 2-5
+        med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+        if len(spf) >= 8:
+            put("slowdown", med(spf[-4:]) / med(spf[1:5]), f"loop (median of last 4 / median of segments 2-5)")
+    return out
+
+
+def fmt(x, nd=2):
+    if x is None:
+        return "n/a"
+    if isinstance(x, float) and not math.isfinite(x):
+        return "inf" if x > 0 else "nan"
+    return f"{x:.{nd}f}"
+
+
+def plots(results, out_root):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
+    colours = {"mirage": "tab:blue", "pointcloud": "tab:red", "nomemory": "tab:gray", "oracle": "tab:green"}
+    labels = {"mirage": "Mirage (latent memory)", "pointcloud": "RGB point cloud", "nomemory": "no memory",
+              "oracle": "oracle (exact reprojection)"}
+    files = []
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
+    for ax, (name, r) in zip(axes[0], results.items()):
+        for m in ("mirage", "pointcloud", "nomemory"):
+            s = r["summary"][m]
+            ax.plot(s["frames_after_segment"], s["memory_bytes"], "o-", color=colours[m], label=labels[m], ms=3)
+        ax.set_yscale("log")
+        ax.set_xlabel("frames generated")
+        ax.set_ylabel("memory bytes (log)")
+        ax.set_title(f"{name}: memory after each segment")
+        if name == "loop":
+            L = r["spec"]["loop_frames"]
+            for k in range(1, r["spec"]["loops"]):
+                ax.axvline(k * L, color="k", lw=0.5, ls=":")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    files.append(os.path.join(out_root, "memory_vs_frames.png"))
+    fig.savefig(files[-1], dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
+    for ax, (name, r) in zip(axes[0], results.items()):
+        for m in ("mirage", "pointcloud", "nomemory"):
+            s = r["summary"][m]
+            ax.plot(range(1, len(s["seconds_per_frame"]) + 1), [1000 * x for x in s["seconds_per_frame"]], "o-",
+                    color=colours[m], label=labels[m], ms=3)
+        ax.axhline(100, color="k", ls="--", lw=0.8, label="10 frames/s")
+        ax.set_xlabel("segment")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_ylabel("ms per frame")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"{name}: time per frame as the path grows")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    files.append(os.path.join(out_root, "seconds_per_frame.png"))
+    fig.savefig(files[-1], dpi=110)
+    plt.close(fig)
+
+    for name, r in results.items():
+        fig, (a1, a2) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
+        order = r["order"]
+        cap = lambda v: None if v is None else min(v, 50.0)  # noqa: E731  identical frames plot at 50 dB
+        for m in ("oracle", "mirage", "pointcloud", "nomemory"):
+            a1.plot(order, [cap(v) for v in r["per_frame"][m]["covis_psnr"]], "-", color=colours[m], label=labels[m])
+        for m in ("mirage", "pointcloud", "nomemory"):
+            a2.plot(order, [cap(v) for v in r["per_frame"][m]["psnr"]], "-", color=colours[m], label=labels[m])
+        rv = sorted(int(k) for k in r["revisit_frames"])
+        for ax in (a1, a2):
+            for n in rv:
+                ax.axvspan(n - 0.5, n + 0.5, color="gold", alpha=0.25, lw=0)
+            seg = r["spec"]["segment_length"]
+            for k in range(seg, len(order), seg):
+                ax.axvline(order[k] - 0.5, color="k", lw=0.3, ls=":")
+            ax.grid(True, alpha=0.3)
+            ax.set_ylabel("PSNR dB (cap 50)")
+        a1.set_title(f"{name}: PSNR on pixels covisible with the reference (yellow = revisit frames)")
+        a2.set_title("whole-frame PSNR against ground truth")
+        a2.set_xlabel("frame")
+        a1.legend(fontsize=8, loc="lower left")
+        fig.tight_layout()
+        files.append(os.path.join(out_root, f"psnr_per_frame_{name}.png"))
+        fig.savefig(files[-1], dpi=110)
+        plt.close(fig)
+    return files
+
+
+def write_report(results, tg, meta, out_root):
+    L = [f"# Mirage bench ({meta['mode']} mode)", "",
+         f"model `{meta['model']}` (files sha256 {meta.get('model_digest', 'n/a')}), {meta['machine']}, total {meta['total_seconds']:.0f} s, {meta['date']}", "",
+         f"Model: {(meta.get('model_config') or {}).get('description', 'n/a')}. Ground truth: Cycles CPU, "
+         f"{meta['samples']} samples, denoiser {'on' if meta['denoise'] else 'off'}.", "",
+         "## Targets", "", "| target | scene | value | pass |", "|---|---|---|---|"]
+    for key, rows in tg.items():
+        for row in rows:
+            v = row["value"]
+            shown = f"{100 * v:.1f} %" if key == "loop_growth" and v is not None else fmt(v)
+            L.append(f"| {row['target']} | {row['scene']} | {shown} | "
+                     f"{'n/a' if row['pass'] is None else ('PASS' if row['pass'] else 'MISS')} |")
+    for name, r in results.items():
+        s = r["summary"]
+        L += ["", f"## Scene `{name}`: {r['frames']} frames at {r['width']}x{r['height']}, "
+                  f"{r['segments']} segments of {r['spec']['segment_length']}, latent {r['latent']}", "",
+              "| method | covisible PSNR dB | covisible SSIM | whole-frame PSNR dB | revisit PSNR dB (frames) | "
+              "revisit vs own earlier frame dB | flicker (MAE, x GT) | memory after 5 seg | memory at end | "
+              "median ms/frame |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for m in ("mirage", "oracle", "pointcloud", "nomemory"):
+            x = s[m]
+            if m == "oracle":
+                L.append(f"| oracle | {fmt(x['covisible_psnr_db'])} | {fmt(x['covisible_ssim'], 3)} | | | | | | | |")
+                continue
+            mem = x["memory_bytes"]
+            spf = sorted(x["seconds_per_frame"])
+            L.append(f"| {m} | {fmt(x['covisible_psnr_db'])} | {fmt(x['covisible_ssim'], 3)} | {fmt(x['full_psnr_db'])} | "
+                     f"{fmt(x['revisit_psnr_db'])} ({x['revisit_frames']}) | {fmt(x['revisit_self_psnr_db'])} | "
+                     f"{fmt(x['flicker_mae'], 4)} "
+                     f"({fmt(x['flicker_ratio'])}x) | {mem[4] if len(mem) >= 5 else 'n/a'} | {mem[-1]} | "
+                     f"{fmt(1000 * spf[len(spf) // 2], 1)} |")
+        L.append(f"| ground truth | | | | | | {fmt(s['gt']['flicker_mae'], 4)} (1.00x) | | | |")
+        t = r["timing"]
+        L += ["", f"Timing: Blender session {t['blender_session_s']} s (ground truth {t['gt_render_s']} s for "
+                  f"{t['gt_frames_rendered']} new frames, Generate {t['generate_s']} s of which backend "
+                  f"{t['mirage_backend_s']} s); point cloud {t['pointcloud_s']} s; no memory {t['nomemory_s']} s; "
+                  f"metrics {t['metrics_s']} s."]
+    L += ["", "## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in meta["plots"]]
+    L += ["", "Definitions: docs/benchmarks.md."]
+    with open(os.path.join(out_root, "report.md"), "w", encoding="utf-8") as f:
+        f.write("\n".join(L) + "\n")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--zip", help="the built extension zip (build.py passes it)")
+    ap.add_argument("--out", default=os.path.join(ROOT, "out", "bench"))
+    ap.add_argument("--quick", action="store_true", help="small scenes for CI (about 2 minutes)")
+    ap.add_argument("--model", default="builtin", help="model to generate with (default builtin)")
+    ap.add_argument("--cache", help="ground-truth cache folder (default <out>/cache)")
+    ap.add_argument("--scenes", default="pillar,loop", help="comma-separated subset of: pillar, loop")
+    ap.add_argument("--blender-session", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.blender_session:
+        return blender_session(args.blender_session)
+    if not args.zip:
+        ap.error("--zip is required (python3 build.py bench passes it)")
+    sys.path.insert(0, ROOT)
+    sys.path.insert(0, HERE)
+    t_start = time.perf_counter()
+    out_root = os.path.abspath(args.out)
+    os.makedirs(out_root, exist_ok=True)
+    specs = QUICK if args.quick else FULL
+    names = [n.strip() for n in args.scenes.split(",") if n.strip()]
+    for n in names:
+        if n not in specs:
+            ap.error(f"unknown scene {n!r}")
+    results = {}
+    for name in names:
+        results[name] = evaluate_scene(name, specs[name], args, out_root,
+                                       os.path.abspath(args.cache or os.path.join(out_root, "cache")))
+    tg = targets(results)
+    import torch
+    meta = {"mode": "quick" if args.quick else "full", "model": args.model,
+            "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+                       f"Blender {blender_version()}",
+            "date": time.strftime("%Y-%m-%d %H:%M"), "samples": SAMPLES, "denoise": DENOISE}
+    try:
+        with open(os.path.join(ROOT, "models", args.model, "model.json"), encoding="utf-8") as f:
+            cfg = json.load(f)
+        meta["model_config"] = {k: cfg.get(k) for k in ("kind", "args", "description")}
+        h = hashlib.sha256()
+        folder = os.path.join(ROOT, "models", args.model)
+        for fn in sorted(os.listdir(folder)):
+            if fn.endswith((".json", ".safetensors")):
+                with open(os.path.join(folder, fn), "rb") as f:
+                    h.update(fn.encode() + hashlib.sha256(f.read()).digest())
+        meta["model_digest"] = h.hexdigest()[:16]
+    except (OSError, ValueError):
+        meta["model_config"] = None
+    meta["plots"] = plots(results, out_root)
+    meta["total_seconds"] = time.perf_counter() - t_start
+    with open(os.path.join(out_root, "report.json"), "w", encoding="utf-8") as f:
+        json.dump({"meta": meta, "targets": tg, "scenes": results}, f, indent=1,
+                  default=lambda o: None)
+    write_report(results, tg, meta, out_root)
+    for key, rows in tg.items():
+        for row in rows:
+            v = row["value"]
+            log(f"{'PASS' if row['pass'] else 'MISS'}  {row['target']} [{row['scene']}]: {fmt(v, 3)}")
+    log(f"report: {os.path.join(out_root, 'report.md')} ({meta['total_seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
