@@ -115,7 +115,14 @@ def _learned(name, **args):
     return LearnedModel(name, **args)
 
 
-_KINDS = {"patch": PatchModel, "learned": _learned}
+def _wan(name, **args):
+    from .wan import WanVACEModel  # imported on use: diffusers loads only for a Wan model
+    return WanVACEModel(name, **args)
+
+
+_KINDS = {"patch": PatchModel, "learned": _learned, "wan_vace": _wan}
+# kinds that run on the job's device and report downloads through the protocol
+_DEVICE_KINDS = {"wan_vace"}
 
 
 def available():
@@ -125,7 +132,7 @@ def available():
     return sorted(d for d in os.listdir(MODELS_DIR) if os.path.isfile(os.path.join(MODELS_DIR, d, "model.json")))
 
 
-def load(name, device="cpu"):
+def load(name, device="cpu", emit=None):
     folder = os.path.join(MODELS_DIR, name)
     cfg_path = os.path.join(folder, "model.json")
     if not os.path.isfile(cfg_path):
@@ -138,4 +145,6 @@ def load(name, device="cpu"):
     kind = _KINDS.get(cfg.get("kind"))
     if kind is None:
         raise ModelError(f"model '{name}' has unknown kind {cfg.get('kind')!r}")
+    if cfg.get("kind") in _DEVICE_KINDS:
+        return kind(name, device=device, emit=emit, **cfg.get("args", {}))
     return kind(name, **cfg.get("args", {}))

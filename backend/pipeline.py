@@ -109,7 +109,8 @@ def write_json(data, path):
 def job_fingerprint(job):
     """Hash of everything that decides the frames: a changed job must not resume an old run."""
     h = hashlib.sha256()
-    keep = {k: job[k] for k in ("model", "seed", "segment_length", "width", "height", "depth_source", "plane_distance") if k in job}
+    keep = {k: job[k] for k in ("model", "seed", "segment_length", "width", "height", "depth_source", "plane_distance",
+                                "prompt", "negative_prompt") if k in job}
     keep["frames"] = [{"frame": f["frame"], "K": f["K"], "cam_to_world": f["cam_to_world"],
                        "objects": f.get("objects")} for f in job["frames"]]
     keep["objects"] = job.get("objects")
@@ -144,12 +145,16 @@ class Run:
         self.resumed = 0
         self.W, self.H = job["width"], job["height"]
         self.device, self.device_note = resolve_device(job.get("device", "AUTO"))
-        self.model = models.load(job["model"], self.device)
+        self.model = models.load(job["model"], self.device, emit=emit)
         self.cell = self.model.cell
         self.h, self.w = -(-self.H // self.cell), -(-self.W // self.cell)
         self.frames = {f["frame"]: f for f in job["frames"]}
         self.order = [f["frame"] for f in job["frames"]]
-        self.segments = protocol.segments(self.order, job["segment_length"])
+        seg_len = job["segment_length"]
+        if hasattr(self.model, "plan"):  # segment-level models: their own segment rule and GPU memory check
+            seg_len, notes = self.model.plan(self.W, self.H, seg_len, len(self.order))
+            self.warnings += notes
+        self.segments = protocol.segments(self.order, seg_len)
         self.frames_dir = os.path.join(out_dir, "frames")
         self.state_dir = os.path.join(out_dir, STATE_DIR)
         self.generator = torch.Generator().manual_seed(job.get("seed", 0))
@@ -238,6 +243,54 @@ class Run:
         image = self.model.decode(full)[:, :self.H, :self.W]
         save_png(image, os.path.join(self.frames_dir, protocol.frame_filename(n)))
 
+    def per_frame(self, memory, seg):
+        """Frame models: read, fill, write and decode one frame at a time. Yields each frame once saved."""
+        for n in seg:
+            if self.cancelled():
+                raise Cancelled()
+            self.frame(memory, n)
+            yield n
+
+    def segment(self, memory, i, seg, finished):
+        """Segment-level models (video diffusion): one memory read per latent frame, the whole segment generated
+        jointly, its new latents written back to the memory before anything is decoded. Yields each frame once
+        saved; between denoising steps it checks for a cancel and reports progress with `step` and `steps`."""
+        if self.cancelled():
+            raise Cancelled()
+        t0, total = time.perf_counter(), len(self.order)
+        reads = []
+        for n in self.model.latent_frames(seg):
+            K, c2w = self.camera(n)
+            poses, depth = self.poses(n), self.scene_depth(n)
+            cells = cell_ids = None
+            if depth is not None:
+                cells, cell_ids = self.to_cells(depth, self.object_ids(n))
+            latent, hole, mdepth = memory.read(K, c2w, self.h, self.w, poses=poses, ids=cell_ids)
+            if cells is None:  # as in frame(): new content sits at the depth the memory suggests around it
+                known = torch.isfinite(mdepth)
+                cells = models.push_pull(torch.log(mdepth.clamp_min(1e-6))[None], ~known)[0].exp() if known.any() \
+                    else torch.full_like(mdepth, float(self.job.get("plane_distance", 5.0)))
+            reads.append((latent, hole, cells, cell_ids, poses, K, c2w))
+
+        def step(s, steps):
+            if self.cancelled():
+                raise Cancelled()
+            spent = time.perf_counter() - t0
+            eta = spent / (s / steps) * (total - finished) / len(seg) - spent if s else 0.0
+            self.emit("progress", segment=i, segments=len(self.segments), frame=seg[0], done=finished, total=total,
+                      eta_s=round(max(eta, 0.0), 2), step=s, steps=steps)
+
+        # a generator per segment (seed, first frame): a resumed run draws the same noise as one that never stopped
+        gen = torch.Generator().manual_seed((int(self.job.get("seed", 0)) * 1_000_003 + seg[0]) % 2 ** 63)
+        latents = self.model.generate([r[0] for r in reads], [r[1] for r in reads], prompt=self.job.get("prompt", ""),
+                                      negative_prompt=self.job.get("negative_prompt", ""), generator=gen, step=step)
+        for (_, hole, cells, cell_ids, poses, K, c2w), latent in zip(reads, latents):
+            if hole.any():
+                memory.write(latent, cells, K, c2w, mask=hole, ids=cell_ids, poses=poses)
+        for n, image in zip(seg, self.model.decode_frames(latents, len(seg))):
+            save_png(image[:, :self.H, :self.W], os.path.join(self.frames_dir, protocol.frame_filename(n)))
+            yield n
+
     def resume_point(self, fingerprint):
         """Segments already finished by an earlier run of this same job, with the memory they left."""
         prog = os.path.join(self.state_dir, "progress.json")
@@ -281,10 +334,8 @@ class Run:
             t0 = time.perf_counter()
             if hasattr(memory, "begin_segment"):
                 memory.begin_segment()
-            for n in seg:
-                if self.cancelled():
-                    raise Cancelled()
-                self.frame(memory, n)
+            segmented = getattr(self.model, "generates_segments", False)
+            for n in (self.segment(memory, i, seg, finished) if segmented else self.per_frame(memory, seg)):
                 finished += 1
                 elapsed = gen_time + time.perf_counter() - t0
                 rate = elapsed / (gen_frames + seg.index(n) + 1)

@@ -12,7 +12,7 @@ PROTOCOL_VERSION = 1
 JOB_VERSION = 1
 
 # backend -> add-on, one JSON object per line on stdout
-MESSAGES = ("hello", "progress", "segment_done", "error", "done")
+MESSAGES = ("hello", "progress", "segment_done", "error", "done", "download")
 # add-on -> backend, one JSON object per line on stdin
 COMMANDS = ("cancel",)
 
@@ -72,6 +72,8 @@ JOB_FIELDS = {
     "plane_distance": ((int, float), False),
     "frames": (list, True),
     "objects": (list, False),
+    "prompt": (str, False),           # text guidance for diffusion models (Wan); others ignore it
+    "negative_prompt": (str, False),
 }
 
 

@@ -16,7 +16,16 @@ class MirageSettings(bpy.types.PropertyGroup):
                                 description="Depth map of the reference image, in scene units (EXR or 16-bit PNG)")
     plane_distance: FloatProperty(name="Distance", default=5.0, min=0.01, subtype="DISTANCE",
                                   description="Distance of the assumed wall for the Plane depth source")
-    model: EnumProperty(name="Model", items=[("builtin", "Built-in", "Offline model shipped with the add-on")])
+    model: EnumProperty(name="Model", items=[
+        ("builtin", "Built-in", "Offline model shipped with the add-on"),
+        ("wan-vace-1.3b", "Wan2.1 VACE 1.3B", "Video diffusion; needs a CUDA GPU (about 8 GB) and downloads about "
+                                              "19 GB into the Hugging Face cache on first use"),
+        ("wan-vace-14b", "Wan2.1 VACE 14B", "Large video diffusion; needs a CUDA GPU (about 40 GB) and downloads "
+                                            "about 76 GB into the Hugging Face cache on first use")])
+    prompt: StringProperty(name="Prompt", default="",
+                           description="What the world looks like, for diffusion models (Wan): style, place, light")
+    negative_prompt: StringProperty(name="Negative Prompt", default="blurry, low quality, distorted, static, subtitles",
+                                    description="What diffusion models (Wan) should avoid")
     segment_length: IntProperty(name="Segment Length", default=16, min=1, soft_max=128,
                                 description="Frames generated per segment; each finished segment lands in the Sequencer")
     seed: IntProperty(name="Seed", default=0, min=0, description="Same seed, same frames")

@@ -164,6 +164,8 @@ class Session:
                "segment_length": s.segment_length, "width": width, "height": height,
                "reference": {"image": ref_name, "frame": scene.frame_start},
                "depth_source": s.depth_source, "plane_distance": s.plane_distance, "frames": []}
+        if s.model.startswith("wan-"):  # text guidance for the diffusion models only
+            job.update(prompt=s.prompt, negative_prompt=s.negative_prompt)
         if depth_map is not None:
             np.save(os.path.join(out, "inputs", "reference_depth.npy"), depth_map)
             job["reference"]["depth"] = "inputs/reference_depth.npy"
@@ -230,6 +232,13 @@ class Session:
             self.progress = 0.1 + 0.9 * msg["done"] / max(msg["total"], 1)
             self.status = (f"Segment {msg['segment'] + 1}/{msg['segments']}, frame {msg['frame']} "
                            f"({msg['done']}/{msg['total']}), about {msg['eta_s']:.0f} s left")
+            if "step" in msg:  # segment-level models report their denoising steps
+                self.status = (f"Segment {msg['segment'] + 1}/{msg['segments']}: step {msg['step'] + 1}/{msg['steps']} "
+                               f"({msg['done']}/{msg['total']} frames), about {msg['eta_s']:.0f} s left")
+        elif kind == "download":
+            total = msg.get("total_bytes") or 0
+            self.status = (f"Downloading {msg.get('name') or msg.get('model')}: {msg.get('done_bytes', 0) / 1e9:.1f} of "
+                           f"{total / 1e9:.1f} GB" if total else f"Downloading {msg.get('name') or msg.get('model')}")
         elif kind == "segment_done":
             self.insert(msg)
         elif kind == "error":

@@ -23,6 +23,9 @@ class MiragePanelMixin:
         elif s.depth_source == "PLANE":
             col.prop(s, "plane_distance")
         col.prop(s, "model")
+        if s.model.startswith("wan-"):
+            col.prop(s, "prompt")
+            col.prop(s, "negative_prompt")
         col.prop(s, "segment_length")
         col.prop(s, "seed")
         col.prop(s, "device")
