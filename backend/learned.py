@@ -145,7 +145,7 @@ class LearnedModel(LatentModel):
         with torch.no_grad():
             return self.decoder(latent.float().to(self.device)[None])[0].clamp(0, 1).to(latent.device)
 
-    def fill(self, latent, hole, depth, generator=None, target_depth=None):
+    def fill(self, latent, hole, depth, generator=None, target_depth=None, ids=None):
         out_device = latent.device
         latent = latent.float().to(self.device)
         hole = hole.to(self.device, torch.bool)

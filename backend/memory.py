@@ -55,6 +55,28 @@ def cell_depth(depth, cell, ids=None):
     return out if ids is None else (out, owner)
 
 
+def cell_edges(depth, cell, ids=None, spread=0.3):
+    """[H, W] depth -> [H//cell, W//cell] bool: cells that straddle an edge (depths more than `spread`
+    apart, sky beside geometry, or several objects). Such a cell has no single place in 3D: stored, it
+    would float in front of the background from other views or drag a fringe along with a moving object,
+    so the memory leaves them out and the model fills them afresh on every frame."""
+    H, W = depth.shape
+    h, w = H // cell, W // cell
+
+    def cells(x):
+        return x[:h * cell, :w * cell].reshape(h, cell, w, cell).permute(0, 2, 1, 3).reshape(h, w, -1)
+
+    d = cells(depth.float())
+    ok = torch.isfinite(d) & (d > 0)
+    lo = torch.where(ok, d, torch.full_like(d, float("inf"))).amin(-1)
+    hi = torch.where(ok, d, torch.zeros_like(d)).amax(-1)
+    edge = (ok.any(-1) & ~ok.all(-1)) | (ok.all(-1) & (hi > lo * (1 + spread)))
+    if ids is not None:
+        px = cells(ids.long())
+        edge |= px.amin(-1) != px.amax(-1)
+    return edge
+
+
 def latent_intrinsics(K, cell):
     """(fx, fy, cx, cy) of the latent grid: cell (i, j) is centred on pixel (j*cell + (cell-1)/2, i*cell + ...)."""
     K = torch.as_tensor(K, dtype=torch.float64)

@@ -30,9 +30,10 @@ class LatentModel:
         """[C, h, w] -> [3, h*cell, w*cell] float in 0..1."""
         raise NotImplementedError
 
-    def fill(self, latent, hole, depth, generator=None):
+    def fill(self, latent, hole, depth, generator=None, target_depth=None, ids=None):
         """Complete a memory read: [C, h, w] with hole [h, w] (True = unknown) and the read's depth [h, w]
-        (inf in holes) -> full [C, h, w]."""
+        (inf in holes) -> full [C, h, w]. With the scene's geometry also the target frame's per-cell depth
+        (inf = sky) and object ids (0 = static world; known cells always show their own id's memory)."""
         raise NotImplementedError
 
 
@@ -80,34 +81,68 @@ class PatchModel(LatentModel):
     def decode(self, latent):
         return F.pixel_shuffle(latent[None].float(), self.cell)[0].clamp(0, 1)
 
-    def fill(self, latent, hole, depth, generator=None, target_depth=None):
-        return depth_aware_fill(latent.float(), hole, depth, target_depth)
+    def fill(self, latent, hole, depth, generator=None, target_depth=None, ids=None):
+        return depth_aware_fill(latent.float(), hole, depth, target_depth, ids)
 
 
-def depth_aware_fill(x, hole, depth, target_depth=None, far_ratio=10.0):
-    """Push-pull that respects depth. A disocclusion shows what was behind the foreground, so holes borrow
-    from the far side of an edge; where the target depth is known, sky holes fill from sky and geometry
-    holes from geometry, so a wall never turns into sky or the reverse."""
+def depth_aware_fill(x, hole, depth, target_depth=None, ids=None, far_ratio=10.0, bins=8):
+    """Push-pull that respects depth. Where the target depth is known (the scene's geometry), a hole
+    borrows from known cells at a similar depth and of the same object: a floor patch the crate uncovered
+    fills from the floor around it, not from the wall behind, and the crate's new side from the crate;
+    sky holes fill from sky. Without it, holes borrow from the far side of an edge, since a disocclusion
+    shows what was behind the foreground."""
     known = torch.isfinite(depth) & ~hole
     if not known.any():
         return push_pull(x, hole)
     med = depth[known].median()
-    # prefer farther cells, capped so one far cell cannot outvote a whole neighbourhood
-    prefer = torch.where(known, (depth / med).clamp(0.25, 2.0) ** 4, torch.zeros_like(depth))
     if target_depth is None:
+        # prefer farther cells, capped so one far cell cannot outvote a whole neighbourhood
+        prefer = torch.where(known, (depth / med).clamp(0.25, 2.0) ** 4, torch.zeros_like(depth))
         return push_pull(x, hole, prefer)
 
     def is_sky(d):
         return ~(torch.isfinite(d) & (d <= far_ratio * med))
 
     out = x
-    for sky in (False, True):
-        src = known & (is_sky(depth) == sky)
-        dst = hole & (is_sky(target_depth) == sky)
-        if dst.any():
-            filled = push_pull(x, ~src, prefer) if src.any() else push_pull(x, hole, prefer)
-            out = torch.where(dst[None], filled, out)
+    geo_src, geo_dst = known & ~is_sky(depth), hole & ~is_sky(target_depth)
+    sky_src, sky_dst = known & is_sky(depth), hole & is_sky(target_depth)
+    if sky_dst.any():
+        out = torch.where(sky_dst[None], push_pull(x, ~sky_src) if sky_src.any() else push_pull(x, hole), out)
+    groups = [(geo_src, geo_dst)]
+    if ids is not None:
+        groups = [(geo_src & (ids == k), geo_dst & (ids == k)) for k in torch.unique(ids[geo_dst]).tolist()]
+    for src, dst in groups:
+        if not dst.any():
+            continue
+        out = torch.where(dst[None], _banded_fill(x, depth, target_depth, src if src.any() else geo_src,
+                                                  dst, known, bins), out)
     return out
+
+
+def _banded_fill(x, depth, target_depth, src, dst, known, bins):
+    """Fill dst from src, each hole from the known cells nearest its own depth."""
+    if not src.any():
+        src = known
+    logd = torch.log(depth.clamp_min(1e-6))
+    logt = torch.log(target_depth.clamp_min(1e-6))
+    lo = float(torch.minimum(logd[src].min(), logt[dst].min()))
+    hi = float(torch.maximum(logd[src].max(), logt[dst].max()))
+    step = max((hi - lo) / (bins - 1), 1e-3)
+    # one pyramid per depth band, each weighting known cells by closeness to the band; a hole then
+    # blends the two bands around its own depth (the floor of 1e-4 keeps every band defined)
+    fills = []
+    for b in range(bins):
+        w = torch.exp(-((logd - (lo + b * step)) / step) ** 2) + 1e-4
+        fills.append(push_pull(x, ~src, torch.where(src, w, torch.zeros_like(w))))
+    stack = torch.stack(fills)  # [bins, C, h, w]
+    pos = ((logt - lo) / step).clamp(0, bins - 1)
+    i0 = pos.floor().long().clamp(max=bins - 2)
+    frac = (pos - i0)[None]
+
+    def band(i):
+        return stack.gather(0, i[None, None].expand(1, x.shape[0], *i.shape))[0]
+
+    return band(i0) * (1 - frac) + band(i0 + 1) * frac
 
 
 def _learned(name, **args):

@@ -15,7 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from . import models, protocol
-from .memory import LatentMemory, SceneMemory, cell_depth
+from .memory import LatentMemory, SceneMemory, cell_depth, cell_edges
 from .protocol import JobError
 
 STATE_DIR = "state"
@@ -198,11 +198,14 @@ class Run:
         return torch.from_numpy(ids.astype(np.int64))
 
     def to_cells(self, depth, ids=None):
-        """Per-cell depth (sky placed at `far`) and, with an id mask, per-cell object ids."""
-        d = cell_depth(pad_to_cells(depth, self.cell), self.cell,
-                       None if ids is None else pad_to_cells(ids.float(), self.cell).long())
+        """Per-cell depth (sky placed at `far`), per-cell object ids (with an id mask), and the cells that
+        straddle an edge, which the memory leaves out."""
+        depth = pad_to_cells(depth, self.cell)
+        ids = None if ids is None else pad_to_cells(ids.float(), self.cell).long()
+        d = cell_depth(depth, self.cell, ids)
         d, cell_ids = d if ids is not None else (d, None)
-        return torch.where(torch.isfinite(d), d, torch.full_like(d, self.far)), cell_ids
+        edges = cell_edges(depth, self.cell, ids)
+        return torch.where(torch.isfinite(d), d, torch.full_like(d, self.far)), cell_ids, edges
 
     def seed_memory(self):
         ref = self.job["reference"]
@@ -220,26 +223,39 @@ class Run:
         latent = self.model.encode(pad_to_cells(image, self.cell).to(self.device))
         memory = SceneMemory(self.model.channels, self.cell, device=self.device, bank_cls=self.memory_cls)
         K, c2w = self.camera(ref["frame"])
-        cells, cell_ids = self.to_cells(depth, self.object_ids(ref["frame"]))
+        # the reference is stored whole, outline cells too: it is what the user gave, and reading the
+        # memory back at its camera must give it back exactly
+        cells, cell_ids, _ = self.to_cells(depth, self.object_ids(ref["frame"]))
         memory.write(latent, cells, K, c2w, ids=cell_ids, poses=self.poses(ref["frame"]))
         return memory
 
-    def frame(self, memory, n):
+    def read(self, memory, n):
+        """Memory read at frame n's camera, with what the scene says about the frame's cells.
+
+        Returns (latent, hole, read depth, cells, ids, edges, poses, K, c2w): `cells` is where new content
+        goes in depth, `edges` the cells the memory leaves out."""
         K, c2w = self.camera(n)
         poses, depth = self.poses(n), self.scene_depth(n)
-        target = cell_ids = None
+        cells = cell_ids = None
+        edges = torch.zeros(self.h, self.w, dtype=torch.bool)
         if depth is not None:
-            cells, cell_ids = self.to_cells(depth, self.object_ids(n))
-            target = torch.where(cells >= self.far, torch.full_like(cells, float("inf")), cells)
+            cells, cell_ids, edges = self.to_cells(depth, self.object_ids(n))
         latent, hole, mdepth = memory.read(K, c2w, self.h, self.w, poses=poses, ids=cell_ids)
-        full = self.model.fill(latent, hole, mdepth, self.generator, target_depth=target)
-        if depth is None:
+        if cells is None:
             # no scene geometry: new content sits at the depth the memory suggests around it
             known = torch.isfinite(mdepth)
             cells = models.push_pull(torch.log(mdepth.clamp_min(1e-6))[None], ~known)[0].exp() if known.any() \
                 else torch.full_like(mdepth, float(self.job.get("plane_distance", 5.0)))
+        return latent, hole, mdepth, cells, cell_ids, edges, poses, K, c2w
+
+    def frame(self, memory, n):
+        latent, hole, mdepth, cells, cell_ids, edges, poses, K, c2w = self.read(memory, n)
+        target = None
+        if self.job["depth_source"] == "SCENE":
+            target = torch.where(cells >= self.far, torch.full_like(cells, float("inf")), cells)
+        full = self.model.fill(latent, hole, mdepth, self.generator, target_depth=target, ids=cell_ids)
         if hole.any():
-            memory.write(full, cells, K, c2w, mask=hole, ids=cell_ids, poses=poses)
+            memory.write(full, cells, K, c2w, mask=hole & ~edges, ids=cell_ids, poses=poses)
         image = self.model.decode(full)[:, :self.H, :self.W]
         save_png(image, os.path.join(self.frames_dir, protocol.frame_filename(n)))
 
@@ -258,19 +274,7 @@ class Run:
         if self.cancelled():
             raise Cancelled()
         t0, total = time.perf_counter(), len(self.order)
-        reads = []
-        for n in self.model.latent_frames(seg):
-            K, c2w = self.camera(n)
-            poses, depth = self.poses(n), self.scene_depth(n)
-            cells = cell_ids = None
-            if depth is not None:
-                cells, cell_ids = self.to_cells(depth, self.object_ids(n))
-            latent, hole, mdepth = memory.read(K, c2w, self.h, self.w, poses=poses, ids=cell_ids)
-            if cells is None:  # as in frame(): new content sits at the depth the memory suggests around it
-                known = torch.isfinite(mdepth)
-                cells = models.push_pull(torch.log(mdepth.clamp_min(1e-6))[None], ~known)[0].exp() if known.any() \
-                    else torch.full_like(mdepth, float(self.job.get("plane_distance", 5.0)))
-            reads.append((latent, hole, cells, cell_ids, poses, K, c2w))
+        reads = [self.read(memory, n) for n in self.model.latent_frames(seg)]
 
         def step(s, steps):
             if self.cancelled():
@@ -284,9 +288,9 @@ class Run:
         gen = torch.Generator().manual_seed((int(self.job.get("seed", 0)) * 1_000_003 + seg[0]) % 2 ** 63)
         latents = self.model.generate([r[0] for r in reads], [r[1] for r in reads], prompt=self.job.get("prompt", ""),
                                       negative_prompt=self.job.get("negative_prompt", ""), generator=gen, step=step)
-        for (_, hole, cells, cell_ids, poses, K, c2w), latent in zip(reads, latents):
+        for (_, hole, _, cells, cell_ids, edges, poses, K, c2w), latent in zip(reads, latents):
             if hole.any():
-                memory.write(latent, cells, K, c2w, mask=hole, ids=cell_ids, poses=poses)
+                memory.write(latent, cells, K, c2w, mask=hole & ~edges, ids=cell_ids, poses=poses)
         for n, image in zip(seg, self.model.decode_frames(latents, len(seg))):
             save_png(image[:, :self.H, :self.W], os.path.join(self.frames_dir, protocol.frame_filename(n)))
             yield n

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from backend.memory import MAX_SPLAT, SPLAT_GROW, SURFACE_TOL, LatentMemory, cell_depth, latent_intrinsics, zbuffer
+from backend.memory import (MAX_SPLAT, SPLAT_GROW, SURFACE_TOL, LatentMemory, cell_depth, cell_edges, latent_intrinsics,
+                            zbuffer)
 
 
 def rot(yaw=0.0, pitch=0.0, roll=0.0):
@@ -314,3 +315,16 @@ def test_load_rejects_other_files(tmp_path):
     save_file({"weight": torch.zeros(3)}, str(other))
     with pytest.raises(ValueError):
         LatentMemory.load(other)
+
+
+def test_cell_edges_marks_cells_without_one_place_in_3d():
+    depth = torch.full((8, 12), 5.0)
+    depth[:, 6:] = 5.2            # a gentle slope within 10 %: one surface
+    assert not cell_edges(depth, 4).any()
+    depth[0:4, 1:3] = 2.0         # a foreground edge inside cell (0, 0)
+    depth[4:8, 9] = float("inf")  # sky beside geometry in cell (1, 2)
+    ids = torch.zeros(8, 12, dtype=torch.long)
+    ids[5, 5] = 3                 # one pixel of a moving object in cell (1, 1)
+    assert cell_edges(depth, 4).nonzero().tolist() == [[0, 0], [1, 2]]
+    assert cell_edges(depth, 4, ids).nonzero().tolist() == [[0, 0], [1, 1], [1, 2]]
+    assert not cell_edges(torch.full((8, 12), float("inf")), 4).any()  # all sky is one place: far away
