@@ -26,10 +26,12 @@ DENOISE = True
 FULL = {
     "pillar": {"builder": "pillar", "width": 256, "height": 144, "frames": 48, "segment_length": 8},
     "loop": {"builder": "loop", "width": 256, "height": 144, "loop_frames": 40, "loops": 4, "segment_length": 8},
+    "objects": {"builder": "objects", "width": 256, "height": 144, "frames": 48, "segment_length": 8},
 }
 QUICK = {
     "pillar": {"builder": "pillar", "width": 128, "height": 72, "frames": 24, "segment_length": 4},
     "loop": {"builder": "loop", "width": 128, "height": 72, "loop_frames": 16, "loops": 4, "segment_length": 4},
+    "objects": {"builder": "objects", "width": 128, "height": 72, "frames": 24, "segment_length": 4},
 }
 
 TARGETS = {
@@ -41,6 +43,9 @@ TARGETS = {
     "loop_growth": ("looped path grows memory <= 5 % after the first loop", "<=", 0.05),
     "slowdown": ("s/frame in segment 20 <= 1.1x segment 2", "<=", 1.1),
     "fps": ("memory + model >= 10 frames/s", ">=", 10.0),
+    "object_psnr_db": ("moving object PSNR >= 26 dB in every segment (worst segment)", ">=", 26.0),
+    "object_gain_db": ("moving object PSNR above the static-only memory (worst segment, 'clearly': 3 dB)", ">=", 3.0),
+    "uncovered_gap_db": ("background an object uncovered as good as background it never covered", "<=", 1.0),
 }
 
 
@@ -80,6 +85,8 @@ def blender_session(task_path):
     spec = task["spec"]
     if spec["builder"] == "pillar":
         scene = scenes.build_pillar_revisit(spec["width"], spec["height"], spec["frames"])
+    elif spec["builder"] == "objects":
+        scene = scenes.build_moving_crate(spec["width"], spec["height"], spec["frames"])
     else:
         scene = scenes.build_loop(spec["width"], spec["height"], spec["loop_frames"], spec["loops"])
     result["build_seconds"] = round(time.perf_counter() - t0, 2)
@@ -340,6 +347,84 @@ def evaluate_scene(name, spec, args, out_root, cache_root):
     }
 
 
+def evaluate_objects(name, spec, args, out_root, cache_root):
+    """The moving-crate scene: the product (one memory bank per moving object) against the same memory
+    with the crate baked into the static world, on the crate's pixels and on what it uncovered."""
+    import numpy as np
+    import metrics
+    from backend import protocol
+    from backend.memory import LatentMemory
+
+    scene_dir = os.path.join(out_root, name)
+    cache = cache_dir(cache_root, name, spec, scenes_version(), blender_version())
+    log(f"{name}: Blender session (install zip, build scene, Cycles ground truth, Generate)")
+    job_dir, bres = run_blender(name, spec, args, scene_dir, cache)
+    job, _ = protocol.load_job(os.path.join(job_dir, "job.json"))
+    job["model"] = args.model
+    if not job.get("objects"):
+        raise SystemExit(f"bench: the add-on found no moving object in '{name}'")
+    oid = job["objects"][0]["id"]
+    with open(os.path.join(job_dir, "run.json")) as f:
+        tracked_run = json.load(f)
+    baked = dict(job)
+    baked.pop("objects")
+    baked["frames"] = [{k: v for k, v in fr.items() if k not in ("objects", "ids")} for fr in job["frames"]]
+    t0 = time.perf_counter()
+    baked_dir = os.path.join(scene_dir, "static_only")
+    run_baseline(baked, baked_dir, LatentMemory)
+    log(f"{name}: static-only baseline ran in {time.perf_counter() - t0:.1f} s")
+
+    order = [fr["frame"] for fr in job["frames"]]
+    fr = {f["frame"]: f for f in job["frames"]}
+    K = {n: np.array(fr[n]["K"]) for n in order}
+    c2w = {n: np.array(fr[n]["cam_to_world"]) for n in order}
+    depth = {n: np.load(fr[n]["depth"]).astype(np.float64) for n in order}
+    ids = {n: np.load(fr[n]["ids"]) for n in order}
+    gt = {n: load_rgb(os.path.join(cache, f"{n:06d}.png")) for n in order}
+    dirs = {"tracked": job_dir, "static_only": baked_dir}
+    gen = {m: {n: load_rgb(os.path.join(d, "frames", protocol.frame_filename(n))) for n in order} for m, d in dirs.items()}
+    ref = job["reference"]["frame"]
+
+    acc = {m: {k: ([], []) for k in ("object", "uncovered", "never_covered")} for m in dirs}
+    per_seg = {m: [] for m in dirs}
+    seg_of = {n: i for i, s in enumerate(tracked_run["per_segment"]) for n in range(s["frames"][0], s["frames"][1] + 1)}
+    seg_acc = {m: {} for m in dirs}
+    covered_px = 0
+    for k, n in enumerate(order):
+        if n == ref:
+            continue
+        obj = ids[n] == oid
+        static = (ids[n] == 0) & np.isfinite(depth[n])
+        seen = metrics.covisible(depth[ref], K[ref], c2w[ref], depth[n], K[n], c2w[n])
+        hidden = np.zeros_like(static)
+        for m in order[1:k]:  # an earlier frame on which the crate stood in front of this point
+            hidden |= metrics.occluded_by(depth[n], K[n], c2w[n], depth[m], ids[m], oid, K[m], c2w[m])
+        masks = {"object": obj, "uncovered": static & seen & hidden, "never_covered": static & seen & ~hidden}
+        covered_px += int(masks["uncovered"].sum())
+        for m in dirs:
+            for key, mask in masks.items():
+                if mask.any():
+                    acc[m][key][0].append(metrics.mse(gen[m][n], gt[n], mask) * int(mask.sum()))
+                    acc[m][key][1].append(int(mask.sum()))
+            if obj.any():
+                e, c = seg_acc[m].setdefault(seg_of[n], ([], []))
+                e.append(metrics.mse(gen[m][n], gt[n], obj) * int(obj.sum()))
+                c.append(int(obj.sum()))
+    for m in dirs:
+        per_seg[m] = [pooled_psnr(*seg_acc[m][i]) if i in seg_acc[m] else None
+                      for i in range(len(tracked_run["per_segment"]))]
+    summary = {m: {f"{k}_psnr_db": pooled_psnr(*acc[m][k]) if acc[m][k][1] else None for k in acc[m]}
+               for m in dirs}
+    for m in dirs:
+        summary[m]["object_psnr_per_segment"] = per_seg[m]
+    return {"scene": name, "spec": spec, "kind": "objects", "model": args.model, "frames": len(order),
+            "segments": len(tracked_run["per_segment"]), "width": job["width"], "height": job["height"],
+            "object": job["objects"][0]["name"], "uncovered_pixels": covered_px, "summary": summary,
+            "memory_bytes": tracked_run["per_segment"][-1]["memory_bytes"],
+            "timing": {"blender_session_s": bres["wall_seconds"], "gt_render_s": bres["gt_seconds"],
+                       "generate_s": bres["generate_seconds"]}}
+
+
 def targets(results):
     """Each target measured where it is defined; value and pass/miss."""
     p, lp = results.get("pillar"), results.get("loop")
@@ -353,6 +438,15 @@ def targets(results):
 
     for name, r in results.items():
         s = r["summary"]
+        if r.get("kind") == "objects":
+            t, b = s["tracked"]["object_psnr_per_segment"], s["static_only"]["object_psnr_per_segment"]
+            pairs = [(x, y) for x, y in zip(t, b) if x is not None]
+            if pairs:
+                put("object_psnr_db", min(x for x, _ in pairs), name)
+                put("object_gain_db", min(x - y for x, y in pairs), name)
+            if s["tracked"]["uncovered_psnr_db"] is not None:
+                put("uncovered_gap_db", s["tracked"]["never_covered_psnr_db"] - s["tracked"]["uncovered_psnr_db"], name)
+            continue
         put("covisible_gap_db", s["oracle"]["covisible_psnr_db"] - s["mirage"]["covisible_psnr_db"], name)
         put("revisit_psnr_db", s["mirage"]["revisit_psnr_db"], name)
         if s["mirage"]["revisit_psnr_db"] is not None:
@@ -394,6 +488,28 @@ def plots(results, out_root):
     labels = {"mirage": "Mirage (latent memory)", "pointcloud": "RGB point cloud", "nomemory": "no memory",
               "oracle": "oracle (exact reprojection)"}
     files = []
+    for name, r in results.items():
+        if r.get("kind") != "objects":
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for m, colour, label in (("tracked", "tab:blue", "Mirage (one bank per moving object)"),
+                                 ("static_only", "tab:orange", "static-only memory (object baked in)")):
+            ys = r["summary"][m]["object_psnr_per_segment"]
+            ax.plot([i + 1 for i, y in enumerate(ys) if y is not None], [y for y in ys if y is not None], "o-",
+                    color=colour, label=label)
+        ax.axhline(TARGETS["object_psnr_db"][2], color="k", ls="--", lw=0.8, label="target")
+        ax.set_xlabel("segment")
+        ax.set_ylabel("PSNR on the object's pixels (dB)")
+        ax.set_title(f"{name}: the moving {r['object']} against ground truth")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        files.append(os.path.join(out_root, f"object_psnr_{name}.png"))
+        fig.savefig(files[-1], dpi=110)
+        plt.close(fig)
+    results = {k: r for k, r in results.items() if r.get("kind") != "objects"}
+    if not results:
+        return files
 
     fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
     for ax, (name, r) in zip(axes[0], results.items()):
@@ -476,6 +592,19 @@ def write_report(results, tg, meta, out_root):
                      f"{'n/a' if row['pass'] is None else ('PASS' if row['pass'] else 'MISS')} |")
     for name, r in results.items():
         s = r["summary"]
+        if r.get("kind") == "objects":
+            L += ["", f"## Scene `{name}`: {r['frames']} frames at {r['width']}x{r['height']}, {r['segments']} segments, "
+                      f"moving object '{r['object']}'", "",
+                  "| memory | object PSNR dB per segment | object PSNR dB (all) | uncovered background PSNR dB | "
+                  "never-covered background PSNR dB |", "|---|---|---|---|---|"]
+            for m in ("tracked", "static_only"):
+                x = s[m]
+                L.append(f"| {m} | {', '.join(fmt(v, 1) for v in x['object_psnr_per_segment'])} | "
+                         f"{fmt(x['object_psnr_db'])} | {fmt(x['uncovered_psnr_db'])} | {fmt(x['never_covered_psnr_db'])} |")
+            L += ["", f"Uncovered background: {r['uncovered_pixels']} pixel-frames that the reference saw and the "
+                      f"object later stood in front of; never-covered: the reference's other static pixels. "
+                      f"Segments without the object in view show n/a. Memory at the end: {r['memory_bytes']} bytes."]
+            continue
         L += ["", f"## Scene `{name}`: {r['frames']} frames at {r['width']}x{r['height']}, "
                   f"{r['segments']} segments of {r['spec']['segment_length']}, latent {r['latent']}", "",
               "| method | covisible PSNR dB | covisible SSIM | whole-frame PSNR dB | revisit PSNR dB (frames) | "
@@ -512,7 +641,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small scenes for CI (about 2 minutes)")
     ap.add_argument("--model", default="builtin", help="model to generate with (default builtin)")
     ap.add_argument("--cache", help="ground-truth cache folder (default <out>/cache)")
-    ap.add_argument("--scenes", default="pillar,loop", help="comma-separated subset of: pillar, loop")
+    ap.add_argument("--scenes", default="pillar,loop,objects", help="comma-separated subset of: pillar, loop, objects")
     ap.add_argument("--blender-session", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.blender_session:
@@ -531,8 +660,9 @@ def main(argv=None):
             ap.error(f"unknown scene {n!r}")
     results = {}
     for name in names:
-        results[name] = evaluate_scene(name, specs[name], args, out_root,
-                                       os.path.abspath(args.cache or os.path.join(out_root, "cache")))
+        evaluate = evaluate_objects if specs[name]["builder"] == "objects" else evaluate_scene
+        results[name] = evaluate(name, specs[name], args, out_root,
+                                 os.path.abspath(args.cache or os.path.join(out_root, "cache")))
     tg = targets(results)
     import torch
     meta = {"mode": "quick" if args.quick else "full", "model": args.model,

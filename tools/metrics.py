@@ -212,3 +212,19 @@ def revisits(poses, max_dist=0.15, max_angle=5.0, away_dist=1.0, away_angle=30.0
             elif far_since and d <= max_dist and a <= max_angle:
                 out[i] = j
     return out
+
+
+def occluded_by(depth, K, c2w, other_depth, other_ids, oid, K_other, c2w_other, tol=DEPTH_TOL):
+    """[H, W] bool: pixels of this camera whose surface point the other camera saw hidden behind object
+    `oid` (its id mask shows oid there, in front of the point)."""
+    d = _t(depth)
+    H, W = d.shape
+    pts = unproject(torch.where(torch.isfinite(d), d, torch.ones_like(d)), K, c2w)
+    u, v, z = project(pts, K_other, c2w_other)
+    ui, vi = torch.round(u), torch.round(v)
+    Ho, Wo = np.asarray(other_depth).shape
+    inside = torch.isfinite(d) & (z > 1e-6) & (ui >= 0) & (ui <= Wo - 1) & (vi >= 0) & (vi <= Ho - 1)
+    vi, ui = vi.clamp(0, Ho - 1).long(), ui.clamp(0, Wo - 1).long()
+    od = _t(other_depth)[vi, ui]
+    oi = torch.as_tensor(np.asarray(other_ids).astype(np.int64))[vi, ui]
+    return (inside & (oi == oid) & (od < z * (1 - tol))).numpy()

@@ -248,7 +248,7 @@ def render_still(scene, path, samples=16, denoise=True):
 
 
 # -- bench scenes (tools/bench.py) ------------------------------------------------------------------
-BENCH_SCENES_VERSION = 1  # bump when a bench scene changes, so cached ground truth is re-rendered
+BENCH_SCENES_VERSION = 2  # bump when a bench scene changes, so cached ground truth is re-rendered
 
 
 def _look_yaw(pos, target):
@@ -282,3 +282,22 @@ def build_loop(width=256, height=144, loop_frames=40, loops=4):
         pos = (centre[0] + radius * math.sin(a), centre[1] - radius * math.cos(a), 1.6)
         keys.append((n + 1, pos, (82, _look_yaw(pos, centre) + 25)))
     return build_room(width, height, loop_frames * loops, keys=keys)
+
+
+def build_moving_crate(width=256, height=144, frames=48):
+    """The room with a slow camera and a crate that slides and turns: seen on the first frame left of the
+    pillar, it crosses in front of the pillar, leaves the view to the east, and comes back from the west
+    turned by 90 degrees. Tests that a moving object keeps its look and the world behind it stays intact."""
+    f = frames
+    cam_keys = [(1, (-1.0, -5.0, 1.7), (84, -8)), (f, (0.5, -5.0, 1.7), (84, 6))]
+    scene = build_room(width, height, frames, keys=cam_keys)
+    crate = bpy.data.objects["Crate"]
+    path = [(1, (-1.2, -1.2, 0.5), 0), (round(0.3 * f), (1.5, -1.5, 0.5), 20),
+            (round(0.45 * f), (6.5, -1.5, 0.5), 40), (round(0.6 * f), (6.5, -3.0, 0.5), 50),
+            (round(0.75 * f), (-3.0, -1.8, 0.5), 70), (f, (-1.6, -0.5, 0.5), 90)]
+    for frame, loc, yaw in path:
+        crate.location = loc
+        crate.rotation_euler = (0.0, 0.0, math.radians(yaw))
+        crate.keyframe_insert("location", frame=frame)
+        crate.keyframe_insert("rotation_euler", frame=frame)
+    return scene

@@ -135,3 +135,19 @@ def test_no_memory_forgets_earlier_segments():
     assert hole.all()  # the next segment only has the look-away frame
     _, hole, _ = mem.read(Kt, away, H // 4, W // 4)
     assert not hole.any()
+
+
+def test_occluded_by_marks_what_an_object_hid():
+    # a wall at z=5 seen by a camera at the origin; another camera saw object 1 in front of part of it
+    H, W = 20, 30
+    K = np.array([[20.0, 0, (W - 1) / 2], [0, 20.0, (H - 1) / 2], [0, 0, 1]])
+    c2w = np.eye(4)
+    wall = np.full((H, W), 5.0)
+    other = wall.copy()
+    ids = np.zeros((H, W), np.uint16)
+    other[5:10, 10:20] = 2.0
+    ids[5:10, 10:20] = 1
+    hidden = metrics.occluded_by(wall, K, c2w, other, ids, 1, K, c2w)
+    assert hidden[5:10, 10:20].all() and hidden.sum() == 50
+    assert not metrics.occluded_by(wall, K, c2w, other, ids, 2, K, c2w).any()  # another object id
+    assert not metrics.occluded_by(other, K, c2w, other, ids, 1, K, c2w).any()  # the object itself is not behind
