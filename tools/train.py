@@ -34,7 +34,8 @@ from backend.learned import Decoder, Encoder, FillNet, fill_features  # noqa: E4
 from backend.memory import LatentMemory, cell_depth  # noqa: E402
 
 DATA = os.path.join(ROOT, "out", "train_data")
-MODEL_DIR = os.path.join(ROOT, "models", "builtin")
+# MIRAGE_TRAIN_OUT trains into another folder, to compare against the shipped model before replacing it
+MODEL_DIR = os.environ.get("MIRAGE_TRAIN_OUT") or os.path.join(ROOT, "models", "builtin")
 W, H = 256, 144
 HELD_OUT_SEED = 1000
 WALLPAPERS = "/usr/share/backgrounds"
