@@ -6,7 +6,7 @@
   python3 build.py demo     setup + build + generate the demo flythrough into out/demo/
   python3 build.py test     setup + build + the whole pytest suite
   python3 build.py bench    setup + build + the evaluation scenes, report in out/bench/ (--quick for CI)
-  python3 build.py train    setup + train the builtin model into models/builtin/
+  python3 build.py train    setup + train the compact model into models/compact/
 """
 import hashlib
 import os

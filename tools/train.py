@@ -1,4 +1,4 @@
-"""Train the builtin model (backend/learned.py) into models/builtin/: weights.safetensors and the README's numbers.
+"""Train the compact model (backend/learned.py) into models/compact/: weights.safetensors and the README's numbers.
 
   python3 build.py train [--ae-steps N] [--fill-steps N] [--scenes N]
 
@@ -35,7 +35,7 @@ from backend.memory import LatentMemory, cell_depth  # noqa: E402
 
 DATA = os.path.join(ROOT, "out", "train_data")
 # MIRAGE_TRAIN_OUT trains into another folder, to compare against the shipped model before replacing it
-MODEL_DIR = os.environ.get("MIRAGE_TRAIN_OUT") or os.path.join(ROOT, "models", "builtin")
+MODEL_DIR = os.environ.get("MIRAGE_TRAIN_OUT") or os.path.join(ROOT, "models", "compact")
 W, H = 256, 144
 HELD_OUT_SEED = 1000
 WALLPAPERS = "/usr/share/backgrounds"
@@ -387,8 +387,8 @@ def main():
     ap.add_argument("--samples", type=int, default=16)
     ap.add_argument("--scenes", type=int, default=36)
     ap.add_argument("--test-scenes", type=int, default=6)
-    ap.add_argument("--ae-steps", type=int, default=350)
-    ap.add_argument("--fill-steps", type=int, default=120)
+    ap.add_argument("--ae-steps", type=int, default=2500)
+    ap.add_argument("--fill-steps", type=int, default=800)
     ap.add_argument("--eval-only", action="store_true", help="re-measure the shipped weights, no training")
     args = ap.parse_args()
     os.makedirs(DATA, exist_ok=True)
@@ -428,7 +428,7 @@ def main():
             state.update({prefix + k: v.detach().half().contiguous() for k, v in net.state_dict().items()})
         save_file(state, weights, metadata={"format": "mirage_learned", "channels": "12", "cell": "8"})
     from backend.learned import LearnedModel
-    model = LearnedModel("builtin", folder=MODEL_DIR)
+    model = LearnedModel("compact", folder=MODEL_DIR)
     res = evaluate(model, test_rooms, to_t(wp_test))
     fps, enc_ms = speed(model)
     nparams = sum(p.numel() for n in (model.encoder, model.decoder, model.filler) for p in n.parameters())
