@@ -17,7 +17,7 @@ class MirageSettings(bpy.types.PropertyGroup):
     plane_distance: FloatProperty(name="Distance", default=5.0, min=0.01, subtype="DISTANCE",
                                   description="Distance of the assumed wall for the Plane depth source")
     model: EnumProperty(name="Model", items=[
-        ("builtin", "Built-in", "Offline model shipped with the add-on"),
+        ("builtin", "Built-in", "Offline, exact: reprojects what was seen and fills new areas smoothly"),
         ("wan-vace-1.3b", "Wan2.1 VACE 1.3B", "Video diffusion; needs a CUDA GPU (about 8 GB) and downloads about "
                                               "19 GB into the Hugging Face cache on first use"),
         ("wan-vace-14b", "Wan2.1 VACE 14B", "Large video diffusion; needs a CUDA GPU (about 40 GB) and downloads "
