@@ -56,24 +56,24 @@ def load_image(path, width, height):
     return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
 
-def load_depth(path, width, height, what):
+def load_array(path, width, height, what):
+    """A per-pixel .npy input ([H, W], never pickled), or a one-line JobError naming it."""
     try:
-        d = np.load(path, allow_pickle=False)
+        a = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise JobError(f"{what} is missing: {path}") from None
     except (ValueError, OSError) as e:
         raise JobError(f"{what} cannot be read ({e}): {path}") from None
-    if d.shape != (height, width):
-        raise JobError(f"{what} is {d.shape[1] if d.ndim == 2 else '?'}x{d.shape[0]}, expected {width}x{height}")
-    d = d.astype(np.float32)
-    if np.isnan(d).any():
-        raise JobError(f"{what} holds NaN (not a number) depths: {path}")
-    if (d < 0).any():
-        raise JobError(f"{what} holds negative depths: {path}")
-    if (d == 0).all():
-        raise JobError(f"{what} is zero everywhere; depth must be the distance in scene units: {path}")
-    if (d == 0).any():
-        raise JobError(f"{what} holds zero depths: {path}")
+    if a.shape != (height, width):
+        raise JobError(f"{what} is {a.shape[1] if a.ndim == 2 else '?'}x{a.shape[0]}, expected {width}x{height}")
+    return a
+
+
+def load_depth(path, width, height, what):
+    d = load_array(path, width, height, what).astype(np.float32)
+    problem = protocol.depth_problem(d)
+    if problem:
+        raise JobError(f"{what} {problem}: {path}")
     return torch.from_numpy(d)
 
 
@@ -180,16 +180,7 @@ class Run:
         f = self.frames[n]
         if not self.job.get("objects"):
             return None
-        path = f["ids"]
-        try:
-            ids = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise JobError(f"the object id mask of frame {n} is missing: {path}") from None
-        except (ValueError, OSError) as e:
-            raise JobError(f"the object id mask of frame {n} cannot be read ({e}): {path}") from None
-        if ids.shape != (self.H, self.W):
-            raise JobError(f"the object id mask of frame {n} is {ids.shape[1] if ids.ndim == 2 else '?'}x"
-                           f"{ids.shape[0]}, expected {self.W}x{self.H}")
+        ids = load_array(f["ids"], self.W, self.H, f"the object id mask of frame {n}")
         if not np.issubdtype(ids.dtype, np.integer):
             raise JobError(f"the object id mask of frame {n} must hold integers, not {ids.dtype}")
         unknown = set(np.unique(ids).tolist()) - self.known_ids

@@ -257,6 +257,20 @@ def load_job(path):
     return validate_job(job, os.path.dirname(os.path.abspath(path)))
 
 
+def depth_problem(depth):
+    """What is wrong with a depth map (a numpy array of distances), as the end of a sentence, or None.
+    Infinite depth is allowed: nothing there (sky). Duck-typed so this module needs no numpy."""
+    if (depth != depth).any():
+        return "holds NaN (not a number) depths"
+    if (depth < 0).any():
+        return "holds negative depths"
+    if (depth == 0).all():
+        return "is zero everywhere; depth must be the distance in scene units"
+    if (depth == 0).any():
+        return "holds zero depths"
+    return None
+
+
 def segments(frame_numbers, length):
     """Split the frame list into consecutive segments of at most `length` frames."""
     return [frame_numbers[i:i + length] for i in range(0, len(frame_numbers), length)]

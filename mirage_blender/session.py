@@ -3,6 +3,7 @@
 The same Session serves the modal operator (driven by a timer, UI stays live) and the synchronous
 path of `blender -b` (timers never fire there), so both behave identically.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -33,13 +34,22 @@ def output_folder(scene, settings):
     return os.path.normpath(bpy.path.abspath(path)), False
 
 
-def _load_depth_map(path, width, height):
-    """A user's depth map as [H, W] float32, top row first (Blender stores pixels bottom-up)."""
+@contextlib.contextmanager
+def _user_image(path, what):
+    """A user's image file as a temporary Image datablock, removed again whatever happens."""
     try:
         img = bpy.data.images.load(path, check_existing=False)
     except RuntimeError:
-        raise SessionError(f"The depth map cannot be read: {path}") from None
+        raise SessionError(f"{what} cannot be read: {path}") from None
     try:
+        yield img
+    finally:
+        bpy.data.images.remove(img)
+
+
+def _load_depth_map(path, width, height):
+    """A user's depth map as [H, W] float32, top row first (Blender stores pixels bottom-up)."""
+    with _user_image(path, "The depth map") as img:
         w, h = img.size
         if (w, h) != (width, height):
             raise SessionError(f"The depth map is {w}x{h}, the render is {width}x{height}")
@@ -47,16 +57,9 @@ def _load_depth_map(path, width, height):
         px = np.empty(w * h * img.channels, dtype=np.float32)
         img.pixels.foreach_get(px)
         depth = px.reshape(h, w, img.channels)[::-1, :, 0].copy()
-    finally:
-        bpy.data.images.remove(img)
-    if not np.isfinite(depth).all():
-        raise SessionError(f"The depth map holds NaN or infinite depths: {path}")
-    if (depth < 0).any():
-        raise SessionError(f"The depth map holds negative depths: {path}")
-    if (depth == 0).all():
-        raise SessionError(f"The depth map is zero everywhere; it must hold distances in scene units: {path}")
-    if (depth == 0).any():
-        raise SessionError(f"The depth map holds zero depths: {path}")
+    problem = protocol.depth_problem(depth)
+    if problem:
+        raise SessionError(f"The depth map {problem}: {path}")
     return depth
 
 
@@ -81,14 +84,8 @@ def _check_readable(path, what):
 
 def _check_reference(path, width, height):
     """Catch an unreadable or mis-shaped reference here, naming the user's file, not the job's copy."""
-    try:
-        img = bpy.data.images.load(path, check_existing=False)
-    except RuntimeError:
-        raise SessionError(f"The reference image cannot be read: {path}") from None
-    try:
+    with _user_image(path, "The reference image") as img:
         w, h = img.size
-    finally:
-        bpy.data.images.remove(img)
     if w == 0 or h == 0:
         raise SessionError(f"The reference image cannot be read: {path}")
     if abs(w / h - width / height) > 0.01 * width / height:

@@ -34,7 +34,7 @@ CASES = [
     ("missing_depth_map", "depth_map", "nope.exr", "The depth map does not exist: "),
     ("depth_map_is_a_folder", "depth_map", "folder", "The depth map is a folder, not a file: "),
     ("depth_map_wrong_size", "depth_map", "depth_small", "The depth map is 32x18, the render is 64x36"),
-    ("depth_map_nan", "depth_map", "depth_nan", "The depth map holds NaN or infinite depths"),
+    ("depth_map_nan", "depth_map", "depth_nan", "The depth map holds NaN (not a number) depths"),
     ("depth_map_negative", "depth_map", "depth_negative", "The depth map holds negative depths"),
     ("depth_map_all_zero", "depth_map", "depth_zero", "The depth map is zero everywhere"),
     ("resolution_zero", "percentage", 1, "Resolution 1x1 is too small (at least 16x16)"),
