@@ -106,7 +106,7 @@ class MIRAGE_OT_generate(bpy.types.Operator):
             if area.type in {"PROPERTIES", "VIEW_3D", "SEQUENCE_EDITOR"}:
                 area.tag_redraw()
         if not session.ended:
-            if session.backend is not None and getattr(session, "cancel_requested_at", None) \
+            if session.backend is not None and session.cancel_requested_at is not None \
                     and time.monotonic() - session.cancel_requested_at > 10:
                 session.backend.kill()  # it did not stop between frames in time
             return {"RUNNING_MODAL"}

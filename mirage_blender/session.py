@@ -101,6 +101,7 @@ class Session:
         self.stall_timeout = stall_timeout  # seconds without a message from a live backend; 0 = never
         self.last_message = time.monotonic()
         self.backend = None
+        self.cancel_requested_at = None
         self.error = None
         self.finished = False
         self.cancelled = False
@@ -251,8 +252,11 @@ class Session:
                 self.status = (f"Done: {stats.get('frames')} frames in {stats.get('seconds', 0):.1f} s, "
                                f"memory {stats.get('memory_bytes', 0) / 2**20:.2f} MiB")
         elif kind == "_exit" and not self.ended:
-            self.error = (f"The backend stopped unexpectedly (exit code {msg['code']}): "
-                          f"{self.backend.last_error_line()}")
+            if self.cancel_requested_at is not None:
+                self.cancelled = True  # stopped (or killed when it did not stop in time) because the user asked
+            else:
+                self.error = (f"The backend stopped unexpectedly (exit code {msg['code']}): "
+                              f"{self.backend.last_error_line()}")
 
     def insert(self, msg):
         scene = self.scene

@@ -60,6 +60,9 @@ def drive_like_the_ui(scenario):
             if msg["type"] == "segment_done" and msg["segment"] == 0:
                 if scenario == "cancel":
                     session.cancel()
+                elif scenario == "cancel_kill":  # what the UI does when a cancelled backend does not stop in time
+                    session.cancel()
+                    session.backend.kill()
                 elif scenario == "kill":
                     session.backend.proc.send_signal(signal.SIGKILL)
         longest_poll = max(longest_poll, time.perf_counter() - t)
@@ -103,13 +106,13 @@ def main():
         s.reference_image = bad
     elif scenario == "segment_too_long":
         s.segment_length = 500
-    elif scenario not in ("ok", "poll", "cancel", "kill"):
+    elif scenario not in ("ok", "poll", "cancel", "cancel_kill", "kill"):
         raise SystemExit(f"unknown scenario {scenario}")
 
     result["before"] = scene_state(scene)
-    if scenario in ("cancel", "kill"):
+    if scenario in ("cancel", "cancel_kill", "kill"):
         s.segment_length = 1  # many small segments: the stop lands long before the last one
-    if scenario in ("poll", "cancel", "kill"):
+    if scenario in ("poll", "cancel", "cancel_kill", "kill"):
         result.update(drive_like_the_ui(scenario))
         result["after"] = scene_state(scene)
         with open(result_path, "w") as f:

@@ -144,8 +144,9 @@ def test_ui_path_never_blocks(extension_zip, tmp_path):
     assert data["segments_in_vse"] == 3 and len(data["after"]["strips"]) == 3
 
 
-def test_cancel_keeps_finished_segments_in_the_vse(extension_zip, tmp_path):
-    proc, data = run_scenario(extension_zip, tmp_path, "cancel")
+@pytest.mark.parametrize("how", ["cancel", "cancel_kill"])
+def test_cancel_keeps_finished_segments_in_the_vse(extension_zip, tmp_path, how):
+    proc, data = run_scenario(extension_zip, tmp_path, how)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert data["cancelled"] and not data["finished"] and data["error"] is None
     strips = data["after"]["strips"]
