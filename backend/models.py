@@ -70,7 +70,7 @@ class PatchModel(LatentModel):
     with push-pull hole filling. No learned weights; it reprojects what was seen and smoothly
     extends it into disocclusions. It never invents texture, which is what a trained model adds."""
 
-    def __init__(self, name, cell=4):
+    def __init__(self, name, cell=4, device="cpu", emit=None):
         self.name = name
         self.cell = cell
         self.channels = 3 * cell * cell
@@ -145,7 +145,7 @@ def _banded_fill(x, depth, target_depth, src, dst, known, bins):
     return band(i0) * (1 - frac) + band(i0 + 1) * frac
 
 
-def _learned(name, **args):
+def _learned(name, emit=None, **args):
     from .learned import LearnedModel  # imported on use: learned.py builds on the classes above
     return LearnedModel(name, **args)
 
@@ -157,9 +157,6 @@ def _wan(name, **args):
 
 _KINDS = {"patch": PatchModel, "learned": _learned, "wan_vace": _wan}
 # kinds that run on the job's device and report downloads through the protocol
-_DEVICE_KINDS = {"wan_vace"}
-
-
 def available():
     """Names of the models shipped in models/ (each a folder with a model.json)."""
     if not os.path.isdir(MODELS_DIR):
@@ -180,6 +177,5 @@ def load(name, device="cpu", emit=None):
     kind = _KINDS.get(cfg.get("kind"))
     if kind is None:
         raise ModelError(f"model '{name}' has unknown kind {cfg.get('kind')!r}")
-    if cfg.get("kind") in _DEVICE_KINDS:
-        return kind(name, device=device, emit=emit, **cfg.get("args", {}))
-    return kind(name, **cfg.get("args", {}))
+    # every kind gets the device to run on, and `emit` for progress it reports itself (downloads)
+    return kind(name, device=device, emit=emit, **cfg.get("args", {}))
