@@ -213,21 +213,27 @@ def validate_job(job, job_dir):
     out["frames"] = resolved
     if job["depth_source"] != "SCENE":  # per-frame depth is not used without the Scene source
         out["frames"] = [{k: v for k, v in f.items() if k != "depth"} for f in resolved]
-    _input_file(ref["image"], "the reference image")
+    input_file(ref["image"], "the reference image")
     if job["depth_source"] == "IMAGE":
-        _input_file(ref["depth"], "the reference depth map")
+        input_file(ref["depth"], "the reference depth map")
     for f in out["frames"]:
         if "depth" in f:
-            _input_file(f["depth"], f"the depth of frame {f['frame']}")
+            input_file(f["depth"], f"the depth of frame {f['frame']}")
     check_output_links(job_dir)
     return out, warnings
 
 
-def _input_file(path, what):
+def input_file(path, what):
+    """An input must be a file that can be opened: not missing, not a folder, not forbidden."""
     if os.path.isdir(path):
         raise JobError(f"{what} is a folder, not a file: {path}")
     if not os.path.isfile(path):
         raise JobError(f"{what} does not exist: {path}")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise JobError(f"{what} cannot be read ({e.strerror or e}): {path}") from None
 
 
 def _objects(job):

@@ -70,16 +70,11 @@ def _sentence(e):
 
 
 def _check_readable(path, what):
-    """A path the user picked must be a file we can open: not missing, not a folder, not forbidden."""
-    if os.path.isdir(path):
-        raise SessionError(f"{what} is a folder, not a file: {path}")
-    if not os.path.isfile(path):
-        raise SessionError(f"{what} does not exist: {path}")
+    """A path the user picked must be a file we can open (the backend checks its copy the same way)."""
     try:
-        with open(path, "rb"):
-            pass
-    except OSError as e:
-        raise SessionError(f"{what} cannot be read ({e.strerror or e}): {path}") from None
+        protocol.input_file(path, what)
+    except protocol.JobError as e:
+        raise SessionError(_sentence(e)) from None
 
 
 def _check_reference(path, width, height):
@@ -129,7 +124,7 @@ class Session:
         ref = bpy.path.abspath(s.reference_image) if s.reference_image else ""
         if not ref:
             raise SessionError("No reference image is set: choose one in Mirage Flythrough > Reference")
-        _check_readable(ref, "The reference image")
+        _check_readable(ref, "the reference image")
         if os.path.getsize(ref) == 0:
             raise SessionError(f"The reference image is empty (0 bytes): {ref}")
         _check_reference(ref, width, height)
@@ -140,7 +135,7 @@ class Session:
             path = bpy.path.abspath(s.depth_image) if s.depth_image else ""
             if not path:
                 raise SessionError("Depth is set to Depth Map, but no depth map is chosen")
-            _check_readable(path, "The depth map")
+            _check_readable(path, "the depth map")
             depth_map = _load_depth_map(path, width, height)
 
         out, fallback = output_folder(scene, s)
