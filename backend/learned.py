@@ -141,7 +141,7 @@ class LearnedModel(LatentModel):
         with torch.no_grad():
             return self.encoder(image.float().to(self.device)[None])[0].to(image.device)
 
-    def decode(self, latent):
+    def decode(self, latent, geometry=None, depth=None):
         with torch.no_grad():
             return self.decoder(latent.float().to(self.device)[None])[0].clamp(0, 1).to(latent.device)
 

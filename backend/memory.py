@@ -126,6 +126,7 @@ class LatentMemory:
         self.age = torch.zeros(0, dtype=torch.int32, device=self.device)      # write number, for "oldest wins"
         self.writes = 0
         self.last_read_cells = 0
+        self.last_read_geometry = None  # [3, h, w]: (u, v, size) of each cell the last read returned
         self._rebuild_blocks()
 
     def __len__(self):
@@ -243,8 +244,9 @@ class LatentMemory:
         front = z > NEAR
         idx, pc, z = idx[front], pc[front], z[front]
         # each cell covers the target cells whose centres fall inside its projected footprint
-        j0, j1 = self._span(fx * pc[:, 0] / z + cx, SPLAT_GROW * fx * self.foot[idx] / z)
-        i0, i1 = self._span(fy * pc[:, 1] / z + cy, SPLAT_GROW * fy * self.foot[idx] / z)
+        u, v, size = fx * pc[:, 0] / z + cx, fy * pc[:, 1] / z + cy, fx * self.foot[idx] / z
+        j0, j1 = self._span(u, SPLAT_GROW * size)
+        i0, i1 = self._span(v, SPLAT_GROW * fy / fx * size)
         off = torch.arange(MAX_SPLAT, device=self.device)
         jj = (j0[:, None, None] + off[None, None, :]).expand(-1, MAX_SPLAT, -1)
         ii = (i0[:, None, None] + off[None, :, None]).expand(-1, -1, MAX_SPLAT)
@@ -259,6 +261,12 @@ class LatentMemory:
         out[hit] = self.lat[idx[best[hit]]]
         depth = torch.full((h * w,), float("inf"), device=self.device)
         depth[hit] = z[best[hit]]
+        # where each winner really lands (latent grid units, not snapped) and how large: a model can
+        # place its pixels with sub-cell precision from this
+        geo = torch.full((3, h * w), float("nan"), device=self.device)
+        won = src[best[hit]]
+        geo[:, hit] = torch.stack([u[won], v[won], size[won]]).float()
+        self.last_read_geometry = geo.reshape(3, h, w)
         return out.T.reshape(self.channels, h, w), ~hit.reshape(h, w), depth.reshape(h, w)
 
     def save(self, path):
@@ -316,6 +324,7 @@ class SceneMemory:
         self.channels, self.cell, self.device, self.bank_cls = channels, cell, device, bank_cls
         self.static = bank_cls(channels, cell, device=device)
         self.objects = {}
+        self.last_read_geometry = None
 
     def _bank(self, oid):
         if oid == 0:
@@ -348,6 +357,7 @@ class SceneMemory:
         a cell is only taken from the bank that owns it there (an object's unseen side is a hole, not a
         view through it)."""
         latent, hole, depth = self.static.read(K, cam_to_world, h, w)
+        geo = getattr(self.static, "last_read_geometry", None)
         owner = torch.zeros(h, w, dtype=torch.long)
         for oid in sorted(poses or {}):
             if oid not in self.objects:
@@ -358,6 +368,8 @@ class SceneMemory:
                 nearer = ~hole_o & (ids == oid)
             latent = torch.where(nearer[None], lat_o, latent)
             depth = torch.where(nearer, d_o, depth)
+            geo_o = getattr(self.objects[oid], "last_read_geometry", None)
+            geo = None if geo is None or geo_o is None else torch.where(nearer[None], geo_o, geo)
             hole = hole & ~nearer
             owner = torch.where(nearer, torch.full_like(owner, oid), owner)
         if ids is not None:
@@ -365,6 +377,9 @@ class SceneMemory:
             hole = hole | wrong
             latent = torch.where(wrong[None], torch.zeros_like(latent), latent)
             depth = torch.where(wrong, torch.full_like(depth, float("inf")), depth)
+        if geo is not None:
+            geo = torch.where(hole[None], torch.full_like(geo, float("nan")), geo)
+        self.last_read_geometry = geo
         return latent, hole, depth
 
     def nbytes(self):

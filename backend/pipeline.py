@@ -247,7 +247,7 @@ class Run:
         full = self.model.fill(latent, hole, mdepth, self.generator, target_depth=target, ids=cell_ids)
         if hole.any():
             memory.write(full, cells, K, c2w, mask=hole & ~edges, ids=cell_ids, poses=poses)
-        image = self.model.decode(full)[:, :self.H, :self.W]
+        image = self.model.decode(full, getattr(memory, "last_read_geometry", None), mdepth)[:, :self.H, :self.W]
         save_png(image, os.path.join(self.frames_dir, protocol.frame_filename(n)))
 
     def per_frame(self, memory, seg):
