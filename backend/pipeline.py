@@ -157,8 +157,12 @@ class Run:
         self.segments = protocol.segments(self.order, seg_len)
         self.frames_dir = os.path.join(out_dir, "frames")
         self.state_dir = os.path.join(out_dir, STATE_DIR)
-        self.generator = torch.Generator().manual_seed(job.get("seed", 0))
         self.known_ids = {0} | {o["id"] for o in job.get("objects") or []}
+
+    def generator(self, n):
+        """Noise for the work that starts at frame n, from (seed, n) alone: a resumed run draws exactly what
+        a run that never stopped would have drawn there."""
+        return torch.Generator().manual_seed((int(self.job.get("seed", 0)) * 1_000_003 + n) % 2 ** 63)
 
     def camera(self, n):
         f = self.frames[n]
@@ -244,7 +248,7 @@ class Run:
         target = None
         if self.job["depth_source"] == "SCENE":
             target = torch.where(cells >= self.far, torch.full_like(cells, float("inf")), cells)
-        full = self.model.fill(latent, hole, mdepth, self.generator, target_depth=target, ids=cell_ids)
+        full = self.model.fill(latent, hole, mdepth, self.generator(n), target_depth=target, ids=cell_ids)
         if hole.any():
             memory.write(full, cells, K, c2w, mask=hole & ~edges, ids=cell_ids, poses=poses)
         image = self.model.decode(full, getattr(memory, "last_read_geometry", None), mdepth)[:, :self.H, :self.W]
@@ -275,10 +279,9 @@ class Run:
             self.emit("progress", segment=i, segments=len(self.segments), frame=seg[0], done=finished, total=total,
                       eta_s=round(max(eta, 0.0), 2), step=s, steps=steps)
 
-        # a generator per segment (seed, first frame): a resumed run draws the same noise as one that never stopped
-        gen = torch.Generator().manual_seed((int(self.job.get("seed", 0)) * 1_000_003 + seg[0]) % 2 ** 63)
         latents = self.model.generate([r[0] for r in reads], [r[1] for r in reads], prompt=self.job.get("prompt", ""),
-                                      negative_prompt=self.job.get("negative_prompt", ""), generator=gen, step=step)
+                                      negative_prompt=self.job.get("negative_prompt", ""),
+                                      generator=self.generator(seg[0]), step=step)
         for (_, hole, _, cells, cell_ids, edges, poses, K, c2w), latent in zip(reads, latents):
             if hole.any():
                 memory.write(latent, cells, K, c2w, mask=hole & ~edges, ids=cell_ids, poses=poses)
