@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .models import LatentModel, ModelError, depth_aware_fill
+from .models import LatentModel, ModelError, depth_aware_fill, place_pixels
 
 FAR_RATIO = 10.0   # a read or target depth beyond this many times the median known depth counts as sky
 FILL_IN = 30       # fill net input channels for 12 latent channels: see fill_features
@@ -77,14 +77,26 @@ def _log_depth(d, med, valid):
     return torch.where(valid, x, torch.zeros_like(x))
 
 
-def fill_features(latent, hole, depth, target_depth=None):
+def pixel_base(encoder, decoder, latent, hole, depth, target_depth=None, ids=None):
+    """The depth-aware push-pull fill done on decoded pixels and encoded back: averaging pixels blends colours,
+    averaging a learned code does not. A latent push-pull first gives the decoder something plausible in the
+    holes, so what it decodes next to them is not pulled off by empty cells."""
+    rough = depth_aware_fill(latent, hole, depth, target_depth, ids, far_ratio=FAR_RATIO)
+    patches = F.pixel_unshuffle(decoder(rough[None]), 8)[0]
+    filled = depth_aware_fill(patches, hole, depth, target_depth, ids, far_ratio=FAR_RATIO)
+    return torch.where(hole[None], encoder(F.pixel_shuffle(filled[None], 8))[0], latent)
+
+
+def fill_features(latent, hole, depth, target_depth=None, base=None):
     """Inputs of the fill net for one read (all [.., h, w]): known latent (holes zeroed), hole mask, the
-    push-pull base fill, log read depth / median and a read-sky flag, log target depth / median, a target-sky
-    flag and whether the target depth is given. Returns (features [2C+6, h, w], base fill [C, h, w])."""
+    base fill (given, or a push-pull of the latent), log read depth / median and a read-sky flag, log target
+    depth / median, a target-sky flag and whether the target depth is given. Returns (features [2C+6, h, w],
+    base fill [C, h, w])."""
     latent = latent.float()
     depth = depth.float()
     known = ~hole
-    base = depth_aware_fill(latent, hole, depth, target_depth, far_ratio=FAR_RATIO)
+    if base is None:
+        base = depth_aware_fill(latent, hole, depth, target_depth, far_ratio=FAR_RATIO)
     finite = torch.isfinite(depth) & known
     if finite.any():
         med = depth[finite].median()
@@ -112,11 +124,15 @@ class LearnedModel(LatentModel):
     """The trained builtin model: 8 x 8 pixel cells of `channels` latent channels and a learned hole fill."""
 
     def __init__(self, name, channels=12, cell=8, widths=(32, 64, 96), fill_width=64,
-                 weights="weights.safetensors", folder=None, device="cpu"):
+                 weights="weights.safetensors", folder=None, device="cpu", fill_base="latent", fill="net"):
         from . import models
         if cell != 8:
             raise ModelError(f"model '{name}': only cell 8 is supported, got {cell}")
-        self.name, self.cell, self.channels = name, 8, int(channels)
+        if fill_base not in ("latent", "pixel"):
+            raise ModelError(f"model '{name}': fill_base must be 'latent' or 'pixel', got {fill_base!r}")
+        if fill not in ("net", "pushpull"):
+            raise ModelError(f"model '{name}': fill must be 'net' or 'pushpull', got {fill!r}")
+        self.name, self.cell, self.channels, self.fill_base, self.fill_mode = name, 8, int(channels), fill_base, fill
         self.device = torch.device(device)
         self.encoder = Encoder(self.channels, tuple(widths))
         self.decoder = Decoder(self.channels, tuple(widths))
@@ -143,7 +159,12 @@ class LearnedModel(LatentModel):
 
     def decode(self, latent, geometry=None, depth=None):
         with torch.no_grad():
-            return self.decoder(latent.float().to(self.device)[None])[0].clamp(0, 1).to(latent.device)
+            image = self.decoder(latent.float().to(self.device)[None])[0].clamp(0, 1).to(latent.device)
+        if geometry is not None and depth is not None:
+            # the decoder works on the cell grid; each read cell's 8 x 8 pixels then go where the cell
+            # really lands, as the patch model does, so reprojection is not quantised to 8 pixels
+            image = place_pixels(F.pixel_unshuffle(image[None], 8)[0], image, geometry, depth, 8)
+        return image
 
     def fill(self, latent, hole, depth, generator=None, target_depth=None, ids=None):
         out_device = latent.device
@@ -152,8 +173,15 @@ class LearnedModel(LatentModel):
         if not hole.any():
             return latent.to(out_device)
         td = None if target_depth is None else target_depth.to(self.device)
+        depth = depth.to(self.device)
         with torch.no_grad():
-            feats, base = fill_features(latent, hole, depth.to(self.device), td)
+            base = None
+            if self.fill_base == "pixel" or self.fill_mode == "pushpull":
+                base = pixel_base(self.encoder, self.decoder, latent, hole, depth, td,
+                                  None if ids is None else ids.to(self.device))
+            if self.fill_mode == "pushpull":
+                return base.to(out_device)
+            feats, base = fill_features(latent, hole, depth, td, base)
             pred = base + self.filler(feats[None])[0]
         # known cells come back exactly as read, so what the memory saw stays what it was
         return torch.where(hole[None], pred, latent).to(out_device)

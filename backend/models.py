@@ -67,6 +67,37 @@ def push_pull(x, hole, weight=None):
     return torch.where(hole[None], filled, x)
 
 
+def place_pixels(patches, image, geometry, depth, c):
+    """`patches` [3*c*c, h, w] holds each read cell's pixels: put them where the cell really lands (at pixel
+    precision, scaled by its size, from the read's geometry) instead of on the cell grid, nearest pixel first.
+    Pixels no patch reaches keep `image`'s grid-aligned value, so magnified surfaces stay closed."""
+    _, H, W = image.shape
+    i, j = torch.nonzero(torch.isfinite(geometry[0]), as_tuple=True)
+    if i.numel() == 0:
+        return image
+    u, v, size = geometry[0, i, j], geometry[1, i, j], geometry[2, i, j]
+    off = torch.arange(c, dtype=torch.float32) - (c - 1) / 2
+    # pixel centres of the patch: centre of the cell in pixels, plus offsets scaled by the cell's size
+    X = (u * c + (c - 1) / 2)[:, None, None] + off[None, None, :] * size[:, None, None]
+    Y = (v * c + (c - 1) / 2)[:, None, None] + off[None, :, None] * size[:, None, None]
+    X, Y = torch.floor(X + 0.5).long(), torch.floor(Y + 0.5).long()
+    X, Y = X.expand(-1, c, c), Y.expand(-1, c, c)
+    ok = (X >= 0) & (X < W) & (Y >= 0) & (Y < H)
+    # only inside cells the memory filled: the model's own fill decides the rest
+    ok &= torch.isfinite(geometry[0])[Y.clamp(0, H - 1) // c, X.clamp(0, W - 1) // c]
+    cell_of = torch.arange(i.numel())[:, None, None].expand(-1, c, c)[ok]
+    target = Y[ok] * W + X[ok]
+    from .memory import zbuffer
+    best = zbuffer(target, depth[i, j][cell_of].float(), H * W)
+    hit = best < target.numel()
+    cells = patches[:, i, j].float().reshape(3, c, c, -1).permute(3, 0, 1, 2)  # [N, 3, dy, dx]
+    dy, dx = torch.nonzero(ok, as_tuple=True)[1:]
+    colours = cells[cell_of, :, dy, dx]  # [M, 3]
+    flat = image.reshape(3, -1).clone()
+    flat[:, hit] = colours[best[hit]].T
+    return flat.reshape(3, H, W)
+
+
 class PatchModel(LatentModel):
     """Classical baseline: an exact space-to-depth latent (each cell holds its cell x cell RGB patch)
     with push-pull hole filling. No learned weights; it reprojects what was seen and smoothly
@@ -83,39 +114,8 @@ class PatchModel(LatentModel):
     def decode(self, latent, geometry=None, depth=None):
         image = F.pixel_shuffle(latent[None].float(), self.cell)[0]
         if geometry is not None and depth is not None:
-            image = self._place_pixels(latent, image, geometry, depth)
+            image = place_pixels(latent, image, geometry, depth, self.cell)
         return image.clamp(0, 1)
-
-    def _place_pixels(self, latent, image, geometry, depth):
-        """Each cell read from the memory holds the pixels of its patch: put them where the cell really
-        lands (at pixel precision, scaled by its size) instead of on the cell grid, nearest pixel first.
-        Pixels no patch reaches keep the grid-aligned value, so magnified surfaces stay closed."""
-        c = self.cell
-        _, H, W = image.shape
-        i, j = torch.nonzero(torch.isfinite(geometry[0]), as_tuple=True)
-        if i.numel() == 0:
-            return image
-        u, v, size = geometry[0, i, j], geometry[1, i, j], geometry[2, i, j]
-        off = torch.arange(c, dtype=torch.float32) - (c - 1) / 2
-        # pixel centres of the patch: centre of the cell in pixels, plus offsets scaled by the cell's size
-        X = (u * c + (c - 1) / 2)[:, None, None] + off[None, None, :] * size[:, None, None]
-        Y = (v * c + (c - 1) / 2)[:, None, None] + off[None, :, None] * size[:, None, None]
-        X, Y = torch.floor(X + 0.5).long(), torch.floor(Y + 0.5).long()
-        X, Y = X.expand(-1, c, c), Y.expand(-1, c, c)
-        ok = (X >= 0) & (X < W) & (Y >= 0) & (Y < H)
-        # only inside cells the memory filled: the model's own fill decides the rest
-        ok &= torch.isfinite(geometry[0])[Y.clamp(0, H - 1) // c, X.clamp(0, W - 1) // c]
-        cell_of = torch.arange(i.numel())[:, None, None].expand(-1, c, c)[ok]
-        target = Y[ok] * W + X[ok]
-        from .memory import zbuffer
-        best = zbuffer(target, depth[i, j][cell_of].float(), H * W)
-        hit = best < target.numel()
-        patches = latent[:, i, j].float().reshape(3, c, c, -1).permute(3, 0, 1, 2)  # [N, 3, dy, dx]
-        dy, dx = torch.nonzero(ok, as_tuple=True)[1:]
-        colours = patches[cell_of, :, dy, dx]  # [M, 3]
-        flat = image.reshape(3, -1).clone()
-        flat[:, hit] = colours[best[hit]].T
-        return flat.reshape(3, H, W)
 
     def fill(self, latent, hole, depth, generator=None, target_depth=None, ids=None):
         return depth_aware_fill(latent.float(), hole, depth, target_depth, ids)
@@ -210,6 +210,8 @@ def load(name, device="cpu", emit=None):
             cfg = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise ModelError(f"model '{name}' has an unreadable model.json: {e}") from None
+    if "alias" in cfg and isinstance(cfg["alias"], str) and cfg["alias"] != name:
+        return load(cfg["alias"], device, emit)  # 'builtin' names whichever shipped model is the default
     kind = _KINDS.get(cfg.get("kind"))
     if kind is None:
         raise ModelError(f"model '{name}' has unknown kind {cfg.get('kind')!r}")

@@ -252,6 +252,9 @@ class Run:
         if hole.any():
             memory.write(full, cells, K, c2w, mask=hole & ~edges, ids=cell_ids, poses=poses)
         image = self.model.decode(full, getattr(memory, "last_read_geometry", None), mdepth)[:, :self.H, :self.W]
+        if n == self.job["reference"]["frame"]:
+            # the user's image on its own frame, not the model's rendition of it
+            image = load_image(self.job["reference"]["image"], self.W, self.H)
         save_png(image, os.path.join(self.frames_dir, protocol.frame_filename(n)))
 
     def per_frame(self, memory, seg):
@@ -311,11 +314,13 @@ class Run:
 
     def run(self):
         t_start = time.perf_counter()
-        fingerprint = job_fingerprint(self.job)
+        # by the model that really runs: a resumed "builtin" job must not mix two different default models
+        fingerprint = job_fingerprint(dict(self.job, model=self.model.name))
         os.makedirs(self.frames_dir, exist_ok=True)
         os.makedirs(self.state_dir, exist_ok=True)
         notices = self.warnings + ([self.device_note] if self.device_note else [])
-        self.emit("hello", protocol=protocol.PROTOCOL_VERSION, device=self.device, model=self.model.name,
+        self.emit("hello", protocol=protocol.PROTOCOL_VERSION, device=self.device, model=self.job["model"],
+                  runs=self.model.name,
                   notices=notices, segments=len(self.segments), frames=len(self.order))
         done, memory, stats = self.resume_point(fingerprint)
         self.resumed = done
@@ -357,7 +362,7 @@ class Run:
 
     def write_report(self, stats, fingerprint, seconds):
         report = {
-            "fingerprint": fingerprint, "model": self.model.name, "device": self.device,
+            "fingerprint": fingerprint, "model": self.job["model"], "runs": self.model.name, "device": self.device,
             "width": self.W, "height": self.H, "latent": [self.model.channels, self.h, self.w],
             "frames": sum(len(seg) for seg in self.segments[:len(stats)]),
             "segments": len(stats), "seconds": round(seconds, 4),

@@ -18,6 +18,8 @@ class MirageSettings(bpy.types.PropertyGroup):
                                   description="Distance of the assumed wall for the Plane depth source")
     model: EnumProperty(name="Model", items=[
         ("builtin", "Built-in", "Offline, exact: reprojects what was seen and fills new areas smoothly"),
+        ("compact", "Compact (trained)", "Offline, trained 8x8-pixel latent cells: about 8x less memory than Built-in, "
+                                         "softer images"),
         ("wan-vace-1.3b", "Wan2.1 VACE 1.3B", "Video diffusion; needs a CUDA GPU (about 8 GB) and downloads about "
                                               "19 GB into the Hugging Face cache on first use"),
         ("wan-vace-14b", "Wan2.1 VACE 14B", "Large video diffusion; needs a CUDA GPU (about 40 GB) and downloads "

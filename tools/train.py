@@ -30,15 +30,16 @@ import torch.nn.functional as F
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from backend import models  # noqa: E402
-from backend.learned import Decoder, Encoder, FillNet, fill_features  # noqa: E402
+from backend.learned import Decoder, Encoder, FillNet, fill_features, pixel_base  # noqa: E402
 from backend.memory import LatentMemory, cell_depth  # noqa: E402
 
-DATA = os.path.join(ROOT, "out", "train_data")
+# MIRAGE_TRAIN_DATA / MIRAGE_WALLPAPERS point elsewhere, e.g. at a copy taken to a GPU machine
+DATA = os.environ.get("MIRAGE_TRAIN_DATA") or os.path.join(ROOT, "out", "train_data")
 # MIRAGE_TRAIN_OUT trains into another folder, to compare against the shipped model before replacing it
 MODEL_DIR = os.environ.get("MIRAGE_TRAIN_OUT") or os.path.join(ROOT, "models", "compact")
 W, H = 256, 144
 HELD_OUT_SEED = 1000
-WALLPAPERS = "/usr/share/backgrounds"
+WALLPAPERS = os.environ.get("MIRAGE_WALLPAPERS") or "/usr/share/backgrounds"
 
 
 # ----------------------------------------------------------------------------------------------- rendering
@@ -111,7 +112,9 @@ def ensure_rooms(seeds, samples):
     for s in seeds:
         z = np.load(os.path.join(DATA, f"room_{s:04d}.npz"))
         if len(z["images"]):
-            rooms.append({k: z[k] for k in z.files})
+            room = {k: z[k] for k in z.files}
+            room["depths"] = room["depths"].astype(np.float32)
+            rooms.append(room)
     return rooms
 
 
@@ -162,31 +165,62 @@ def psnr(a, b):
     return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
-def train_autoencoder(images, steps, device, batch=8, crop=96):
-    torch.manual_seed(0)
-    enc, dec = Encoder().to(device), Decoder().to(device)
-    params = list(enc.parameters()) + list(dec.parameters())
-    opt = torch.optim.Adam(params, lr=2e-3)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.05)
-    g = torch.Generator().manual_seed(0)
-    t0 = time.perf_counter()
-    for step in range(steps):
-        idx = torch.randint(0, len(images), (batch,), generator=g)
-        ys = torch.randint(0, H - crop + 1, (1,), generator=g).item() // 8 * 8
-        xs = torch.randint(0, W - crop + 1, (1,), generator=g).item() // 8 * 8
-        x = images[idx, :, ys:ys + crop, xs:xs + crop].to(device)
-        if torch.rand(1, generator=g).item() < 0.5:
-            x = x.flip(-1)
-        z = enc(x)
-        # a little latent noise keeps the decoder smooth around codes the fill net will predict
-        z = z + 0.02 * torch.randn(z.shape, generator=g).to(device)
-        y = dec(z)
-        loss = F.mse_loss(y, x) + 0.1 * (y - x).abs().mean()
+def calibrate_steps(images, seconds, device, channels, widths, batch, crop):
+    """How many autoencoder steps fit in `seconds` on this machine: times 20 steps of a throwaway model."""
+    enc, dec = Encoder(channels, widths).to(device), Decoder(channels, widths).to(device)
+    opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=1e-4)
+    x = images[:batch, :, :crop[0], :crop[1]].to(device).float() / 255.0
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    for i in range(25):
+        if i == 5:
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+        with amp:
+            loss = F.mse_loss(dec(enc(x)).float(), x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    per_step = (time.perf_counter() - t) / 20
+    steps = max(100, int(seconds / (per_step * 1.1)) // 100 * 100)  # 10 % for logging and data
+    print(f"  {per_step * 1000:.1f} ms per autoencoder step: {steps} steps fit in {seconds:.0f} s", flush=True)
+    return steps
+
+
+def train_autoencoder(images, steps, device, channels, widths, batch=8, crop=(96, 96), lr=1e-3):
+    """images: uint8 [N, 3, H, W], kept on the training device as bytes."""
+    torch.manual_seed(0)
+    enc, dec = Encoder(channels, widths).to(device), Decoder(channels, widths).to(device)
+    params = list(enc.parameters()) + list(dec.parameters())
+    opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    g = torch.Generator().manual_seed(0)
+    images = images.to(device)
+    ch, cw = crop
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    t0 = time.perf_counter()
+    for step in range(steps):
+        idx = torch.randint(0, len(images), (batch,), generator=g).to(device)
+        ys = torch.randint(0, H - ch + 1, (1,), generator=g).item() // 8 * 8
+        xs = torch.randint(0, W - cw + 1, (1,), generator=g).item() // 8 * 8
+        x = images[idx, :, ys:ys + ch, xs:xs + cw].float() / 255.0
+        if torch.rand(1, generator=g).item() < 0.5:
+            x = x.flip(-1)
+        with amp:
+            z = enc(x)
+            # a little latent noise keeps the decoder smooth around codes the fill net will predict
+            z = z + 0.02 * torch.randn(z.shape, generator=g).to(device)
+            y = dec(z).float()
+        loss = F.mse_loss(y, x) + 0.1 * (y - x).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        # clipped: at full learning rate a rare large batch gradient can otherwise wreck the whole run
+        torch.nn.utils.clip_grad_norm_(params, 0.5)
+        opt.step()
         sched.step()
-        if step % 50 == 0 or step == steps - 1:
+        if step % (50 if steps < 5000 else 500) == 0 or step == steps - 1:
             print(f"  ae step {step:5d}/{steps}  loss {loss.item():.5f}  psnr {psnr(y.detach().clamp(0, 1), x):.2f}  "
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
     return enc.eval(), dec.eval()
@@ -201,7 +235,7 @@ def blob_mask(g, h, w):
     field = F.interpolate(noise, size=(h, w), mode="bicubic", align_corners=False)[0, 0]
     hole = field > torch.rand(1, generator=g).item() * 0.4 + 0.5
     if r < 0.4:  # a strip along one side, as a turning camera leaves
-        k = int(torch.randint(1, w // 2, (1,), generator=g))
+        k = int(torch.randint(1, 3 * w // 4, (1,), generator=g))
         side = torch.rand(1, generator=g).item() < 0.5
         hole[:, :k] |= side
         hole[:, w - k:] |= not side
@@ -209,16 +243,27 @@ def blob_mask(g, h, w):
 
 
 def memory_read(lat_a, depth_a, K_a, c2w_a, K_b, c2w_b):
-    """Write view A's latent into a fresh memory and read it at view B, as the pipeline does."""
+    """Write view A's latent into a fresh memory and read it at view B, as the pipeline does: (latent, hole,
+    depth, geometry)."""
     dc = cell_depth(torch.from_numpy(depth_a), 8)
     fin = dc[torch.isfinite(dc)]
     far = float(fin.max()) * 20.0 if fin.numel() else 1000.0
     mem = LatentMemory(lat_a.shape[0], 8)
     mem.write(lat_a, torch.where(torch.isfinite(dc), dc, torch.full_like(dc, far)), torch.from_numpy(K_a), torch.from_numpy(c2w_a))
-    return mem.read(torch.from_numpy(K_b), torch.from_numpy(c2w_b), H // 8, W // 8)
+    lat, hole, depth = mem.read(torch.from_numpy(K_b), torch.from_numpy(c2w_b), H // 8, W // 8)
+    return lat, hole, depth, mem.last_read_geometry
 
 
-def fill_samples(rooms, enc, device, photo_lat=None, photos_per=0, seed=0):
+def base_fill(enc, dec, lat, hole, depth, target_depth):
+    """The fill net's starting point: push-pull on decoded pixels when a decoder is given (fill_base "pixel"),
+    else None (push-pull on the latent)."""
+    if dec is None:
+        return None
+    with torch.no_grad():
+        return pixel_base(enc, dec, lat.float(), hole, depth, target_depth)
+
+
+def fill_samples(rooms, enc, device, photo_lat=None, photos_per=0, seed=0, dec=None):
     """(features, base, hole, target latent, target image index info) for reprojection pairs + random masks."""
     g = torch.Generator().manual_seed(seed)
     feats, bases, holes, targets, images = [], [], [], [], []
@@ -230,13 +275,14 @@ def fill_samples(rooms, enc, device, photo_lat=None, photos_per=0, seed=0):
             for b in range(3):
                 if a == b:
                     continue
-                lat, hole, rdepth = memory_read(lats[a].half(), room["depths"][a], room["K"][a], room["c2w"][a],
+                lat, hole, rdepth, _ = memory_read(lats[a].half(), room["depths"][a], room["K"][a], room["c2w"][a],
                                                 room["K"][b], room["c2w"][b])
                 if not hole.any():
                     continue
                 td = cell_depth(torch.from_numpy(room["depths"][b]), 8)
                 use_t = torch.rand(1, generator=g).item() < 0.75
-                f, base = fill_features(lat, hole, rdepth, td if use_t else None)
+                f, base = fill_features(lat, hole, rdepth, td if use_t else None,
+                                        base_fill(enc, dec, lat, hole, rdepth, td if use_t else None))
                 feats.append(f), bases.append(base), holes.append(hole), targets.append(lats[b]), images.append(imgs[b])
     if photo_lat is not None:
         lats, imgs = photo_lat
@@ -244,14 +290,17 @@ def fill_samples(rooms, enc, device, photo_lat=None, photos_per=0, seed=0):
             for _ in range(photos_per):
                 hole = blob_mask(g, H // 8, W // 8)
                 depth = torch.where(hole, torch.full_like(hole, float("inf"), dtype=torch.float32), torch.ones(hole.shape))
-                f, base = fill_features(lats[i].half().float(), hole, depth, None)
+                lat = lats[i].half().float()
+                f, base = fill_features(lat, hole, depth, None, base_fill(enc, dec, lat, hole, depth, None))
                 feats.append(f), bases.append(base), holes.append(hole), targets.append(lats[i]), images.append(imgs[i])
     return torch.stack(feats), torch.stack(bases), torch.stack(holes), torch.stack(targets), torch.stack(images)
 
 
-def train_fill(data, dec, steps, device, batch=8):
+def train_fill(data, dec, steps, device, channels, fill_width, batch=8):
     torch.manual_seed(1)
-    net = FillNet().to(device)
+    net = FillNet(channels, fill_width).to(device)
+    # pixel loss through the frozen decoder: the whole frame on a GPU, a window of 9 x 12 cells on a CPU
+    wh, ww = (H // 8, W // 8) if device == "cuda" else (9, 12)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps, pct_start=0.05)
     feats, bases, holes, targets, images = data
@@ -263,20 +312,20 @@ def train_fill(data, dec, steps, device, batch=8):
         pred = torch.where(hole[:, None], base + net(f), tgt)
         hw = hole[:, None].float()
         lat_loss = (((pred - tgt) ** 2) * hw).sum() / (hw.sum() * pred.shape[1]).clamp_min(1)
-        # pixel loss through the frozen decoder on a window of 9 x 12 cells (the whole frame costs too much here)
-        i = int(torch.randint(0, H // 8 - 9 + 1, (1,), generator=g))
-        j = int(torch.randint(0, W // 8 - 12 + 1, (1,), generator=g))
-        pw = hw[:, :, i:i + 9, j:j + 12]
+        i = int(torch.randint(0, H // 8 - wh + 1, (1,), generator=g))
+        j = int(torch.randint(0, W // 8 - ww + 1, (1,), generator=g))
+        pw = hw[:, :, i:i + wh, j:j + ww]
         pix_hole = F.interpolate(pw, scale_factor=8, mode="nearest")
-        y = dec(pred[:, :, i:i + 9, j:j + 12])
-        ref = img[:, :, 8 * i:8 * i + 72, 8 * j:8 * j + 96]
+        y = dec(pred[:, :, i:i + wh, j:j + ww])
+        ref = img[:, :, 8 * i:8 * i + 8 * wh, 8 * j:8 * j + 8 * ww]
         pix_loss = (((y - ref) ** 2) * pix_hole).sum() / (pix_hole.sum() * 3).clamp_min(1)
         loss = pix_loss + 0.05 * lat_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 0.5)
         opt.step()
         sched.step()
-        if step % 50 == 0 or step == steps - 1:
+        if step % (50 if steps < 5000 else 500) == 0 or step == steps - 1:
             print(f"  fill step {step:5d}/{steps}  pixel mse {pix_loss.item():.5f}  {time.perf_counter() - t0:.0f} s", flush=True)
     return net.eval()
 
@@ -303,13 +352,13 @@ def evaluate(model, rooms, photos):
         imgs = to_t(room["images"])
         for a, b in ((0, 1), (1, 2), (2, 0), (1, 0)):
             lat = model.encode(imgs[a]).half()
-            read, hole, rdepth = memory_read(lat, room["depths"][a], room["K"][a], room["c2w"][a], room["K"][b], room["c2w"][b])
+            read, hole, rdepth, geo = memory_read(lat, room["depths"][a], room["K"][a], room["c2w"][a], room["K"][b], room["c2w"][b])
             if not hole.any():
                 continue
             td = cell_depth(torch.from_numpy(room["depths"][b]), 8)
             hole_px = F.interpolate(hole[None, None].float(), scale_factor=8)[0].bool()
-            out_l = model.decode(model.fill(read, hole, rdepth, target_depth=td))
-            out_pl = model.decode(models.depth_aware_fill(read.float(), hole, rdepth, td))
+            out_l = model.decode(model.fill(read, hole, rdepth, target_depth=td), geo, rdepth)
+            out_pl = model.decode(models.depth_aware_fill(read.float(), hole, rdepth, td), geo, rdepth)
             # the patch model with its own exact 4 x 4 latent and push-pull, through the same memory
             plat = patch.encode(imgs[a])
             dc = cell_depth(torch.from_numpy(room["depths"][a]), 4)
@@ -318,7 +367,8 @@ def evaluate(model, rooms, photos):
             mem.write(plat, torch.where(torch.isfinite(dc), dc, torch.full_like(dc, float(fin.max()) * 20)),
                       torch.from_numpy(room["K"][a]), torch.from_numpy(room["c2w"][a]))
             pr, ph, pd = mem.read(torch.from_numpy(room["K"][b]), torch.from_numpy(room["c2w"][b]), H // 4, W // 4)
-            out_p = patch.decode(patch.fill(pr, ph, pd, target_depth=cell_depth(torch.from_numpy(room["depths"][b]), 4)))
+            out_p = patch.decode(patch.fill(pr, ph, pd, target_depth=cell_depth(torch.from_numpy(room["depths"][b]), 4)),
+                                 mem.last_read_geometry, pd)
             gt = imgs[b]
             learned.append(hole_psnr(out_l, gt, hole_px))
             pushpull_latent.append(hole_psnr(out_pl, gt, hole_px))
@@ -343,9 +393,9 @@ def evaluate(model, rooms, photos):
         ph_p.append(hole_psnr(out_p, x, hole_px))
     mean = lambda v: round(float(np.mean(v)), 2) if v else None  # noqa: E731
     res.update({"reprojection_pairs": len(learned), "mean_hole_fraction": mean(hole_frac),
-                "fill_hole_psnr_learned": mean(learned), "fill_hole_psnr_latent_pushpull": mean(pushpull_latent),
-                "fill_hole_psnr_patch_pushpull": mean(patch_pp), "frame_psnr_learned": mean(full_l),
-                "frame_psnr_patch": mean(full_p), "photo_masks": len(ph_l), "photo_hole_psnr_learned": mean(ph_l),
+                "fill_hole_psnr_model": mean(learned), "fill_hole_psnr_latent_pushpull": mean(pushpull_latent),
+                "fill_hole_psnr_patch_pushpull": mean(patch_pp), "frame_psnr_model": mean(full_l),
+                "frame_psnr_patch": mean(full_p), "photo_masks": len(ph_l), "photo_hole_psnr_model": mean(ph_l),
                 "photo_hole_psnr_patch_pushpull": mean(ph_p)})
     return res
 
@@ -390,6 +440,15 @@ def main():
     ap.add_argument("--ae-steps", type=int, default=2500)
     ap.add_argument("--fill-steps", type=int, default=800)
     ap.add_argument("--eval-only", action="store_true", help="re-measure the shipped weights, no training")
+    ap.add_argument("--fill-only", action="store_true",
+                    help="keep the autoencoder in the weights file and train the fill net again")
+    ap.add_argument("--photos-per", type=int, default=1, help="random hole masks per wallpaper crop for the fill net")
+    ap.add_argument("--no-eval", action="store_true", help="train only; the numbers are measured later with --eval-only")
+    ap.add_argument("--ae-seconds", type=float, default=None,
+                    help="instead of --ae-steps: as many steps as fit in this time (the count is recorded)")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--crop", default="96x96", help="autoencoder training crop, HxW in pixels")
+    ap.add_argument("--fill-batch", type=int, default=8)
     args = ap.parse_args()
     os.makedirs(DATA, exist_ok=True)
     if args.render_worker:
@@ -398,6 +457,8 @@ def main():
     torch.set_num_threads(max(1, min(os.cpu_count() or 1, 16)))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     t_all = time.perf_counter()
+    with open(os.path.join(MODEL_DIR, "model.json")) as f:
+        cfg = json.load(f)["args"]
     rooms = ensure_rooms(list(range(args.scenes)), args.samples)
     test_rooms = ensure_rooms(list(range(HELD_OUT_SEED, HELD_OUT_SEED + args.test_scenes)), args.samples)
     wp_train, wp_test = wallpaper_crops()
@@ -406,10 +467,24 @@ def main():
     t_data = time.perf_counter() - t_all
     weights = os.path.join(MODEL_DIR, "weights.safetensors")
     if not args.eval_only:
-        images = torch.cat([to_t(r["images"]) for r in rooms] + [to_t(wp_train)])
+        images = torch.from_numpy(np.concatenate([r["images"] for r in rooms] + [wp_train])).permute(0, 3, 1, 2)
         t = time.perf_counter()
-        enc, dec = train_autoencoder(images, args.ae_steps, device)
-        t_ae = time.perf_counter() - t
+        crop = tuple(int(v) for v in args.crop.split("x"))
+        if args.fill_only:
+            from backend.learned import LearnedModel
+            with open(os.path.join(MODEL_DIR, "train.json")) as f:
+                earlier = json.load(f)
+            old = LearnedModel("previous", folder=MODEL_DIR, **{k: v for k, v in cfg.items() if k not in ("weights", "fill_base")})
+            enc, dec = old.encoder.requires_grad_(True), old.decoder.requires_grad_(True)
+            args.ae_steps, args.batch, args.crop = earlier["ae_steps"], earlier["batch"], earlier["crop"]
+            t_ae = earlier["ae_train_seconds"]
+        else:
+            if args.ae_seconds:
+                args.ae_steps = calibrate_steps(images, args.ae_seconds, device, cfg["channels"], tuple(cfg["widths"]),
+                                                args.batch, crop)
+            enc, dec = train_autoencoder(images, args.ae_steps, device, cfg["channels"], tuple(cfg["widths"]),
+                                         batch=args.batch, crop=crop)
+            t_ae = time.perf_counter() - t
         enc, dec = enc.cpu(), dec.cpu()
         for p in list(enc.parameters()) + list(dec.parameters()):
             p.data = p.data.half().float()  # train the fill net against the weights as shipped
@@ -417,30 +492,44 @@ def main():
         pick = torch.from_numpy(np.random.default_rng(0).choice(len(wp_train), size=min(400, len(wp_train)), replace=False))
         with torch.no_grad():
             plats = torch.cat([enc(c) for c in to_t(wp_train[pick.numpy()]).split(64)]).half().float()
-        data = fill_samples(rooms, enc, "cpu", (plats, to_t(wp_train[pick.numpy()])), photos_per=1)
+        data = fill_samples(rooms, enc, "cpu", (plats, to_t(wp_train[pick.numpy()])), photos_per=args.photos_per,
+                            dec=dec if cfg.get("fill_base") == "pixel" else None)
         print(f"fill data: {len(data[0])} samples ({time.perf_counter() - t:.0f} s)", flush=True)
         dec_dev = dec.to(device).requires_grad_(False)
-        fill = train_fill(data, dec_dev, args.fill_steps, device)
+        fill = train_fill(data, dec_dev, args.fill_steps, device, cfg["channels"], cfg["fill_width"], batch=args.fill_batch)
         t_fill = time.perf_counter() - t
         from safetensors.torch import save_file
         state = {}
         for prefix, net in (("encoder.", enc), ("decoder.", dec), ("filler.", fill.cpu())):
             state.update({prefix + k: v.detach().half().contiguous() for k, v in net.state_dict().items()})
-        save_file(state, weights, metadata={"format": "mirage_learned", "channels": "12", "cell": "8"})
+        save_file(state, weights, metadata={"format": "mirage_learned", "channels": str(cfg["channels"]), "cell": "8"})
+        run = {"ae_steps": args.ae_steps, "fill_steps": args.fill_steps, "photos_per": args.photos_per, "batch": args.batch, "crop": args.crop,
+               "fill_batch": args.fill_batch, "train_device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+               "train_rooms": len(rooms), "train_views": 3 * len(rooms), "train_wallpaper_crops": len(wp_train),
+               "data_seconds": round(t_data), "ae_train_seconds": round(t_ae), "fill_train_seconds": round(t_fill),
+               "total_seconds": round(time.perf_counter() - t_all)}
+        with open(os.path.join(MODEL_DIR, "train.json"), "w") as f:
+            json.dump(run, f, indent=1)
+        if args.no_eval:
+            return
     from backend.learned import LearnedModel
-    model = LearnedModel("compact", folder=MODEL_DIR)
+    model = LearnedModel(os.path.basename(MODEL_DIR), folder=MODEL_DIR, **{k: v for k, v in cfg.items() if k != "weights"})
     res = evaluate(model, test_rooms, to_t(wp_test))
+    if cfg.get("fill") == "pushpull":
+        # the learned fill net ships in the same file (models/compact-fillnet): measure it beside
+        args_net = {k: v for k, v in cfg.items() if k != "weights"}
+        args_net["fill"] = "net"
+        net = evaluate(LearnedModel("fillnet", folder=MODEL_DIR, **args_net), test_rooms, to_t(wp_test))
+        res.update({k.replace("_model", "_fillnet"): net[k] for k in
+                    ("fill_hole_psnr_model", "frame_psnr_model", "photo_hole_psnr_model")})
     fps, enc_ms = speed(model)
     nparams = sum(p.numel() for n in (model.encoder, model.decoder, model.filler) for p in n.parameters())
-    stats = {"parameters": nparams, "weights_bytes": os.path.getsize(weights),
-             "train_rooms": len(rooms), "train_views": 3 * len(rooms), "train_wallpaper_crops": len(wp_train),
+    with open(os.path.join(MODEL_DIR, "train.json")) as f:
+        run = json.load(f)  # how the shipped weights were trained, kept beside them
+    stats = {"parameters": nparams, "weights_bytes": os.path.getsize(weights), **run,
              "test_rooms": len(test_rooms), "test_wallpaper_crops": len(wp_test), **res,
              "fill_plus_decode_fps_256x144": fps, "encode_ms_256x144": enc_ms,
-             "threads": torch.get_num_threads(), "device": device}
-    if not args.eval_only:
-        stats.update({"ae_steps": args.ae_steps, "fill_steps": args.fill_steps,
-                      "data_seconds": round(t_data), "ae_train_seconds": round(t_ae), "fill_train_seconds": round(t_fill),
-                      "total_seconds": round(time.perf_counter() - t_all)})
+             "eval_threads": torch.get_num_threads()}
     for k, v in stats.items():
         print(f"  {k}: {v}")
     write_card(stats)

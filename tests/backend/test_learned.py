@@ -1,11 +1,15 @@
-"""The learned model's code (backend/learned.py) on weights this test makes: loading, the interface's
-promises, and clear errors. No trained weights are shipped (see models/compact/README.md)."""
+"""The learned model (backend/learned.py): its code on weights this test makes (loading, the interface's
+promises, clear errors), and the trained weights shipped as 'compact'."""
 import json
+import math
 import os
+import shutil
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import save_file
 
 from backend import models
@@ -85,6 +89,67 @@ def test_missing_and_corrupt_weights_are_clear_errors(models_dir):
         models.load("tiny")
 
 
-def test_compact_without_trained_weights_says_so():
+# a view of a procedural room whose seed training never used (tools/train.py holds out seeds 1000+)
+HELD_OUT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "held_out_room.png")
+
+
+def held_out():
+    return torch.from_numpy(np.array(Image.open(HELD_OUT).convert("RGB"))).permute(2, 0, 1).float() / 255.0
+
+
+def psnr(a, b):
+    return 10 * math.log10(1.0 / float(((a - b) ** 2).mean()))
+
+
+def test_compact_is_the_shipped_trained_model():
+    model = models.load("compact")
+    assert isinstance(model, LearnedModel) and model.name == "compact"
+    assert model.cell == 8 and model.channels <= 16
+    assert os.path.getsize(model.weights_path) <= 20_000_000
+
+
+def test_shipped_round_trip_is_sharp():
+    """Floor 38 dB on the held-out view (41.2 measured when shipped); 8 x 8 block averaging, which is all a
+    blurry code would keep, scores 30 dB there."""
+    model, x = models.load("compact"), held_out()
+    y = model.decode(model.encode(x).half())  # the memory stores float16
+    blocks = F.interpolate(F.avg_pool2d(x[None], 8), scale_factor=8, mode="nearest")[0]
+    assert psnr(y, x) >= 38.0
+    assert psnr(y, x) >= psnr(blocks, x) + 8.0
+
+
+@pytest.mark.parametrize("name", ["compact", "compact-fillnet"])
+def test_shipped_fill_fills_every_hole_better_than_flat_colour(name):
+    """Both fills of the shipped weights: push-pull on decoded pixels (compact) and the learned net on top of
+    it (compact-fillnet). Filling from the hole's surroundings must beat the frame's mean colour (measured when
+    shipped: 15.5 and 17.2 dB against 14.3 dB)."""
+    model, x = models.load(name), held_out()
+    z = model.encode(x).half()
+    h, w = z.shape[1:]
+    hole = torch.zeros(h, w, dtype=torch.bool)
+    hole[5:11, 10:18] = True   # a disocclusion in the middle
+    hole[:, -5:] = True        # the strip a camera turning right reveals
+    depth = torch.where(hole, torch.full((h, w), float("inf")), torch.full((h, w), 3.0))
+    read = torch.where(hole[None], torch.zeros_like(z), z)
+    out = model.fill(read, hole, depth, target_depth=torch.full((h, w), 3.0))
+    assert torch.isfinite(out).all() and torch.equal(out[:, ~hole], read.float()[:, ~hole])
+    px = F.interpolate(hole[None, None].float(), scale_factor=8)[0, 0].bool()
+    y = model.decode(out)
+    flat = x[:, ~px].mean(1, keepdim=True)  # the best single colour the known pixels suggest
+    assert psnr(y[:, px], x[:, px]) > psnr(flat.expand(-1, int(px.sum())), x[:, px]) + 0.5
+
+
+def test_shipped_weights_missing_or_corrupt_are_clear_errors(tmp_path, monkeypatch):
+    shutil.copytree(os.path.join(models.MODELS_DIR, "compact"), tmp_path / "compact")
+    shutil.copytree(os.path.join(models.MODELS_DIR, "compact-fillnet"), tmp_path / "compact-fillnet")
+    monkeypatch.setattr(models, "MODELS_DIR", str(tmp_path))
+    path = tmp_path / "compact" / "weights.safetensors"
+    os.chmod(path, 0o644)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # a download or copy cut short
+    for name in ("compact", "compact-fillnet"):  # the second shares the first one's file
+        with pytest.raises(ModelError, match=rf"model '{name}': weights file .* is corrupt or incompatible"):
+            models.load(name)
+    path.unlink()
     with pytest.raises(ModelError, match=r"model 'compact': weights file missing"):
         models.load("compact")
