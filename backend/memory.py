@@ -352,6 +352,14 @@ class SceneMemory:
                 stored += self._bank(oid).write(latent, depth, K, c2w, sel)
         return stored
 
+    def banks(self, poses, cam_to_world):
+        """(object id, bank, camera in the bank's space) for the static world and each object with a pose."""
+        out = [(0, self.static, cam_to_world)]
+        for oid in sorted(poses or {}):
+            if oid in self.objects:
+                out.append((oid, self.objects[oid], self._local_camera(poses[oid], cam_to_world)))
+        return out
+
     def read(self, K, cam_to_world, h, w, poses=None, ids=None):
         """Read every bank at its current pose and keep the nearest cell. With the target frame's ids,
         a cell is only taken from the bank that owns it there (an object's unseen side is a hole, not a
