@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from .models import LatentModel, ModelError, depth_aware_fill, place_pixels
 
 FAR_RATIO = 10.0   # a read or target depth beyond this many times the median known depth counts as sky
-FILL_IN = 30       # fill net input channels for 12 latent channels: see fill_features
 
 
 class ResBlock(nn.Module):
@@ -121,7 +120,8 @@ def fill_features(latent, hole, depth, target_depth=None, base=None):
 
 
 class LearnedModel(LatentModel):
-    """The trained builtin model: 8 x 8 pixel cells of `channels` latent channels and a learned hole fill."""
+    """The trained compact model: 8 x 8 pixel cells of `channels` latent channels; holes filled by push-pull on
+    decoded pixels (fill="pushpull") or by the learned fill net on top of a push-pull (fill="net")."""
 
     def __init__(self, name, channels=12, cell=8, widths=(32, 64, 96), fill_width=64,
                  weights="weights.safetensors", folder=None, device="cpu", fill_base="latent", fill="net"):

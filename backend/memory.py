@@ -367,16 +367,14 @@ class SceneMemory:
         latent, hole, depth = self.static.read(K, cam_to_world, h, w)
         geo = getattr(self.static, "last_read_geometry", None)
         owner = torch.zeros(h, w, dtype=torch.long)
-        for oid in sorted(poses or {}):
-            if oid not in self.objects:
-                continue
-            lat_o, hole_o, d_o = self.objects[oid].read(K, self._local_camera(poses[oid], cam_to_world), h, w)
+        for oid, bank, cam in self.banks(poses, cam_to_world)[1:]:
+            lat_o, hole_o, d_o = bank.read(K, cam, h, w)
             nearer = ~hole_o & (d_o < depth)
             if ids is not None:
                 nearer = ~hole_o & (ids == oid)
             latent = torch.where(nearer[None], lat_o, latent)
             depth = torch.where(nearer, d_o, depth)
-            geo_o = getattr(self.objects[oid], "last_read_geometry", None)
+            geo_o = getattr(bank, "last_read_geometry", None)
             geo = None if geo is None or geo_o is None else torch.where(nearer[None], geo_o, geo)
             hole = hole & ~nearer
             owner = torch.where(nearer, torch.full_like(owner, oid), owner)

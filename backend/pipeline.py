@@ -184,13 +184,16 @@ class Run:
         f = self.frames[n]
         if not self.job.get("objects"):
             return None
+        if getattr(self, "_ids", (None,))[0] == n:
+            return self._ids[1]  # the read and the per-pixel composition both need this frame's mask
         ids = load_array(f["ids"], self.W, self.H, f"the object id mask of frame {n}")
         if not np.issubdtype(ids.dtype, np.integer):
             raise JobError(f"the object id mask of frame {n} must hold integers, not {ids.dtype}")
         unknown = set(np.unique(ids).tolist()) - self.known_ids
         if unknown:
             raise JobError(f"the object id mask of frame {n} holds ids the job does not list: {sorted(unknown)}")
-        return torch.from_numpy(ids.astype(np.int64))
+        self._ids = (n, torch.from_numpy(ids.astype(np.int64)))
+        return self._ids[1]
 
     def to_cells(self, depth, ids=None):
         """Per-cell depth (sky placed at `far`), per-cell object ids (with an id mask), and the cells that
