@@ -165,12 +165,17 @@ def psnr(a, b):
     return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
+def autocast(device):
+    """bfloat16 on CUDA; plain float32 on the CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+
+
 def calibrate_steps(images, seconds, device, channels, widths, batch, crop):
     """How many autoencoder steps fit in `seconds` on this machine: times 20 steps of a throwaway model."""
     enc, dec = Encoder(channels, widths).to(device), Decoder(channels, widths).to(device)
     opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=1e-4)
     x = images[:batch, :, :crop[0], :crop[1]].to(device).float() / 255.0
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    amp = autocast(device)
     for i in range(25):
         if i == 5:
             if device == "cuda":
@@ -199,7 +204,7 @@ def train_autoencoder(images, steps, device, channels, widths, batch=8, crop=(96
     g = torch.Generator().manual_seed(0)
     images = images.to(device)
     ch, cw = crop
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    amp = autocast(device)
     t0 = time.perf_counter()
     for step in range(steps):
         idx = torch.randint(0, len(images), (batch,), generator=g).to(device)
@@ -242,15 +247,15 @@ def blob_mask(g, h, w):
     return hole
 
 
-def memory_read(lat_a, depth_a, K_a, c2w_a, K_b, c2w_b):
+def memory_read(lat_a, depth_a, K_a, c2w_a, K_b, c2w_b, cell=8):
     """Write view A's latent into a fresh memory and read it at view B, as the pipeline does: (latent, hole,
     depth, geometry)."""
-    dc = cell_depth(torch.from_numpy(depth_a), 8)
+    dc = cell_depth(torch.from_numpy(depth_a), cell)
     fin = dc[torch.isfinite(dc)]
     far = float(fin.max()) * 20.0 if fin.numel() else 1000.0
-    mem = LatentMemory(lat_a.shape[0], 8)
+    mem = LatentMemory(lat_a.shape[0], cell)
     mem.write(lat_a, torch.where(torch.isfinite(dc), dc, torch.full_like(dc, far)), torch.from_numpy(K_a), torch.from_numpy(c2w_a))
-    lat, hole, depth = mem.read(torch.from_numpy(K_b), torch.from_numpy(c2w_b), H // 8, W // 8)
+    lat, hole, depth = mem.read(torch.from_numpy(K_b), torch.from_numpy(c2w_b), H // cell, W // cell)
     return lat, hole, depth, mem.last_read_geometry
 
 
@@ -360,15 +365,10 @@ def evaluate(model, rooms, photos):
             out_l = model.decode(model.fill(read, hole, rdepth, target_depth=td), geo, rdepth)
             out_pl = model.decode(models.depth_aware_fill(read.float(), hole, rdepth, td), geo, rdepth)
             # the patch model with its own exact 4 x 4 latent and push-pull, through the same memory
-            plat = patch.encode(imgs[a])
-            dc = cell_depth(torch.from_numpy(room["depths"][a]), 4)
-            fin = dc[torch.isfinite(dc)]
-            mem = LatentMemory(patch.channels, 4)
-            mem.write(plat, torch.where(torch.isfinite(dc), dc, torch.full_like(dc, float(fin.max()) * 20)),
-                      torch.from_numpy(room["K"][a]), torch.from_numpy(room["c2w"][a]))
-            pr, ph, pd = mem.read(torch.from_numpy(room["K"][b]), torch.from_numpy(room["c2w"][b]), H // 4, W // 4)
+            pr, ph, pd, pgeo = memory_read(patch.encode(imgs[a]), room["depths"][a], room["K"][a], room["c2w"][a],
+                                           room["K"][b], room["c2w"][b], cell=4)
             out_p = patch.decode(patch.fill(pr, ph, pd, target_depth=cell_depth(torch.from_numpy(room["depths"][b]), 4)),
-                                 mem.last_read_geometry, pd)
+                                 pgeo, pd)
             gt = imgs[b]
             learned.append(hole_psnr(out_l, gt, hole_px))
             pushpull_latent.append(hole_psnr(out_pl, gt, hole_px))
