@@ -70,7 +70,7 @@ class PointCloudMemory:
         self.frames.append(xyz.shape[0])
         self.n = need
 
-    def write(self, latent, depth, K, cam_to_world, mask=None):
+    def write(self, latent, depth, K, cam_to_world, mask=None, pixel_depth=None):
         """Store every pixel of the frame with a valid depth (the mask is ignored: a per-frame cache keeps
         whole frames). Returns the number of points stored."""
         C, h, w = latent.shape
@@ -149,6 +149,7 @@ class NoMemory:
         self.channels, self.cell, self.dtype, self.device = int(channels), int(cell), dtype, device
         self.mem = LatentMemory(channels, cell, dtype, device)
         self.last = None  # (latent, depth, K, c2w) of the last frame the loop produced
+        self.last_pixel_depth = None
 
     def __len__(self):
         return len(self.mem)
@@ -160,10 +161,14 @@ class NoMemory:
     def last_read_cells(self):
         return self.mem.last_read_cells
 
-    def write(self, latent, depth, K, cam_to_world, mask=None):
+    def write(self, latent, depth, K, cam_to_world, mask=None, pixel_depth=None):
         # the loop writes the whole completed frame with mask = its holes: that is the frame it produced
         self.last = (latent.clone(), depth.clone(), K, cam_to_world)
-        return self.mem.write(latent, depth, K, cam_to_world, mask)
+        self.last_pixel_depth = pixel_depth
+        return self.mem.write(latent, depth, K, cam_to_world, mask, pixel_depth=pixel_depth)
+
+    def last_read_context(self, bank=0, offset=0):
+        return self.mem.last_read_context(bank, offset)
 
     def read(self, K, cam_to_world, h, w, cull=True):
         latent, hole, depth = self.mem.read(K, cam_to_world, h, w, cull)
@@ -176,7 +181,7 @@ class NoMemory:
             return
         latent, depth, K, c2w = self.last
         self.mem = LatentMemory(self.channels, self.cell, self.dtype, self.device)
-        self.mem.write(latent, depth, K, c2w)
+        self.mem.write(latent, depth, K, c2w, pixel_depth=self.last_pixel_depth)
 
     def save(self, path):
         self.mem.save(path)

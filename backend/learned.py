@@ -10,8 +10,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .models import LatentModel, ModelError, depth_aware_fill, place_pixels
+from .models import LatentModel, ModelError, depth_aware_fill, place_pixels, push_pull, render_splats
 
+CANVAS_CACHE = 48  # decoded source canvases kept (about 0.4 MB each at 256 x 144)
 FAR_RATIO = 10.0   # a read or target depth beyond this many times the median known depth counts as sky
 
 
@@ -76,12 +77,18 @@ def _log_depth(d, med, valid):
     return torch.where(valid, x, torch.zeros_like(x))
 
 
-def pixel_base(encoder, decoder, latent, hole, depth, target_depth=None, ids=None):
+def pixel_base(encoder, decoder, latent, hole, depth, target_depth=None, ids=None, known=None):
     """The depth-aware push-pull fill done on decoded pixels and encoded back: averaging pixels blends colours,
-    averaging a learned code does not. A latent push-pull first gives the decoder something plausible in the
-    holes, so what it decodes next to them is not pulled off by empty cells."""
-    rough = depth_aware_fill(latent, hole, depth, target_depth, ids, far_ratio=FAR_RATIO)
-    patches = F.pixel_unshuffle(decoder(rough[None]), 8)[0]
+    averaging a learned code does not. Without `known` a latent push-pull first gives the decoder something
+    plausible in the holes, so what it decodes next to them is not pulled off by empty cells. `known`
+    (image [3, H, W], covered [H, W]) is what the memory's splats already drew: cracks between them are
+    closed at pixel level and the fill extends that."""
+    if known is not None:
+        image, covered = known
+        patches = F.pixel_unshuffle(push_pull(image.to(latent.device), ~covered.to(latent.device))[None], 8)[0]
+    else:
+        rough = depth_aware_fill(latent, hole, depth, target_depth, ids, far_ratio=FAR_RATIO)
+        patches = F.pixel_unshuffle(decoder(rough[None]), 8)[0]
     filled = depth_aware_fill(patches, hole, depth, target_depth, ids, far_ratio=FAR_RATIO)
     return torch.where(hole[None], encoder(F.pixel_shuffle(filled[None], 8))[0], latent)
 
@@ -122,6 +129,7 @@ def fill_features(latent, hole, depth, target_depth=None, base=None):
 class LearnedModel(LatentModel):
     """The trained compact model: 8 x 8 pixel cells of `channels` latent channels; holes filled by push-pull on
     decoded pixels (fill="pushpull") or by the learned fill net on top of a push-pull (fill="net")."""
+    uses_context = True
 
     def __init__(self, name, channels=12, cell=8, widths=(32, 64, 96), fill_width=64,
                  weights="weights.safetensors", folder=None, device="cpu", fill_base="latent", fill="net"):
@@ -152,21 +160,56 @@ class LearnedModel(LatentModel):
             raise ModelError(f"model '{name}': weights file {path} is corrupt or incompatible: {msg}") from None
         for net in (self.encoder, self.decoder, self.filler):
             net.to(self.device).eval().requires_grad_(False)
+        self._canvases = {}
 
     def encode(self, image):
         with torch.no_grad():
             return self.encoder(image.float().to(self.device)[None])[0].to(image.device)
 
-    def decode(self, latent, geometry=None, depth=None):
+    def canvas_patches(self, cv):
+        """[3*64, h, w] pixels of a source canvas, decoded once and reused while its content stays the same
+        (the reference's canvas serves every frame that sees it). Cells the memory no longer holds are
+        filled by a latent push-pull."""
+        hit = self._canvases.pop(cv.key, None)
+        if hit is None:
+            lat = cv.latent if bool(cv.known.all()) else push_pull(cv.latent, ~cv.known)
+            with torch.no_grad():
+                img = self.decoder(lat.float().to(self.device)[None]).clamp(0, 1)
+            hit = F.pixel_unshuffle(img, 8)[0].cpu()
+        self._canvases[cv.key] = hit  # most recently used last
+        while len(self._canvases) > CANVAS_CACHE:
+            self._canvases.pop(next(iter(self._canvases)))
+        return hit
+
+    def draw(self, sp, H, W, pixel_ids=None):
+        """The read's splats drawn at pixel precision, each cell's pixels decoded in its source canvas.
+        Returns (image [3, H, W], covered [H, W])."""
+        patches = torch.zeros(sp.age.numel(), 3, 8, 8)
+        have = torch.zeros(sp.age.numel(), dtype=torch.bool)
+        for cv in sp.canvases:
+            p = self.canvas_patches(cv)[:, cv.source[0], cv.source[1]]
+            patches[cv.members] = p.T.reshape(-1, 3, 8, 8)
+            have[cv.members] = True
+        # a cell without a canvas (written at another resolution) is left to the grid decode
+        sp = sp._replace(jac=torch.where(have[:, None, None], sp.jac, torch.zeros_like(sp.jac)))
+        return render_splats(patches, sp, H, W, pixel_ids)
+
+    def decode(self, latent, geometry=None, depth=None, context=None, pixel_ids=None):
         with torch.no_grad():
             image = self.decoder(latent.float().to(self.device)[None])[0].clamp(0, 1).to(latent.device)
+        if context is not None:
+            # each cell the memory holds, decoded next to the cells it was encoded with (not next to whatever
+            # the reprojection put beside it) and drawn as the tilted plane it is; the grid decode of the
+            # filled latent shows only where no stored cell reaches
+            drawn, covered = self.draw(context, *image.shape[-2:], pixel_ids)
+            return torch.where(covered[None], drawn, image)
         if geometry is not None and depth is not None:
             # the decoder works on the cell grid; each read cell's 8 x 8 pixels then go where the cell
             # really lands, as the patch model does, so reprojection is not quantised to 8 pixels
             image = place_pixels(F.pixel_unshuffle(image[None], 8)[0], image, geometry, depth, 8)
         return image
 
-    def fill(self, latent, hole, depth, generator=None, target_depth=None, ids=None):
+    def fill(self, latent, hole, depth, generator=None, target_depth=None, ids=None, context=None, pixel_ids=None):
         out_device = latent.device
         latent = latent.float().to(self.device)
         hole = hole.to(self.device, torch.bool)
@@ -174,11 +217,14 @@ class LearnedModel(LatentModel):
             return latent.to(out_device)
         td = None if target_depth is None else target_depth.to(self.device)
         depth = depth.to(self.device)
+        known = None
+        if context is not None:
+            known = self.draw(context, latent.shape[-2] * 8, latent.shape[-1] * 8, pixel_ids)
         with torch.no_grad():
             base = None
             if self.fill_base == "pixel" or self.fill_mode == "pushpull":
                 base = pixel_base(self.encoder, self.decoder, latent, hole, depth, td,
-                                  None if ids is None else ids.to(self.device))
+                                  None if ids is None else ids.to(self.device), known)
             if self.fill_mode == "pushpull":
                 return base.to(out_device)
             feats, base = fill_features(latent, hole, depth, td, base)

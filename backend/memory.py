@@ -4,14 +4,18 @@ Cameras are OpenCV (+Z forward, +Y down), K is in pixels of the full image, dept
 Everything a read or write decides is exact or uses order-independent reductions (amin, stable sorts), so
 results are bit-identical across runs and thread counts. No bpy here: this runs in the backend process.
 """
+import hashlib
+import itertools
 import os
+from collections import namedtuple
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 FORMAT = "latent_memory"
-VERSION = "2"
+VERSION = "3"
+FIELDS = ("keys", "pos", "lat", "foot", "age", "src", "tan")
 NEAR = 1e-4          # cells closer than this to the camera plane are dropped (and behind it)
 LEVEL_OFFSET = 32    # levels -32..31 -> voxels from 2**-32 to 2**31 world units
 AXIS_HALF = 1 << 18  # voxel coordinates must lie in [-2**18, 2**18) per axis
@@ -21,7 +25,23 @@ SPLAT_GROW = 1.3     # splats are a little wider than a cell so magnified surfac
                      # a read at the writing camera exact: each cell still covers only its own centre)
 MAX_SPLAT = 3        # at most 3 x 3 target cells per stored cell, which bounds the cost of a read
 SURFACE_TOL = 0.03   # cells within 3 % of the nearest depth are the same surface: the oldest one wins
+SLOPE_JUMP = 0.2     # neighbouring pixels further apart in depth than this (relative) are on different surfaces
+VISIBLE_FACTOR = 1.5 # a cell whose depth is within this factor of the nearest one in a target cell is splatted
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
+
+
+# A stored frame's latent grid, as far as the memory still holds it: `latent` [C, h, w] (zeros where `known`
+# [h, w] is False), the splats it serves (`members`, positions in the read's splat list) and where each sits
+# in this canvas (`source`: rows, cols). `key` names the canvas's content, so a decode of it can be reused.
+Canvas = namedtuple("Canvas", "latent known members source key")
+
+# Every cell a read sees, as a small plane in the target image: `lat` [N, C] its latent, `centre` [N, 2] the
+# target pixel (x, y) of its centre, `jac` [N, 2, 2] target pixels per source pixel (columns: along the source
+# row, along the source column), `depth` [N] its depth there and `slope` [N, 2] depth per source pixel,
+# `age` [N] its write number, `bank` [N] the object id of its bank (0 = static world), `canvases` its
+# source frames (Canvas).
+Splats = namedtuple("Splats", "lat centre jac depth slope age bank canvases")
+_TOKENS = itertools.count()
 
 
 def cell_depth(depth, cell, ids=None):
@@ -53,6 +73,23 @@ def cell_depth(depth, cell, ids=None):
     enough = 2 * valid.sum(-1) >= member.sum(-1)
     out = torch.where(enough, med, torch.full_like(med, float("inf")))
     return out if ids is None else (out, owner)
+
+
+def cell_slopes(depth, cell):
+    """[H, W] planar depth -> ([h, w], [h, w]) depth change per pixel along x and along y inside each cell: the
+    median over neighbouring pixel pairs on one surface (finite, and within SLOPE_JUMP of each other), 0 where
+    a cell has none. With it a stored cell is a small tilted plane, not a card facing the camera that wrote it."""
+    H, W = depth.shape
+    h, w = H // cell, W // cell
+    d = depth[:h * cell, :w * cell].float().reshape(h, cell, w, cell).permute(0, 2, 1, 3)  # [h, w, y, x]
+
+    def slope(a, b):
+        ok = torch.isfinite(a) & torch.isfinite(b) & (a > 0) & (b > 0)
+        ok &= (b - a).abs() <= SLOPE_JUMP * torch.minimum(a, b).clamp_min(1e-12)
+        diff = torch.where(ok, b - a, torch.full_like(a, float("nan"))).reshape(h, w, -1)
+        return torch.nan_to_num(diff.nanmedian(dim=-1).values, nan=0.0)
+
+    return slope(d[..., :, :-1], d[..., :, 1:]), slope(d[..., :-1, :], d[..., 1:, :])
 
 
 def cell_edges(depth, cell, ids=None, spread=0.3):
@@ -124,9 +161,19 @@ class LatentMemory:
         self.lat = torch.zeros(0, self.channels, dtype=dtype, device=self.device)
         self.foot = torch.zeros(0, dtype=torch.float32, device=self.device)   # world size of the cell
         self.age = torch.zeros(0, dtype=torch.int32, device=self.device)      # write number, for "oldest wins"
+        # where each cell sat in the frame that wrote it (row, col; -1 unknown): with `age` this finds a
+        # cell's neighbours in that frame, so a model can decode it in the context it was encoded in
+        self.src = torch.zeros(0, 2, dtype=torch.int16, device=self.device)
+        # the cell's surface: world displacement per pixel of the writing camera along its x and y, in units
+        # of that pixel's world size (foot / cell), so it keeps its precision in float16 at any scale
+        self.tan = torch.zeros(0, 6, dtype=torch.float16, device=self.device)
+        self.grid = None   # (h, w) of the frames written; one memory serves one resolution
         self.writes = 0
+        self._lookup = None
+        self.token = next(_TOKENS)  # names this memory in canvas keys (an id() could be reused)
         self.last_read_cells = 0
         self.last_read_geometry = None  # [3, h, w]: (u, v, size) of each cell the last read returned
+        self.last_read_splats = None    # (stored-cell indices, Splats without canvases) of the last read
         self._rebuild_blocks()
 
     def __len__(self):
@@ -134,10 +181,11 @@ class LatentMemory:
 
     def nbytes(self):
         return sum(t.numel() * t.element_size()
-                   for t in (self.keys, self.pos, self.lat, self.foot, self.age,
+                   for t in (self.keys, self.pos, self.lat, self.foot, self.age, self.src, self.tan,
                              self.block_start, self.block_min, self.block_max))
 
     def _rebuild_blocks(self):
+        self._lookup = None
         # cells are sorted by key, so every block is one contiguous range
         block = self.keys >> (3 * BLOCK_BITS)
         _, counts = torch.unique_consecutive(block, return_counts=True)
@@ -147,8 +195,9 @@ class LatentMemory:
         self.block_min = inf.scatter_reduce(0, inv, self.pos, "amin")
         self.block_max = (-inf).scatter_reduce(0, inv, self.pos, "amax")
 
-    def write(self, latent, depth, K, cam_to_world, mask=None):
-        """Store the valid (finite depth > 0, and mask) cells of a [C, h, w] latent. Returns cells stored."""
+    def write(self, latent, depth, K, cam_to_world, mask=None, pixel_depth=None):
+        """Store the valid (finite depth > 0, and mask) cells of a [C, h, w] latent. `pixel_depth` [h*cell,
+        w*cell] gives each cell its surface's tilt (without it a cell faces the camera). Returns cells stored."""
         C, h, w = latent.shape
         if C != self.channels or tuple(depth.shape) != (h, w):
             raise ValueError(f"expected latent [{self.channels}, h, w] and depth [h, w], got "
@@ -165,12 +214,32 @@ class LatentMemory:
 
         # voxel <= half the cell's footprint, so neighbouring cells of one frame never share a key
         foot = z / max(fx, fy)
+        # the surface through the cell centre, per pixel of this camera: d(X, Y, Z)/dx and d/dy in camera space
+        gx = gy = torch.zeros_like(z)
+        if pixel_depth is not None and tuple(pixel_depth.shape) == (h * self.cell, w * self.cell):
+            sx, sy = cell_slopes(pixel_depth.to(self.device), self.cell)
+            gx, gy = sx.double()[ii, jj], sy.double()[ii, jj]
+        Kd = torch.as_tensor(K, dtype=torch.float64, device=self.device)
+        fxp, fyp, cxp, cyp = Kd[0, 0], Kd[1, 1], Kd[0, 2], Kd[1, 2]
+        xr = (jj.double() * self.cell + (self.cell - 1) / 2 - cxp) / fxp
+        yr = (ii.double() * self.cell + (self.cell - 1) / 2 - cyp) / fyp
+        du = torch.stack([z / fxp + xr * gx, yr * gx, gx], 1)
+        dv = torch.stack([xr * gy, z / fyp + yr * gy, gy], 1)
+        R = torch.as_tensor(cam_to_world, dtype=torch.float64, device=self.device)[:3, :3]
+        unit = (foot / self.cell)[:, None]
+        tan = torch.cat([rigid_apply(torch.cat([R, R.new_zeros(3, 1)], 1), t) / unit for t in (du, dv)], 1)
+        tan = tan.clamp(-1000, 1000)
         level = torch.floor(torch.log2(foot / 2)).long().clamp(-LEVEL_OFFSET, LEVEL_OFFSET - 1)
         q = torch.floor(pos.double() * torch.pow(2.0, -level.double())[:, None]).long()
         inside = ((q >= -AXIS_HALF) & (q < AXIS_HALF)).all(1)  # too far out to pack: not stored
         key = pack_keys(level[inside], q[inside])
-        z, pos, foot = z[inside], pos[inside], foot[inside].float()
+        z, pos, foot, tan = z[inside], pos[inside], foot[inside].float(), tan[inside].to(torch.float16)
         lat = latent.to(self.device)[:, ii[inside], jj[inside]].T.to(self.dtype)
+        if self.grid is None:
+            self.grid = (h, w)
+        src = torch.stack([ii[inside], jj[inside]], 1).to(torch.int16)
+        if self.grid != (h, w) or max(h, w) > 32767:
+            src = torch.full_like(src, -1)
 
         # one cell per key: nearest, then lowest cell index (stable sorts keep the earlier order on ties)
         order = torch.sort(z, stable=True).indices
@@ -197,6 +266,8 @@ class LatentMemory:
         self.lat = torch.cat([self.lat[keep], lat[sel]])[order]
         self.foot = torch.cat([self.foot[keep], foot[sel]])[order]
         self.age = torch.cat([self.age[keep], torch.full((n,), self.writes, dtype=torch.int32, device=self.device)])[order]
+        self.src = torch.cat([self.src[keep], src[sel]])[order]
+        self.tan = torch.cat([self.tan[keep], tan[sel]])[order]
         self._rebuild_blocks()
         return n
 
@@ -223,6 +294,30 @@ class LatentMemory:
         hi = torch.minimum(torch.where(empty, near, hi).long(), lo + MAX_SPLAT - 1)
         return lo, hi
 
+    def _splats(self, K, R, cells, pc, src, target, z, size):
+        """The read's cells on or near the nearest surface of some target cell (within VISIBLE_FACTOR: a
+        minified surface puts several cells in one target cell, and all of them are seen), each as a small
+        tilted plane in target pixels. Returns (stored-cell indices, Splats without bank and canvases)."""
+        zmin = torch.full((size,), float("inf"), device=self.device).scatter_reduce(0, target, z, "amin")
+        near = (z <= zmin[target] * VISIBLE_FACTOR).to(torch.uint8)
+        seen = torch.zeros(cells.numel(), dtype=torch.uint8, device=self.device).scatter_reduce(0, src, near, "amax")
+        keep = seen.bool()
+        cells, P = cells[keep], pc[keep]
+        Kf = torch.as_tensor(K, dtype=torch.float32, device=self.device)
+        fxp, fyp, cxp, cyp = Kf[0, 0], Kf[1, 1], Kf[0, 2], Kf[1, 2]
+        unit = (self.foot[cells] / self.cell)[:, None]
+        rot = torch.cat([R, R.new_zeros(3, 1)], 1)
+        du = rigid_apply(rot, self.tan[cells, :3].float() * unit)
+        dv = rigid_apply(rot, self.tan[cells, 3:].float() * unit)
+        X, Y, Z = P.unbind(1)
+
+        def image_step(d):  # target pixels moved by one step d of the surface (derivative of the projection)
+            return torch.stack([fxp * (d[:, 0] * Z - X * d[:, 2]), fyp * (d[:, 1] * Z - Y * d[:, 2])], 1) / (Z * Z)[:, None]
+
+        centre = torch.stack([fxp * X / Z + cxp, fyp * Y / Z + cyp], 1)
+        return cells, Splats(self.lat[cells], centre, torch.stack([image_step(du), image_step(dv)], 2), Z,
+                             torch.stack([du[:, 2], dv[:, 2]], 1), self.age[cells], None, None)
+
     def read(self, K, cam_to_world, h, w, cull=True):
         """Project the memory into a camera: (latent [C, h, w], hole [h, w], depth [h, w] float32)."""
         w2c = torch.linalg.inv(torch.as_tensor(cam_to_world, dtype=torch.float64)).float().to(self.device)
@@ -243,6 +338,7 @@ class LatentMemory:
         z = pc[:, 2]
         front = z > NEAR
         idx, pc, z = idx[front], pc[front], z[front]
+        cells, cells_pc = idx, pc
         # each cell covers the target cells whose centres fall inside its projected footprint
         u, v, size = fx * pc[:, 0] / z + cx, fy * pc[:, 1] / z + cy, fx * self.foot[idx] / z
         j0, j1 = self._span(u, SPLAT_GROW * size)
@@ -254,6 +350,7 @@ class LatentMemory:
         src = torch.arange(idx.numel(), device=self.device)[:, None, None].expand(-1, MAX_SPLAT, MAX_SPLAT)[ok]
         target = ii[ok] * w + jj[ok]
         idx, z = idx[src], z[src]
+        self.last_read_splats = self._splats(K, R, cells, cells_pc, src, target, z, h * w)
 
         best = zbuffer(target, z, h * w, self.age[idx], SURFACE_TOL)
         hit = best < idx.numel()
@@ -269,14 +366,56 @@ class LatentMemory:
         self.last_read_geometry = geo.reshape(3, h, w)
         return out.T.reshape(self.channels, h, w), ~hit.reshape(h, w), depth.reshape(h, w)
 
+    def canvases(self, cells, offset=0):
+        """Canvases for the stored cells `cells` [N]: the whole latent grid of each frame that wrote some of
+        them (members: positions in `cells`, plus `offset`). A convolutional decoder sees a cell's neighbours;
+        decoded among the cells it was encoded with, a cell looks as it did when written, not as whatever
+        the reprojection happened to put beside it. A write's cells never change (later writes can only
+        replace them), so which of them are still here names a canvas's content, and its decode can be
+        reused from frame to frame."""
+        if self.grid is None or cells.numel() == 0:
+            return []
+        gh, gw = self.grid
+        s = self.src[cells].long()
+        member = torch.nonzero(s[:, 0] >= 0).squeeze(1)
+        if self._lookup is None:
+            keys = self.age.long() * (gh * gw) + self.src[:, 0].long() * gw + self.src[:, 1].long()
+            keys = torch.where(self.src[:, 0] >= 0, keys, torch.full_like(keys, -1))
+            order = torch.argsort(keys)
+            self._lookup = (keys[order], order)
+        skeys, sidx = self._lookup
+        ages = self.age[cells[member]].long()
+        out = []
+        for a in torch.unique(ages).tolist():
+            m = member[ages == a]
+            want = a * (gh * gw) + torch.arange(gh * gw, device=self.device)
+            at = torch.searchsorted(skeys, want).clamp(max=skeys.numel() - 1)
+            found = skeys[at] == want
+            lat = torch.zeros(self.channels, gh * gw, device=self.device)
+            lat[:, found] = self.lat[sidx[at[found]]].T.float()
+            key = (self.token, a, hashlib.blake2b(found.cpu().numpy().tobytes(), digest_size=16).hexdigest())
+            out.append(Canvas(lat.reshape(self.channels, gh, gw), found.reshape(gh, gw), m + offset,
+                              (s[m, 0], s[m, 1]), key))
+        return out
+
+    def last_read_context(self, bank=0, offset=0):
+        """The last read's Splats, tagged with `bank`, their canvases' members counted from `offset`."""
+        if self.last_read_splats is None:
+            return None
+        cells, sp = self.last_read_splats
+        return sp._replace(bank=torch.full((cells.numel(),), bank, dtype=torch.long, device=self.device),
+                           canvases=self.canvases(cells, offset))
+
     def save(self, path):
         meta = {"format": FORMAT, "version": VERSION, "channels": str(self.channels), "cell": str(self.cell),
                 "dtype": str(self.dtype).replace("torch.", "")}
         meta["writes"] = str(self.writes)
+        if self.grid is not None:
+            meta["grid"] = f"{self.grid[0]}x{self.grid[1]}"
         # write then rename: a crash or a full disk mid-save never leaves a torn memory file behind
         tmp = f"{path}.part"
         try:
-            save_file({k: getattr(self, k).contiguous().cpu() for k in ("keys", "pos", "lat", "foot", "age")},
+            save_file({k: getattr(self, k).contiguous().cpu() for k in FIELDS},
                       tmp, metadata=meta)
             os.replace(tmp, str(path))
         except OSError:
@@ -293,20 +432,24 @@ class LatentMemory:
                     raise ValueError("no latent memory format tag")
                 if meta.get("version") != VERSION:
                     raise ValueError(f"unsupported version {meta.get('version')!r}")
-                tensors = {k: f.get_tensor(k) for k in ("keys", "pos", "lat", "foot", "age")}
+                tensors = {k: f.get_tensor(k) for k in FIELDS}
+                grid = meta.get("grid", "")
+                grid = tuple(int(x) for x in grid.split("x")) if grid else None
             mem = cls(int(meta["channels"]), int(meta["cell"]), DTYPES[meta["dtype"]], device)
         except ValueError as e:
             raise ValueError(f"{path} is not a latent memory file: {e}") from None
         except Exception as e:  # safetensors reports a corrupt header with its own error types
             raise ValueError(f"{path} is not a latent memory file ({type(e).__name__}: {e})") from None
-        keys, pos, lat, foot, age = (tensors[k] for k in ("keys", "pos", "lat", "foot", "age"))
+        keys, pos, lat, foot, age, src, tan = (tensors[k] for k in FIELDS)
         n = keys.numel()
         if (keys.dtype != torch.int64 or pos.shape != (n, 3) or lat.shape != (n, mem.channels)
                 or foot.shape != (n,) or age.shape != (n,) or age.dtype != torch.int32
+                or src.shape != (n, 2) or src.dtype != torch.int16 or tan.shape != (n, 6) or tan.dtype != torch.float16
                 or lat.dtype != mem.dtype or (n > 1 and not bool((keys[1:] > keys[:-1]).all()))):
             raise ValueError(f"{path} is not a consistent latent memory file")
         mem.keys, mem.pos, mem.lat = keys.to(mem.device), pos.float().to(mem.device), lat.to(mem.device)
-        mem.foot, mem.age = foot.float().to(mem.device), age.to(mem.device)
+        mem.foot, mem.age, mem.src, mem.grid = foot.float().to(mem.device), age.to(mem.device), src.to(mem.device), grid
+        mem.tan = tan.to(mem.device)
         mem.writes = int(meta.get("writes", "0"))
         mem._rebuild_blocks()
         return mem
@@ -338,10 +481,11 @@ class SceneMemory:
         # the camera as seen from the object's own space
         return torch.linalg.inv(torch.as_tensor(pose, dtype=torch.float64)) @ torch.as_tensor(cam_to_world, dtype=torch.float64)
 
-    def write(self, latent, depth, K, cam_to_world, mask=None, ids=None, poses=None):
+    def write(self, latent, depth, K, cam_to_world, mask=None, ids=None, poses=None, pixel_depth=None):
         """Split the frame's cells by their object id: each goes into its own bank. Returns cells stored."""
+        extra = {} if pixel_depth is None else {"pixel_depth": pixel_depth}
         if ids is None or not poses:
-            return self.static.write(latent, depth, K, cam_to_world, mask)
+            return self.static.write(latent, depth, K, cam_to_world, mask, **extra)
         stored = 0
         for oid in [0] + sorted(poses):
             sel = ids == oid
@@ -349,7 +493,7 @@ class SceneMemory:
                 sel = sel & mask
             if sel.any():
                 c2w = cam_to_world if oid == 0 else self._local_camera(poses[oid], cam_to_world)
-                stored += self._bank(oid).write(latent, depth, K, c2w, sel)
+                stored += self._bank(oid).write(latent, depth, K, c2w, sel, **extra)
         return stored
 
     def banks(self, poses, cam_to_world):
@@ -363,12 +507,14 @@ class SceneMemory:
     def read(self, K, cam_to_world, h, w, poses=None, ids=None):
         """Read every bank at its current pose and keep the nearest cell. With the target frame's ids,
         a cell is only taken from the bank that owns it there (an object's unseen side is a hole, not a
-        view through it)."""
+        view through it). Afterwards `last_read_context()` gives every bank's cells as splats."""
         latent, hole, depth = self.static.read(K, cam_to_world, h, w)
         geo = getattr(self.static, "last_read_geometry", None)
         owner = torch.zeros(h, w, dtype=torch.long)
+        read = [(0, self.static)]
         for oid, bank, cam in self.banks(poses, cam_to_world)[1:]:
             lat_o, hole_o, d_o = bank.read(K, cam, h, w)
+            read.append((oid, bank))
             nearer = ~hole_o & (d_o < depth)
             if ids is not None:
                 nearer = ~hole_o & (ids == oid)
@@ -386,7 +532,24 @@ class SceneMemory:
         if geo is not None:
             geo = torch.where(hole[None], torch.full_like(geo, float("nan")), geo)
         self.last_read_geometry = geo
+        self._last_read = read
         return latent, hole, depth
+
+    def last_read_context(self):
+        """Splats of every bank the last read saw, together (each tagged with its bank's object id), or None
+        where a bank does not keep them (the bench's baselines)."""
+        parts, n = [], 0
+        for oid, bank in getattr(self, "_last_read", []):
+            get = getattr(bank, "last_read_context", None)
+            sp = get(oid, n) if get is not None else None
+            if sp is None:
+                return None
+            parts.append(sp)
+            n += sp.age.numel()
+        if not parts:
+            return None
+        return Splats(*[torch.cat([getattr(p, f) for p in parts]) for f in Splats._fields[:-1]],
+                      [c for p in parts for c in p.canvases])
 
     def nbytes(self):
         return self.static.nbytes() + sum(b.nbytes() for b in self.objects.values())

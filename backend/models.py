@@ -21,18 +21,21 @@ class LatentModel:
     name = ""
     cell = 8          # pixels per latent cell along each side
     channels = 0      # latent channels per cell
+    uses_context = False  # True: fill and decode want the read's splats (memory.Splats) as `context`
 
     def encode(self, image):
         """[3, H, W] float in 0..1 -> [C, H/cell, W/cell]."""
         raise NotImplementedError
 
-    def decode(self, latent, geometry=None, depth=None):
+    def decode(self, latent, geometry=None, depth=None, context=None, pixel_ids=None):
         """[C, h, w] -> [3, h*cell, w*cell] float in 0..1. `geometry` ([3, h, w]: where each cell read from
         the memory really lands, u, v and size in cells; nan elsewhere) and its `depth` let a model place
-        pixels with sub-cell precision; a model may ignore them."""
+        pixels with sub-cell precision; `context` (the read's memory.Splats: every cell the read saw, as a
+        tilted plane, with its source canvases) lets it draw them pixel by pixel, each pixel only from its
+        own bank (`pixel_ids`). A model may ignore them."""
         raise NotImplementedError
 
-    def fill(self, latent, hole, depth, generator=None, target_depth=None, ids=None):
+    def fill(self, latent, hole, depth, generator=None, target_depth=None, ids=None, context=None, pixel_ids=None):
         """Complete a memory read: [C, h, w] with hole [h, w] (True = unknown) and the read's depth [h, w]
         (inf in holes) -> full [C, h, w]. With the scene's geometry also the target frame's per-cell depth
         (inf = sky) and object ids (0 = static world; known cells always show their own id's memory)."""
@@ -98,10 +101,74 @@ def place_pixels(patches, image, geometry, depth, c):
     return flat.reshape(3, H, W)
 
 
+SPLAT_REACH = 3    # a splat covers at most 3 cells' width of target pixels each way (bounds a read's cost)
+SPLAT_MARGIN = 0.25  # source pixels a splat reaches past its cell: closes cracks between neighbouring planes, but
+                     # never reaches a neighbour's pixel centre when read back at the writing camera
+
+
+def render_splats(patches, sp, H, W, pixel_ids=None):
+    """Draw each splat's pixels (`patches` [N, 3, c, c]) as the small tilted plane it is (memory.Splats): every
+    target pixel inside a splat's footprint maps back through the plane to the source pixel it shows (so a
+    magnified surface stays closed and a slanted floor is not a row of upright cards), and a per-pixel
+    z-buffer picks the nearest surface, on it the oldest cell, then the cell the pixel is most inside of.
+    With `pixel_ids` [H, W] a pixel only shows splats of its own bank. Returns (image [3, H, W], covered [H, W])."""
+    N, _, c, _ = patches.shape
+    image = torch.zeros(3, H * W)
+    if N == 0:
+        return image.reshape(3, H, W), torch.zeros(H, W, dtype=torch.bool)
+    J = sp.jac.float()
+    det = J[:, 0, 0] * J[:, 1, 1] - J[:, 0, 1] * J[:, 1, 0]
+    good = det > 1e-6  # edge-on or seen from behind: nothing to draw
+    inv = torch.stack([torch.stack([J[:, 1, 1], -J[:, 0, 1]], 1), torch.stack([-J[:, 1, 0], J[:, 0, 0]], 1)], 1)
+    inv = inv / torch.where(good, det, torch.ones_like(det))[:, None, None]
+    half = c / 2 + SPLAT_MARGIN
+    reach = torch.stack([J[:, 0].abs().sum(1), J[:, 1].abs().sum(1)], 1) * half  # footprint half-size, x and y
+    reach = torch.ceil(reach.clamp(max=SPLAT_REACH * c)).long().amax(1)
+    cx, cy = sp.centre[:, 0].float(), sp.centre[:, 1].float()
+    px_all, splat_all, a_all, b_all = [], [], [], []
+    # splats grouped by reach, so the common unit-scale ones do not pay for the few magnified ones
+    for r in torch.unique(reach[good]).tolist():
+        sel = torch.nonzero(good & (reach == r)).squeeze(1)
+        off = torch.arange(-r, r + 1)
+        X = torch.floor(cx[sel] + 0.5).long()[:, None, None] + off[None, None, :]
+        Y = torch.floor(cy[sel] + 0.5).long()[:, None, None] + off[None, :, None]
+        X, Y = X.expand(-1, 2 * r + 1, -1), Y.expand(-1, -1, 2 * r + 1)
+        dx, dy = X - cx[sel, None, None], Y - cy[sel, None, None]
+        m = inv[sel]
+        a = m[:, 0, 0, None, None] * dx + m[:, 0, 1, None, None] * dy
+        b = m[:, 1, 0, None, None] * dx + m[:, 1, 1, None, None] * dy
+        ok = (a.abs() <= half) & (b.abs() <= half) & (X >= 0) & (X < W) & (Y >= 0) & (Y < H)
+        px_all.append((Y * W + X)[ok])
+        splat_all.append(sel[:, None, None].expand_as(X)[ok])
+        a_all.append(a[ok])
+        b_all.append(b[ok])
+    if not px_all:
+        return image.reshape(3, H, W), torch.zeros(H, W, dtype=torch.bool)
+    px, k, a, b = torch.cat(px_all), torch.cat(splat_all), torch.cat(a_all), torch.cat(b_all)
+    if pixel_ids is not None:
+        own = pixel_ids.reshape(-1).long()[px] == sp.bank[k]
+        px, k, a, b = px[own], k[own], a[own], b[own]
+    z = sp.depth[k].float() + a * sp.slope[k, 0].float() + b * sp.slope[k, 1].float()
+    front = z > 0
+    px, k, a, b, z = px[front], k[front], a[front], b[front], z[front]
+    # rank on one surface: oldest write first, then how far inside its own cell the pixel lies (0..15)
+    inside = (torch.maximum(a.abs(), b.abs()) / half * 15).clamp(0, 15).long()
+    from .memory import SURFACE_TOL, zbuffer
+    best = zbuffer(px, z, H * W, sp.age[k].long() * 16 + inside, SURFACE_TOL)
+    hit = best < px.numel()
+    w = best[hit]
+    ia = torch.floor(a[w] + (c - 1) / 2 + 0.5).long().clamp(0, c - 1)
+    ib = torch.floor(b[w] + (c - 1) / 2 + 0.5).long().clamp(0, c - 1)
+    image[:, hit] = patches[k[w], :, ib, ia].T.float()
+    return image.reshape(3, H, W), hit.reshape(H, W)
+
+
 class PatchModel(LatentModel):
     """Classical baseline: an exact space-to-depth latent (each cell holds its cell x cell RGB patch)
     with push-pull hole filling. No learned weights; it reprojects what was seen and smoothly
     extends it into disocclusions. It never invents texture, which is what a trained model adds."""
+
+    uses_context = True
 
     def __init__(self, name, cell=4, device="cpu", emit=None):
         self.name = name
@@ -111,13 +178,17 @@ class PatchModel(LatentModel):
     def encode(self, image):
         return F.pixel_unshuffle(image[None], self.cell)[0]
 
-    def decode(self, latent, geometry=None, depth=None):
+    def decode(self, latent, geometry=None, depth=None, context=None, pixel_ids=None):
         image = F.pixel_shuffle(latent[None].float(), self.cell)[0]
-        if geometry is not None and depth is not None:
+        if context is not None:
+            c = self.cell
+            drawn, covered = render_splats(context.lat.float().reshape(-1, 3, c, c), context, *image.shape[-2:], pixel_ids)
+            image = torch.where(covered[None], drawn, image)
+        elif geometry is not None and depth is not None:
             image = place_pixels(latent, image, geometry, depth, self.cell)
         return image.clamp(0, 1)
 
-    def fill(self, latent, hole, depth, generator=None, target_depth=None, ids=None):
+    def fill(self, latent, hole, depth, generator=None, target_depth=None, ids=None, context=None, pixel_ids=None):
         return depth_aware_fill(latent.float(), hole, depth, target_depth, ids)
 
 

@@ -224,44 +224,64 @@ class Run:
         # the reference is stored whole, outline cells too: it is what the user gave, and reading the
         # memory back at its camera must give it back exactly
         cells, cell_ids, _ = self.to_cells(depth, self.object_ids(ref["frame"]))
-        memory.write(latent, cells, K, c2w, ids=cell_ids, poses=self.poses(ref["frame"]))
+        memory.write(latent, cells, K, c2w, ids=cell_ids, poses=self.poses(ref["frame"]),
+                     pixel_depth=pad_to_cells(depth, self.cell))
         return memory
 
     def read(self, memory, n):
         """Memory read at frame n's camera, with what the scene says about the frame's cells.
 
-        Returns (latent, hole, read depth, cells, ids, edges, poses, K, c2w): `cells` is where new content
-        goes in depth, `edges` the cells the memory leaves out."""
+        Returns (latent, hole, read depth, cells, ids, edges, poses, K, c2w, pixel depth): `cells` is where
+        new content goes in depth, `edges` the cells the memory leaves out, pixel depth the scene's (or None)."""
         K, c2w = self.camera(n)
         poses, depth = self.poses(n), self.scene_depth(n)
         cells = cell_ids = None
         edges = torch.zeros(self.h, self.w, dtype=torch.bool)
         if depth is not None:
             cells, cell_ids, edges = self.to_cells(depth, self.object_ids(n))
+            depth = pad_to_cells(depth, self.cell)
         latent, hole, mdepth = memory.read(K, c2w, self.h, self.w, poses=poses, ids=cell_ids)
         if cells is None:
             # no scene geometry: new content sits at the depth the memory suggests around it
             known = torch.isfinite(mdepth)
             cells = models.push_pull(torch.log(mdepth.clamp_min(1e-6))[None], ~known)[0].exp() if known.any() \
                 else torch.full_like(mdepth, float(self.job.get("plane_distance", 5.0)))
-        return latent, hole, mdepth, cells, cell_ids, edges, poses, K, c2w
+        return latent, hole, mdepth, cells, cell_ids, edges, poses, K, c2w, depth
 
     def frame(self, memory, n):
-        latent, hole, mdepth, cells, cell_ids, edges, poses, K, c2w = self.read(memory, n)
+        latent, hole, mdepth, cells, cell_ids, edges, poses, K, c2w, pixel_depth = self.read(memory, n)
         target = None
         if self.job["depth_source"] == "SCENE":
             target = torch.where(cells >= self.far, torch.full_like(cells, float("inf")), cells)
-        full = self.model.fill(latent, hole, mdepth, self.generator(n), target_depth=target, ids=cell_ids)
+        splats = self.context(memory) if self.model.uses_context else None
+        extra = {}
+        if splats is not None:
+            ids = self.object_ids(n)
+            extra = {"context": splats, "pixel_ids": None if ids is None else pad_to_cells(ids.float(), self.cell).long()}
+        full = self.model.fill(latent, hole, mdepth, self.generator(n), target_depth=target, ids=cell_ids, **extra)
         if hole.any():
-            memory.write(full, cells, K, c2w, mask=hole & ~edges, ids=cell_ids, poses=poses)
-        image = self.model.decode(full, getattr(memory, "last_read_geometry", None), mdepth)
-        if poses and isinstance(memory, SceneMemory):
+            memory.write(full, cells, K, c2w, mask=hole & ~edges, ids=cell_ids, poses=poses, pixel_depth=pixel_depth)
+            if extra:
+                # the frame shows what the memory now holds, drawn as any later read of it will be: coming
+                # back to this pose gives this frame again
+                again, still, mdepth = memory.read(K, c2w, self.h, self.w, poses=poses, ids=cell_ids)
+                full = torch.where(still[None], full, again.to(full.dtype))
+                extra["context"] = self.context(memory)
+        image = self.model.decode(full, getattr(memory, "last_read_geometry", None), mdepth, **extra)
+        if not extra and poses and isinstance(memory, SceneMemory):
+            # (splats already keep each pixel to its own bank)
             image = self.per_pixel_banks(memory, image, K, c2w, poses, n)
         image = image[:, :self.H, :self.W]
         if n == self.job["reference"]["frame"]:
             # the user's image on its own frame, not the model's rendition of it
             image = load_image(self.job["reference"]["image"], self.W, self.H)
         save_png(image, os.path.join(self.frames_dir, protocol.frame_filename(n)))
+
+    @staticmethod
+    def context(memory):
+        """The last read's splats, from memories that keep them (the bench's baselines do not)."""
+        get = getattr(memory, "last_read_context", None)
+        return get() if get is not None else None
 
     def per_pixel_banks(self, memory, image, K, c2w, poses, n):
         """A cell holds one bank's content, so where an object's outline cuts through a cell, the pixels of
@@ -308,9 +328,9 @@ class Run:
         latents = self.model.generate([r[0] for r in reads], [r[1] for r in reads], prompt=self.job.get("prompt", ""),
                                       negative_prompt=self.job.get("negative_prompt", ""),
                                       generator=self.generator(seg[0]), step=step)
-        for (_, hole, _, cells, cell_ids, edges, poses, K, c2w), latent in zip(reads, latents):
+        for (_, hole, _, cells, cell_ids, edges, poses, K, c2w, pixel_depth), latent in zip(reads, latents):
             if hole.any():
-                memory.write(latent, cells, K, c2w, mask=hole & ~edges, ids=cell_ids, poses=poses)
+                memory.write(latent, cells, K, c2w, mask=hole & ~edges, ids=cell_ids, poses=poses, pixel_depth=pixel_depth)
         for n, image in zip(seg, self.model.decode_frames(latents, len(seg))):
             save_png(image[:, :self.H, :self.W], os.path.join(self.frames_dir, protocol.frame_filename(n)))
             yield n
