@@ -12,6 +12,8 @@ import torch.nn.functional as F
 
 from .models import LatentModel, ModelError, depth_aware_fill, place_pixels, push_pull, render_splats
 
+TILE, TILE_MARGIN = 4, 2  # where only some cells need the encoder or decoder: tiles of 4 x 4 cells, each
+                          # seen with 2 cells of context around it
 CANVAS_CACHE = 48  # decoded source canvases kept (about 0.4 MB each at 256 x 144)
 FAR_RATIO = 10.0   # a read or target depth beyond this many times the median known depth counts as sky
 
@@ -72,6 +74,36 @@ class FillNet(nn.Module):
         return self.out(F.relu(self.blocks(self.inp(feats))))
 
 
+def tiled(net, x, need, cin, cout):
+    """A fully convolutional `net` run on [C, ...] `x` only around the cells `need` [h, w] asks for, `cin`
+    input and `cout` output elements per cell along each side (the decoder: 1 and 8; the encoder: 8 and 1).
+    Tiles are batched by shape; where they would cost as much as the whole frame, the whole frame runs.
+    Returns [C', h*cout, w*cout], zero outside the tiles."""
+    h, w = need.shape
+    jobs = {}
+    area = 0
+    for r0 in range(0, h, TILE):
+        for c0 in range(0, w, TILE):
+            r1, c1 = min(r0 + TILE, h), min(c0 + TILE, w)
+            if not bool(need[r0:r1, c0:c1].any()):
+                continue
+            a0, a1, b0, b1 = max(r0 - TILE_MARGIN, 0), min(r1 + TILE_MARGIN, h), max(c0 - TILE_MARGIN, 0), min(c1 + TILE_MARGIN, w)
+            jobs.setdefault((a1 - a0, b1 - b0), []).append((r0, r1, c0, c1, a0, b0))
+            area += (a1 - a0) * (b1 - b0)
+    if area >= h * w:
+        return net(x[None])[0]
+    out = None
+    for (hh, ww), items in jobs.items():
+        batch = torch.stack([x[:, a0 * cin:(a0 + hh) * cin, b0 * cin:(b0 + ww) * cin] for _, _, _, _, a0, b0 in items])
+        y = net(batch)
+        if out is None:
+            out = y.new_zeros(y.shape[1], h * cout, w * cout)
+        for (r0, r1, c0, c1, a0, b0), yy in zip(items, y):
+            out[:, r0 * cout:r1 * cout, c0 * cout:c1 * cout] = \
+                yy[:, (r0 - a0) * cout:(r1 - a0) * cout, (c0 - b0) * cout:(c1 - b0) * cout]
+    return out if out is not None else x.new_zeros(0)
+
+
 def _log_depth(d, med, valid):
     x = torch.log(d.clamp_min(1e-6) / med).clamp(-3.0, 3.0)
     return torch.where(valid, x, torch.zeros_like(x))
@@ -89,8 +121,8 @@ def pixel_base(encoder, decoder, latent, hole, depth, target_depth=None, ids=Non
     else:
         rough = depth_aware_fill(latent, hole, depth, target_depth, ids, far_ratio=FAR_RATIO)
         patches = F.pixel_unshuffle(decoder(rough[None]), 8)[0]
-    filled = depth_aware_fill(patches, hole, depth, target_depth, ids, far_ratio=FAR_RATIO)
-    return torch.where(hole[None], encoder(F.pixel_shuffle(filled[None], 8))[0], latent)
+    filled = F.pixel_shuffle(depth_aware_fill(patches, hole, depth, target_depth, ids, far_ratio=FAR_RATIO)[None], 8)[0]
+    return torch.where(hole[None], tiled(encoder, filled, hole, 8, 1), latent), filled
 
 
 def fill_features(latent, hole, depth, target_depth=None, base=None):
@@ -161,6 +193,7 @@ class LearnedModel(LatentModel):
         for net in (self.encoder, self.decoder, self.filler):
             net.to(self.device).eval().requires_grad_(False)
         self._canvases = {}
+        self._fill_pixels = None
 
     def encode(self, image):
         with torch.no_grad():
@@ -173,9 +206,9 @@ class LearnedModel(LatentModel):
         hit = self._canvases.pop(cv.key, None)
         if hit is None:
             lat = cv.latent if bool(cv.known.all()) else push_pull(cv.latent, ~cv.known)
-            with torch.no_grad():
-                img = self.decoder(lat.float().to(self.device)[None]).clamp(0, 1)
-            hit = F.pixel_unshuffle(img, 8)[0].cpu()
+            with torch.no_grad():  # a later frame's canvas is mostly cells other frames hold: decode its own
+                img = tiled(self.decoder, lat.float().to(self.device), cv.known, 1, 8).clamp(0, 1)
+            hit = F.pixel_unshuffle(img[None], 8)[0].cpu()
         self._canvases[cv.key] = hit  # most recently used last
         while len(self._canvases) > CANVAS_CACHE:
             self._canvases.pop(next(iter(self._canvases)))
@@ -195,14 +228,25 @@ class LearnedModel(LatentModel):
         return render_splats(patches, sp, H, W, pixel_ids)
 
     def decode(self, latent, geometry=None, depth=None, context=None, pixel_ids=None):
-        with torch.no_grad():
-            image = self.decoder(latent.float().to(self.device)[None])[0].clamp(0, 1).to(latent.device)
         if context is not None:
             # each cell the memory holds, decoded next to the cells it was encoded with (not next to whatever
             # the reprojection put beside it) and drawn as the tilted plane it is; the grid decode of the
             # filled latent shows only where no stored cell reaches
-            drawn, covered = self.draw(context, *image.shape[-2:], pixel_ids)
+            h, w = latent.shape[-2:]
+            drawn, covered = self.draw(context, h * 8, w * 8, pixel_ids)
+            need = ~covered.reshape(h, 8, w, 8).all(3).all(1)
+            pixels, self._fill_pixels = self._fill_pixels, None
+            if not need.any():
+                return drawn
+            if pixels is not None and pixels.shape[-2:] == drawn.shape[-2:]:
+                # the pixels this frame's fill painted (outline cells, which the memory never stores, and
+                # cracks): the same content its latent encodes, without a decoder pass
+                return torch.where(covered[None], drawn, pixels.to(drawn.device).clamp(0, 1))
+            with torch.no_grad():
+                image = tiled(self.decoder, latent.float().to(self.device), need, 1, 8).clamp(0, 1).to(latent.device)
             return torch.where(covered[None], drawn, image)
+        with torch.no_grad():
+            image = self.decoder(latent.float().to(self.device)[None])[0].clamp(0, 1).to(latent.device)
         if geometry is not None and depth is not None:
             # the decoder works on the cell grid; each read cell's 8 x 8 pixels then go where the cell
             # really lands, as the patch model does, so reprojection is not quantised to 8 pixels
@@ -213,6 +257,7 @@ class LearnedModel(LatentModel):
         out_device = latent.device
         latent = latent.float().to(self.device)
         hole = hole.to(self.device, torch.bool)
+        self._fill_pixels = None
         if not hole.any():
             return latent.to(out_device)
         td = None if target_depth is None else target_depth.to(self.device)
@@ -223,8 +268,10 @@ class LearnedModel(LatentModel):
         with torch.no_grad():
             base = None
             if self.fill_base == "pixel" or self.fill_mode == "pushpull":
-                base = pixel_base(self.encoder, self.decoder, latent, hole, depth, td,
-                                  None if ids is None else ids.to(self.device), known)
+                base, pixels = pixel_base(self.encoder, self.decoder, latent, hole, depth, td,
+                                          None if ids is None else ids.to(self.device), known)
+                if known is not None:
+                    self._fill_pixels = pixels  # what decode shows where no stored cell reaches
             if self.fill_mode == "pushpull":
                 return base.to(out_device)
             feats, base = fill_features(latent, hole, depth, td, base)

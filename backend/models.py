@@ -124,6 +124,9 @@ def render_splats(patches, sp, H, W, pixel_ids=None):
     half = c / 2 + SPLAT_MARGIN
     reach = torch.stack([J[:, 0].abs().sum(1), J[:, 1].abs().sum(1)], 1) * half  # footprint half-size, x and y
     reach = torch.ceil(reach.clamp(max=SPLAT_REACH * c)).long().amax(1)
+    # a few window sizes, so the loop below runs a handful of times rather than once per distinct reach
+    levels = torch.tensor(sorted({int(c // 2 + 1), c, int(1.5 * c), 2 * c, SPLAT_REACH * c}))
+    reach = levels[torch.searchsorted(levels, reach).clamp(max=levels.numel() - 1)]
     cx, cy = sp.centre[:, 0].float(), sp.centre[:, 1].float()
     px_all, splat_all, a_all, b_all = [], [], [], []
     # splats grouped by reach, so the common unit-scale ones do not pay for the few magnified ones

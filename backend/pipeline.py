@@ -96,7 +96,8 @@ def _atomic_write(path, write):
 def save_png(image, path):
     """Write atomically: a crash never leaves a half-written PNG under a finished frame's name."""
     arr = (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
-    _atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))
+    # level 3: a tenth larger than the default level 6 and less than half its time (about 4 vs 11 ms a frame)
+    _atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG", compress_level=3))
 
 
 def write_json(data, path):

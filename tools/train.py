@@ -265,7 +265,7 @@ def base_fill(enc, dec, lat, hole, depth, target_depth):
     if dec is None:
         return None
     with torch.no_grad():
-        return pixel_base(enc, dec, lat.float(), hole, depth, target_depth)
+        return pixel_base(enc, dec, lat.float(), hole, depth, target_depth)[0]
 
 
 def fill_samples(rooms, enc, device, photo_lat=None, photos_per=0, seed=0, dec=None):
