@@ -104,6 +104,28 @@ def tiled(net, x, need, cin, cout):
     return out if out is not None else x.new_zeros(0)
 
 
+def canvas_fill(latent, known):
+    """A canvas's missing cells take their nearest stored neighbour's code (as replicate padding does), not
+    an average of codes: averaged codes decode to texture that was never there."""
+    lat, have = latent.clone(), known.clone()
+    h, w = have.shape
+    while not bool(have.all()):
+        grown = have.clone()
+        # from below, above, the right, the left; a cell takes the first neighbour it finds, in that order
+        for src_rows, dst_rows, src_cols, dst_cols in ((slice(1, h), slice(0, h - 1), slice(None), slice(None)),
+                                                       (slice(0, h - 1), slice(1, h), slice(None), slice(None)),
+                                                       (slice(None), slice(None), slice(1, w), slice(0, w - 1)),
+                                                       (slice(None), slice(None), slice(0, w - 1), slice(1, w))):
+            take = torch.zeros_like(have)
+            take[dst_rows, dst_cols] = have[src_rows, src_cols] & ~grown[dst_rows, dst_cols]
+            moved = torch.zeros_like(lat)
+            moved[:, dst_rows, dst_cols] = lat[:, src_rows, src_cols]
+            lat = torch.where(take[None], moved, lat)
+            grown |= take
+        have = grown
+    return lat
+
+
 def _log_depth(d, med, valid):
     x = torch.log(d.clamp_min(1e-6) / med).clamp(-3.0, 3.0)
     return torch.where(valid, x, torch.zeros_like(x))
@@ -205,7 +227,7 @@ class LearnedModel(LatentModel):
         filled by a latent push-pull."""
         hit = self._canvases.pop(cv.key, None)
         if hit is None:
-            lat = cv.latent if bool(cv.known.all()) else push_pull(cv.latent, ~cv.known)
+            lat = cv.latent if bool(cv.known.all()) else canvas_fill(cv.latent, cv.known)
             with torch.no_grad():  # a later frame's canvas is mostly cells other frames hold: decode its own
                 img = tiled(self.decoder, lat.float().to(self.device), cv.known, 1, 8).clamp(0, 1)
             hit = F.pixel_unshuffle(img[None], 8)[0].cpu()
