@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .models import LatentModel, ModelError, depth_aware_fill, place_pixels, push_pull, render_splats
+from .models import LatentModel, ModelError, depth_aware_fill, pixel_fill, place_pixels, push_pull, render_splats
 
 TILE, TILE_MARGIN = 4, 2  # where only some cells need the encoder or decoder: tiles of 4 x 4 cells, each
                           # seen with 2 cells of context around it
@@ -131,18 +131,12 @@ def _log_depth(d, med, valid):
     return torch.where(valid, x, torch.zeros_like(x))
 
 
-def pixel_base(encoder, decoder, latent, hole, depth, target_depth=None, ids=None, known=None):
+def pixel_base(encoder, decoder, latent, hole, depth, target_depth=None, ids=None):
     """The depth-aware push-pull fill done on decoded pixels and encoded back: averaging pixels blends colours,
-    averaging a learned code does not. Without `known` a latent push-pull first gives the decoder something
-    plausible in the holes, so what it decodes next to them is not pulled off by empty cells. `known`
-    (image [3, H, W], covered [H, W]) is what the memory's splats already drew: cracks between them are
-    closed at pixel level and the fill extends that."""
-    if known is not None:
-        image, covered = known
-        patches = F.pixel_unshuffle(push_pull(image.to(latent.device), ~covered.to(latent.device))[None], 8)[0]
-    else:
-        rough = depth_aware_fill(latent, hole, depth, target_depth, ids, far_ratio=FAR_RATIO)
-        patches = F.pixel_unshuffle(decoder(rough[None]), 8)[0]
+    averaging a learned code does not. A latent push-pull first gives the decoder something plausible in the
+    holes, so what it decodes next to them is not pulled off by empty cells."""
+    rough = depth_aware_fill(latent, hole, depth, target_depth, ids, far_ratio=FAR_RATIO)
+    patches = F.pixel_unshuffle(decoder(rough[None]), 8)[0]
     filled = F.pixel_shuffle(depth_aware_fill(patches, hole, depth, target_depth, ids, far_ratio=FAR_RATIO)[None], 8)[0]
     return torch.where(hole[None], tiled(encoder, filled, hole, 8, 1), latent), filled
 
@@ -238,7 +232,7 @@ class LearnedModel(LatentModel):
 
     def draw(self, sp, H, W, pixel_ids=None):
         """The read's splats drawn at pixel precision, each cell's pixels decoded in its source canvas.
-        Returns (image [3, H, W], covered [H, W])."""
+        Returns (image [3, H, W], covered [H, W], depth [H, W])."""
         patches = torch.zeros(sp.age.numel(), 3, 8, 8)
         have = torch.zeros(sp.age.numel(), dtype=torch.bool)
         for cv in sp.canvases:
@@ -255,7 +249,7 @@ class LearnedModel(LatentModel):
             # the reprojection put beside it) and drawn as the tilted plane it is; the grid decode of the
             # filled latent shows only where no stored cell reaches
             h, w = latent.shape[-2:]
-            drawn, covered = self.draw(context, h * 8, w * 8, pixel_ids)
+            drawn, covered, _ = self.draw(context, h * 8, w * 8, pixel_ids)
             need = ~covered.reshape(h, 8, w, 8).all(3).all(1)
             pixels, self._fill_pixels = self._fill_pixels, None
             if not need.any():
@@ -275,7 +269,8 @@ class LearnedModel(LatentModel):
             image = place_pixels(F.pixel_unshuffle(image[None], 8)[0], image, geometry, depth, 8)
         return image
 
-    def fill(self, latent, hole, depth, generator=None, target_depth=None, ids=None, context=None, pixel_ids=None):
+    def fill(self, latent, hole, depth, generator=None, target_depth=None, ids=None, context=None, pixel_ids=None,
+             pixel_target=None):
         out_device = latent.device
         latent = latent.float().to(self.device)
         hole = hole.to(self.device, torch.bool)
@@ -284,16 +279,17 @@ class LearnedModel(LatentModel):
             return latent.to(out_device)
         td = None if target_depth is None else target_depth.to(self.device)
         depth = depth.to(self.device)
-        known = None
-        if context is not None:
-            known = self.draw(context, latent.shape[-2] * 8, latent.shape[-1] * 8, pixel_ids)
         with torch.no_grad():
+            if context is not None and self.fill_mode == "pushpull":
+                # what the memory holds, drawn at pixel precision, then filled at pixel level and encoded
+                drawn, covered, zd = self.draw(context, latent.shape[-2] * 8, latent.shape[-1] * 8, pixel_ids)
+                filled = pixel_fill(drawn, covered, zd, pixel_target, pixel_ids).to(self.device)
+                self._fill_pixels = filled  # what decode shows where no stored cell reaches
+                return torch.where(hole[None], tiled(self.encoder, filled, hole, 8, 1), latent).to(out_device)
             base = None
             if self.fill_base == "pixel" or self.fill_mode == "pushpull":
-                base, pixels = pixel_base(self.encoder, self.decoder, latent, hole, depth, td,
-                                          None if ids is None else ids.to(self.device), known)
-                if known is not None:
-                    self._fill_pixels = pixels  # what decode shows where no stored cell reaches
+                base, _ = pixel_base(self.encoder, self.decoder, latent, hole, depth, td,
+                                     None if ids is None else ids.to(self.device))
             if self.fill_mode == "pushpull":
                 return base.to(out_device)
             feats, base = fill_features(latent, hole, depth, td, base)

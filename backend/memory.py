@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 FORMAT = "latent_memory"
 VERSION = "3"
-FIELDS = ("keys", "pos", "lat", "foot", "age", "src", "tan")
+FIELDS = ("keys", "pos", "lat", "foot", "age", "src", "tan", "bits")
 NEAR = 1e-4          # cells closer than this to the camera plane are dropped (and behind it)
 LEVEL_OFFSET = 32    # levels -32..31 -> voxels from 2**-32 to 2**31 world units
 AXIS_HALF = 1 << 18  # voxel coordinates must lie in [-2**18, 2**18) per axis
@@ -38,9 +38,9 @@ Canvas = namedtuple("Canvas", "latent known members source key")
 # Every cell a read sees, as a small plane in the target image: `lat` [N, C] its latent, `centre` [N, 2] the
 # target pixel (x, y) of its centre, `jac` [N, 2, 2] target pixels per source pixel (columns: along the source
 # row, along the source column), `depth` [N] its depth there and `slope` [N, 2] depth per source pixel,
-# `age` [N] its write number, `bank` [N] the object id of its bank (0 = static world), `canvases` its
-# source frames (Canvas).
-Splats = namedtuple("Splats", "lat centre jac depth slope age bank canvases")
+# `age` [N] its write number, `bits` [N] which of its pixels it owns (bit y * cell + x), `bank` [N] the object
+# id of its bank (0 = static world), `canvases` its source frames (Canvas).
+Splats = namedtuple("Splats", "lat centre jac depth slope age bits bank canvases")
 _TOKENS = itertools.count()
 
 
@@ -73,6 +73,29 @@ def cell_depth(depth, cell, ids=None):
     enough = 2 * valid.sum(-1) >= member.sum(-1)
     out = torch.where(enough, med, torch.full_like(med, float("inf")))
     return out if ids is None else (out, owner)
+
+
+def cell_bits(mask, cell):
+    """[H, W] bool -> [h, w] int64: bit y * cell + x set where the cell's pixel (x, y) is in the mask. A cell
+    of more than 64 pixels owns them all (-1)."""
+    H, W = mask.shape
+    h, w = H // cell, W // cell
+    if cell * cell > 64:
+        return torch.full((h, w), -1, dtype=torch.int64, device=mask.device)
+    m = mask[:h * cell, :w * cell].reshape(h, cell, w, cell).permute(0, 2, 1, 3).reshape(h, w, -1).long()
+    # distinct powers of two: their sum is their bitwise or (bit 63 wraps to the sign bit, as intended)
+    return (m << torch.arange(cell * cell, device=mask.device)).sum(-1)
+
+
+def member_depth(depth, member, cell):
+    """[H, W] depth and pixel membership -> [h, w] median depth of each cell's valid member pixels (inf where
+    it has none): where a cell is shared by two banks, each stores it at its own surface's depth."""
+    H, W = depth.shape
+    h, w = H // cell, W // cell
+    d = torch.where(member, depth.float(), torch.full_like(depth.float(), float("nan")))
+    d = d[:h * cell, :w * cell].reshape(h, cell, w, cell).permute(0, 2, 1, 3).reshape(h, w, -1)
+    d = torch.where(torch.isfinite(d) & (d > 0), d, torch.full_like(d, float("nan")))
+    return torch.nan_to_num(d.nanmedian(dim=-1).values, nan=float("inf"))
 
 
 def cell_slopes(depth, cell):
@@ -167,6 +190,10 @@ class LatentMemory:
         # the cell's surface: world displacement per pixel of the writing camera along its x and y, in units
         # of that pixel's world size (foot / cell), so it keeps its precision in float16 at any scale
         self.tan = torch.zeros(0, 6, dtype=torch.float16, device=self.device)
+        # which pixels of the cell are this surface's (bit y * cell + x): a cell on an object's outline is
+        # stored in the object's bank and in the world's, each drawing only its own pixels, so the floor
+        # keeps no crate-coloured fringe once the crate has moved on
+        self.bits = torch.zeros(0, dtype=torch.int64, device=self.device)
         self.grid = None   # (h, w) of the frames written; one memory serves one resolution
         self.writes = 0
         self._lookup = None
@@ -181,7 +208,7 @@ class LatentMemory:
 
     def nbytes(self):
         return sum(t.numel() * t.element_size()
-                   for t in (self.keys, self.pos, self.lat, self.foot, self.age, self.src, self.tan,
+                   for t in (self.keys, self.pos, self.lat, self.foot, self.age, self.src, self.tan, self.bits,
                              self.block_start, self.block_min, self.block_max))
 
     def _rebuild_blocks(self):
@@ -195,9 +222,10 @@ class LatentMemory:
         self.block_min = inf.scatter_reduce(0, inv, self.pos, "amin")
         self.block_max = (-inf).scatter_reduce(0, inv, self.pos, "amax")
 
-    def write(self, latent, depth, K, cam_to_world, mask=None, pixel_depth=None):
+    def write(self, latent, depth, K, cam_to_world, mask=None, pixel_depth=None, pixel_mask=None):
         """Store the valid (finite depth > 0, and mask) cells of a [C, h, w] latent. `pixel_depth` [h*cell,
-        w*cell] gives each cell its surface's tilt (without it a cell faces the camera). Returns cells stored."""
+        w*cell] gives each cell its surface's tilt (without it a cell faces the camera); `pixel_mask` (same
+        size) the pixels that are this memory's (without it, all). Returns cells stored."""
         C, h, w = latent.shape
         if C != self.channels or tuple(depth.shape) != (h, w):
             raise ValueError(f"expected latent [{self.channels}, h, w] and depth [h, w], got "
@@ -216,9 +244,17 @@ class LatentMemory:
         foot = z / max(fx, fy)
         # the surface through the cell centre, per pixel of this camera: d(X, Y, Z)/dx and d/dy in camera space
         gx = gy = torch.zeros_like(z)
-        if pixel_depth is not None and tuple(pixel_depth.shape) == (h * self.cell, w * self.cell):
-            sx, sy = cell_slopes(pixel_depth.to(self.device), self.cell)
+        full = (h * self.cell, w * self.cell)
+        pm = None if pixel_mask is None or tuple(pixel_mask.shape) != full else pixel_mask.to(self.device, torch.bool)
+        if pixel_depth is not None and tuple(pixel_depth.shape) == full:
+            pd = pixel_depth.to(self.device)
+            if pm is not None:
+                pd = torch.where(pm, pd, torch.full_like(pd, float("inf")))
+            sx, sy = cell_slopes(pd, self.cell)
             gx, gy = sx.double()[ii, jj], sy.double()[ii, jj]
+        bits = torch.full((ii.numel(),), -1, dtype=torch.int64, device=self.device)
+        if pm is not None:
+            bits = cell_bits(pm, self.cell)[ii, jj]
         Kd = torch.as_tensor(K, dtype=torch.float64, device=self.device)
         fxp, fyp, cxp, cyp = Kd[0, 0], Kd[1, 1], Kd[0, 2], Kd[1, 2]
         xr = (jj.double() * self.cell + (self.cell - 1) / 2 - cxp) / fxp
@@ -233,7 +269,7 @@ class LatentMemory:
         q = torch.floor(pos.double() * torch.pow(2.0, -level.double())[:, None]).long()
         inside = ((q >= -AXIS_HALF) & (q < AXIS_HALF)).all(1)  # too far out to pack: not stored
         key = pack_keys(level[inside], q[inside])
-        z, pos, foot, tan = z[inside], pos[inside], foot[inside].float(), tan[inside].to(torch.float16)
+        z, pos, foot, tan, bits = z[inside], pos[inside], foot[inside].float(), tan[inside].to(torch.float16), bits[inside]
         lat = latent.to(self.device)[:, ii[inside], jj[inside]].T.to(self.dtype)
         if self.grid is None:
             self.grid = (h, w)
@@ -268,6 +304,7 @@ class LatentMemory:
         self.age = torch.cat([self.age[keep], torch.full((n,), self.writes, dtype=torch.int32, device=self.device)])[order]
         self.src = torch.cat([self.src[keep], src[sel]])[order]
         self.tan = torch.cat([self.tan[keep], tan[sel]])[order]
+        self.bits = torch.cat([self.bits[keep], bits[sel]])[order]
         self._rebuild_blocks()
         return n
 
@@ -316,7 +353,7 @@ class LatentMemory:
 
         centre = torch.stack([fxp * X / Z + cxp, fyp * Y / Z + cyp], 1)
         return cells, Splats(self.lat[cells], centre, torch.stack([image_step(du), image_step(dv)], 2), Z,
-                             torch.stack([du[:, 2], dv[:, 2]], 1), self.age[cells], None, None)
+                             torch.stack([du[:, 2], dv[:, 2]], 1), self.age[cells], self.bits[cells], None, None)
 
     def read(self, K, cam_to_world, h, w, cull=True):
         """Project the memory into a camera: (latent [C, h, w], hole [h, w], depth [h, w] float32)."""
@@ -440,16 +477,17 @@ class LatentMemory:
             raise ValueError(f"{path} is not a latent memory file: {e}") from None
         except Exception as e:  # safetensors reports a corrupt header with its own error types
             raise ValueError(f"{path} is not a latent memory file ({type(e).__name__}: {e})") from None
-        keys, pos, lat, foot, age, src, tan = (tensors[k] for k in FIELDS)
+        keys, pos, lat, foot, age, src, tan, bits = (tensors[k] for k in FIELDS)
         n = keys.numel()
         if (keys.dtype != torch.int64 or pos.shape != (n, 3) or lat.shape != (n, mem.channels)
                 or foot.shape != (n,) or age.shape != (n,) or age.dtype != torch.int32
                 or src.shape != (n, 2) or src.dtype != torch.int16 or tan.shape != (n, 6) or tan.dtype != torch.float16
+                or bits.shape != (n,) or bits.dtype != torch.int64
                 or lat.dtype != mem.dtype or (n > 1 and not bool((keys[1:] > keys[:-1]).all()))):
             raise ValueError(f"{path} is not a consistent latent memory file")
         mem.keys, mem.pos, mem.lat = keys.to(mem.device), pos.float().to(mem.device), lat.to(mem.device)
         mem.foot, mem.age, mem.src, mem.grid = foot.float().to(mem.device), age.to(mem.device), src.to(mem.device), grid
-        mem.tan = tan.to(mem.device)
+        mem.tan, mem.bits = tan.to(mem.device), bits.to(mem.device)
         mem.writes = int(meta.get("writes", "0"))
         mem._rebuild_blocks()
         return mem
@@ -481,18 +519,29 @@ class SceneMemory:
         # the camera as seen from the object's own space
         return torch.linalg.inv(torch.as_tensor(pose, dtype=torch.float64)) @ torch.as_tensor(cam_to_world, dtype=torch.float64)
 
-    def write(self, latent, depth, K, cam_to_world, mask=None, ids=None, poses=None, pixel_depth=None):
-        """Split the frame's cells by their object id: each goes into its own bank. Returns cells stored."""
+    def write(self, latent, depth, K, cam_to_world, mask=None, ids=None, poses=None, pixel_depth=None, pixel_ids=None):
+        """Split the frame's cells by object id, each into its own bank. With pixel ids (and pixel depth) a
+        cell on an outline goes into every bank that has pixels in it, each copy at its own pixels' depth
+        and owning only those; otherwise by the cell's id. Returns cells stored."""
         extra = {} if pixel_depth is None else {"pixel_depth": pixel_depth}
         if ids is None or not poses:
             return self.static.write(latent, depth, K, cam_to_world, mask, **extra)
         stored = 0
         for oid in [0] + sorted(poses):
+            c2w = cam_to_world if oid == 0 else self._local_camera(poses[oid], cam_to_world)
+            if pixel_ids is not None and pixel_depth is not None:
+                member = pixel_ids == oid
+                if not member.any():
+                    continue
+                d = member_depth(pixel_depth, member, self.cell)
+                sel = torch.isfinite(d) if mask is None else torch.isfinite(d) & mask
+                if sel.any():
+                    stored += self._bank(oid).write(latent, d, K, c2w, sel, pixel_depth=pixel_depth, pixel_mask=member)
+                continue
             sel = ids == oid
             if mask is not None:
                 sel = sel & mask
             if sel.any():
-                c2w = cam_to_world if oid == 0 else self._local_camera(poses[oid], cam_to_world)
                 stored += self._bank(oid).write(latent, depth, K, c2w, sel, **extra)
         return stored
 

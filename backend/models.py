@@ -35,10 +35,12 @@ class LatentModel:
         own bank (`pixel_ids`). A model may ignore them."""
         raise NotImplementedError
 
-    def fill(self, latent, hole, depth, generator=None, target_depth=None, ids=None, context=None, pixel_ids=None):
+    def fill(self, latent, hole, depth, generator=None, target_depth=None, ids=None, context=None, pixel_ids=None,
+             pixel_target=None):
         """Complete a memory read: [C, h, w] with hole [h, w] (True = unknown) and the read's depth [h, w]
         (inf in holes) -> full [C, h, w]. With the scene's geometry also the target frame's per-cell depth
-        (inf = sky) and object ids (0 = static world; known cells always show their own id's memory)."""
+        (inf = sky) and object ids (0 = static world; known cells always show their own id's memory); with
+        splats (`context`) also the frame's pixel ids and pixel depth (`pixel_target`, inf = sky)."""
         raise NotImplementedError
 
 
@@ -111,11 +113,12 @@ def render_splats(patches, sp, H, W, pixel_ids=None):
     target pixel inside a splat's footprint maps back through the plane to the source pixel it shows (so a
     magnified surface stays closed and a slanted floor is not a row of upright cards), and a per-pixel
     z-buffer picks the nearest surface, on it the oldest cell, then the cell the pixel is most inside of.
-    With `pixel_ids` [H, W] a pixel only shows splats of its own bank. Returns (image [3, H, W], covered [H, W])."""
+    With `pixel_ids` [H, W] a pixel only shows splats of its own bank. Returns (image [3, H, W], covered [H, W],
+    depth [H, W], inf where uncovered)."""
     N, _, c, _ = patches.shape
     image = torch.zeros(3, H * W)
     if N == 0:
-        return image.reshape(3, H, W), torch.zeros(H, W, dtype=torch.bool)
+        return image.reshape(3, H, W), torch.zeros(H, W, dtype=torch.bool), torch.full((H, W), float("inf"))
     J = sp.jac.float()
     det = J[:, 0, 0] * J[:, 1, 1] - J[:, 0, 1] * J[:, 1, 0]
     good = det > 1e-6  # edge-on or seen from behind: nothing to draw
@@ -146,24 +149,47 @@ def render_splats(patches, sp, H, W, pixel_ids=None):
         a_all.append(a[ok])
         b_all.append(b[ok])
     if not px_all:
-        return image.reshape(3, H, W), torch.zeros(H, W, dtype=torch.bool)
+        return image.reshape(3, H, W), torch.zeros(H, W, dtype=torch.bool), torch.full((H, W), float("inf"))
     px, k, a, b = torch.cat(px_all), torch.cat(splat_all), torch.cat(a_all), torch.cat(b_all)
+    ia = torch.floor(a + (c - 1) / 2 + 0.5).long().clamp(0, c - 1)
+    ib = torch.floor(b + (c - 1) / 2 + 0.5).long().clamp(0, c - 1)
+    own = ((sp.bits[k] >> (ib * c + ia)) & 1).bool()  # only the pixels the stored cell owns
     if pixel_ids is not None:
-        own = pixel_ids.reshape(-1).long()[px] == sp.bank[k]
-        px, k, a, b = px[own], k[own], a[own], b[own]
+        own &= pixel_ids.reshape(-1).long()[px] == sp.bank[k]
+    px, k, a, b, ia, ib = px[own], k[own], a[own], b[own], ia[own], ib[own]
     z = sp.depth[k].float() + a * sp.slope[k, 0].float() + b * sp.slope[k, 1].float()
     front = z > 0
-    px, k, a, b, z = px[front], k[front], a[front], b[front], z[front]
+    px, k, a, b, z, ia, ib = px[front], k[front], a[front], b[front], z[front], ia[front], ib[front]
     # rank on one surface: oldest write first, then how far inside its own cell the pixel lies (0..15)
     inside = (torch.maximum(a.abs(), b.abs()) / half * 15).clamp(0, 15).long()
     from .memory import SURFACE_TOL, zbuffer
     best = zbuffer(px, z, H * W, sp.age[k].long() * 16 + inside, SURFACE_TOL)
     hit = best < px.numel()
     w = best[hit]
-    ia = torch.floor(a[w] + (c - 1) / 2 + 0.5).long().clamp(0, c - 1)
-    ib = torch.floor(b[w] + (c - 1) / 2 + 0.5).long().clamp(0, c - 1)
-    image[:, hit] = patches[k[w], :, ib, ia].T.float()
-    return image.reshape(3, H, W), hit.reshape(H, W)
+    image[:, hit] = patches[k[w], :, ib[w], ia[w]].T.float()
+    depth = torch.full((H * W,), float("inf"))
+    depth[hit] = z[w]
+    return image.reshape(3, H, W), hit.reshape(H, W), depth.reshape(H, W)
+
+
+def pixel_fill(image, covered, depth, target_depth=None, pixel_ids=None):
+    """Fill every pixel no splat drew, at pixel level: from drawn pixels at a similar depth and of the same
+    object (the floor a crate uncovered fills from floor pixels, never from the crate beside it, which a
+    fill over whole cells cannot keep apart). `target_depth` [H, W] is the scene's depth (inf = sky).
+    The fill runs on 2 x 2 blocks (a push-pull fill is smooth; a quarter of the work) and drawn pixels
+    stay exactly as drawn."""
+    H, W = covered.shape
+    if H % 2 or W % 2:
+        return torch.where(covered[None], image, depth_aware_fill(image, ~covered, depth, target_depth, pixel_ids))
+    w = covered.float()[None, None]
+    n = F.avg_pool2d(w, 2)[0, 0]
+    small = F.avg_pool2d(image[None] * w, 2)[0] / n.clamp_min(1e-8)
+    near = -F.max_pool2d(-torch.where(covered, depth, torch.full_like(depth, float("inf")))[None, None], 2)[0, 0]
+    target = None if target_depth is None else -F.max_pool2d(-target_depth[None, None].float(), 2)[0, 0]
+    ids = None if pixel_ids is None else pixel_ids[::2, ::2]
+    filled = depth_aware_fill(small, n == 0, near, target, ids)
+    up = F.interpolate(filled[None], scale_factor=2, mode="bilinear", align_corners=False)[0]
+    return torch.where(covered[None], image, up)
 
 
 class PatchModel(LatentModel):
@@ -185,14 +211,24 @@ class PatchModel(LatentModel):
         image = F.pixel_shuffle(latent[None].float(), self.cell)[0]
         if context is not None:
             c = self.cell
-            drawn, covered = render_splats(context.lat.float().reshape(-1, 3, c, c), context, *image.shape[-2:], pixel_ids)
+            drawn, covered, _ = render_splats(self.patches(context), context, *image.shape[-2:], pixel_ids)
             image = torch.where(covered[None], drawn, image)
         elif geometry is not None and depth is not None:
             image = place_pixels(latent, image, geometry, depth, self.cell)
         return image.clamp(0, 1)
 
-    def fill(self, latent, hole, depth, generator=None, target_depth=None, ids=None, context=None, pixel_ids=None):
-        return depth_aware_fill(latent.float(), hole, depth, target_depth, ids)
+    def patches(self, sp):
+        return sp.lat.float().reshape(-1, 3, self.cell, self.cell)
+
+    def fill(self, latent, hole, depth, generator=None, target_depth=None, ids=None, context=None, pixel_ids=None,
+             pixel_target=None):
+        if context is None:
+            return depth_aware_fill(latent.float(), hole, depth, target_depth, ids)
+        c = self.cell
+        H, W = latent.shape[-2] * c, latent.shape[-1] * c
+        drawn, covered, zd = render_splats(self.patches(context), context, H, W, pixel_ids)
+        filled = F.pixel_unshuffle(pixel_fill(drawn, covered, zd, pixel_target, pixel_ids)[None], c)[0]
+        return torch.where(hole[None], filled, latent.float())
 
 
 def depth_aware_fill(x, hole, depth, target_depth=None, ids=None, far_ratio=10.0, bins=8):

@@ -226,8 +226,18 @@ class Run:
         # memory back at its camera must give it back exactly
         cells, cell_ids, _ = self.to_cells(depth, self.object_ids(ref["frame"]))
         memory.write(latent, cells, K, c2w, ids=cell_ids, poses=self.poses(ref["frame"]),
-                     pixel_depth=pad_to_cells(depth, self.cell))
+                     pixel_depth=self.pixel_depth(depth), pixel_ids=self.pixel_ids(ref["frame"]))
         return memory
+
+    def pixel_depth(self, depth):
+        """[H, W] scene depth padded to whole cells, sky placed at `far` like the cells' depth."""
+        depth = pad_to_cells(depth, self.cell)
+        return torch.where(torch.isfinite(depth), depth, torch.full_like(depth, self.far))
+
+    def pixel_ids(self, n):
+        """Frame n's object id mask padded to whole cells, or None without moving objects."""
+        ids = self.object_ids(n)
+        return None if ids is None else pad_to_cells(ids.float(), self.cell).long()
 
     def read(self, memory, n):
         """Memory read at frame n's camera, with what the scene says about the frame's cells.
@@ -240,7 +250,7 @@ class Run:
         edges = torch.zeros(self.h, self.w, dtype=torch.bool)
         if depth is not None:
             cells, cell_ids, edges = self.to_cells(depth, self.object_ids(n))
-            depth = pad_to_cells(depth, self.cell)
+            depth = self.pixel_depth(depth)
         latent, hole, mdepth = memory.read(K, c2w, self.h, self.w, poses=poses, ids=cell_ids)
         if cells is None:
             # no scene geometry: new content sits at the depth the memory suggests around it
@@ -257,11 +267,15 @@ class Run:
         splats = self.context(memory) if self.model.uses_context else None
         extra = {}
         if splats is not None:
-            ids = self.object_ids(n)
-            extra = {"context": splats, "pixel_ids": None if ids is None else pad_to_cells(ids.float(), self.cell).long()}
-        full = self.model.fill(latent, hole, mdepth, self.generator(n), target_depth=target, ids=cell_ids, **extra)
+            extra = {"context": splats, "pixel_ids": self.pixel_ids(n)}
+        fill_extra = dict(extra)
+        if extra and pixel_depth is not None and self.job["depth_source"] == "SCENE":
+            fill_extra["pixel_target"] = torch.where(pixel_depth >= self.far, torch.full_like(pixel_depth, float("inf")),
+                                                     pixel_depth)
+        full = self.model.fill(latent, hole, mdepth, self.generator(n), target_depth=target, ids=cell_ids, **fill_extra)
         if hole.any():
-            memory.write(full, cells, K, c2w, mask=hole & ~edges, ids=cell_ids, poses=poses, pixel_depth=pixel_depth)
+            memory.write(full, cells, K, c2w, mask=hole & ~edges, ids=cell_ids, poses=poses, pixel_depth=pixel_depth,
+                         pixel_ids=self.pixel_ids(n))
             if extra:
                 # the frame shows what the memory now holds, drawn as any later read of it will be: coming
                 # back to this pose gives this frame again
@@ -316,7 +330,8 @@ class Run:
         if self.cancelled():
             raise Cancelled()
         t0, total = time.perf_counter(), len(self.order)
-        reads = [self.read(memory, n) for n in self.model.latent_frames(seg)]
+        read_frames = self.model.latent_frames(seg)
+        reads = [self.read(memory, n) for n in read_frames]
 
         def step(s, steps):
             if self.cancelled():
@@ -329,9 +344,10 @@ class Run:
         latents = self.model.generate([r[0] for r in reads], [r[1] for r in reads], prompt=self.job.get("prompt", ""),
                                       negative_prompt=self.job.get("negative_prompt", ""),
                                       generator=self.generator(seg[0]), step=step)
-        for (_, hole, _, cells, cell_ids, edges, poses, K, c2w, pixel_depth), latent in zip(reads, latents):
+        for n, (_, hole, _, cells, cell_ids, edges, poses, K, c2w, pixel_depth), latent in zip(read_frames, reads, latents):
             if hole.any():
-                memory.write(latent, cells, K, c2w, mask=hole & ~edges, ids=cell_ids, poses=poses, pixel_depth=pixel_depth)
+                memory.write(latent, cells, K, c2w, mask=hole & ~edges, ids=cell_ids, poses=poses,
+                             pixel_depth=pixel_depth, pixel_ids=self.pixel_ids(n))
         for n, image in zip(seg, self.model.decode_frames(latents, len(seg))):
             save_png(image[:, :self.H, :self.W], os.path.join(self.frames_dir, protocol.frame_filename(n)))
             yield n
