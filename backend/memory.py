@@ -26,7 +26,8 @@ SPLAT_GROW = 1.3     # splats are a little wider than a cell so magnified surfac
 MAX_SPLAT = 3        # at most 3 x 3 target cells per stored cell, which bounds the cost of a read
 SURFACE_TOL = 0.03   # cells within 3 % of the nearest depth are the same surface: the oldest one wins
 SLOPE_JUMP = 0.2     # neighbouring pixels further apart in depth than this (relative) are on different surfaces
-VISIBLE_FACTOR = 1.5 # a cell whose depth is within this factor of the nearest one in a target cell is splatted
+VISIBLE_FACTOR = 3.0   # a cell within this factor of the nearest depth in a target cell is drawn (near the horizon
+                     # one target cell spans a long stretch of floor); the per-pixel z-buffer decides the rest
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
 
 
@@ -331,14 +332,17 @@ class LatentMemory:
         hi = torch.minimum(torch.where(empty, near, hi).long(), lo + MAX_SPLAT - 1)
         return lo, hi
 
-    def _splats(self, K, R, cells, pc, src, target, z, size):
+    def _splats(self, K, R, cells, pc, src, target, z, size, border):
         """The read's cells on or near the nearest surface of some target cell (within VISIBLE_FACTOR: a
-        minified surface puts several cells in one target cell, and all of them are seen), each as a small
-        tilted plane in target pixels. Returns (stored-cell indices, Splats without bank and canvases)."""
+        minified surface puts several cells in one target cell, and all of them are seen), and those that
+        reach into the image without covering a target cell's centre (`border`), each as a small tilted
+        plane in target pixels. Returns (stored-cell indices, Splats without bank and canvases)."""
         zmin = torch.full((size,), float("inf"), device=self.device).scatter_reduce(0, target, z, "amin")
         near = (z <= zmin[target] * VISIBLE_FACTOR).to(torch.uint8)
         seen = torch.zeros(cells.numel(), dtype=torch.uint8, device=self.device).scatter_reduce(0, src, near, "amax")
-        keep = seen.bool()
+        hits = torch.zeros(cells.numel(), dtype=torch.uint8, device=self.device).scatter_reduce(
+            0, src, torch.ones_like(near), "amax")
+        keep = seen.bool() | (border & ~hits.bool())
         cells, P = cells[keep], pc[keep]
         Kf = torch.as_tensor(K, dtype=torch.float32, device=self.device)
         fxp, fyp, cxp, cyp = Kf[0, 0], Kf[1, 1], Kf[0, 2], Kf[1, 2]
@@ -387,7 +391,9 @@ class LatentMemory:
         src = torch.arange(idx.numel(), device=self.device)[:, None, None].expand(-1, MAX_SPLAT, MAX_SPLAT)[ok]
         target = ii[ok] * w + jj[ok]
         idx, z = idx[src], z[src]
-        self.last_read_splats = self._splats(K, R, cells, cells_pc, src, target, z, h * w)
+        # cells hitting no target cell centre but reaching into the image (along its border) are splats too
+        border = (u > -size) & (u < w - 1 + size) & (v > -size) & (v < h - 1 + size)
+        self.last_read_splats = self._splats(K, R, cells, cells_pc, src, target, z, h * w, border)
 
         best = zbuffer(target, z, h * w, self.age[idx], SURFACE_TOL)
         hit = best < idx.numel()

@@ -58,7 +58,7 @@ def test_same_seed_gives_identical_frames(tmp_path):
     assert fa.keys() == fb.keys() and all(np.array_equal(fa[k], fb[k]) for k in fa)
 
 
-@pytest.mark.parametrize("model", ["builtin", "compact"])
+@pytest.mark.parametrize("model", ["builtin", "compact", "patch"])
 def test_later_frames_are_consistent_with_the_reference(tmp_path, model):
     # a small sideways move: the wall and box seen in the reference must stay where geometry puts them
     job = make_job(str(tmp_path), n=4, segment_length=2, model=model)
