@@ -31,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from backend import models  # noqa: E402
 from backend.learned import Decoder, Encoder, FillNet, fill_features, pixel_base  # noqa: E402
-from backend.memory import LatentMemory, cell_depth  # noqa: E402
+from backend.memory import LatentMemory, cell_depth, cell_edges  # noqa: E402
 
 # MIRAGE_TRAIN_DATA / MIRAGE_WALLPAPERS point elsewhere, e.g. at a copy taken to a GPU machine
 DATA = os.environ.get("MIRAGE_TRAIN_DATA") or os.path.join(ROOT, "out", "train_data")
@@ -259,6 +259,33 @@ def memory_read(lat_a, depth_a, K_a, c2w_a, K_b, c2w_b, cell=8):
     return lat, hole, depth, mem.last_read_geometry
 
 
+def product_frame(model, image_a, room, a, b):
+    """View b generated from view a by the product's per-frame steps (backend.pipeline.Run.frame): a written
+    with its pixel depth, b read as splats, filled at pixel level, the fill written back and the frame drawn
+    from what the memory then holds."""
+    cell = model.cell
+    (depth_a, depth_b), (K_a, K_b), (c2w_a, c2w_b) = (
+        [torch.from_numpy(room[k][i]) for i in (a, b)] for k in ("depths", "K", "c2w"))
+    fin = depth_a[torch.isfinite(depth_a)]
+    far = float(fin.max()) * 20.0 if fin.numel() else 1000.0
+
+    def cells(d):
+        c = cell_depth(d, cell)
+        return torch.where(torch.isfinite(c), c, torch.full_like(c, far))
+
+    def pixels(d):
+        return torch.where(torch.isfinite(d), d, torch.full_like(d, far))
+
+    mem = LatentMemory(model.channels, cell)
+    mem.write(model.encode(image_a), cells(depth_a), K_a, c2w_a, pixel_depth=pixels(depth_a))
+    read, hole, rdepth = mem.read(K_b, c2w_b, H // cell, W // cell)
+    full = model.fill(read, hole, rdepth, target_depth=cell_depth(depth_b, cell), context=mem.last_read_context(),
+                      pixel_target=depth_b)
+    mem.write(full, cells(depth_b), K_b, c2w_b, mask=hole & ~cell_edges(depth_b, cell), pixel_depth=pixels(depth_b))
+    again, still, _ = mem.read(K_b, c2w_b, H // cell, W // cell)
+    return model.decode(torch.where(still[None], full, again.float()), context=mem.last_read_context())
+
+
 def base_fill(enc, dec, lat, hole, depth, target_depth):
     """The fill net's starting point: push-pull on decoded pixels when a decoder is given (fill_base "pixel"),
     else None (push-pull on the latent)."""
@@ -345,7 +372,8 @@ def hole_psnr(a, b, hole_px):
 
 def evaluate(model, rooms, photos):
     """Held-out numbers: encode/decode PSNR, and hole-fill PSNR of the learned fill vs the patch model's
-    depth-aware push-pull on real reprojections (write view A, read view B)."""
+    depth-aware push-pull on real reprojections (write view A, read view B) through the cell-grid read the
+    fill net trains on; `frame_psnr_product_*` the same pairs by the product's per-frame steps."""
     patch = models.PatchModel("patch", cell=4)
     res = {}
     room_imgs = torch.cat([to_t(r["images"]) for r in rooms]) if rooms else torch.zeros(0, 3, H, W)
@@ -353,9 +381,12 @@ def evaluate(model, rooms, photos):
         vals = [psnr(model.decode(model.encode(x).half()), x) for x in imgs]
         res[key] = round(float(np.mean(vals)), 2) if vals else None
     learned, pushpull_latent, patch_pp, full_l, full_p, hole_frac = [], [], [], [], [], []
+    product_l, product_p = [], []
     for room in rooms:
         imgs = to_t(room["images"])
         for a, b in ((0, 1), (1, 2), (2, 0), (1, 0)):
+            product_l.append(psnr(product_frame(model, imgs[a], room, a, b), imgs[b]))
+            product_p.append(psnr(product_frame(patch, imgs[a], room, a, b), imgs[b]))
             lat = model.encode(imgs[a]).half()
             read, hole, rdepth, geo = memory_read(lat, room["depths"][a], room["K"][a], room["c2w"][a], room["K"][b], room["c2w"][b])
             if not hole.any():
@@ -395,7 +426,8 @@ def evaluate(model, rooms, photos):
     res.update({"reprojection_pairs": len(learned), "mean_hole_fraction": mean(hole_frac),
                 "fill_hole_psnr_model": mean(learned), "fill_hole_psnr_latent_pushpull": mean(pushpull_latent),
                 "fill_hole_psnr_patch_pushpull": mean(patch_pp), "frame_psnr_model": mean(full_l),
-                "frame_psnr_patch": mean(full_p), "photo_masks": len(ph_l), "photo_hole_psnr_model": mean(ph_l),
+                "frame_psnr_patch": mean(full_p), "frame_psnr_product_model": mean(product_l),
+                "frame_psnr_product_patch": mean(product_p), "photo_masks": len(ph_l), "photo_hole_psnr_model": mean(ph_l),
                 "photo_hole_psnr_patch_pushpull": mean(ph_p)})
     return res
 
