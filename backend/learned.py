@@ -14,7 +14,8 @@ from .models import LatentModel, ModelError, depth_aware_fill, pixel_fill, place
 
 TILE, TILE_MARGIN = 4, 2  # where only some cells need the encoder or decoder: tiles of 4 x 4 cells, each
                           # seen with 2 cells of context around it
-CANVAS_CACHE = 48  # decoded source canvases kept (about 0.4 MB each at 256 x 144)
+CANVAS_CACHE = 48               # decoded source canvases kept (float16: 0.2 MB each at 256 x 144) ...
+CANVAS_CACHE_BYTES = 128 << 20  # ... and at most this much of them (12 MB each at 1920 x 1080)
 FAR_RATIO = 10.0   # a read or target depth beyond this many times the median known depth counts as sky
 
 
@@ -224,9 +225,10 @@ class LearnedModel(LatentModel):
             lat = cv.latent if bool(cv.known.all()) else canvas_fill(cv.latent, cv.known)
             with torch.no_grad():  # a later frame's canvas is mostly cells other frames hold: decode its own
                 img = tiled(self.decoder, lat.float().to(self.device), cv.known, 1, 8).clamp(0, 1)
-            hit = F.pixel_unshuffle(img[None], 8)[0].cpu()
+            hit = F.pixel_unshuffle(img[None], 8)[0].cpu().half()  # float16: below half a grey level
         self._canvases[cv.key] = hit  # most recently used last
-        while len(self._canvases) > CANVAS_CACHE:
+        while len(self._canvases) > 1 and (len(self._canvases) > CANVAS_CACHE or sum(
+                p.numel() * p.element_size() for p in self._canvases.values()) > CANVAS_CACHE_BYTES):
             self._canvases.pop(next(iter(self._canvases)))
         return hit
 
@@ -236,7 +238,7 @@ class LearnedModel(LatentModel):
         patches = torch.zeros(sp.age.numel(), 3, 8, 8)
         have = torch.zeros(sp.age.numel(), dtype=torch.bool)
         for cv in sp.canvases:
-            p = self.canvas_patches(cv)[:, cv.source[0], cv.source[1]]
+            p = self.canvas_patches(cv)[:, cv.source[0], cv.source[1]].float()
             patches[cv.members] = p.T.reshape(-1, 3, 8, 8)
             have[cv.members] = True
         # a cell without a canvas (written at another resolution) is left to the grid decode

@@ -21,12 +21,13 @@ DEVICES = ("AUTO", "CUDA", "CPU")
 
 # Largest frame the backend accepts; beyond it the latent memory no longer fits a laptop.
 MAX_PIXELS = 4096 * 4096
-# Backend memory, measured (peak RSS, CPU, builtin model): about 250 MiB for torch and the process,
-# 176 bytes per pixel for one frame's working set, and the latent memory growing by up to 4 bytes per
-# pixel for every frame (1024x768: 385 MB for 4 frames, 404 MB for 12).
+# Backend memory, measured (peak RSS, CPU, 1024x768, a camera that keeps seeing new ground): about 256 MiB
+# for torch and the process, up to 400 bytes per pixel for one frame's working set, and the peak growing
+# with what each read sees: builtin 563 / 623 / 688 MB after 4 / 12 / 24 frames (8 bytes per pixel per
+# frame), patch 654 / 762 / 1010 MB (23). The estimate takes the middle for the growth.
 BASE_BYTES = 256 * 2**20
-BYTES_PER_PIXEL = 176
-BYTES_PER_PIXEL_FRAME = 4
+BYTES_PER_PIXEL = 400
+BYTES_PER_PIXEL_FRAME = 16
 # Files and folders the backend writes in a job folder; none may be a link that leads out of it.
 OUTPUT_PATHS = ("frames", "state", "state/memory.safetensors", "state/progress.json", "run.json")
 
