@@ -2,7 +2,9 @@
 canvases and their cache, tiled encoder/decoder runs."""
 import math
 
+import pytest
 import torch
+from safetensors.torch import save_file
 
 from backend import models
 from backend.learned import tiled
@@ -189,3 +191,14 @@ def test_save_load_keeps_slopes_owners_and_sources(tmp_path):
     back.read(K, view, 12, 16)
     a, b = mem.last_read_context(), back.last_read_context()
     assert all(torch.equal(getattr(a, f), getattr(b, f)) for f in ("centre", "jac", "depth", "slope", "bits"))
+
+
+def test_memory_of_an_older_version_is_refused_clearly(tmp_path):
+    """A resumed run whose memory was saved before cells had slopes and owners starts afresh (Run.resume_point
+    treats the ValueError as 'nothing to resume')."""
+    old = {"keys": torch.zeros(0, dtype=torch.int64), "pos": torch.zeros(0, 3), "lat": torch.zeros(0, 4, dtype=torch.float16),
+           "foot": torch.zeros(0), "age": torch.zeros(0, dtype=torch.int32)}
+    save_file(old, str(tmp_path / "m.safetensors"), metadata={"format": "latent_memory", "version": "2", "channels": "4",
+                                                            "cell": "4", "dtype": "float16", "writes": "0"})
+    with pytest.raises(ValueError, match="not a latent memory file: unsupported version '2'"):
+        LatentMemory.load(tmp_path / "m.safetensors")
