@@ -166,10 +166,28 @@ def render_splats(patches, sp, H, W, pixel_ids=None):
     best = zbuffer(px, z, H * W, sp.age[k].long() * 16 + inside, SURFACE_TOL)
     hit = best < px.numel()
     w = best[hit]
-    image[:, hit] = patches[k[w], :, ib[w], ia[w]].T.float()
+    image[:, hit] = _sample(patches, sp.bits, k[w], a[w], b[w], c).T
     depth = torch.full((H * W,), float("inf"))
     depth[hit] = z[w]
     return image.reshape(3, H, W), hit.reshape(H, W), depth.reshape(H, W)
+
+
+def _sample(patches, bits, k, a, b, c):
+    """Bilinear samples [M, 3] of the patches `k` at source offsets (a, b) from their centres, from owned
+    pixels only: nearest-pixel sampling jumps as the camera moves by fractions of a pixel, which shows as
+    shimmer from frame to frame. Exact where (a, b) falls on a pixel centre (the writing camera)."""
+    fa, fb = (a + (c - 1) / 2).clamp(0, c - 1), (b + (c - 1) / 2).clamp(0, c - 1)
+    x0, y0 = fa.floor().long().clamp(max=c - 2), fb.floor().long().clamp(max=c - 2)
+    wx, wy = fa - x0, fb - y0
+    out = torch.zeros(k.numel(), 3)
+    total = torch.zeros(k.numel())
+    mine = bits[k]
+    for dx, dy, wgt in ((0, 0, (1 - wx) * (1 - wy)), (1, 0, wx * (1 - wy)), (0, 1, (1 - wx) * wy), (1, 1, wx * wy)):
+        xs, ys = x0 + dx, y0 + dy
+        wgt = wgt * ((mine >> (ys * c + xs)) & 1).float()
+        out += wgt[:, None] * patches[k, :, ys, xs].float()
+        total += wgt
+    return out / total.clamp_min(1e-12)[:, None]
 
 
 def pixel_fill(image, covered, depth, target_depth=None, pixel_ids=None):
