@@ -99,6 +99,38 @@ def member_depth(depth, member, cell):
     return torch.nan_to_num(d.nanmedian(dim=-1).values, nan=float("inf"))
 
 
+def depth_layers(depth, member, cell, spread=0.3, min_pixels=16):
+    """Split each cell's `member` pixels into a near and a far layer where their depths lie more than `spread`
+    apart (a pillar's outline against the wall, geometry against sky), so that each layer can be stored at
+    its own depth and owning only its own pixels: from another view the wall's pixels stay on the wall
+    instead of riding along with the pillar. Returns (near, far) pixel masks; far is empty where no cell
+    splits."""
+    H, W = depth.shape
+    h, w = H // cell, W // cell
+
+    def cells(x):
+        return x[:h * cell, :w * cell].reshape(h, cell, w, cell).permute(0, 2, 1, 3).reshape(h, w, -1)
+
+    d = cells(depth.float())
+    m = cells(member) & torch.isfinite(d) & (d > 0)
+    lo = torch.where(m, d, torch.full_like(d, float("inf"))).amin(-1)
+    hi = torch.where(m, d, torch.zeros_like(d)).amax(-1)
+    threshold = torch.sqrt(lo * hi)  # between the two surfaces on a log scale
+    near_count = (m & (d <= threshold[..., None])).sum(-1)
+    # a sliver of a few pixels has no slope to speak of and draws as speckle: it stays with the other side
+    split = m.any(-1) & (hi > lo * (1 + spread)) & (near_count >= min_pixels) & (m.sum(-1) - near_count >= min_pixels)
+
+    def pixels(x):
+        return x.repeat_interleave(cell, 0).repeat_interleave(cell, 1)
+
+    full = torch.zeros_like(member)
+    split_px, thr_px = full.clone(), torch.zeros_like(depth, dtype=torch.float32)
+    split_px[:h * cell, :w * cell] = pixels(split)
+    thr_px[:h * cell, :w * cell] = pixels(torch.where(split, threshold, torch.zeros_like(threshold)))
+    far = member & split_px & (depth > thr_px)
+    return member & ~far, far
+
+
 def cell_slopes(depth, cell):
     """[H, W] planar depth -> ([h, w], [h, w]) depth change per pixel along x and along y inside each cell: the
     median over neighbouring pixel pairs on one surface (finite, and within SLOPE_JUMP of each other), 0 where
@@ -178,6 +210,8 @@ def rigid_apply(M, p):
 
 
 class LatentMemory:
+    layered = True  # takes a frame as several pixel layers (SceneMemory.write); the bench's baselines do not
+
     def __init__(self, channels, cell, dtype=torch.float16, device="cpu"):
         self.channels, self.cell, self.dtype, self.device = int(channels), int(cell), dtype, torch.device(device)
         self.keys = torch.zeros(0, dtype=torch.int64, device=self.device)      # sorted, unique
@@ -223,10 +257,11 @@ class LatentMemory:
         self.block_min = inf.scatter_reduce(0, inv, self.pos, "amin")
         self.block_max = (-inf).scatter_reduce(0, inv, self.pos, "amax")
 
-    def write(self, latent, depth, K, cam_to_world, mask=None, pixel_depth=None, pixel_mask=None):
+    def write(self, latent, depth, K, cam_to_world, mask=None, pixel_depth=None, pixel_mask=None, same_write=False):
         """Store the valid (finite depth > 0, and mask) cells of a [C, h, w] latent. `pixel_depth` [h*cell,
         w*cell] gives each cell its surface's tilt (without it a cell faces the camera); `pixel_mask` (same
-        size) the pixels that are this memory's (without it, all). Returns cells stored."""
+        size) the pixels that are this memory's (without it, all). `same_write`: more layers of the frame
+        the previous call wrote, stored under its write number (one source canvas). Returns cells stored."""
         C, h, w = latent.shape
         if C != self.channels or tuple(depth.shape) != (h, w):
             raise ValueError(f"expected latent [{self.channels}, h, w] and depth [h, w], got "
@@ -297,7 +332,8 @@ class LatentMemory:
             keep = new_keys[at] != self.keys
         keys = torch.cat([self.keys[keep], new_keys])
         order = torch.sort(keys, stable=True).indices
-        self.writes += 1
+        if not same_write or self.writes == 0:
+            self.writes += 1
         self.keys = keys[order]
         self.pos = torch.cat([self.pos[keep], pos[sel]])[order]
         self.lat = torch.cat([self.lat[keep], lat[sel]])[order]
@@ -526,29 +562,37 @@ class SceneMemory:
         return torch.linalg.inv(torch.as_tensor(pose, dtype=torch.float64)) @ torch.as_tensor(cam_to_world, dtype=torch.float64)
 
     def write(self, latent, depth, K, cam_to_world, mask=None, ids=None, poses=None, pixel_depth=None, pixel_ids=None):
-        """Split the frame's cells by object id, each into its own bank. With pixel ids (and pixel depth) a
-        cell on an outline goes into every bank that has pixels in it, each copy at its own pixels' depth
-        and owning only those; otherwise by the cell's id. Returns cells stored."""
-        extra = {} if pixel_depth is None else {"pixel_depth": pixel_depth}
-        if ids is None or not poses:
-            return self.static.write(latent, depth, K, cam_to_world, mask, **extra)
+        """Split the frame's cells by object id, each into its own bank. With pixel depth, a cell goes into
+        every bank that has pixels in it (by `pixel_ids`), and where its pixels lie on two surfaces, once per
+        surface: each copy at its own pixels' depth, owning only those. Without it, whole cells by the
+        cell's id (`ids`) at the cell's `depth`. Returns cells stored."""
+        if pixel_depth is None or not getattr(self.static, "layered", False):
+            extra = {} if pixel_depth is None else {"pixel_depth": pixel_depth}
+            if ids is None or not poses:
+                return self.static.write(latent, depth, K, cam_to_world, mask, **extra)
+            stored = 0
+            for oid in [0] + sorted(poses):
+                sel = ids == oid if mask is None else (ids == oid) & mask
+                if sel.any():
+                    c2w = cam_to_world if oid == 0 else self._local_camera(poses[oid], cam_to_world)
+                    stored += self._bank(oid).write(latent, depth, K, c2w, sel, **extra)
+            return stored
         stored = 0
-        for oid in [0] + sorted(poses):
+        for oid in [0] + sorted(poses or {}):
+            member = torch.ones_like(pixel_depth, dtype=torch.bool) if pixel_ids is None else pixel_ids == oid
+            if pixel_ids is None and oid != 0:
+                continue
             c2w = cam_to_world if oid == 0 else self._local_camera(poses[oid], cam_to_world)
-            if pixel_ids is not None and pixel_depth is not None:
-                member = pixel_ids == oid
-                if not member.any():
+            wrote = 0
+            for layer in depth_layers(pixel_depth, member, self.cell):
+                if not layer.any():
                     continue
-                d = member_depth(pixel_depth, member, self.cell)
+                d = member_depth(pixel_depth, layer, self.cell)
                 sel = torch.isfinite(d) if mask is None else torch.isfinite(d) & mask
                 if sel.any():
-                    stored += self._bank(oid).write(latent, d, K, c2w, sel, pixel_depth=pixel_depth, pixel_mask=member)
-                continue
-            sel = ids == oid
-            if mask is not None:
-                sel = sel & mask
-            if sel.any():
-                stored += self._bank(oid).write(latent, depth, K, c2w, sel, **extra)
+                    wrote += self._bank(oid).write(latent, d, K, c2w, sel, pixel_depth=pixel_depth, pixel_mask=layer,
+                                                   same_write=wrote > 0)
+            stored += wrote
         return stored
 
     def banks(self, poses, cam_to_world):

@@ -198,7 +198,8 @@ class Run:
 
     def to_cells(self, depth, ids=None):
         """Per-cell depth (sky placed at `far`), per-cell object ids (with an id mask), and the cells that
-        straddle an edge, which the memory leaves out."""
+        straddle an edge. Generated frames leave those out of the memory: what a fill painted across an
+        outline is not worth keeping (stored as layers it measured more flicker: loop 1.55x -> 2.14x)."""
         depth = pad_to_cells(depth, self.cell)
         ids = None if ids is None else pad_to_cells(ids.float(), self.cell).long()
         d = cell_depth(depth, self.cell, ids)
@@ -222,8 +223,8 @@ class Run:
         latent = self.model.encode(pad_to_cells(image, self.cell).to(self.device))
         memory = SceneMemory(self.model.channels, self.cell, device=self.device, bank_cls=self.memory_cls)
         K, c2w = self.camera(ref["frame"])
-        # the reference is stored whole, outline cells too: it is what the user gave, and reading the
-        # memory back at its camera must give it back exactly
+        # the reference is stored whole, outline cells too, each side of an outline as its own layer: it is
+        # what the user gave, and reading the memory back at its camera must give it back exactly
         cells, cell_ids, _ = self.to_cells(depth, self.object_ids(ref["frame"]))
         memory.write(latent, cells, K, c2w, ids=cell_ids, poses=self.poses(ref["frame"]),
                      pixel_depth=self.pixel_depth(depth), pixel_ids=self.pixel_ids(ref["frame"]))
