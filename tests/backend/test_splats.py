@@ -202,3 +202,27 @@ def test_memory_of_an_older_version_is_refused_clearly(tmp_path):
                                                             "cell": "4", "dtype": "float16", "writes": "0"})
     with pytest.raises(ValueError, match="not a latent memory file: unsupported version '2'"):
         LatentMemory.load(tmp_path / "m.safetensors")
+
+
+def test_outline_cells_of_the_reference_are_stored_as_two_layers():
+    from backend.memory import depth_layers
+    depth = torch.full((8, 24), 6.0)
+    depth[:, 0:4] = 2.0    # cell 0: half pillar, half wall -> two layers
+    depth[0:2, 8:9] = 2.0  # cell 1: a sliver of 2 pixels -> stays with the wall
+    depth[:, 20:24] = float("inf")  # cell 2: half sky -> two layers (sky kept apart from geometry)
+    depth = torch.where(torch.isfinite(depth), depth, torch.full_like(depth, 120.0))
+    member = torch.ones_like(depth, dtype=torch.bool)
+    near, far = depth_layers(depth, member, 8)
+    assert torch.equal(far[:, 0:8], depth[:, 0:8] > 4)
+    assert not far[:, 8:16].any() and near[:, 8:16].all()
+    assert torch.equal(far[:, 16:24], depth[:, 16:24] > 100)
+    assert torch.equal(near | far, member) and not (near & far).any()
+    # through the memory: the split cell is two stored cells, at 2 and at 6, each owning its half
+    mem = SceneMemory(4, 8)
+    K = intr(20.0, 11.5, 3.5)
+    mem.write(torch.randn(4, 1, 3), torch.full((1, 3), 6.0), K, cam(), pixel_depth=depth)
+    bank = mem.static
+    assert len(bank) == 5 and bank.writes == 1  # one write: the layers share the frame's source canvas
+    first = {round(float(z), 1): int(b) for z, b, col in zip(bank.pos[:, 2], bank.bits, bank.src[:, 1]) if col == 0}
+    left = sum(1 << (y * 8 + x) for y in range(8) for x in range(4))
+    assert first[2.0] == left and first[6.0] == left ^ -1  # the pillar's half, and the wall's (the rest)
