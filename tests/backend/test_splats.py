@@ -226,3 +226,25 @@ def test_outline_cells_of_the_reference_are_stored_as_two_layers():
     first = {round(float(z), 1): int(b) for z, b, col in zip(bank.pos[:, 2], bank.bits, bank.src[:, 1]) if col == 0}
     left = sum(1 << (y * 8 + x) for y in range(8) for x in range(4))
     assert first[2.0] == left and first[6.0] == left ^ -1  # the pillar's half, and the wall's (the rest)
+
+
+def test_pixels_between_source_pixels_are_interpolated():
+    """A camera moved by half a pixel sees points between the source's pixel centres: a ramp comes back as
+    the ramp, not as steps (nearest-pixel sampling shimmered from frame to frame)."""
+    K = intr(64.0, 31.5, 15.5)
+    x = torch.arange(64.0)
+    image = (0.2 + 0.01 * x).expand(3, 32, 64).clone()
+    model = PatchModel("p", cell=8)
+    mem = LatentMemory(model.channels, 8, dtype=torch.float32)
+    mem.write(model.encode(image), torch.full((4, 8), 4.0), K, cam(), pixel_depth=torch.full((32, 64), 4.0))
+    half_pixel = 0.5 * 4.0 / 64.0  # world units of half a pixel at depth 4
+    mem.read(K, cam(t=(half_pixel, 0.0, 0.0)), 4, 8)
+    sp = mem.last_read_context()
+    drawn, covered, _ = render_splats(model.patches(sp), sp, 32, 64)
+    inner = covered.clone()
+    inner[:, :2] = inner[:, -2:] = False
+    expected = 0.2 + 0.01 * (x + 0.5)  # the camera moved right: each pixel sees half a pixel further right
+    err = (drawn[0] - expected)[inner].abs()
+    # inside a cell the ramp is exact; at a cell's last pixel there is no right neighbour to blend with
+    # (measured: mean error 0.0006; nearest-pixel sampling is off by 0.005 everywhere)
+    assert err.max() < 0.0051 and err.mean() < 0.001, (err.max(), err.mean())
