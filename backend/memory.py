@@ -45,6 +45,12 @@ Splats = namedtuple("Splats", "lat centre jac depth slope age bits bank canvases
 _TOKENS = itertools.count()
 
 
+def per_cell(x, cell):
+    """[H, W] -> [H//cell, W//cell, cell*cell]: each cell's pixels, row by row (pixel y * cell + x)."""
+    h, w = x.shape[0] // cell, x.shape[1] // cell
+    return x[:h * cell, :w * cell].reshape(h, cell, w, cell).permute(0, 2, 1, 3).reshape(h, w, -1)
+
+
 def cell_depth(depth, cell, ids=None):
     """[H, W] planar depth -> [H//cell, W//cell] per-cell median of the valid (finite, > 0) pixels.
 
@@ -55,16 +61,10 @@ def cell_depth(depth, cell, ids=None):
     With `ids` ([H, W] object ids, 0 = static world) each cell belongs to its most common id (ties: the
     smaller id), its depth is the median over that id's pixels only, and (depth, cell ids) is returned.
     """
-    H, W = depth.shape
-    h, w = H // cell, W // cell
-
-    def cells(x):
-        return x[:h * cell, :w * cell].reshape(h, cell, w, cell).permute(0, 2, 1, 3).reshape(h, w, -1)
-
-    d = cells(depth.float())
+    d = per_cell(depth.float(), cell)
     member = torch.ones_like(d, dtype=torch.bool)
     if ids is not None:
-        px = cells(ids.long())
+        px = per_cell(ids.long(), cell)
         present = torch.unique(px)
         counts = torch.stack([(px == k).sum(-1) for k in present.tolist()], -1)
         owner = present[counts.argmax(-1)]  # argmax takes the first maximum: the smaller id
@@ -79,11 +79,9 @@ def cell_depth(depth, cell, ids=None):
 def cell_bits(mask, cell):
     """[H, W] bool -> [h, w] int64: bit y * cell + x set where the cell's pixel (x, y) is in the mask. A cell
     of more than 64 pixels owns them all (-1)."""
-    H, W = mask.shape
-    h, w = H // cell, W // cell
+    m = per_cell(mask, cell).long()
     if cell * cell > 64:
-        return torch.full((h, w), -1, dtype=torch.int64, device=mask.device)
-    m = mask[:h * cell, :w * cell].reshape(h, cell, w, cell).permute(0, 2, 1, 3).reshape(h, w, -1).long()
+        return torch.full(m.shape[:2], -1, dtype=torch.int64, device=mask.device)
     # distinct powers of two: their sum is their bitwise or (bit 63 wraps to the sign bit, as intended)
     return (m << torch.arange(cell * cell, device=mask.device)).sum(-1)
 
@@ -91,10 +89,7 @@ def cell_bits(mask, cell):
 def member_depth(depth, member, cell):
     """[H, W] depth and pixel membership -> [h, w] median depth of each cell's valid member pixels (inf where
     it has none): where a cell is shared by two banks, each stores it at its own surface's depth."""
-    H, W = depth.shape
-    h, w = H // cell, W // cell
-    d = torch.where(member, depth.float(), torch.full_like(depth.float(), float("nan")))
-    d = d[:h * cell, :w * cell].reshape(h, cell, w, cell).permute(0, 2, 1, 3).reshape(h, w, -1)
+    d = per_cell(torch.where(member, depth.float(), torch.full_like(depth.float(), float("nan"))), cell)
     d = torch.where(torch.isfinite(d) & (d > 0), d, torch.full_like(d, float("nan")))
     return torch.nan_to_num(d.nanmedian(dim=-1).values, nan=float("inf"))
 
@@ -105,14 +100,9 @@ def depth_layers(depth, member, cell, spread=0.3, min_pixels=16):
     its own depth and owning only its own pixels: from another view the wall's pixels stay on the wall
     instead of riding along with the pillar. Returns (near, far) pixel masks; far is empty where no cell
     splits."""
-    H, W = depth.shape
-    h, w = H // cell, W // cell
-
-    def cells(x):
-        return x[:h * cell, :w * cell].reshape(h, cell, w, cell).permute(0, 2, 1, 3).reshape(h, w, -1)
-
-    d = cells(depth.float())
-    m = cells(member) & torch.isfinite(d) & (d > 0)
+    h, w = depth.shape[0] // cell, depth.shape[1] // cell
+    d = per_cell(depth.float(), cell)
+    m = per_cell(member, cell) & torch.isfinite(d) & (d > 0)
     lo = torch.where(m, d, torch.full_like(d, float("inf"))).amin(-1)
     hi = torch.where(m, d, torch.zeros_like(d)).amax(-1)
     threshold = torch.sqrt(lo * hi)  # between the two surfaces on a log scale
@@ -123,8 +113,7 @@ def depth_layers(depth, member, cell, spread=0.3, min_pixels=16):
     def pixels(x):
         return x.repeat_interleave(cell, 0).repeat_interleave(cell, 1)
 
-    full = torch.zeros_like(member)
-    split_px, thr_px = full.clone(), torch.zeros_like(depth, dtype=torch.float32)
+    split_px, thr_px = torch.zeros_like(member), torch.zeros_like(depth, dtype=torch.float32)
     split_px[:h * cell, :w * cell] = pixels(split)
     thr_px[:h * cell, :w * cell] = pixels(torch.where(split, threshold, torch.zeros_like(threshold)))
     far = member & split_px & (depth > thr_px)
@@ -135,9 +124,9 @@ def cell_slopes(depth, cell):
     """[H, W] planar depth -> ([h, w], [h, w]) depth change per pixel along x and along y inside each cell: the
     median over neighbouring pixel pairs on one surface (finite, and within SLOPE_JUMP of each other), 0 where
     a cell has none. With it a stored cell is a small tilted plane, not a card facing the camera that wrote it."""
-    H, W = depth.shape
-    h, w = H // cell, W // cell
-    d = depth[:h * cell, :w * cell].float().reshape(h, cell, w, cell).permute(0, 2, 1, 3)  # [h, w, y, x]
+    d = per_cell(depth.float(), cell)
+    h, w = d.shape[:2]
+    d = d.reshape(h, w, cell, cell)  # [h, w, y, x]
 
     def slope(a, b):
         ok = torch.isfinite(a) & torch.isfinite(b) & (a > 0) & (b > 0)
@@ -153,19 +142,13 @@ def cell_edges(depth, cell, ids=None, spread=0.3):
     apart, sky beside geometry, or several objects). Such a cell has no single place in 3D: stored, it
     would float in front of the background from other views or drag a fringe along with a moving object,
     so the memory leaves them out and the model fills them afresh on every frame."""
-    H, W = depth.shape
-    h, w = H // cell, W // cell
-
-    def cells(x):
-        return x[:h * cell, :w * cell].reshape(h, cell, w, cell).permute(0, 2, 1, 3).reshape(h, w, -1)
-
-    d = cells(depth.float())
+    d = per_cell(depth.float(), cell)
     ok = torch.isfinite(d) & (d > 0)
     lo = torch.where(ok, d, torch.full_like(d, float("inf"))).amin(-1)
     hi = torch.where(ok, d, torch.zeros_like(d)).amax(-1)
     edge = (ok.any(-1) & ~ok.all(-1)) | (ok.all(-1) & (hi > lo * (1 + spread)))
     if ids is not None:
-        px = cells(ids.long())
+        px = per_cell(ids.long(), cell)
         edge |= px.amin(-1) != px.amax(-1)
     return edge
 

@@ -283,10 +283,8 @@ class Run:
                 again, still, mdepth = memory.read(K, c2w, self.h, self.w, poses=poses, ids=cell_ids)
                 full = torch.where(still[None], full, again.to(full.dtype))
                 extra["context"] = self.context(memory)
+        # splats keep each pixel to its own bank (static world or moving object) by the frame's id mask
         image = self.model.decode(full, getattr(memory, "last_read_geometry", None), mdepth, **extra)
-        if not extra and poses and isinstance(memory, SceneMemory):
-            # (splats already keep each pixel to its own bank)
-            image = self.per_pixel_banks(memory, image, K, c2w, poses, n)
         image = image[:, :self.H, :self.W]
         if n == self.job["reference"]["frame"]:
             # the user's image on its own frame, not the model's rendition of it
@@ -298,23 +296,6 @@ class Run:
         """The last read's splats, from memories that keep them (the bench's baselines do not)."""
         get = getattr(memory, "last_read_context", None)
         return get() if get is not None else None
-
-    def per_pixel_banks(self, memory, image, K, c2w, poses, n):
-        """A cell holds one bank's content, so where an object's outline cuts through a cell, the pixels of
-        the other side would show the wrong thing. Each pixel takes what its own bank (by the frame's
-        pixel id mask) shows there when that bank has it: the wall beside a crate stays the wall."""
-        pix = pad_to_cells(self.object_ids(n).float(), self.cell).long()
-        for oid, bank, cam in memory.banks(poses, c2w):
-            own = pix == oid
-            if not own.any():
-                continue
-            latent, hole, depth = bank.read(K, cam, self.h, self.w)
-            if hole.all():
-                continue
-            seen = torch.repeat_interleave(torch.repeat_interleave(~hole, self.cell, 0), self.cell, 1)
-            mine = self.model.decode(latent, getattr(bank, "last_read_geometry", None), depth)
-            image = torch.where((own & seen)[None], mine, image)
-        return image
 
     def per_frame(self, memory, seg):
         """Frame models: read, fill, write and decode one frame at a time. Yields each frame once saved."""
