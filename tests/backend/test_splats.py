@@ -20,7 +20,7 @@ def test_cell_slopes_recover_a_plane_and_ignore_edges():
     y, x = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
     depth = 5 + 0.02 * x + 0.03 * y
     depth[8:, 8:] = 1.0 + 0 * x[8:, 8:]          # one cell is a nearer, flat surface
-    depth[0:8, 8:12] = 9.0 + 0.05 * x[0:8, 8:12]  # a cell split by a jump: the larger side's slope
+    depth[0:8, 8:12] = 9.0 + 0.05 * x[0:8, 8:12]  # a cell split by a jump into two surfaces
     depth[0:8, 12:16] = 5 + 0.02 * x[0:8, 12:16] + 0.03 * y[0:8, 12:16]
     sx, sy = cell_slopes(depth, 8)
     assert torch.allclose(sx[0, 0], torch.tensor(0.02), atol=1e-5) and torch.allclose(sy[0, 0], torch.tensor(0.03), atol=1e-5)
