@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .models import LatentModel, ModelError, depth_aware_fill, pixel_fill, place_pixels, push_pull, render_splats
+from .models import LatentModel, ModelError, depth_aware_fill, pixel_fill, place_pixels, render_splats
 
 TILE, TILE_MARGIN = 4, 2  # where only some cells need the encoder or decoder: tiles of 4 x 4 cells, each
                           # seen with 2 cells of context around it
@@ -218,8 +218,8 @@ class LearnedModel(LatentModel):
 
     def canvas_patches(self, cv):
         """[3*64, h, w] pixels of a source canvas, decoded once and reused while its content stays the same
-        (the reference's canvas serves every frame that sees it). Cells the memory no longer holds are
-        filled by a latent push-pull."""
+        (the reference's canvas serves every frame that sees it). Cells the memory no longer holds take
+        their nearest stored neighbour's code (canvas_fill)."""
         hit = self._canvases.pop(cv.key, None)
         if hit is None:
             lat = cv.latent if bool(cv.known.all()) else canvas_fill(cv.latent, cv.known)

@@ -156,10 +156,10 @@ def render_splats(patches, sp, H, W, pixel_ids=None):
     own = ((sp.bits[k] >> (ib * c + ia)) & 1).bool()  # only the pixels the stored cell owns
     if pixel_ids is not None:
         own &= pixel_ids.reshape(-1).long()[px] == sp.bank[k]
-    px, k, a, b, ia, ib = px[own], k[own], a[own], b[own], ia[own], ib[own]
+    px, k, a, b = px[own], k[own], a[own], b[own]
     z = sp.depth[k].float() + a * sp.slope[k, 0].float() + b * sp.slope[k, 1].float()
     front = z > 0
-    px, k, a, b, z, ia, ib = px[front], k[front], a[front], b[front], z[front], ia[front], ib[front]
+    px, k, a, b, z = px[front], k[front], a[front], b[front], z[front]
     # rank on one surface: oldest write first, then how far inside its own cell the pixel lies (0..15)
     inside = (torch.maximum(a.abs(), b.abs()) / half * 15).clamp(0, 15).long()
     from .memory import SURFACE_TOL, zbuffer
