@@ -19,6 +19,7 @@ from .memory import LatentMemory, SceneMemory, cell_depth, cell_edges
 from .protocol import JobError
 
 STATE_DIR = "state"
+GAMMA = 2.2  # display values to linear light, for the light maps
 
 
 class Cancelled(Exception):
@@ -118,7 +119,7 @@ def job_fingerprint(job):
     keep["reference_frame"] = job["reference"]["frame"]
     h.update(json.dumps(keep, sort_keys=True).encode())
     paths = [job["reference"]["image"], job["reference"].get("depth")]
-    paths += [p for f in job["frames"] for p in (f.get("depth"), f.get("ids"))]
+    paths += [p for f in job["frames"] for p in (f.get("depth"), f.get("ids"), f.get("light"))]
     for p in paths:
         if p:
             with open(p, "rb") as f:
@@ -196,6 +197,46 @@ class Run:
         self._ids = (n, torch.from_numpy(ids.astype(np.int64)))
         return self._ids[1]
 
+    def light(self, n):
+        """[H, W] light ratio of frame n (how moving objects change the light there), or None."""
+        path = self.frames[n].get("light")
+        if path is None:
+            return None
+        g = load_array(path, self.W, self.H, f"the light map of frame {n}").astype(np.float32)
+        if not np.all(np.isfinite(g)) or (g < 0).any():
+            raise JobError(f"the light map of frame {n} holds NaN, infinite or negative values: {path}")
+        g = torch.from_numpy(g)
+        ids = self.object_ids(n)
+        if ids is not None:
+            # an object's light is relative to a level of the scene's; relative to its own light on the
+            # reference instead, its stored look stays close to the reference's (no clipping, same encoding)
+            for oid, scale in self.object_light_levels().items():
+                g = torch.where(ids == oid, g * scale, g)
+        return g
+
+    def object_light_levels(self):
+        if getattr(self, "_levels", None) is None:
+            self._levels = {}
+            ref = self.job["reference"]["frame"]
+            g = load_array(self.frames[ref]["light"], self.W, self.H, f"the light map of frame {ref}").astype(np.float32)
+            ids = self.object_ids(ref)
+            for oid in self.known_ids - {0}:
+                vals = g[(ids == oid).numpy()]
+                vals = vals[vals > 0]
+                self._levels[oid] = 1.0 / float(np.median(vals)) if vals.size else 1.0
+        return self._levels
+
+    def relit(self, image, n, inverse=False):
+        """Frame n's light applied to (or, inverse, taken out of) an image of the memory's unchanging light.
+        The ratio is one of linear light, so in display values it is a power of it (sRGB-like gamma)."""
+        g = self.light(n)
+        if g is None:
+            return image
+        H, W = image.shape[-2:]
+        g = pad_to_cells(g, self.cell)[:H, :W].clamp(0.02, 50.0) ** (1.0 / GAMMA)
+        g = g.to(image.device, image.dtype)
+        return (image / g if inverse else image * g).clamp(0.0, 1.0)
+
     def to_cells(self, depth, ids=None):
         """Per-cell depth (sky placed at `far`), per-cell object ids (with an id mask), and the cells that
         straddle an edge. Generated frames leave those out of the memory: what a fill painted across an
@@ -220,7 +261,8 @@ class Run:
         finite = depth[torch.isfinite(depth)]
         # sky and other misses are placed far away so they still enter the memory and move like sky
         self.far = float(finite.max()) * 20.0 if finite.numel() else 1000.0
-        latent = self.model.encode(pad_to_cells(image, self.cell).to(self.device))
+        # the memory keeps the scene as lit without its moving objects' shading and shadows
+        latent = self.model.encode(self.relit(pad_to_cells(image, self.cell), ref["frame"], inverse=True).to(self.device))
         memory = SceneMemory(self.model.channels, self.cell, device=self.device, bank_cls=self.memory_cls)
         K, c2w = self.camera(ref["frame"])
         # the reference is stored whole, outline cells too, each side of an outline as its own layer: it is
@@ -285,7 +327,7 @@ class Run:
                 extra["context"] = self.context(memory)
         # splats keep each pixel to its own bank (static world or moving object) by the frame's id mask
         image = self.model.decode(full, getattr(memory, "last_read_geometry", None), mdepth, **extra)
-        image = image[:, :self.H, :self.W]
+        image = self.relit(image[:, :self.H, :self.W], n)
         if n == self.job["reference"]["frame"]:
             # the user's image on its own frame, not the model's rendition of it
             image = load_image(self.job["reference"]["image"], self.W, self.H)
@@ -331,7 +373,7 @@ class Run:
                 memory.write(latent, cells, K, c2w, mask=hole & ~edges, ids=cell_ids, poses=poses,
                              pixel_depth=pixel_depth, pixel_ids=self.pixel_ids(n))
         for n, image in zip(seg, self.model.decode_frames(latents, len(seg))):
-            save_png(image[:, :self.H, :self.W], os.path.join(self.frames_dir, protocol.frame_filename(n)))
+            save_png(self.relit(image[:, :self.H, :self.W], n), os.path.join(self.frames_dir, protocol.frame_filename(n)))
             yield n
 
     def resume_point(self, fingerprint):

@@ -208,7 +208,12 @@ def validate_job(job, job_dir):
                 if abs(_det3([row[:3] for row in m[:3]])) < 1e-12:
                     raise JobError(f"the transform of object {oid} on frame {n} is singular (zero scale)")
             item["ids"] = _inside(job_dir, fr.get("ids"), f"object id mask of frame {n}")
+        if item.pop("light", None) is not None:
+            item["light"] = _inside(job_dir, fr.get("light"), f"light map of frame {n}")
         resolved.append(item)
+    lit = [("light" in f) for f in resolved]
+    if any(lit) and not all(lit):
+        raise JobError("either every frame has a light map or none does")
     if job["reference"]["frame"] not in seen:
         raise JobError(f"reference.frame {job['reference']['frame']} is not one of the job's frames")
     out["frames"] = resolved

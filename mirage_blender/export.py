@@ -13,6 +13,8 @@ import math
 import bpy
 import numpy as np
 
+from . import light
+
 __all__ = (
     "ExportError",
     "camera_intrinsics",
@@ -195,7 +197,8 @@ def iter_frames(scene, frames, depth_size=None, objects=()):
     Yields ``{"frame": f, "K": 3x3 list, "cam_to_world": 4x4 list}``, plus ``"depth"`` (an [H, W] array
     from ``scene_depth``) when ``depth_size`` = (W, H) is given. With ``objects`` (moving objects, their
     ids are 1, 2, ... in this order) also ``"objects"`` {id: 4x4 object-to-world} and ``"ids"`` (the
-    [H, W] uint16 id mask; needs ``depth_size``). ``scene.frame_current`` (and subframe)
+    [H, W] uint16 id mask; needs ``depth_size``) and ``"light"`` (the [H, W] float32 light ratio of
+    ``light.light_map``: how moving objects change the light on each pixel). ``scene.frame_current`` (and subframe)
     is restored afterwards, also on error or when the caller stops early.
     """
     cam_obj = scene.camera
@@ -229,7 +232,10 @@ def iter_frames(scene, frames, depth_size=None, objects=()):
                     item["objects"][str(oid)] = m.tolist()
             if depth_size is not None and objects:
                 names = {ob.name: oid for oid, ob in enumerate(objects, 1)}
-                item["depth"], item["ids"] = scene_depth(scene, cam_obj, *depth_size, object_ids=names)
+                depsgraph = bpy.context.evaluated_depsgraph_get()
+                lighting = light.scene_lighting(scene, _render_visible_objects(scene, depsgraph.view_layer))
+                item["depth"], item["ids"], item["light"] = scene_depth(
+                    scene, cam_obj, *depth_size, depsgraph=depsgraph, object_ids=names, lighting=lighting)
             elif depth_size is not None:
                 item["depth"] = scene_depth(scene, cam_obj, *depth_size)
             yield item
@@ -355,8 +361,8 @@ def _rasterise(tris, K, width, height, tri_ids=None):
     values in both triangles, so closed meshes have no cracks.
     """
     depth = np.full(height * width, np.inf, dtype=np.float64)
-    ids = np.zeros(height * width, dtype=np.uint16)
     track = tri_ids is not None
+    ids = np.zeros(height * width, dtype=tri_ids.dtype if track else np.uint16)
     tri_ids = np.zeros(len(tris), dtype=np.uint16) if tri_ids is None else tri_ids
 
     def result():
@@ -535,7 +541,7 @@ def _rasterise(tris, K, width, height, tri_ids=None):
     return result()
 
 
-def scene_depth(scene, cam_obj, width, height, depsgraph=None, object_ids=None):
+def scene_depth(scene, cam_obj, width, height, depsgraph=None, object_ids=None, lighting=None):
     """[H, W] float32 planar depth (camera-space z, scene units); inf where nothing is hit.
 
     Pixel (u, v): u right, v down, row 0 at the top; the ray goes through the
@@ -547,6 +553,8 @@ def scene_depth(scene, cam_obj, width, height, depsgraph=None, object_ids=None):
 
     With ``object_ids`` (object name -> id) returns ``(depth, ids)``: ids [H, W] uint16 is the id of the
     object seen at each pixel, 0 for everything not listed (the static world) and for misses.
+    With ``lighting`` (from ``light.scene_lighting``; needs ``object_ids``) also the [H, W] float32 light
+    ratio of ``light.light_map``: ``(depth, ids, light)``.
 
     Method: exact CPU rasterisation of the evaluated triangles with numpy (ray /
     triangle tests at pixel centres, ray/plane depth) -- identical to ray casting
@@ -576,9 +584,14 @@ def scene_depth(scene, cam_obj, width, height, depsgraph=None, object_ids=None):
         tris, tri_ids = _gather_world_triangles(scene, depsgraph), None
     else:
         tris, tri_ids = _gather_world_triangles(scene, depsgraph, object_ids)
-    if len(tris):
-        tris = tris @ w2c[:3, :3].T + w2c[:3, 3]
-    out = _rasterise(tris, K, width, height, tri_ids)
-    if object_ids is None:
-        return out.astype(np.float32)
-    return out[0].astype(np.float32), out[1]
+    cam_tris = tris @ w2c[:3, :3].T + w2c[:3, 3] if len(tris) else tris
+    if lighting is None:
+        out = _rasterise(cam_tris, K, width, height, tri_ids)
+        if object_ids is None:
+            return out.astype(np.float32)
+        return out[0].astype(np.float32), out[1]
+    # which triangle each pixel sees (index + 1), for the ids and for the light's normals
+    depth, hit = _rasterise(cam_tris, K, width, height, np.arange(1, len(tris) + 1, dtype=np.int64))
+    ids = np.where(hit > 0, tri_ids[np.maximum(hit - 1, 0)], 0).astype(np.uint16) if len(tris) else hit.astype(np.uint16)
+    shade = light.light_map(tris, tri_ids, hit, depth, K, c2w, lighting, _rasterise)
+    return depth.astype(np.float32), ids, shade

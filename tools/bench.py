@@ -368,7 +368,7 @@ def evaluate_objects(name, spec, args, out_root, cache_root):
         tracked_run = json.load(f)
     baked = dict(job)
     baked.pop("objects")
-    baked["frames"] = [{k: v for k, v in fr.items() if k not in ("objects", "ids")} for fr in job["frames"]]
+    baked["frames"] = [{k: v for k, v in fr.items() if k not in ("objects", "ids", "light")} for fr in job["frames"]]
     t0 = time.perf_counter()
     baked_dir = os.path.join(scene_dir, "static_only")
     run_baseline(baked, baked_dir, LatentMemory)
@@ -389,6 +389,10 @@ def evaluate_objects(name, spec, args, out_root, cache_root):
     per_seg = {m: [] for m in dirs}
     seg_of = {n: i for i, s in enumerate(tracked_run["per_segment"]) for n in range(s["frames"][0], s["frames"][1] + 1)}
     seg_acc = {m: {} for m in dirs}
+    # the object's pixels whose surface the reference saw, and the rest (faces it turned toward the camera later)
+    seen_acc = {k: {} for k in ("seen", "unseen")}
+    ref_obj_depth = np.where(ids[ref] == oid, depth[ref], np.inf)
+    pose = {n: np.array(fr[n]["objects"][str(oid)]) for n in order}
     covered_px = 0
     for k, n in enumerate(order):
         if n == ref:
@@ -410,6 +414,15 @@ def evaluate_objects(name, spec, args, out_root, cache_root):
                 e, c = seg_acc[m].setdefault(seg_of[n], ([], []))
                 e.append(metrics.mse(gen[m][n], gt[n], obj) * int(obj.sum()))
                 c.append(int(obj.sum()))
+        if obj.any():
+            # the reference camera carried along with the object from its reference pose to this frame's
+            ref_cam = pose[n] @ np.linalg.inv(pose[ref]) @ c2w[ref]
+            seen_obj = obj & metrics.covisible(ref_obj_depth, K[ref], ref_cam, depth[n], K[n], c2w[n])
+            for key, mask in (("seen", seen_obj), ("unseen", obj & ~seen_obj)):
+                if mask.any():
+                    e, c = seen_acc[key].setdefault(seg_of[n], ([], []))
+                    e.append(metrics.mse(gen["tracked"][n], gt[n], mask) * int(mask.sum()))
+                    c.append(int(mask.sum()))
     for m in dirs:
         per_seg[m] = [pooled_psnr(*seg_acc[m][i]) if i in seg_acc[m] else None
                       for i in range(len(tracked_run["per_segment"]))]
@@ -417,6 +430,10 @@ def evaluate_objects(name, spec, args, out_root, cache_root):
                for m in dirs}
     for m in dirs:
         summary[m]["object_psnr_per_segment"] = per_seg[m]
+    segs = range(len(tracked_run["per_segment"]))
+    for key, a in seen_acc.items():
+        summary["tracked"][f"object_{key}_psnr_per_segment"] = [pooled_psnr(*a[i]) if i in a else None for i in segs]
+        summary["tracked"][f"object_{key}_pixels_per_segment"] = [sum(a[i][1]) if i in a else 0 for i in segs]
     return {"scene": name, "spec": spec, "kind": "objects", "model": args.model, "frames": len(order),
             "segments": len(tracked_run["per_segment"]), "width": job["width"], "height": job["height"],
             "object": job["objects"][0]["name"], "uncovered_pixels": covered_px, "summary": summary,
@@ -601,6 +618,13 @@ def write_report(results, tg, meta, out_root):
                 x = s[m]
                 L.append(f"| {m} | {', '.join(fmt(v, 1) for v in x['object_psnr_per_segment'])} | "
                          f"{fmt(x['object_psnr_db'])} | {fmt(x['uncovered_psnr_db'])} | {fmt(x['never_covered_psnr_db'])} |")
+            x = s["tracked"]
+            L += ["", "Tracked object, per segment, split by whether the reference saw the surface (a face it "
+                      "showed) or not (a face turned toward the camera later: its look is not in any input):", "",
+                  "| object pixels | PSNR dB per segment | pixel-frames per segment |", "|---|---|---|"]
+            for key in ("seen", "unseen"):
+                L.append(f"| {key} by the reference | {', '.join(fmt(v, 1) for v in x[f'object_{key}_psnr_per_segment'])} | "
+                         f"{', '.join(str(v) for v in x[f'object_{key}_pixels_per_segment'])} |")
             L += ["", f"Uncovered background: {r['uncovered_pixels']} pixel-frames that the reference saw and the "
                       f"object later stood in front of; never-covered: the reference's other static pixels. "
                       f"Segments without the object in view show n/a. Memory at the end: {r['memory_bytes']} bytes."]

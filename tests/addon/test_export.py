@@ -1,13 +1,9 @@
 """Tests for mirage_blender/export.py against real bpy (no mocks).
 
-The module is loaded by file path so the package ``__init__`` (which registers
-UI classes) is neither needed nor run.
+The module is loaded without the package ``__init__`` (which registers UI classes).
 """
 
-import importlib.util
 import math
-import pathlib
-import sys
 import time
 
 import numpy as np
@@ -17,18 +13,9 @@ bpy = pytest.importorskip("bpy")
 from bpy_extras.object_utils import world_to_camera_view  # noqa: E402
 from mathutils import Vector  # noqa: E402
 
-_PATH = pathlib.Path(__file__).resolve().parents[2] / "mirage_blender" / "export.py"
+from tests.addon.loader import addon_module  # noqa: E402
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("mirage_export", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("mirage_export", mod)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ex = _load()
+ex = addon_module("export")
 
 
 # ---------------------------------------------------------------------------

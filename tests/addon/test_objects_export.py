@@ -1,8 +1,5 @@
 """Moving objects in the export: which objects move, their matrices and their id masks, in real bpy."""
-import importlib.util
 import math
-import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -10,10 +7,9 @@ import pytest
 bpy = pytest.importorskip("bpy")
 from mathutils import Vector  # noqa: E402
 
-_PATH = pathlib.Path(__file__).resolve().parents[2] / "mirage_blender" / "export.py"
-spec = importlib.util.spec_from_file_location("mirage_export_objects", _PATH)
-ex = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ex)
+from tests.addon.loader import addon_module  # noqa: E402
+
+ex = addon_module("export")
 
 
 def cube(name, location, size=1.0):

@@ -1,0 +1,100 @@
+"""The light maps the add-on exports with moving objects: their shadows and their faces turning to the sun, in real bpy."""
+import math
+
+import numpy as np
+import pytest
+
+bpy = pytest.importorskip("bpy")
+from mathutils import Vector  # noqa: E402
+
+from tests.addon.loader import addon_module  # noqa: E402
+from tests.addon.test_objects_export import cube  # noqa: E402
+
+ex = addon_module("export")
+W, H = 96, 64
+
+
+@pytest.fixture
+def scene():
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    sc = bpy.context.scene
+    sc.render.resolution_x, sc.render.resolution_y, sc.render.resolution_percentage = W, H, 100
+    sc.frame_start, sc.frame_end = 1, 3
+    cam = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
+    sc.collection.objects.link(cam)
+    sc.camera = cam
+    cam.location = (0, 0, 10)  # looking straight down
+    ground = cube("Ground", (0, 0, -0.05))
+    ground.scale = (20, 20, 0.1)
+    crate = cube("Crate", (0, 0, 1.5))
+    crate.keyframe_insert("rotation_euler", frame=1)
+    crate.rotation_euler = (0, math.radians(45), 0)  # on frame 3 its top tilts toward the sun
+    crate.keyframe_insert("rotation_euler", frame=3)
+    sun = bpy.data.objects.new("Sun", bpy.data.lights.new("Sun", "SUN"))
+    sun.data.energy = 3.0
+    sun.rotation_euler = (0, math.radians(30), 0)  # toward the sun: (0.5, 0, 0.866)
+    sc.collection.objects.link(sun)
+    sc.world = bpy.data.worlds.new("World")
+    sc.world.color = (0.2, 0.2, 0.2)
+    return sc
+
+
+def export(sc):
+    objects = ex.moving_objects(sc, [1, 2, 3])
+    assert [ob.name for ob in objects] == ["Crate"]
+    return {it["frame"]: it for it in ex.iter_frames(sc, [1, 3], (W, H), objects)}
+
+
+def world_points(item):
+    K, c2w, z = np.array(item["K"]), np.array(item["cam_to_world"]), item["depth"].astype(np.float64)
+    v, u = np.mgrid[0:H, 0:W]
+    cam = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], -1)
+    return cam @ c2w[:3, :3].T + c2w[:3, 3]
+
+
+def test_shadow_of_a_moving_object_matches_blenders_ray_cast(scene):
+    item = export(scene)[1]
+    light, ids, pts = item["light"], item["ids"], world_points(item)
+    assert light.shape == (H, W) and light.dtype == np.float32 and np.isfinite(light).all()
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    to_sun = Vector((0.5, 0.0, math.sqrt(0.75)))
+    blocked = np.zeros((H, W), bool)
+    for v in range(H):
+        for u in range(W):
+            if ids[v, u] == 0:
+                p = Vector(pts[v, u]) + to_sun * 1e-3
+                blocked[v, u] = scene.ray_cast(depsgraph, p, to_sun)[0]
+    # away from the shadow's outline (one pixel each side) the map agrees with Blender
+    sure = np.ones((H, W), bool)
+    for dv in (-1, 0, 1):
+        for du in (-1, 0, 1):
+            sure &= np.roll(np.roll(blocked, dv, 0), du, 1) == blocked
+    ground = (ids == 0) & sure
+    assert (ground & blocked).sum() > 100 and (ground & ~blocked).sum() > 1000
+    assert np.all(light[ground & ~blocked] == 1.0)  # lit ground: the crate changes nothing
+    shade = light[ground & blocked]
+    assert shade.max() < 0.5 and shade.min() > 0.05  # the sun is gone, the sky and the bounce remain
+
+
+@pytest.mark.parametrize("inside_out", [False, True])
+def test_a_face_turning_to_the_sun_gets_lighter(scene, inside_out):
+    if inside_out:  # faces wound the other way round light the same
+        bpy.data.objects["Crate"].data.flip_normals()
+    items = export(scene)
+    flat, tilted = items[1], items[3]
+    oid = 1
+    top = flat["light"][flat["ids"] == oid]
+    assert top.std() < 1e-4  # one face, one normal, one light
+    x = world_points(tilted)[..., 0]
+    on = tilted["ids"] == oid
+    toward = tilted["light"][on & (x > 0.1)]  # normal (0.71, 0, 0.71): 0.97 of the sun
+    away = tilted["light"][on & (x < -0.1)]  # normal (-0.71, 0, 0.71): 0.26 of the sun
+    assert toward.size > 50 and away.size > 50
+    assert toward.mean() > top.mean() * 1.05 > away.mean() * 1.5
+
+
+def test_without_suns_or_sky_the_light_does_not_change(scene):
+    bpy.data.objects.remove(bpy.data.objects["Sun"])
+    scene.world = None
+    for item in export(scene).values():
+        assert np.all(item["light"] == 1.0)

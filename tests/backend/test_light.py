@@ -1,0 +1,92 @@
+"""Light maps: the memory keeps the scene without its moving objects' shading and shadows, each frame gets its own."""
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.backend.test_objects import interior
+from tests.conftest import run_backend
+from tests.synth import make_job
+
+W, H = 64, 48
+GAMMA = 2.2
+SHADOW = (slice(0, 12), slice(0, 16))  # static pixels in a moving object's shadow on the reference
+NEW_SHADOW = (slice(36, 48), slice(48, 64))  # static pixels a moving object shades on frame 3
+
+
+def maps():
+    """Frame 1 (reference): a shadow on the static world, the box at light 3. Frame 2: the shadow gone, the box
+    unchanged. Frame 3: the box turned to the sun (light 6) and a new shadow elsewhere."""
+    m = [np.ones((H, W), np.float32) for _ in range(3)]
+    m[0][SHADOW] = 0.5
+    m[2][NEW_SHADOW] = 0.25
+    return m
+
+
+def lit_job(folder, light=None):
+    path = make_job(str(folder), W=W, H=H, n=3, segment_length=1, model="patch", xs=[0.0] * 3, yaws=[0.0] * 3,
+                    box_xs=[0.0] * 3)
+    job = json.load(open(path))
+    os.makedirs(os.path.join(folder, "inputs", "light"), exist_ok=True)
+    light = light if light is not None else maps()
+    for k, fr in enumerate(job["frames"]):
+        box = np.load(os.path.join(folder, fr["ids"])) == 1
+        g = light[k].copy()
+        g[box] = {0: 3.0, 1: 3.0, 2: 6.0}[k]
+        fr["light"] = f"inputs/light/{fr['frame']:06d}.npy"
+        np.save(os.path.join(folder, fr["light"]), g.astype(np.float16))
+    with open(path, "w") as f:
+        json.dump(job, f)
+    return path, job
+
+
+def png(path):
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float64)
+
+
+def test_frames_take_their_own_light(tmp_path):
+    path, job = lit_job(tmp_path)
+    proc, _ = run_backend(path)
+    assert proc.returncode == 0, proc.stderr
+    ref = png(tmp_path / "inputs" / "reference.png")
+    out = {k: png(tmp_path / "frames" / f"{k:06d}.png") for k in (1, 2, 3)}
+    assert np.array_equal(out[1], ref)  # the user's image on its own frame
+    box = interior(np.load(tmp_path / "inputs" / "ids" / "000001.npy")) == 1
+    static = interior(np.load(tmp_path / "inputs" / "ids" / "000001.npy") == 0) == 1
+
+    def check(frame, where, gain):
+        want = ref[where] * gain ** (1 / GAMMA)
+        ok = want < 250  # not clipped
+        assert ok.sum() > 50
+        assert np.abs(out[frame][where][ok] - want[ok]).max() <= 2.0, frame
+
+    shadow = np.zeros((H, W), bool)
+    shadow[SHADOW] = True
+    new_shadow = np.zeros((H, W), bool)
+    new_shadow[NEW_SHADOW] = True
+    rest = static & ~shadow & ~new_shadow
+    check(2, shadow & static, 2.0)  # the reference's shadow is gone
+    check(2, rest, 1.0)
+    check(2, box, 1.0)  # same light as on the reference
+    check(3, box, 2.0)  # twice the light
+    check(3, new_shadow & static, 0.25)
+    check(3, rest, 1.0)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d, fr: np.save(d / fr["light"], np.ones((5, 5), np.float16)), "light map of frame 2 is 5x5"),
+    (lambda d, fr: np.save(d / fr["light"], np.full((H, W), np.nan, np.float32)), "light map of frame 2 holds NaN"),
+    (lambda d, fr: np.save(d / fr["light"], -np.ones((H, W), np.float32)), "light map of frame 2 holds NaN, infinite or negative"),
+    (lambda d, fr: fr.pop("light"), "either every frame has a light map or none does"),
+])
+def test_bad_light_map_is_a_clear_error(tmp_path, mutate, message):
+    path, job = lit_job(tmp_path)
+    mutate(tmp_path, job["frames"][1])
+    with open(path, "w") as f:
+        json.dump(job, f)
+    proc, msgs = run_backend(path, "--jsonl")
+    assert proc.returncode == 1
+    assert msgs[-1]["type"] == "error" and message in msgs[-1]["message"], msgs[-1]
+    assert not (tmp_path / "frames" / "000002.png").exists()
