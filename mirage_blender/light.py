@@ -23,8 +23,8 @@ import numpy as np
 
 # How much of the suns' and the sky's light the scene bounces back (an average albedo).
 GROUND_ALBEDO = 0.25
-# Shadow maps: texels per side, from the output's size within these bounds.
-MAP_MIN, MAP_MAX = 256, 2048
+# Shadow maps: texels per side, about one output pixel each, within these bounds.
+MAP_MIN, MAP_MAX = 64, 2048
 
 
 def _luminance(rgb):
@@ -72,11 +72,12 @@ def _basis(d):
     return a, np.cross(d, a)
 
 
-def _visibility(points, normals, tris, sun, res, rasterise):
+def _visibility(points, normals, tris, sun, texel, rasterise):
     """Fraction (0..1) of a 3x3 texel neighbourhood in which each point sees the sun past `tris`.
 
-    Orthographic shadow map along the sun, over the points' own extent (an occluder matters only
-    where it covers a point as seen from the sun), drawn with the depth rasteriser from far away."""
+    Orthographic shadow map along the sun with texels of about `texel` (world units), over the
+    points' own extent (an occluder matters only where it covers a point as seen from the sun),
+    drawn with the depth rasteriser from far away."""
     vis = np.ones(len(points))
     if len(tris) == 0 or len(points) == 0:
         return vis
@@ -84,6 +85,7 @@ def _visibility(points, normals, tris, sun, res, rasterise):
     pa, pb = points @ a, points @ b
     lo_a, hi_a, lo_b, hi_b = pa.min(), pa.max(), pb.min(), pb.max()
     span = max(hi_a - lo_a, hi_b - lo_b, 1e-6) * 1.02 + 1e-6
+    res = int(np.clip(math.ceil(span / texel), MAP_MIN, MAP_MAX))
     texel = span / res
     mid_a, mid_b = 0.5 * (lo_a + hi_a), 0.5 * (lo_b + hi_b)
     centre = points.mean(axis=0)
@@ -115,6 +117,14 @@ def _visibility(points, normals, tris, sun, res, rasterise):
     return lit / 9.0
 
 
+def _in_shadow_reach(points, movers, sun, margin):
+    """Points that a moving triangle could shade: inside the movers' box as seen from the sun."""
+    a, b = _basis(sun)
+    ma, mb = movers.reshape(-1, 3) @ a, movers.reshape(-1, 3) @ b
+    pa, pb = points @ a, points @ b
+    return (pa >= ma.min() - margin) & (pa <= ma.max() + margin) & (pb >= mb.min() - margin) & (pb <= mb.max() + margin)
+
+
 def light_map(tris, tri_ids, hit, depth, K, c2w, lighting, rasterise):
     """[H, W] float32 light ratio (see the module's docstring) for one camera.
 
@@ -122,37 +132,49 @@ def light_map(tris, tri_ids, hit, depth, K, c2w, lighting, rasterise):
     the triangle seen at each pixel (0 = none); depth: [H, W] planar depth; K, c2w: OpenCV camera."""
     H, W = depth.shape
     out = np.ones((H, W), dtype=np.float32)
-    seen = hit > 0
-    if not seen.any() or not lighting["suns"] and lighting["sky"] <= 0:
+    if not lighting["suns"] and lighting["sky"] <= 0:
         return out
-    t = hit[seen] - 1
-    v, u = np.nonzero(seen)
-    z = depth[seen].astype(np.float64)
-    cam = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], axis=1)
+    z_all = depth[hit > 0].astype(np.float64)
+    if not z_all.size:
+        return out
+    texel = float(np.median(z_all)) / K[0, 0]  # one output pixel at the median depth
+    v, u = np.nonzero(hit > 0)
+    cam = np.stack([(u - K[0, 2]) / K[0, 0] * z_all, (v - K[1, 2]) / K[1, 1] * z_all, z_all], axis=1)
     points = cam @ c2w[:3, :3].T + c2w[:3, 3]
+    t = hit[v, u] - 1
+    fixed, movers = tris[tri_ids == 0], tris[tri_ids != 0]
+    # the static world's ratio is 1 outside the moving objects' shadows: only the objects' own pixels and
+    # what their shadows can reach are worked out
+    keep = tri_ids[t] != 0
+    for d, _ in lighting["suns"]:
+        if len(movers):
+            keep |= _in_shadow_reach(points, movers, d, 3.0 * texel)
+    v, u, t, points = v[keep], u[keep], t[keep], points[keep]
+    if not len(t):
+        return out
     tri = tris[t]
     n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     n /= np.linalg.norm(n, axis=1, keepdims=True).clip(1e-30)
     n *= np.where(np.einsum("ij,ij->i", n, c2w[:3, 3] - points) < 0, -1.0, 1.0)[:, None]  # toward the camera
     moving = tri_ids[t] != 0
-    res = int(np.clip(2 * max(H, W), MAP_MIN, MAP_MAX))
     sky = lighting["sky"] * math.pi
     energy = sum(e for _, e in lighting["suns"])
     # sky from above; light bounced by the scene from all around, more from below (the lit ground)
     bounce = GROUND_ALBEDO * (sum(e * max(d[2], 0.0) for d, e in lighting["suns"]) + sky)
     ambient = sky * (1.0 + n[:, 2]) / 2.0 + bounce * (3.0 - n[:, 2]) / 4.0
     with_all, without = ambient.copy(), ambient.copy()
-    fixed, movers = tris[tri_ids == 0], tris[tri_ids != 0]
     for d, e in lighting["suns"]:
         facing = np.clip(n @ d, 0.0, None)
-        if not facing.any():
-            continue
-        vis_static = _visibility(points, n, fixed, d, res, rasterise)
-        vis_moving = _visibility(points, n, movers, d, res, rasterise)
+        lit = facing > 0
+        vis_moving, vis_static = np.ones(len(points)), np.ones(len(points))
+        vis_moving[lit] = _visibility(points[lit], n[lit], movers, d, texel, rasterise)
+        # the static world's own shadows cancel in its ratio: they matter only on moving objects and
+        # where a moving object's shadow falls (a much smaller map than the whole view)
+        need = lit & (moving | (vis_moving < 1.0))
+        vis_static[need] = _visibility(points[need], n[need], fixed, d, texel, rasterise)
         with_all += e * facing * vis_static * vis_moving
         without += e * facing * vis_static
     level = (sky + energy) / 2.0  # any fixed level: it cancels between reference and frame
     base = np.where(moving, level, without)
-    ratio = np.where(base > 1e-9, with_all / np.maximum(base, 1e-9), 1.0)
-    out[seen] = ratio.astype(np.float32)
+    out[v, u] = np.where(base > 1e-9, with_all / np.maximum(base, 1e-9), 1.0)
     return out
