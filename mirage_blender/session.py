@@ -101,6 +101,7 @@ class Session:
         self.finished = False
         self.cancelled = False
         self.notices = []
+        self.tracked = []  # names of the moving objects, each with its own memory
         self.progress = 0.0
         self.status = "Preparing"
         self.channel = None
@@ -166,6 +167,7 @@ class Session:
         depth_size = (width, height) if s.depth_source == "SCENE" else None
         # moving objects get their own memory; they need the scene's geometry for their masks
         objects = export.moving_objects(scene, frames) if depth_size is not None else []
+        self.tracked = [ob.name for ob in objects]
         if objects:
             job["objects"] = [{"id": i, "name": ob.name} for i, ob in enumerate(objects, 1)]
             os.makedirs(os.path.join(out, "inputs", "ids"), exist_ok=True)
@@ -179,7 +181,8 @@ class Session:
                     item[key] = rel
             job["frames"].append(item)
             self.progress = 0.1 * (i + 1) / len(frames)
-            self.status = f"Exporting cameras and depth: frame {item['frame']}"
+            what = f"depth and the light of {len(objects)} moving object(s)" if objects else "depth"
+            self.status = f"Exporting cameras and {what}: frame {item['frame']}"
             yield
 
         # the add-on checks the job with the same rules as the backend, so errors show before it starts
@@ -248,6 +251,9 @@ class Session:
                 stats = msg.get("stats", {})
                 self.status = (f"Done: {stats.get('frames')} frames in {stats.get('seconds', 0):.1f} s, "
                                f"memory {stats.get('memory_bytes', 0) / 2**20:.2f} MiB")
+                if self.tracked:  # say which objects kept their own memory, so a missing one can be marked Moving
+                    names = ", ".join(self.tracked[:3]) + (f" and {len(self.tracked) - 3} more" if len(self.tracked) > 3 else "")
+                    self.status += f", moving: {names}"
         elif kind == "_exit" and not self.ended:
             if self.cancel_requested_at is not None:
                 self.cancelled = True  # stopped (or killed when it did not stop in time) because the user asked

@@ -77,7 +77,8 @@ def drive_like_the_ui(scenario):
 def main():
     zip_path, out, scenario, result_path = sys.argv[1:5]
     scenes.install_extension(zip_path)
-    scene = scenes.build_room(width=128, height=72, frames=24)
+    # "moving": the crate slides and turns, so it gets its own memory and light maps
+    scene = scenes.build_room(width=128, height=72, frames=24, moving_crate=scenario == "moving")
     ref = os.path.join(out, "reference.png")
     os.makedirs(out, exist_ok=True)
     scenes.render_reference(scene, ref, samples=4)
@@ -106,7 +107,7 @@ def main():
         s.reference_image = bad
     elif scenario == "segment_too_long":
         s.segment_length = 500
-    elif scenario not in ("ok", "poll", "cancel", "cancel_kill", "kill"):
+    elif scenario not in ("ok", "moving", "poll", "cancel", "cancel_kill", "kill"):
         raise SystemExit(f"unknown scenario {scenario}")
 
     result["before"] = scene_state(scene)

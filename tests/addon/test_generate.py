@@ -80,6 +80,25 @@ def test_job_and_run_reports(generated):
     assert [s["frames"] for s in run["per_segment"]] == [[1, 10], [11, 20], [21, 24]]
 
 
+def test_moving_object_gets_its_memory_and_light(extension_zip, tmp_path):
+    proc, data = run_scenario(extension_zip, tmp_path, "moving")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    job = json.loads((tmp_path / "mirage" / "job.json").read_text())
+    assert job["objects"] == [{"id": 1, "name": "Crate"}]
+    in_view = []
+    for fr in job["frames"]:
+        light = np.load(tmp_path / "mirage" / fr["light"]).astype(float)
+        ids = np.load(tmp_path / "mirage" / fr["ids"])
+        assert light.shape == ids.shape == (72, 128) and np.isfinite(light).all() and (light >= 0).all()
+        if (ids == 1).any():
+            in_view.append(light)
+    assert len(in_view) >= 4
+    # the crate's faces and shadow change the light on some pixels, and nothing else does
+    assert all(0.001 < (light != 1.0).mean() < 0.5 for light in in_view)
+    assert len(os.listdir(tmp_path / "mirage" / "frames")) == 24
+    assert data["status"].startswith("Done: 24 frames") and data["status"].endswith("moving: Crate")
+
+
 def test_user_frame_is_restored(generated):
     _, data = generated
     assert data["before"]["frame_current"] == 7 and data["after"]["frame_current"] == 7
