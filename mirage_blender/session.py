@@ -167,6 +167,14 @@ class Session:
         depth_size = (width, height) if s.depth_source == "SCENE" else None
         # moving objects get their own memory; they need the scene's geometry for their masks
         objects = export.moving_objects(scene, frames) if depth_size is not None else []
+        if depth_size is not None:
+            # an object that changes shape still gets a memory of its own, so the world behind it stays clean;
+            # what it keeps is its shape when first seen, which the user should know
+            deforming = export.deforming_objects(scene, frames)
+            for ob in deforming:
+                self.notices.append(f"'{ob.name}' changes shape during the shot (armature, shape keys or modifiers): "
+                                    f"Mirage moves it as a rigid object, so it keeps the look it had when first seen")
+            objects = sorted({ob.name: ob for ob in objects + deforming}.values(), key=lambda ob: ob.name)
         self.tracked = [ob.name for ob in objects]
         if objects:
             job["objects"] = [{"id": i, "name": ob.name} for i, ob in enumerate(objects, 1)]

@@ -102,3 +102,27 @@ def test_matrices_and_masks_match_blender(scene):
     # the slider really moved between the two frames, and its mask moved with it
     cols = [np.nonzero((it["ids"] == ids["Slider"]).any(0))[0].mean() for it in items]
     assert cols[1] > cols[0] + 10
+
+
+def test_objects_that_change_shape_are_found(scene):
+    bender = cube("Bender", (0, 2, 1))
+    twist = bender.modifiers.new("Twist", "SIMPLE_DEFORM")
+    twist.deform_method = "TWIST"
+    twist.angle = 0.0
+    twist.keyframe_insert("angle", frame=1)
+    twist.angle = math.radians(90)
+    twist.keyframe_insert("angle", frame=6)
+    smooth = cube("Smooth", (-3, 2, 1))
+    smooth.modifiers.new("Smooth", "SUBSURF")  # a modifier, but the same shape on every frame
+    keyed = cube("Keyed", (3, 2, 1))
+    keyed.shape_key_add(name="Basis")
+    key = keyed.shape_key_add(name="Squash")
+    key.data[0].co = (0.0, 0.0, 0.0)
+    key.value = 0.0
+    key.keyframe_insert("value", frame=1)
+    key.value = 1.0
+    key.keyframe_insert("value", frame=6)
+    scene.frame_set(3)
+    names = [ob.name for ob in ex.deforming_objects(scene, range(1, 7))]
+    assert names == ["Bender", "Keyed"]  # not the sliding cube (rigid) nor the subdivided one (still)
+    assert scene.frame_current == 3
