@@ -272,7 +272,7 @@ class LearnedModel(LatentModel):
         return image
 
     def fill(self, latent, hole, depth, generator=None, target_depth=None, ids=None, context=None, pixel_ids=None,
-             pixel_target=None):
+             pixel_target=None, pixel_prefill=None):
         out_device = latent.device
         latent = latent.float().to(self.device)
         hole = hole.to(self.device, torch.bool)
@@ -285,6 +285,8 @@ class LearnedModel(LatentModel):
             if context is not None and self.fill_mode == "pushpull":
                 # what the memory holds, drawn at pixel precision, then filled at pixel level and encoded
                 drawn, covered, zd = self.draw(context, latent.shape[-2] * 8, latent.shape[-1] * 8, pixel_ids)
+                if pixel_prefill is not None:
+                    drawn, covered = pixel_prefill(drawn, covered)
                 filled = pixel_fill(drawn, covered, zd, pixel_target, pixel_ids).to(self.device)
                 self._fill_pixels = filled  # what decode shows where no stored cell reaches
                 return torch.where(hole[None], tiled(self.encoder, filled, hole, 8, 1), latent).to(out_device)

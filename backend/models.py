@@ -36,11 +36,13 @@ class LatentModel:
         raise NotImplementedError
 
     def fill(self, latent, hole, depth, generator=None, target_depth=None, ids=None, context=None, pixel_ids=None,
-             pixel_target=None):
+             pixel_target=None, pixel_prefill=None):
         """Complete a memory read: [C, h, w] with hole [h, w] (True = unknown) and the read's depth [h, w]
         (inf in holes) -> full [C, h, w]. With the scene's geometry also the target frame's per-cell depth
         (inf = sky) and object ids (0 = static world; known cells always show their own id's memory); with
-        splats (`context`) also the frame's pixel ids and pixel depth (`pixel_target`, inf = sky)."""
+        splats (`context`) also the frame's pixel ids and pixel depth (`pixel_target`, inf = sky), and
+        `pixel_prefill(drawn, covered) -> (drawn, covered)`: pixels the caller knows better than a fill would
+        (a moving object's never-seen faces, from its material), to keep and to fill the rest from."""
         raise NotImplementedError
 
 
@@ -239,12 +241,14 @@ class PatchModel(LatentModel):
         return sp.lat.float().reshape(-1, 3, self.cell, self.cell)
 
     def fill(self, latent, hole, depth, generator=None, target_depth=None, ids=None, context=None, pixel_ids=None,
-             pixel_target=None):
+             pixel_target=None, pixel_prefill=None):
         if context is None:
             return depth_aware_fill(latent.float(), hole, depth, target_depth, ids)
         c = self.cell
         H, W = latent.shape[-2] * c, latent.shape[-1] * c
         drawn, covered, zd = render_splats(self.patches(context), context, H, W, pixel_ids)
+        if pixel_prefill is not None:
+            drawn, covered = pixel_prefill(drawn, covered)
         filled = F.pixel_unshuffle(pixel_fill(drawn, covered, zd, pixel_target, pixel_ids)[None], c)[0]
         return torch.where(hole[None], filled, latent.float())
 

@@ -119,7 +119,7 @@ def job_fingerprint(job):
     keep["reference_frame"] = job["reference"]["frame"]
     h.update(json.dumps(keep, sort_keys=True).encode())
     paths = [job["reference"]["image"], job["reference"].get("depth")]
-    paths += [p for f in job["frames"] for p in (f.get("depth"), f.get("ids"), f.get("light"))]
+    paths += [p for f in job["frames"] for p in (f.get("depth"), f.get("ids"), f.get("light"), f.get("albedo"))]
     for p in paths:
         if p:
             with open(p, "rb") as f:
@@ -237,6 +237,82 @@ class Run:
         g = g.to(image.device, image.dtype)
         return (image / g if inverse else image * g).clamp(0.0, 1.0)
 
+    def albedo(self, n):
+        """[3, H, W] surface colour (display values 0..1) of frame n's moving objects from their materials, or None."""
+        path = self.frames[n].get("albedo")
+        if path is None:
+            return None
+        try:
+            a = np.load(path, allow_pickle=False)
+        except (FileNotFoundError, ValueError, OSError) as e:
+            raise JobError(f"the surface colour map of frame {n} cannot be read ({e}): {path}") from None
+        if a.shape != (self.H, self.W, 3) or a.dtype != np.uint8:
+            raise JobError(f"the surface colour map of frame {n} must be {self.W}x{self.H}x3 uint8, "
+                           f"not {'x'.join(map(str, a.shape[1::-1] + a.shape[2:]))} {a.dtype}: {path}")
+        return torch.from_numpy(a).permute(2, 0, 1).float() / 255.0
+
+    def colour_maps(self):
+        """Per moving object, how its material's colours look in the reference (light taken out): an affine
+        map in linear light, fitted on the object's pixels in the reference (its outline left out)."""
+        if getattr(self, "_colour_maps", None) is None:
+            self._colour_maps = {}
+            n = self.job["reference"]["frame"]
+            alb = self.albedo(n)
+            if alb is not None:
+                ref = self.relit(load_image(self.job["reference"]["image"], self.W, self.H), n, inverse=True)
+                ids = self.object_ids(n)
+                for oid in sorted(self.known_ids - {0}):
+                    mine = ids == oid
+                    # outline pixels mix the object with what is behind it
+                    inner = mine.clone()
+                    inner[1:] &= mine[:-1]
+                    inner[:-1] &= mine[1:]
+                    inner[:, 1:] &= mine[:, :-1]
+                    inner[:, :-1] &= mine[:, 1:]
+                    if inner.sum() < 16:
+                        continue
+                    x = alb[:, inner].T.double() ** GAMMA
+                    x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+                    y = ref[:, inner].T.double() ** GAMMA
+                    # a little ridge: a plain material (one colour) gives its mean look
+                    reg = 1e-3 * len(x) * torch.eye(4, dtype=x.dtype)
+                    reg[3, 3] = 0.0
+                    self._colour_maps[oid] = torch.linalg.solve(x.T @ x + reg, x.T @ y)
+        return self._colour_maps
+
+    def from_materials(self, n, pixel_ids):
+        """A pixel_prefill for frame n: moving objects' pixels that nothing drew take their material's colour
+        as the reference shows it (never-seen faces keep their pattern), or None."""
+        maps = self.colour_maps() if pixel_ids is not None else {}
+        if not maps:
+            return None
+        alb = pad_to_cells(self.albedo(n), self.cell)
+        lin = torch.cat([alb.double() ** GAMMA, torch.ones(1, *alb.shape[1:], dtype=torch.float64)], 0)
+
+        def prefill(drawn, covered):
+            drawn, before = drawn.clone(), covered
+            covered = covered.clone()
+            for oid, m in maps.items():
+                todo = (pixel_ids == oid) & ~covered
+                if todo.any():
+                    colour = (lin[:, todo].T @ m).clamp(0.0, 1.0) ** (1.0 / GAMMA)
+                    drawn[:, todo] = colour.T.to(drawn.dtype)
+                    covered |= todo
+            self._from_material = covered & ~before
+            return drawn, covered
+        return prefill
+
+    def material_cells(self):
+        """Cells the last fill painted mostly from materials. They stay out of the memory: painted again on every
+        frame they come out as sharp as that frame sees them (stored, a face first painted at a grazing angle
+        stays blurred when it turns to the camera), and the same, since materials do not change."""
+        px = getattr(self, "_from_material", None)
+        self._from_material = None
+        if px is None:
+            return None
+        c = self.cell
+        return px.float().reshape(self.h, c, self.w, c).mean((1, 3)) >= 0.5
+
     def to_cells(self, depth, ids=None):
         """Per-cell depth (sky placed at `far`), per-cell object ids (with an id mask), and the cells that
         straddle an edge. Generated frames leave those out of the memory: what a fill painted across an
@@ -315,9 +391,16 @@ class Run:
         if extra and pixel_depth is not None and self.job["depth_source"] == "SCENE":
             fill_extra["pixel_target"] = torch.where(pixel_depth >= self.far, torch.full_like(pixel_depth, float("inf")),
                                                      pixel_depth)
+            prefill = self.from_materials(n, extra["pixel_ids"])
+            if prefill is not None:
+                fill_extra["pixel_prefill"] = prefill
         full = self.model.fill(latent, hole, mdepth, self.generator(n), target_depth=target, ids=cell_ids, **fill_extra)
-        if hole.any():
-            memory.write(full, cells, K, c2w, mask=hole & ~edges, ids=cell_ids, poses=poses, pixel_depth=pixel_depth,
+        keep = hole & ~edges
+        painted = self.material_cells()
+        if painted is not None:
+            keep &= ~painted.to(keep.device)
+        if keep.any():
+            memory.write(full, cells, K, c2w, mask=keep, ids=cell_ids, poses=poses, pixel_depth=pixel_depth,
                          pixel_ids=self.pixel_ids(n))
             if extra:
                 # the frame shows what the memory now holds, drawn as any later read of it will be: coming

@@ -208,12 +208,14 @@ def validate_job(job, job_dir):
                 if abs(_det3([row[:3] for row in m[:3]])) < 1e-12:
                     raise JobError(f"the transform of object {oid} on frame {n} is singular (zero scale)")
             item["ids"] = _inside(job_dir, fr.get("ids"), f"object id mask of frame {n}")
-        if item.pop("light", None) is not None:
-            item["light"] = _inside(job_dir, fr.get("light"), f"light map of frame {n}")
+        for key, what in (("light", "light map"), ("albedo", "surface colour map")):
+            if item.pop(key, None) is not None:
+                item[key] = _inside(job_dir, fr.get(key), f"{what} of frame {n}")
         resolved.append(item)
-    lit = [("light" in f) for f in resolved]
-    if any(lit) and not all(lit):
-        raise JobError("either every frame has a light map or none does")
+    for key, what in (("light", "a light map"), ("albedo", "a surface colour map")):
+        has = [(key in f) for f in resolved]
+        if any(has) and not all(has):
+            raise JobError(f"either every frame has {what} or none does")
     if job["reference"]["frame"] not in seen:
         raise JobError(f"reference.frame {job['reference']['frame']} is not one of the job's frames")
     out["frames"] = resolved

@@ -13,7 +13,7 @@ import math
 import bpy
 import numpy as np
 
-from . import light
+from . import albedo, light
 
 __all__ = (
     "ExportError",
@@ -252,7 +252,8 @@ def iter_frames(scene, frames, depth_size=None, objects=()):
     from ``scene_depth``) when ``depth_size`` = (W, H) is given. With ``objects`` (moving objects, their
     ids are 1, 2, ... in this order) also ``"objects"`` {id: 4x4 object-to-world} and ``"ids"`` (the
     [H, W] uint16 id mask; needs ``depth_size``) and ``"light"`` (the [H, W] float32 light ratio of
-    ``light.light_map``: how moving objects change the light on each pixel). ``scene.frame_current`` (and subframe)
+    ``light.light_map``: how moving objects change the light on each pixel), and ``"albedo"`` (the [H, W, 3]
+    uint8 surface colour of the objects that could be baked, ``albedo.albedo_map``). ``scene.frame_current`` (and subframe)
     is restored afterwards, also on error or when the caller stops early.
     """
     cam_obj = scene.camera
@@ -262,10 +263,15 @@ def iter_frames(scene, frames, depth_size=None, objects=()):
 
     frame_before = scene.frame_current
     subframe_before = scene.frame_subframe
+    textures = None
     try:
         for f in frames:
             f = int(f)
             scene.frame_set(f)
+            if textures is None and depth_size is not None and objects:
+                # each moving object's surface colour, baked once from its material (at the first frame)
+                textures = {oid: tex for oid, tex in ((oid, albedo.bake(scene, ob)) for oid, ob in enumerate(objects, 1))
+                            if tex is not None}
             cam_obj = scene.camera  # camera markers may switch the camera
             if cam_obj is None:
                 raise ExportError(f"The scene has no camera at frame {f}")
@@ -288,8 +294,11 @@ def iter_frames(scene, frames, depth_size=None, objects=()):
                 names = {ob.name: oid for oid, ob in enumerate(objects, 1)}
                 depsgraph = bpy.context.evaluated_depsgraph_get()
                 lighting = light.scene_lighting(scene, _render_visible_objects(scene, depsgraph.view_layer))
-                item["depth"], item["ids"], item["light"] = scene_depth(
-                    scene, cam_obj, *depth_size, depsgraph=depsgraph, object_ids=names, lighting=lighting)
+                out = scene_depth(scene, cam_obj, *depth_size, depsgraph=depsgraph, object_ids=names,
+                                  lighting=lighting, textures=textures or None)
+                item["depth"], item["ids"], item["light"] = out[:3]
+                if textures:
+                    item["albedo"] = out[3]
             elif depth_size is not None:
                 item["depth"] = scene_depth(scene, cam_obj, *depth_size)
             yield item
@@ -340,12 +349,14 @@ def _object_renders(ob, visible_names):
 _SURFACE_TYPES = frozenset({"MESH", "CURVE", "SURFACE", "FONT", "META"})
 
 
-def _gather_world_triangles(scene, depsgraph, object_ids=None):
+def _gather_world_triangles(scene, depsgraph, object_ids=None, uvs=False):
     """All render-visible evaluated triangles in world space: float64 [N, 3, 3].
 
     With ``object_ids`` (object name -> id), also each triangle's id (0 for objects not listed;
-    instanced geometry takes its instancer's id): ``(tris, ids)``.
+    instanced geometry takes its instancer's id): ``(tris, ids)``; with ``uvs`` also the listed objects'
+    corner UVs from their active UV map (float64 [N, 3, 2], 0 elsewhere): ``(tris, ids, uvs)``.
     """
+    uv_chunks = []
     view_layer = depsgraph.view_layer
     visible = _render_visible_objects(scene, view_layer)
     chunks = []
@@ -381,11 +392,21 @@ def _gather_world_triangles(scene, depsgraph, object_ids=None):
             mesh.vertices.foreach_get("co", co)
             tri = np.empty(nt * 3, dtype=np.int32)
             mesh.loop_triangles.foreach_get("vertices", tri)
+            corner_uv = np.zeros((nt, 3, 2))
+            if uvs and object_ids is not None and mesh.uv_layers.active is not None:
+                owner = inst.parent.original if inst.is_instance and inst.parent is not None else ob.original
+                if object_ids.get(ob.original.name, object_ids.get(owner.name, 0)):
+                    loops = np.empty(nt * 3, dtype=np.int32)
+                    mesh.loop_triangles.foreach_get("loops", loops)
+                    uv = np.empty(len(mesh.loops) * 2, dtype=np.float32)
+                    mesh.uv_layers.active.data.foreach_get("uv", uv)
+                    corner_uv = uv.reshape(-1, 2)[loops].reshape(nt, 3, 2).astype(np.float64)
         finally:
             ob.to_mesh_clear()
         mw = np.array(inst.matrix_world, dtype=np.float64)
         co = co.reshape(-1, 3).astype(np.float64) @ mw[:3, :3].T + mw[:3, 3]
         chunks.append(co[tri.reshape(-1, 3)])
+        uv_chunks.append(corner_uv)
         if object_ids is not None:
             owner = inst.parent.original if inst.is_instance and inst.parent is not None else ob.original
             oid = object_ids.get(ob.original.name, object_ids.get(owner.name, 0))
@@ -393,7 +414,10 @@ def _gather_world_triangles(scene, depsgraph, object_ids=None):
     tris = np.concatenate(chunks, axis=0) if chunks else np.empty((0, 3, 3), dtype=np.float64)
     if object_ids is None:
         return tris
-    return tris, (np.concatenate(id_chunks) if id_chunks else np.empty(0, dtype=np.uint16))
+    ids = np.concatenate(id_chunks) if id_chunks else np.empty(0, dtype=np.uint16)
+    if uvs:
+        return tris, ids, (np.concatenate(uv_chunks) if uv_chunks else np.empty((0, 3, 2)))
+    return tris, ids
 
 
 def _cross(a, b):
@@ -595,7 +619,7 @@ def _rasterise(tris, K, width, height, tri_ids=None):
     return result()
 
 
-def scene_depth(scene, cam_obj, width, height, depsgraph=None, object_ids=None, lighting=None):
+def scene_depth(scene, cam_obj, width, height, depsgraph=None, object_ids=None, lighting=None, textures=None):
     """[H, W] float32 planar depth (camera-space z, scene units); inf where nothing is hit.
 
     Pixel (u, v): u right, v down, row 0 at the top; the ray goes through the
@@ -608,7 +632,8 @@ def scene_depth(scene, cam_obj, width, height, depsgraph=None, object_ids=None, 
     With ``object_ids`` (object name -> id) returns ``(depth, ids)``: ids [H, W] uint16 is the id of the
     object seen at each pixel, 0 for everything not listed (the static world) and for misses.
     With ``lighting`` (from ``light.scene_lighting``; needs ``object_ids``) also the [H, W] float32 light
-    ratio of ``light.light_map``: ``(depth, ids, light)``.
+    ratio of ``light.light_map``: ``(depth, ids, light)``; with ``textures`` too (object id -> texture baked by
+    ``albedo.bake``) also the [H, W, 3] uint8 surface colour of ``albedo.albedo_map``: ``(depth, ids, light, colour)``.
 
     Method: exact CPU rasterisation of the evaluated triangles with numpy (ray /
     triangle tests at pixel centres, ray/plane depth) -- identical to ray casting
@@ -634,8 +659,11 @@ def scene_depth(scene, cam_obj, width, height, depsgraph=None, object_ids=None, 
     c2w = _rigid(cam_eval.matrix_world) @ _BLENDER_TO_CV
     w2c = np.linalg.inv(c2w)
 
+    tri_uvs = None
     if object_ids is None:
         tris, tri_ids = _gather_world_triangles(scene, depsgraph), None
+    elif textures is not None:
+        tris, tri_ids, tri_uvs = _gather_world_triangles(scene, depsgraph, object_ids, uvs=True)
     else:
         tris, tri_ids = _gather_world_triangles(scene, depsgraph, object_ids)
     cam_tris = tris @ w2c[:3, :3].T + w2c[:3, 3] if len(tris) else tris
@@ -648,4 +676,10 @@ def scene_depth(scene, cam_obj, width, height, depsgraph=None, object_ids=None, 
     depth, hit = _rasterise(cam_tris, K, width, height, np.arange(1, len(tris) + 1, dtype=np.int64))
     ids = np.where(hit > 0, tri_ids[np.maximum(hit - 1, 0)], 0).astype(np.uint16) if len(tris) else hit.astype(np.uint16)
     shade = light.light_map(tris, tri_ids, hit, depth, K, c2w, lighting, _rasterise)
-    return depth.astype(np.float32), ids, shade
+    if textures is None:
+        return depth.astype(np.float32), ids, shade
+    v, u = np.mgrid[0:height, 0:width]
+    z = np.where(hit > 0, depth, 0.0)
+    cam = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], -1)
+    colour = albedo.albedo_map(tris, tri_uvs, tri_ids, hit, cam @ c2w[:3, :3].T + c2w[:3, 3], textures, (height, width))
+    return depth.astype(np.float32), ids, shade, colour

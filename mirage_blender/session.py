@@ -180,9 +180,10 @@ class Session:
             job["objects"] = [{"id": i, "name": ob.name} for i, ob in enumerate(objects, 1)]
             os.makedirs(os.path.join(out, "inputs", "ids"), exist_ok=True)
             os.makedirs(os.path.join(out, "inputs", "light"), exist_ok=True)
+            os.makedirs(os.path.join(out, "inputs", "albedo"), exist_ok=True)
         for i, item in enumerate(export.iter_frames(scene, frames, depth_size, objects)):
             for key, folder, dtype in (("depth", "depth", np.float32), ("ids", "ids", np.uint16),
-                                       ("light", "light", np.float16)):
+                                       ("light", "light", np.float16), ("albedo", "albedo", np.uint8)):
                 if key in item:
                     rel = f"inputs/{folder}/{item['frame']:06d}.npy"
                     np.save(os.path.join(out, rel), item[key].astype(dtype))

@@ -368,7 +368,7 @@ def evaluate_objects(name, spec, args, out_root, cache_root):
         tracked_run = json.load(f)
     baked = dict(job)
     baked.pop("objects")
-    baked["frames"] = [{k: v for k, v in fr.items() if k not in ("objects", "ids", "light")} for fr in job["frames"]]
+    baked["frames"] = [{k: v for k, v in fr.items() if k not in ("objects", "ids", "light", "albedo")} for fr in job["frames"]]
     t0 = time.perf_counter()
     baked_dir = os.path.join(scene_dir, "static_only")
     run_baseline(baked, baked_dir, LatentMemory)

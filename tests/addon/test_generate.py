@@ -90,8 +90,11 @@ def test_moving_object_gets_its_memory_and_light(extension_zip, tmp_path):
         light = np.load(tmp_path / "mirage" / fr["light"]).astype(float)
         ids = np.load(tmp_path / "mirage" / fr["ids"])
         assert light.shape == ids.shape == (72, 128) and np.isfinite(light).all() and (light >= 0).all()
+        colour = np.load(tmp_path / "mirage" / fr["albedo"])
+        assert colour.shape == (72, 128, 3) and not colour[ids == 0].any()
         if (ids == 1).any():
             in_view.append(light)
+            assert colour[ids == 1].mean() > 20  # the crate's material, baked
     assert len(in_view) >= 4
     # the crate's faces and shadow change the light on some pixels, and nothing else does
     assert all(0.001 < (light != 1.0).mean() < 0.5 for light in in_view)

@@ -130,3 +130,55 @@ def test_a_spot_casts_no_shadow_outside_its_cone(scene):
     spot.rotation_euler = (0.0, math.radians(27), 0.0)  # at the crate again: its shadow is back
     item = export(scene)[1]
     assert (item["light"][item["ids"] == 0] < 0.5).sum() > 50
+
+
+def two_tone(ob):
+    """A node material, red on one half of the object (generated x < 0.5), blue on the other."""
+    mat = bpy.data.materials.new("TwoTone")
+    if bpy.app.version < (5, 0, 0):
+        mat.use_nodes = True
+    nt = mat.node_tree
+    coords = nt.nodes.new("ShaderNodeTexCoord")
+    sep = nt.nodes.new("ShaderNodeSeparateXYZ")
+    mix = nt.nodes.new("ShaderNodeMix")
+    mix.data_type = "RGBA"
+    mix.inputs["A"].default_value = (0.8, 0.1, 0.1, 1.0)
+    mix.inputs["B"].default_value = (0.1, 0.2, 0.9, 1.0)
+    step = nt.nodes.new("ShaderNodeMath")
+    step.operation = "GREATER_THAN"
+    step.inputs[1].default_value = 0.5
+    nt.links.new(coords.outputs["Generated"], sep.inputs[0])
+    nt.links.new(sep.outputs["X"], step.inputs[0])
+    nt.links.new(step.outputs[0], mix.inputs["Factor"])
+    nt.links.new(mix.outputs["Result"], nt.nodes["Principled BSDF"].inputs["Base Color"])
+    ob.data.materials.append(mat)
+    return mat
+
+
+def test_surface_colour_comes_from_the_material(scene):
+    crate = bpy.data.objects["Crate"]
+    bpy.ops.object.select_all(action="DESELECT")
+    crate.data.uv_layers.new(name="UVMap")
+    mat = two_tone(crate)
+    nodes_before = len(mat.node_tree.nodes)
+    scene.render.engine = "BLENDER_WORKBENCH"
+    item = export(scene)[1]
+    colour, ids, x = item["albedo"], item["ids"], world_points(item)[..., 0]
+    assert colour.shape == (H, W, 3) and colour.dtype == np.uint8
+    assert not colour[ids == 0].any()  # only moving objects
+    on = ids == 1
+    want = {True: (0.8, 0.1, 0.1), False: (0.1, 0.2, 0.9)}  # generated x < 0.5 is world x < 0 here
+    for left in (True, False):
+        px = colour[on & ((x < -0.1) if left else (x > 0.1))]
+        assert len(px) > 50
+        expect = np.round(np.array(want[left]) ** (1 / 2.2) * 255)
+        # the Principled BSDF's diffuse colour is its base colour less what its specular layer takes (~2 %)
+        assert np.abs(np.median(px, 0) - expect).max() <= 6
+    # the user's material and render settings are as they were
+    assert len(mat.node_tree.nodes) == nodes_before and scene.render.engine == "BLENDER_WORKBENCH"
+    assert not bpy.data.images
+
+
+def test_no_uv_map_no_surface_colour(scene):
+    two_tone(bpy.data.objects["Crate"])  # a material, but nothing to bake it onto
+    assert all("albedo" not in item for item in export(scene).values())

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tests.backend.test_objects import interior
@@ -90,3 +91,66 @@ def test_bad_light_map_is_a_clear_error(tmp_path, mutate, message):
     assert proc.returncode == 1
     assert msgs[-1]["type"] == "error" and message in msgs[-1]["message"], msgs[-1]
     assert not (tmp_path / "frames" / "000002.png").exists()
+
+
+# -- never-seen faces from the object's material ------------------------------------------------------
+
+def with_albedo(folder, job, path, colours):
+    """Give every frame a surface colour map: the box's pixels left of column 32 colours[0], the rest colours[1]."""
+    os.makedirs(os.path.join(folder, "inputs", "albedo"), exist_ok=True)
+    for fr in job["frames"]:
+        box = np.load(os.path.join(folder, fr["ids"])) == 1
+        a = np.zeros((H, W, 3), np.uint8)
+        left = np.zeros((H, W), bool)
+        left[:, :32] = True
+        a[box & left], a[box & ~left] = colours
+        fr["albedo"] = f"inputs/albedo/{fr['frame']:06d}.npy"
+        np.save(os.path.join(folder, fr["albedo"]), a)
+    with open(path, "w") as f:
+        json.dump(job, f)
+
+
+def test_never_seen_pixels_take_their_material_colour(tmp_path):
+    from backend.pipeline import Run
+    from backend.protocol import load_job
+    path, job = lit_job(tmp_path, [np.ones((H, W), np.float32)] * 3)
+    for fr in job["frames"]:  # the box at the same light on every frame
+        np.save(tmp_path / fr["light"], np.ones((H, W), np.float16))
+    mat = np.array([[200, 40, 40], [30, 60, 220]], np.uint8)
+    with_albedo(tmp_path, job, path, mat)
+    # the reference shows the material's colours through a look of its own: linear light * 0.5 + 0.1
+    look = lambda a: ((a / 255.0) ** GAMMA * 0.5 + 0.1) ** (1 / GAMMA)  # noqa: E731
+    ref = png(tmp_path / "inputs" / "reference.png")
+    box = np.load(tmp_path / "inputs" / "ids" / "000001.npy") == 1
+    left = np.zeros((H, W), bool)
+    left[:, :32] = True
+    ref[box & left], ref[box & ~left] = look(mat[0]) * 255, look(mat[1]) * 255
+    Image.fromarray(np.rint(ref).astype(np.uint8)).save(tmp_path / "inputs" / "reference.png")
+    run = Run(*load_job(path)[:1], str(tmp_path), lambda *a, **k: None)
+    ids = run.pixel_ids(2)
+    drawn = torch.zeros(3, *ids.shape)
+    covered = torch.ones(ids.shape, dtype=torch.bool)
+    unseen = (ids == 1) & ~torch.from_numpy(np.pad(left, ((0, ids.shape[0] - H), (0, ids.shape[1] - W))))
+    covered[unseen] = False  # the box's right half: nothing drew it
+    out, now = run.from_materials(2, ids)(drawn, covered)
+    assert now.all()
+    want = torch.tensor(look(mat[1]), dtype=torch.float32)
+    assert (out[:, unseen].T - want).abs().max() < 2 / 255  # the material's colour, in the reference's look
+    assert not out[:, ~unseen].any()  # what was drawn stays as drawn
+    cells = run.material_cells()
+    assert cells.any() and cells.sum() < cells.numel() // 2
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d, fr: np.save(d / fr["albedo"], np.zeros((H, W), np.uint8)), "surface colour map of frame 2 must be 64x48x3 uint8"),
+    (lambda d, fr: fr.pop("albedo"), "either every frame has a surface colour map or none does"),
+])
+def test_bad_surface_colour_map_is_a_clear_error(tmp_path, mutate, message):
+    path, job = lit_job(tmp_path)
+    with_albedo(tmp_path, job, path, np.array([[200, 40, 40], [30, 60, 220]], np.uint8))
+    mutate(tmp_path, job["frames"][1])
+    with open(path, "w") as f:
+        json.dump(job, f)
+    proc, msgs = run_backend(path, "--jsonl")
+    assert proc.returncode == 1
+    assert msgs[-1]["type"] == "error" and message in msgs[-1]["message"], msgs[-1]

@@ -1,0 +1,104 @@
+"""What the scene's materials say a moving object looks like where no image has shown it.
+
+A crate that turns shows faces the reference never saw. Their pattern (the planks, the checker, the
+livery) is in the object's material, so the add-on bakes each moving object's surface colour (Cycles,
+diffuse colour only, no light) into a texture over its UV map once, and on every frame looks it up for
+the object's pixels. The backend learns from the reference how the material's colours map to the
+reference's look, and paints never-seen faces with that mapping.
+"""
+import bpy
+import numpy as np
+
+SIZE = 512  # texels per side of a baked texture
+
+
+def bake(scene, ob, size=SIZE):
+    """[size, size, 3] float32 linear surface colour of `ob` over its active UV map (row 0 at v = 0), or
+    None when it has no UV map or no node material to bake from. The user's materials, render settings
+    and selection are as they were afterwards."""
+    mesh = ob.data if ob.type == "MESH" else None
+    if mesh is None or not mesh.uv_layers or not ob.material_slots:
+        return None
+    mats = {slot.material for slot in ob.material_slots}
+    new = bpy.app.version >= (5, 0, 0)  # from 5.0 a material always renders its nodes (use_nodes is deprecated)
+    if None in mats or not all((new or m.use_nodes) and m.node_tree is not None for m in mats):
+        return None
+    img = bpy.data.images.new("mirage_albedo_bake", size, size, float_buffer=True)
+    added = []
+    render = scene.render
+    saved = (render.engine, scene.cycles.samples, scene.cycles.device)
+    try:
+        for mat in mats:
+            nodes = mat.node_tree.nodes
+            node = nodes.new("ShaderNodeTexImage")
+            node.image = img
+            added.append((mat, node, nodes.active))
+            nodes.active = node  # the bake writes into the active image node
+        render.engine = "CYCLES"
+        scene.cycles.samples = 1
+        scene.cycles.device = "CPU"
+        with bpy.context.temp_override(scene=scene, selected_objects=[ob], selected_editable_objects=[ob],
+                                       active_object=ob, object=ob):
+            bpy.ops.object.bake(type="DIFFUSE", pass_filter={"COLOR"}, margin=4, use_clear=True,
+                                target="IMAGE_TEXTURES")
+        px = np.empty(size * size * 4, dtype=np.float32)
+        img.pixels.foreach_get(px)
+        return px.reshape(size, size, 4)[..., :3].copy()
+    except RuntimeError:
+        return None  # a material Cycles cannot bake: the backend fills that object as before
+    finally:
+        for mat, node, active in added:
+            mat.node_tree.nodes.remove(node)
+            if active is not None:
+                mat.node_tree.nodes.active = active
+        render.engine, scene.cycles.samples, scene.cycles.device = saved
+        bpy.data.images.remove(img)
+
+
+def sample(texture, uv):
+    """Bilinear lookup of a baked texture at uv [N, 2] (0..1, repeating): [N, 3]."""
+    size = texture.shape[0]
+    x = (uv[:, 0] % 1.0) * size - 0.5
+    y = (uv[:, 1] % 1.0) * size - 0.5
+    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    out = 0.0
+    for dy, wy in ((0, 1.0 - fy), (1, fy)):
+        for dx, wx in ((0, 1.0 - fx), (1, fx)):
+            out = out + texture[(y0 + dy) % size, (x0 + dx) % size] * (wx * wy)
+    return out
+
+
+def albedo_map(tris, uvs, tri_ids, hit, points, textures, shape):
+    """[H, W, 3] uint8 surface colour (display-encoded, 2.2) of the moving objects' pixels, 0 elsewhere.
+
+    tris [N, 3, 3] world triangles with uvs [N, 3, 2]; hit [H, W] index + 1 of the triangle each pixel
+    sees; points [H, W, 3] the world position of each pixel; textures {object id: baked texture}."""
+    out = np.zeros((*shape, 3), dtype=np.uint8)
+    if not textures:
+        return out
+    idx = hit - 1
+    sel = (hit > 0) & np.isin(tri_ids[np.maximum(idx, 0)], list(textures))
+    if not sel.any():
+        return out
+    t = idx[sel]
+    a, b, c = tris[t, 0], tris[t, 1], tris[t, 2]
+    p = points[sel]
+    # barycentric coordinates of each pixel's point in its triangle
+    v0, v1, v2 = b - a, c - a, p - a
+    d00, d01, d11 = (v0 * v0).sum(1), (v0 * v1).sum(1), (v1 * v1).sum(1)
+    d20, d21 = (v2 * v0).sum(1), (v2 * v1).sum(1)
+    den = d00 * d11 - d01 * d01
+    den = np.where(np.abs(den) > 1e-30, den, 1e-30)
+    wb = np.clip((d11 * d20 - d01 * d21) / den, 0.0, 1.0)
+    wc = np.clip((d00 * d21 - d01 * d20) / den, 0.0, 1.0 - wb)
+    wa = 1.0 - wb - wc
+    uv = uvs[t, 0] * wa[:, None] + uvs[t, 1] * wb[:, None] + uvs[t, 2] * wc[:, None]
+    colour = np.zeros((len(t), 3))
+    owner = tri_ids[t]
+    for oid, tex in textures.items():
+        mine = owner == oid
+        if mine.any():
+            colour[mine] = sample(tex, uv[mine])
+    out[sel] = np.rint(np.clip(colour, 0.0, 1.0) ** (1 / 2.2) * 255).astype(np.uint8)
+    return out
