@@ -399,7 +399,7 @@ class Run:
         painted = self.material_cells()
         if painted is not None:
             keep &= ~painted.to(keep.device)
-        if keep.any():
+        if hole.any():
             memory.write(full, cells, K, c2w, mask=keep, ids=cell_ids, poses=poses, pixel_depth=pixel_depth,
                          pixel_ids=self.pixel_ids(n))
             if extra:
