@@ -3,13 +3,17 @@
 A crate that turns shows faces the reference never saw. Their pattern (the planks, the checker, the
 livery) is in the object's material, so the add-on bakes each moving object's surface colour (Cycles,
 diffuse colour only, no light) into a texture over its UV map once, and on every frame looks it up for
-the object's pixels. The backend learns from the reference how the material's colours map to the
-reference's look, and paints never-seen faces with that mapping.
+the object's pixels. The backend learns from the reference how the material's colours look there, and
+paints never-seen faces with it.
+
+The static world is left to the memory's own fill: painted from materials, the pillar bench's never-seen
+floor and walls lack their shadows (whole frame 23.8 -> 22.3 dB, flicker 1.39x -> 1.48x).
 """
 import bpy
 import numpy as np
 
 SIZE = 512  # texels per side of a baked texture
+MAX_OBJECTS = 256  # baked per Generate at most, the largest first (about 0.03 s each for a simple material)
 
 
 def bake(scene, ob, size=SIZE):
@@ -55,6 +59,21 @@ def bake(scene, ob, size=SIZE):
         bpy.data.images.remove(img)
 
 
+def worth_baking(objects):
+    """The objects to bake, the largest first, at most MAX_OBJECTS."""
+    return sorted(objects, key=lambda ob: max(ob.dimensions), reverse=True)[:MAX_OBJECTS]
+
+
+def bake_all(scene, objects):
+    """{object name: baked texture} for the objects that can be baked (see worth_baking)."""
+    out = {}
+    for ob in worth_baking(objects):
+        tex = bake(scene, ob)
+        if tex is not None:
+            out[ob.name] = tex
+    return out
+
+
 def sample(texture, uv):
     """Bilinear lookup of a baked texture at uv [N, 2] (0..1, repeating): [N, 3]."""
     size = texture.shape[0]
@@ -69,16 +88,18 @@ def sample(texture, uv):
     return out
 
 
-def albedo_map(tris, uvs, tri_ids, hit, points, textures, shape):
-    """[H, W, 3] uint8 surface colour (display-encoded, 2.2) of the moving objects' pixels, 0 elsewhere.
+def albedo_map(tris, uvs, surface, hit, points, textures, shape):
+    """[H, W, 3] uint8 surface colour (display-encoded, 2.2) of every pixel whose object has a baked
+    texture, 0 elsewhere.
 
-    tris [N, 3, 3] world triangles with uvs [N, 3, 2]; hit [H, W] index + 1 of the triangle each pixel
-    sees; points [H, W, 3] the world position of each pixel; textures {object id: baked texture}."""
+    tris [N, 3, 3] world triangles with uvs [N, 3, 2] and surface [N] (index into `textures`, -1 for
+    none); hit [H, W] index + 1 of the triangle each pixel sees; points [H, W, 3] the world position of
+    each pixel; textures: the baked textures."""
     out = np.zeros((*shape, 3), dtype=np.uint8)
-    if not textures:
+    if not textures or not len(tris):
         return out
     idx = hit - 1
-    sel = (hit > 0) & np.isin(tri_ids[np.maximum(idx, 0)], list(textures))
+    sel = (hit > 0) & (surface[np.maximum(idx, 0)] >= 0)
     if not sel.any():
         return out
     t = idx[sel]
@@ -95,10 +116,9 @@ def albedo_map(tris, uvs, tri_ids, hit, points, textures, shape):
     wa = 1.0 - wb - wc
     uv = uvs[t, 0] * wa[:, None] + uvs[t, 1] * wb[:, None] + uvs[t, 2] * wc[:, None]
     colour = np.zeros((len(t), 3))
-    owner = tri_ids[t]
-    for oid, tex in textures.items():
-        mine = owner == oid
-        if mine.any():
-            colour[mine] = sample(tex, uv[mine])
+    owner = surface[t]
+    for k in np.unique(owner):
+        mine = owner == k
+        colour[mine] = sample(textures[k], uv[mine])
     out[sel] = np.rint(np.clip(colour, 0.0, 1.0) ** (1 / 2.2) * 255).astype(np.uint8)
     return out

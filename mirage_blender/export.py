@@ -245,7 +245,7 @@ def deforming_objects(scene, frames, samples=8):
     return sorted((ob for ob in candidates if ob.name in changed), key=lambda ob: ob.name)
 
 
-def iter_frames(scene, frames, depth_size=None, objects=()):
+def iter_frames(scene, frames, depth_size=None, objects=(), textures=None):
     """Per-frame camera for the backend, one frame at a time so a modal caller can pause in between.
 
     Yields ``{"frame": f, "K": 3x3 list, "cam_to_world": 4x4 list}``, plus ``"depth"`` (an [H, W] array
@@ -253,7 +253,8 @@ def iter_frames(scene, frames, depth_size=None, objects=()):
     ids are 1, 2, ... in this order) also ``"objects"`` {id: 4x4 object-to-world} and ``"ids"`` (the
     [H, W] uint16 id mask; needs ``depth_size``) and ``"light"`` (the [H, W] float32 light ratio of
     ``light.light_map``: how moving objects change the light on each pixel), and ``"albedo"`` (the [H, W, 3]
-    uint8 surface colour of the objects that could be baked, ``albedo.albedo_map``). ``scene.frame_current`` (and subframe)
+    uint8 surface colour of ``albedo.albedo_map``, when ``textures``: object name -> texture baked by
+    ``albedo.bake``). ``scene.frame_current`` (and subframe)
     is restored afterwards, also on error or when the caller stops early.
     """
     cam_obj = scene.camera
@@ -263,15 +264,10 @@ def iter_frames(scene, frames, depth_size=None, objects=()):
 
     frame_before = scene.frame_current
     subframe_before = scene.frame_subframe
-    textures = None
     try:
         for f in frames:
             f = int(f)
             scene.frame_set(f)
-            if textures is None and depth_size is not None and objects:
-                # each moving object's surface colour, baked once from its material (at the first frame)
-                textures = {oid: tex for oid, tex in ((oid, albedo.bake(scene, ob)) for oid, ob in enumerate(objects, 1))
-                            if tex is not None}
             cam_obj = scene.camera  # camera markers may switch the camera
             if cam_obj is None:
                 raise ExportError(f"The scene has no camera at frame {f}")
@@ -349,18 +345,17 @@ def _object_renders(ob, visible_names):
 _SURFACE_TYPES = frozenset({"MESH", "CURVE", "SURFACE", "FONT", "META"})
 
 
-def _gather_world_triangles(scene, depsgraph, object_ids=None, uvs=False):
+def _gather_world_triangles(scene, depsgraph, object_ids=None, surfaces=None):
     """All render-visible evaluated triangles in world space: float64 [N, 3, 3].
 
     With ``object_ids`` (object name -> id), also each triangle's id (0 for objects not listed;
-    instanced geometry takes its instancer's id): ``(tris, ids)``; with ``uvs`` also the listed objects'
-    corner UVs from their active UV map (float64 [N, 3, 2], 0 elsewhere): ``(tris, ids, uvs)``.
+    instanced geometry takes its instancer's id): ``(tris, ids)``. With ``surfaces`` (object name -> index
+    of its baked texture) also each triangle's index (-1 for objects without one) and corner UVs from its
+    active UV map (float64 [N, 3, 2]): ``(tris, ids, surface, uvs)``.
     """
-    uv_chunks = []
     view_layer = depsgraph.view_layer
     visible = _render_visible_objects(scene, view_layer)
-    chunks = []
-    id_chunks = []
+    chunks, id_chunks, surf_chunks, uv_chunks = [], [], [], []
     for inst in depsgraph.object_instances:
         ob = inst.object
         if ob.type not in _SURFACE_TYPES:
@@ -376,6 +371,9 @@ def _gather_world_triangles(scene, depsgraph, object_ids=None, uvs=False):
             continue
         elif ob.is_instancer and not ob.original.show_instancer_for_render:
             continue
+        owner = inst.parent.original if inst.is_instance and inst.parent is not None else ob.original
+        # a texture is baked per object, so instances (other transforms, same UVs) share their object's
+        surf = -1 if surfaces is None or inst.is_instance else surfaces.get(ob.original.name, -1)
         try:
             mesh = ob.to_mesh()
         except RuntimeError:
@@ -393,31 +391,32 @@ def _gather_world_triangles(scene, depsgraph, object_ids=None, uvs=False):
             tri = np.empty(nt * 3, dtype=np.int32)
             mesh.loop_triangles.foreach_get("vertices", tri)
             corner_uv = np.zeros((nt, 3, 2))
-            if uvs and object_ids is not None and mesh.uv_layers.active is not None:
-                owner = inst.parent.original if inst.is_instance and inst.parent is not None else ob.original
-                if object_ids.get(ob.original.name, object_ids.get(owner.name, 0)):
-                    loops = np.empty(nt * 3, dtype=np.int32)
-                    mesh.loop_triangles.foreach_get("loops", loops)
-                    uv = np.empty(len(mesh.loops) * 2, dtype=np.float32)
-                    mesh.uv_layers.active.data.foreach_get("uv", uv)
-                    corner_uv = uv.reshape(-1, 2)[loops].reshape(nt, 3, 2).astype(np.float64)
+            if surf >= 0 and mesh.uv_layers.active is not None:
+                loops = np.empty(nt * 3, dtype=np.int32)
+                mesh.loop_triangles.foreach_get("loops", loops)
+                uv = np.empty(len(mesh.loops) * 2, dtype=np.float32)
+                mesh.uv_layers.active.data.foreach_get("uv", uv)
+                corner_uv = uv.reshape(-1, 2)[loops].reshape(nt, 3, 2).astype(np.float64)
+            elif surf >= 0:
+                surf = -1
         finally:
             ob.to_mesh_clear()
         mw = np.array(inst.matrix_world, dtype=np.float64)
         co = co.reshape(-1, 3).astype(np.float64) @ mw[:3, :3].T + mw[:3, 3]
         chunks.append(co[tri.reshape(-1, 3)])
         uv_chunks.append(corner_uv)
+        surf_chunks.append(np.full(nt, surf, dtype=np.int32))
         if object_ids is not None:
-            owner = inst.parent.original if inst.is_instance and inst.parent is not None else ob.original
             oid = object_ids.get(ob.original.name, object_ids.get(owner.name, 0))
             id_chunks.append(np.full(nt, oid, dtype=np.uint16))
     tris = np.concatenate(chunks, axis=0) if chunks else np.empty((0, 3, 3), dtype=np.float64)
-    if object_ids is None:
+    if object_ids is None and surfaces is None:
         return tris
-    ids = np.concatenate(id_chunks) if id_chunks else np.empty(0, dtype=np.uint16)
-    if uvs:
-        return tris, ids, (np.concatenate(uv_chunks) if uv_chunks else np.empty((0, 3, 2)))
-    return tris, ids
+    ids = np.concatenate(id_chunks) if id_chunks else np.zeros(len(tris), dtype=np.uint16)
+    if surfaces is None:
+        return tris, ids
+    return (tris, ids, np.concatenate(surf_chunks) if surf_chunks else np.empty(0, dtype=np.int32),
+            np.concatenate(uv_chunks) if uv_chunks else np.empty((0, 3, 2)))
 
 
 def _cross(a, b):
@@ -632,8 +631,9 @@ def scene_depth(scene, cam_obj, width, height, depsgraph=None, object_ids=None, 
     With ``object_ids`` (object name -> id) returns ``(depth, ids)``: ids [H, W] uint16 is the id of the
     object seen at each pixel, 0 for everything not listed (the static world) and for misses.
     With ``lighting`` (from ``light.scene_lighting``; needs ``object_ids``) also the [H, W] float32 light
-    ratio of ``light.light_map``: ``(depth, ids, light)``; with ``textures`` too (object id -> texture baked by
-    ``albedo.bake``) also the [H, W, 3] uint8 surface colour of ``albedo.albedo_map``: ``(depth, ids, light, colour)``.
+    ratio of ``light.light_map``: ``(depth, ids, light)``. With ``textures`` (object name -> texture baked by
+    ``albedo.bake``) the [H, W, 3] uint8 surface colour of ``albedo.albedo_map`` comes last:
+    ``(depth, [ids,] [light,] colour)``.
 
     Method: exact CPU rasterisation of the evaluated triangles with numpy (ray /
     triangle tests at pixel centres, ray/plane depth) -- identical to ray casting
@@ -659,27 +659,34 @@ def scene_depth(scene, cam_obj, width, height, depsgraph=None, object_ids=None, 
     c2w = _rigid(cam_eval.matrix_world) @ _BLENDER_TO_CV
     w2c = np.linalg.inv(c2w)
 
-    tri_uvs = None
-    if object_ids is None:
-        tris, tri_ids = _gather_world_triangles(scene, depsgraph), None
-    elif textures is not None:
-        tris, tri_ids, tri_uvs = _gather_world_triangles(scene, depsgraph, object_ids, uvs=True)
-    else:
+    surfaces = None if textures is None else {name: i for i, name in enumerate(textures)}
+    tri_ids = tri_surf = tri_uvs = None
+    if object_ids is None and surfaces is None:
+        tris = _gather_world_triangles(scene, depsgraph)
+    elif surfaces is None:
         tris, tri_ids = _gather_world_triangles(scene, depsgraph, object_ids)
+    else:
+        tris, tri_ids, tri_surf, tri_uvs = _gather_world_triangles(scene, depsgraph, object_ids or {}, surfaces)
     cam_tris = tris @ w2c[:3, :3].T + w2c[:3, 3] if len(tris) else tris
-    if lighting is None:
+    if lighting is None and textures is None:
         out = _rasterise(cam_tris, K, width, height, tri_ids)
         if object_ids is None:
             return out.astype(np.float32)
         return out[0].astype(np.float32), out[1]
-    # which triangle each pixel sees (index + 1), for the ids and for the light's normals
+    # which triangle each pixel sees (index + 1), for the ids, the light's normals and the surface colour
     depth, hit = _rasterise(cam_tris, K, width, height, np.arange(1, len(tris) + 1, dtype=np.int64))
+    if tri_ids is None:
+        tri_ids = np.zeros(len(tris), dtype=np.uint16)
     ids = np.where(hit > 0, tri_ids[np.maximum(hit - 1, 0)], 0).astype(np.uint16) if len(tris) else hit.astype(np.uint16)
-    shade = light.light_map(tris, tri_ids, hit, depth, K, c2w, lighting, _rasterise)
-    if textures is None:
-        return depth.astype(np.float32), ids, shade
-    v, u = np.mgrid[0:height, 0:width]
-    z = np.where(hit > 0, depth, 0.0)
-    cam = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], -1)
-    colour = albedo.albedo_map(tris, tri_uvs, tri_ids, hit, cam @ c2w[:3, :3].T + c2w[:3, 3], textures, (height, width))
-    return depth.astype(np.float32), ids, shade, colour
+    out = [depth.astype(np.float32)]
+    if object_ids is not None:
+        out.append(ids)
+    if lighting is not None:
+        out.append(light.light_map(tris, tri_ids, hit, depth, K, c2w, lighting, _rasterise))
+    if textures is not None:
+        v, u = np.mgrid[0:height, 0:width]
+        z = np.where(hit > 0, depth, 0.0)
+        cam = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], -1)
+        out.append(albedo.albedo_map(tris, tri_uvs, tri_surf, hit, cam @ c2w[:3, :3].T + c2w[:3, 3],
+                                     list(textures.values()), (height, width)))
+    return tuple(out)

@@ -13,7 +13,7 @@ import time
 import bpy
 import numpy as np
 
-from . import export, vse
+from . import albedo, export, vse
 from .backend import protocol
 from .runner import Backend, BackendError, backend_python
 
@@ -180,8 +180,17 @@ class Session:
             job["objects"] = [{"id": i, "name": ob.name} for i, ob in enumerate(objects, 1)]
             os.makedirs(os.path.join(out, "inputs", "ids"), exist_ok=True)
             os.makedirs(os.path.join(out, "inputs", "light"), exist_ok=True)
+        # a moving object's faces no image shows take their pattern from its material: baked once, one per step
+        textures = {}
+        if objects:
             os.makedirs(os.path.join(out, "inputs", "albedo"), exist_ok=True)
-        for i, item in enumerate(export.iter_frames(scene, frames, depth_size, objects)):
+            for ob in albedo.worth_baking(objects):
+                self.status = f"Baking the material of {ob.name}"
+                tex = albedo.bake(scene, ob)
+                if tex is not None:
+                    textures[ob.name] = tex
+                yield
+        for i, item in enumerate(export.iter_frames(scene, frames, depth_size, objects, textures=textures or None)):
             for key, folder, dtype in (("depth", "depth", np.float32), ("ids", "ids", np.uint16),
                                        ("light", "light", np.float16), ("albedo", "albedo", np.uint8)):
                 if key in item:

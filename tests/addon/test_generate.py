@@ -91,7 +91,7 @@ def test_moving_object_gets_its_memory_and_light(extension_zip, tmp_path):
         ids = np.load(tmp_path / "mirage" / fr["ids"])
         assert light.shape == ids.shape == (72, 128) and np.isfinite(light).all() and (light >= 0).all()
         colour = np.load(tmp_path / "mirage" / fr["albedo"])
-        assert colour.shape == (72, 128, 3) and not colour[ids == 0].any()
+        assert colour.shape == (72, 128, 3) and not colour[ids == 0].any()  # moving objects only
         if (ids == 1).any():
             in_view.append(light)
             assert colour[ids == 1].mean() > 20  # the crate's material, baked

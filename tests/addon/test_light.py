@@ -42,7 +42,8 @@ def scene():
 def export(sc):
     objects = ex.moving_objects(sc, [1, 2, 3])
     assert [ob.name for ob in objects] == ["Crate"]
-    return {it["frame"]: it for it in ex.iter_frames(sc, [1, 3], (W, H), objects)}
+    textures = addon_module("albedo").bake_all(sc, objects)
+    return {it["frame"]: it for it in ex.iter_frames(sc, [1, 3], (W, H), objects, textures=textures or None)}
 
 
 def world_points(item):
@@ -165,7 +166,7 @@ def test_surface_colour_comes_from_the_material(scene):
     item = export(scene)[1]
     colour, ids, x = item["albedo"], item["ids"], world_points(item)[..., 0]
     assert colour.shape == (H, W, 3) and colour.dtype == np.uint8
-    assert not colour[ids == 0].any()  # only moving objects
+    assert not colour[ids == 0].any()  # moving objects only
     on = ids == 1
     want = {True: (0.8, 0.1, 0.1), False: (0.1, 0.2, 0.9)}  # generated x < 0.5 is world x < 0 here
     for left in (True, False):
