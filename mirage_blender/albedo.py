@@ -13,20 +13,29 @@ import bpy
 import numpy as np
 
 SIZE = 512  # texels per side of a baked texture
-MAX_OBJECTS = 256  # baked per Generate at most, the largest first (about 0.03 s each for a simple material)
+MAX_OBJECTS = 64  # baked per Generate at most, the largest first (about 0.03 s each for a simple material)
+
+
+def why_not(ob):
+    """Why `ob`'s material cannot be baked (a short phrase), or None if it can."""
+    if ob.type != "MESH":
+        return "is not a mesh"
+    if not ob.data.uv_layers:
+        return "has no UV map"
+    mats = {slot.material for slot in ob.material_slots}
+    new = bpy.app.version >= (5, 0, 0)  # from 5.0 a material always renders its nodes (use_nodes is deprecated)
+    if not mats or None in mats or not all((new or m.use_nodes) and m.node_tree is not None for m in mats):
+        return "has an empty material slot or none" if not mats or None in mats else "has a material without nodes"
+    return None
 
 
 def bake(scene, ob, size=SIZE):
-    """[size, size, 3] float32 linear surface colour of `ob` over its active UV map (row 0 at v = 0), or
-    None when it has no UV map or no node material to bake from. The user's materials, render settings
-    and selection are as they were afterwards."""
-    mesh = ob.data if ob.type == "MESH" else None
-    if mesh is None or not mesh.uv_layers or not ob.material_slots:
+    """[size, size, 3] float16 linear surface colour of `ob` over its active UV map (row 0 at v = 0), or
+    None when `why_not` says it cannot be baked or Cycles fails. The user's materials, render settings and
+    selection are as they were afterwards."""
+    if why_not(ob) is not None:
         return None
     mats = {slot.material for slot in ob.material_slots}
-    new = bpy.app.version >= (5, 0, 0)  # from 5.0 a material always renders its nodes (use_nodes is deprecated)
-    if None in mats or not all((new or m.use_nodes) and m.node_tree is not None for m in mats):
-        return None
     img = bpy.data.images.new("mirage_albedo_bake", size, size, float_buffer=True)
     added = []
     render = scene.render
@@ -47,7 +56,7 @@ def bake(scene, ob, size=SIZE):
                                 target="IMAGE_TEXTURES")
         px = np.empty(size * size * 4, dtype=np.float32)
         img.pixels.foreach_get(px)
-        return px.reshape(size, size, 4)[..., :3].copy()
+        return px.reshape(size, size, 4)[..., :3].astype(np.float16)  # 1.5 MB an object
     except RuntimeError:
         return None  # a material Cycles cannot bake: the backend fills that object as before
     finally:
@@ -84,7 +93,7 @@ def sample(texture, uv):
     out = 0.0
     for dy, wy in ((0, 1.0 - fy), (1, fy)):
         for dx, wx in ((0, 1.0 - fx), (1, fx)):
-            out = out + texture[(y0 + dy) % size, (x0 + dx) % size] * (wx * wy)
+            out = out + texture[(y0 + dy) % size, (x0 + dx) % size].astype(np.float64) * (wx * wy)
     return out
 
 

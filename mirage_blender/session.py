@@ -189,6 +189,9 @@ class Session:
                 tex = albedo.bake(scene, ob)
                 if tex is not None:
                     textures[ob.name] = tex
+                elif albedo.why_not(ob) is not None:
+                    self.notices.append(f"'{ob.name}' {albedo.why_not(ob)}: faces of it no image shows are filled "
+                                        f"from its own pixels, not from its material")
                 yield
         for i, item in enumerate(export.iter_frames(scene, frames, depth_size, objects, textures=textures or None)):
             for key, folder, dtype in (("depth", "depth", np.float32), ("ids", "ids", np.uint16),

@@ -183,3 +183,4 @@ def test_surface_colour_comes_from_the_material(scene):
 def test_no_uv_map_no_surface_colour(scene):
     two_tone(bpy.data.objects["Crate"])  # a material, but nothing to bake it onto
     assert all("albedo" not in item for item in export(scene).values())
+    assert addon_module("albedo").why_not(bpy.data.objects["Crate"]) == "has no UV map"
