@@ -76,21 +76,6 @@ def test_frames_take_their_own_light(tmp_path):
     check(3, rest, 1.0)
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d, fr: np.save(d / fr["light"], np.ones((5, 5), np.float16)), "light map of frame 2 is 5x5"),
-    (lambda d, fr: np.save(d / fr["light"], np.full((H, W), np.nan, np.float32)), "light map of frame 2 holds NaN"),
-    (lambda d, fr: np.save(d / fr["light"], -np.ones((H, W), np.float32)), "light map of frame 2 holds NaN, infinite or negative"),
-    (lambda d, fr: fr.pop("light"), "either every frame has a light map or none does"),
-])
-def test_bad_light_map_is_a_clear_error(tmp_path, mutate, message):
-    path, job = lit_job(tmp_path)
-    mutate(tmp_path, job["frames"][1])
-    with open(path, "w") as f:
-        json.dump(job, f)
-    proc, msgs = run_backend(path, "--jsonl")
-    assert proc.returncode == 1
-    assert msgs[-1]["type"] == "error" and message in msgs[-1]["message"], msgs[-1]
-    assert not (tmp_path / "frames" / "000002.png").exists()
 
 
 # -- never-seen faces from the object's material ------------------------------------------------------
@@ -141,11 +126,18 @@ def test_never_seen_pixels_take_their_material_colour(tmp_path):
     assert cells.any() and cells.sum() < cells.numel() // 2
 
 
-@pytest.mark.parametrize("mutate, message", [
+BAD = [
+    (lambda d, fr: np.save(d / fr["light"], np.ones((5, 5), np.float16)), "light map of frame 2 is 5x5"),
+    (lambda d, fr: np.save(d / fr["light"], np.full((H, W), np.nan, np.float32)), "light map of frame 2 holds NaN"),
+    (lambda d, fr: np.save(d / fr["light"], -np.ones((H, W), np.float32)), "light map of frame 2 holds NaN, infinite or negative"),
+    (lambda d, fr: fr.pop("light"), "either every frame has a light map or none does"),
     (lambda d, fr: np.save(d / fr["albedo"], np.zeros((H, W), np.uint8)), "surface colour map of frame 2 must be 64x48x3 uint8"),
     (lambda d, fr: fr.pop("albedo"), "either every frame has a surface colour map or none does"),
-])
-def test_bad_surface_colour_map_is_a_clear_error(tmp_path, mutate, message):
+]
+
+
+@pytest.mark.parametrize("mutate, message", BAD)
+def test_bad_light_or_surface_colour_map_is_a_clear_error(tmp_path, mutate, message):
     path, job = lit_job(tmp_path)
     with_albedo(tmp_path, job, path, np.array([[200, 40, 40], [30, 60, 220]], np.uint8))
     mutate(tmp_path, job["frames"][1])
@@ -154,3 +146,4 @@ def test_bad_surface_colour_map_is_a_clear_error(tmp_path, mutate, message):
     proc, msgs = run_backend(path, "--jsonl")
     assert proc.returncode == 1
     assert msgs[-1]["type"] == "error" and message in msgs[-1]["message"], msgs[-1]
+    assert not (tmp_path / "frames" / "000002.png").exists()
