@@ -138,6 +138,15 @@ def pad_to_cells(t, cell):
     return x[0] if t.dim() == 3 else x[0, 0]
 
 
+def _affine(x, y):
+    """Least-squares [4, 3] map from colours x [N, 3] (plus 1) to colours y [N, 3], with a little ridge: a
+    plain material (one colour) gives its mean look."""
+    x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+    reg = 1e-3 * len(x) * torch.eye(4, dtype=x.dtype)
+    reg[3, 3] = 0.0
+    return torch.linalg.solve(x.T @ x + reg, x.T @ y)
+
+
 class Run:
     def __init__(self, job, out_dir, emit, cancelled=lambda: False, warnings=(), memory_cls=LatentMemory):
         # memory_cls lets the bench run baselines (other memories with the same API) through this same loop
@@ -252,32 +261,35 @@ class Run:
         return torch.from_numpy(a).permute(2, 0, 1).float() / 255.0
 
     def colour_maps(self):
-        """Per moving object, how its material's colours look in the reference (light taken out): an affine
-        map in linear light, fitted on the object's pixels in the reference (its outline left out)."""
+        """Per moving object with a baked material, how the material's colours look in the reference (light
+        taken out): an affine map in linear light, fitted on the object's pixels in the reference (its outline
+        left out). An object the reference does not show (a car that drives in later) takes the map of all the
+        objects it does show, or, with none, the material's own colours."""
         if getattr(self, "_colour_maps", None) is None:
             self._colour_maps = {}
             n = self.job["reference"]["frame"]
             alb = self.albedo(n)
-            if alb is not None:
-                ref = self.relit(load_image(self.job["reference"]["image"], self.W, self.H), n, inverse=True)
-                ids = self.object_ids(n)
-                for oid in sorted(self.known_ids - {0}):
-                    mine = ids == oid
-                    # outline pixels mix the object with what is behind it
-                    inner = mine.clone()
-                    inner[1:] &= mine[:-1]
-                    inner[:-1] &= mine[1:]
-                    inner[:, 1:] &= mine[:, :-1]
-                    inner[:, :-1] &= mine[:, 1:]
-                    if inner.sum() < 16:
-                        continue
-                    x = alb[:, inner].T.double() ** GAMMA
-                    x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
-                    y = ref[:, inner].T.double() ** GAMMA
-                    # a little ridge: a plain material (one colour) gives its mean look
-                    reg = 1e-3 * len(x) * torch.eye(4, dtype=x.dtype)
-                    reg[3, 3] = 0.0
-                    self._colour_maps[oid] = torch.linalg.solve(x.T @ x + reg, x.T @ y)
+            if alb is None:
+                return self._colour_maps
+            ref = self.relit(load_image(self.job["reference"]["image"], self.W, self.H), n, inverse=True)
+            ids = self.object_ids(n)
+            pooled = []
+            for oid in sorted(self.known_ids - {0}):
+                mine = (ids == oid) & (alb.sum(0) > 0)  # its pixels with a baked material
+                # outline pixels mix the object with what is behind it
+                inner = mine.clone()
+                inner[1:] &= mine[:-1]
+                inner[:-1] &= mine[1:]
+                inner[:, 1:] &= mine[:, :-1]
+                inner[:, :-1] &= mine[:, 1:]
+                if inner.sum() < 16:
+                    continue
+                pooled.append((alb[:, inner].T.double() ** GAMMA, ref[:, inner].T.double() ** GAMMA))
+                self._colour_maps[oid] = _affine(*pooled[-1])
+            fallback = _affine(torch.cat([x for x, _ in pooled]), torch.cat([y for _, y in pooled])) if pooled \
+                else torch.cat([torch.eye(3, dtype=torch.float64), torch.zeros(1, 3, dtype=torch.float64)])
+            for oid in self.known_ids - {0} - set(self._colour_maps):
+                self._colour_maps[oid] = fallback
         return self._colour_maps
 
     def from_materials(self, n, pixel_ids):
@@ -287,13 +299,14 @@ class Run:
         if not maps:
             return None
         alb = pad_to_cells(self.albedo(n), self.cell)
+        baked = alb.sum(0) > 0
         lin = torch.cat([alb.double() ** GAMMA, torch.ones(1, *alb.shape[1:], dtype=torch.float64)], 0)
 
         def prefill(drawn, covered):
             drawn, before = drawn.clone(), covered
             covered = covered.clone()
             for oid, m in maps.items():
-                todo = (pixel_ids == oid) & ~covered
+                todo = (pixel_ids == oid) & ~covered & baked  # objects without a baked material: the fill's
                 if todo.any():
                     colour = (lin[:, todo].T @ m).clamp(0.0, 1.0) ** (1.0 / GAMMA)
                     drawn[:, todo] = colour.T.to(drawn.dtype)

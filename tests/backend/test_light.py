@@ -147,3 +147,25 @@ def test_bad_light_or_surface_colour_map_is_a_clear_error(tmp_path, mutate, mess
     assert proc.returncode == 1
     assert msgs[-1]["type"] == "error" and message in msgs[-1]["message"], msgs[-1]
     assert not (tmp_path / "frames" / "000002.png").exists()
+
+
+def test_object_the_reference_does_not_show_takes_its_material_as_is(tmp_path):
+    # a car that drives in later: nothing to learn its look from, so its material's own colours (lit by the frame)
+    from backend.pipeline import Run
+    from backend.protocol import load_job
+    path, job = lit_job(tmp_path, [np.ones((H, W), np.float32)] * 3)
+    mat = np.array([[200, 40, 40], [30, 60, 220]], np.uint8)
+    with_albedo(tmp_path, job, path, mat)
+    ref_ids = tmp_path / job["frames"][0]["ids"]
+    np.save(ref_ids, np.zeros((H, W), np.uint16))  # not in the reference's view
+    np.save(tmp_path / job["frames"][0]["albedo"], np.zeros((H, W, 3), np.uint8))
+    run = Run(*load_job(path)[:1], str(tmp_path), lambda *a, **k: None)
+    ids = run.pixel_ids(2)
+    drawn = torch.zeros(3, *ids.shape)
+    out, now = run.from_materials(2, ids)(drawn, torch.zeros(ids.shape, dtype=torch.bool))
+    box = ids == 1
+    left = torch.zeros(ids.shape, dtype=torch.bool)
+    left[:, :32] = True
+    assert (out[:, box & left].T * 255 - torch.tensor(mat[0], dtype=torch.float32)).abs().max() < 1.0
+    assert (out[:, box & ~left].T * 255 - torch.tensor(mat[1], dtype=torch.float32)).abs().max() < 1.0
+    assert not out[:, ~box].any() and torch.equal(now, box)  # only the object's pixels
