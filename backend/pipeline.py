@@ -221,7 +221,27 @@ class Run:
             # reference instead, its stored look stays close to the reference's (no clipping, same encoding)
             for oid, scale in self.object_light_levels().items():
                 g = torch.where(ids == oid, g * scale, g)
+            g = self.soften_edges(g, ids)
         return g
+
+    @staticmethod
+    def soften_edges(g, ids):
+        """On moving objects, each pixel's light averaged with its same-object neighbours (3 x 3). Where two faces
+        meet, a drawn pixel may come from the face beside the one the frame puts there; with the two lights
+        averaged at the edge it keeps about its own light (sharp, such pixels lost 1.7 dB near the reference)."""
+        obj = (ids != 0).float()[None, None]
+        total = torch.zeros_like(g)
+        count = torch.zeros_like(g)
+        pad = torch.nn.functional.pad
+        gp = pad(g[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+        ip = pad(ids[None, None].float(), (1, 1, 1, 1), mode="replicate")[0, 0]
+        H, W = g.shape
+        for dy in range(3):
+            for dx in range(3):
+                same = (ip[dy:dy + H, dx:dx + W] == ids.float()).float()
+                total += gp[dy:dy + H, dx:dx + W] * same
+                count += same
+        return torch.where(obj[0, 0] > 0, total / count.clamp_min(1.0), g)
 
     def object_light_levels(self):
         if getattr(self, "_levels", None) is None:

@@ -169,3 +169,16 @@ def test_object_the_reference_does_not_show_takes_its_material_as_is(tmp_path):
     assert (out[:, box & left].T * 255 - torch.tensor(mat[0], dtype=torch.float32)).abs().max() < 1.0
     assert (out[:, box & ~left].T * 255 - torch.tensor(mat[1], dtype=torch.float32)).abs().max() < 1.0
     assert not out[:, ~box].any() and torch.equal(now, box)  # only the object's pixels
+
+
+def test_light_softens_only_between_faces_of_one_object():
+    from backend.pipeline import Run
+    ids = torch.zeros(6, 8, dtype=torch.long)
+    ids[:, 2:] = 1  # an object; columns 0-1 static
+    g = torch.full((6, 8), 0.5)
+    g[:, 2:5] = 1.0  # one face
+    g[:, 5:] = 3.0  # the next
+    out = Run.soften_edges(g, ids)
+    assert torch.equal(out[:, :2], g[:, :2])  # the static world as it was
+    assert torch.allclose(out[:, 2:4], torch.ones(6, 2)) and torch.allclose(out[:, 6:], torch.full((6, 2), 3.0))
+    assert torch.allclose(out[:, 4], torch.full((6,), 5 / 3)) and torch.allclose(out[:, 5], torch.full((6,), 7 / 3))
