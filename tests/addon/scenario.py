@@ -78,7 +78,7 @@ def main():
     zip_path, out, scenario, result_path = sys.argv[1:5]
     scenes.install_extension(zip_path)
     # "moving": the crate slides and turns, so it gets its own memory and light maps
-    scene = scenes.build_room(width=128, height=72, frames=24, moving_crate=scenario == "moving")
+    scene = scenes.build_room(width=128, height=72, frames=24, moving_crate=scenario in ("moving", "poll_moving"))
     ref = os.path.join(out, "reference.png")
     os.makedirs(out, exist_ok=True)
     scenes.render_reference(scene, ref, samples=4)
@@ -107,13 +107,13 @@ def main():
         s.reference_image = bad
     elif scenario == "segment_too_long":
         s.segment_length = 500
-    elif scenario not in ("ok", "moving", "poll", "cancel", "cancel_kill", "kill"):
+    elif scenario not in ("ok", "moving", "poll", "poll_moving", "cancel", "cancel_kill", "kill"):
         raise SystemExit(f"unknown scenario {scenario}")
 
     result["before"] = scene_state(scene)
     if scenario in ("cancel", "cancel_kill", "kill"):
         s.segment_length = 1  # many small segments: the stop lands long before the last one
-    if scenario in ("poll", "cancel", "cancel_kill", "kill"):
+    if scenario in ("poll", "poll_moving", "cancel", "cancel_kill", "kill"):
         result.update(drive_like_the_ui(scenario))
         result["after"] = scene_state(scene)
         with open(result_path, "w") as f:

@@ -156,9 +156,11 @@ def test_missing_backend_interpreter(extension_zip, tmp_path):
     assert data["after"] == data["before"]
 
 
-def test_ui_path_never_blocks(extension_zip, tmp_path):
-    # the modal operator's work per timer tick: one export step, or draining the backend's queue
-    proc, data = run_scenario(extension_zip, tmp_path, "poll")
+@pytest.mark.parametrize("scenario", ["poll", "poll_moving"])
+def test_ui_path_never_blocks(extension_zip, tmp_path, scenario):
+    # the modal operator's work per timer tick: one export step (with a moving crate: a material bake, or a
+    # frame's depth, ids, light and colour), or draining the backend's queue
+    proc, data = run_scenario(extension_zip, tmp_path, scenario)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert data["finished"] and data["error"] is None
     assert data["longest_step"] < 0.25 and data["longest_poll"] < 0.1
