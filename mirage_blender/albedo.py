@@ -73,16 +73,6 @@ def worth_baking(objects):
     return sorted(objects, key=lambda ob: max(ob.dimensions), reverse=True)[:MAX_OBJECTS]
 
 
-def bake_all(scene, objects):
-    """{object name: baked texture} for the objects that can be baked (see worth_baking)."""
-    out = {}
-    for ob in worth_baking(objects):
-        tex = bake(scene, ob)
-        if tex is not None:
-            out[ob.name] = tex
-    return out
-
-
 def sample(texture, uv):
     """Bilinear lookup of a baked texture at uv [N, 2] (0..1, repeating): [N, 3]."""
     size = texture.shape[0]

@@ -42,7 +42,8 @@ def scene():
 def export(sc):
     objects = ex.moving_objects(sc, [1, 2, 3])
     assert [ob.name for ob in objects] == ["Crate"]
-    textures = addon_module("albedo").bake_all(sc, objects)
+    albedo = addon_module("albedo")
+    textures = {ob.name: tex for ob in albedo.worth_baking(objects) if (tex := albedo.bake(sc, ob)) is not None}
     return {it["frame"]: it for it in ex.iter_frames(sc, [1, 3], (W, H), objects, textures=textures or None)}
 
 
