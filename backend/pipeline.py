@@ -206,15 +206,21 @@ class Run:
         self._ids = (n, torch.from_numpy(ids.astype(np.int64)))
         return self._ids[1]
 
-    def light(self, n):
-        """[H, W] light ratio of frame n (how moving objects change the light there), or None."""
+    def light_as_given(self, n):
+        """[H, W] light ratio of frame n as the job gives it, checked, or None."""
         path = self.frames[n].get("light")
         if path is None:
             return None
         g = load_array(path, self.W, self.H, f"the light map of frame {n}").astype(np.float32)
         if not np.all(np.isfinite(g)) or (g < 0).any():
             raise JobError(f"the light map of frame {n} holds NaN, infinite or negative values: {path}")
-        g = torch.from_numpy(g)
+        return torch.from_numpy(g)
+
+    def light(self, n):
+        """[H, W] light ratio of frame n (how moving objects change the light there), or None."""
+        g = self.light_as_given(n)
+        if g is None:
+            return None
         ids = self.object_ids(n)
         if ids is not None:
             # an object's light is relative to a level of the scene's; relative to its own light on the
@@ -247,7 +253,7 @@ class Run:
         if getattr(self, "_levels", None) is None:
             self._levels = {}
             ref = self.job["reference"]["frame"]
-            g = load_array(self.frames[ref]["light"], self.W, self.H, f"the light map of frame {ref}").astype(np.float32)
+            g = self.light_as_given(ref).numpy()
             ids = self.object_ids(ref)
             for oid in self.known_ids - {0}:
                 vals = g[(ids == oid).numpy()]

@@ -87,23 +87,23 @@ def sample(texture, uv):
     return out
 
 
-def albedo_map(tris, uvs, surface, hit, points, textures, shape):
+def albedo_map(tris, uvs, surface, hit, seen, textures, shape):
     """[H, W, 3] uint8 surface colour (display-encoded, 2.2) of every pixel whose object has a baked
     texture, 0 elsewhere.
 
     tris [N, 3, 3] world triangles with uvs [N, 3, 2] and surface [N] (index into `textures`, -1 for
-    none); hit [H, W] index + 1 of the triangle each pixel sees; points [H, W, 3] the world position of
-    each pixel; textures: the baked textures."""
+    none); hit [H, W] index + 1 of the triangle each pixel sees; seen: (rows, columns, world positions
+    [M, 3]) of the pixels with hit > 0; textures: the baked textures."""
     out = np.zeros((*shape, 3), dtype=np.uint8)
-    if not textures or not len(tris):
+    v, u, points = seen
+    if not textures or not len(tris) or not len(v):
         return out
-    idx = hit - 1
-    sel = (hit > 0) & (surface[np.maximum(idx, 0)] >= 0)
+    t = hit[v, u] - 1
+    sel = surface[t] >= 0
     if not sel.any():
         return out
-    t = idx[sel]
+    t, v, u, p = t[sel], v[sel], u[sel], points[sel]
     a, b, c = tris[t, 0], tris[t, 1], tris[t, 2]
-    p = points[sel]
     # barycentric coordinates of each pixel's point in its triangle
     v0, v1, v2 = b - a, c - a, p - a
     d00, d01, d11 = (v0 * v0).sum(1), (v0 * v1).sum(1), (v1 * v1).sum(1)
@@ -119,5 +119,5 @@ def albedo_map(tris, uvs, surface, hit, points, textures, shape):
     for k in np.unique(owner):
         mine = owner == k
         colour[mine] = sample(textures[k], uv[mine])
-    out[sel] = np.rint(np.clip(colour, 0.0, 1.0) ** (1 / 2.2) * 255).astype(np.uint8)
+    out[v, u] = np.rint(np.clip(colour, 0.0, 1.0) ** (1 / 2.2) * 255).astype(np.uint8)
     return out

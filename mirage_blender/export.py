@@ -681,12 +681,13 @@ def scene_depth(scene, cam_obj, width, height, depsgraph=None, object_ids=None, 
     out = [depth.astype(np.float32)]
     if object_ids is not None:
         out.append(ids)
+    # world position of every pixel that sees a triangle, shared by the light and the surface colour
+    v, u = np.nonzero(hit > 0)
+    z = depth[v, u]
+    points = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], 1) @ c2w[:3, :3].T + c2w[:3, 3]
     if lighting is not None:
-        out.append(light.light_map(tris, tri_ids, hit, depth, K, c2w, lighting, _rasterise))
+        out.append(light.light_map(tris, tri_ids, hit, (v, u, points), depth, K, c2w, lighting, _rasterise))
     if textures is not None:
-        v, u = np.mgrid[0:height, 0:width]
-        z = np.where(hit > 0, depth, 0.0)
-        cam = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], -1)
-        out.append(albedo.albedo_map(tris, tri_uvs, tri_surf, hit, cam @ c2w[:3, :3].T + c2w[:3, 3],
-                                     list(textures.values()), (height, width)))
+        out.append(albedo.albedo_map(tris, tri_uvs, tri_surf, hit, (v, u, points), list(textures.values()),
+                                     (height, width)))
     return tuple(out)

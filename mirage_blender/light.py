@@ -1,4 +1,4 @@
-"""How the light on each pixel changes because objects move: the scene's suns, its world light and
+"""How the light on each pixel changes because objects move: the scene's lamps, its world light and
 shadow maps rasterised from the scene's own triangles.
 
 The memory holds what the reference showed, lit as it was then. A crate that turns shows its faces
@@ -207,23 +207,19 @@ def _in_shadow_reach(points, movers, lamp, margin):
     return ((rel @ axis) / (r * dist) >= math.cos(math.asin(radius / dist))) & (r >= dist - radius)
 
 
-def light_map(tris, tri_ids, hit, depth, K, c2w, lighting, rasterise):
+def light_map(tris, tri_ids, hit, seen, depth, K, c2w, lighting, rasterise):
     """[H, W] float32 light ratio (see the module's docstring) for one camera.
 
     tris: [N, 3, 3] world triangles; tri_ids: [N] object id (0 = static world); hit: [H, W] index + 1 of
-    the triangle seen at each pixel (0 = none); depth: [H, W] planar depth; K, c2w: OpenCV camera."""
+    the triangle seen at each pixel (0 = none); seen: (rows, columns, world positions [M, 3]) of the pixels
+    with hit > 0; depth: [H, W] planar depth; K, c2w: OpenCV camera."""
     H, W = depth.shape
     out = np.ones((H, W), dtype=np.float32)
     lamps = lighting["lamps"]
-    if not lamps and lighting["sky"] <= 0:
+    v, u, points = seen
+    if not lamps and lighting["sky"] <= 0 or not len(v):
         return out
-    z_all = depth[hit > 0].astype(np.float64)
-    if not z_all.size:
-        return out
-    texel = float(np.median(z_all)) / K[0, 0]  # one output pixel at the median depth
-    v, u = np.nonzero(hit > 0)
-    cam = np.stack([(u - K[0, 2]) / K[0, 0] * z_all, (v - K[1, 2]) / K[1, 1] * z_all, z_all], axis=1)
-    points = cam @ c2w[:3, :3].T + c2w[:3, 3]
+    texel = float(np.median(depth[v, u])) / K[0, 0]  # one output pixel at the median depth
     t = hit[v, u] - 1
     fixed, movers = tris[tri_ids == 0], tris[tri_ids != 0]
     # the static world's ratio is 1 outside the moving objects' shadows: only the objects' own pixels and

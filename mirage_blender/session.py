@@ -189,8 +189,8 @@ class Session:
                 tex = albedo.bake(scene, ob)
                 if tex is not None:
                     textures[ob.name] = tex
-                elif albedo.why_not(ob) is not None:
-                    self.notices.append(f"'{ob.name}' {albedo.why_not(ob)}: faces of it no image shows are filled "
+                elif (why := albedo.why_not(ob)) is not None:
+                    self.notices.append(f"'{ob.name}' {why}: faces of it no image shows are filled "
                                         f"from its own pixels, not from its material")
                 yield
         for i, item in enumerate(export.iter_frames(scene, frames, depth_size, objects, textures=textures or None)):
