@@ -54,8 +54,9 @@ def cmd_check():
     try:
         import torch
         info.update(torch=torch.__version__, cuda=torch.cuda.is_available())
-        from . import models
-        info["models"] = models.available()
+        from . import catalog
+        info["models"] = catalog.available()
+        info["catalog"] = [catalog.as_json(m) for m in catalog.catalog()]
         info["ok"] = True
     except Exception as e:  # report, never crash: this is the health check
         info.update(ok=False, error=f"{type(e).__name__}: {e}")

@@ -39,6 +39,18 @@ class JobError(ValueError):
     """A job that cannot run. The message is one line meant for the user."""
 
 
+class ModelError(RuntimeError):
+    """A model that cannot be used; one line for the user."""
+
+
+def aspect_problem(image_w, image_h, width, height, what="the reference image"):
+    """The sentence that refuses an image whose aspect ratio is not the render's (1 % slack), or None."""
+    if abs(image_w / image_h - width / height) > 0.01 * width / height:
+        return (f"{what} is {image_w}x{image_h}, which does not have the render's aspect ratio "
+                f"({width}x{height}); crop it or change the render size")
+    return None
+
+
 def encode(msg_type, **fields):
     if msg_type not in MESSAGES + COMMANDS:
         raise ValueError(f"unknown message type {msg_type!r}")
