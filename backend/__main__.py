@@ -67,7 +67,7 @@ def cmd_check():
 def error_message(e):
     """One line for the user for an exception that stopped a run."""
     import errno
-    if isinstance(e, protocol.JobError) or type(e).__name__ == "ModelError":
+    if isinstance(e, (protocol.JobError, protocol.ModelError)):
         return str(e)
     if isinstance(e, OSError) and e.errno == errno.ENOSPC:
         where = e.filename or "the output folder"

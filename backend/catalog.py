@@ -38,11 +38,11 @@ class ModelInfo:
     needs: dict = field(default_factory=lambda: dict(NEEDS))
 
 
-def models_dir():
+def models_dir() -> str:
     return MODELS_DIR or os.environ.get("MIRAGE_MODELS_DIR") or DEFAULT_DIR
 
 
-def available():
+def available() -> list:
     """Names of the models in the models folder (each a folder with a model.json)."""
     root = models_dir()
     if not os.path.isdir(root):
@@ -65,7 +65,7 @@ def _read(name):
     return folder, cfg
 
 
-def describe(name, _seen=()):
+def describe(name: str, _seen: tuple = ()) -> ModelInfo:
     """The ModelInfo of `name`, following an alias to the model it runs. Raises ModelError."""
     folder, cfg = _read(name)
     title = str(cfg.get("title") or name)
@@ -91,7 +91,7 @@ def describe(name, _seen=()):
                      cls=cls, args=args, panel=panel, needs=needs)
 
 
-def catalog():
+def catalog() -> list:
     """ModelInfo of every model that can be described, by name; a broken model.json is left out."""
     out = []
     for name in available():
@@ -102,7 +102,7 @@ def catalog():
     return out
 
 
-def as_json(info):
+def as_json(info: ModelInfo) -> dict:
     """What the backend's `check` reports of a model (plain JSON)."""
     return {"name": info.name, "runs": info.runs, "title": info.title, "description": info.description,
             "panel": info.panel, "needs": info.needs}

@@ -5,9 +5,10 @@ Stdlib only: the add-on (inside Blender) and the backend both write through it.
 import errno
 import json
 import os
+from typing import Callable
 
 
-def atomic_write(path, write):
+def atomic_write(path: "str | os.PathLike", write: Callable[[str], None]) -> None:
     """write(tmp) then rename onto `path`. On failure the temporary file is removed; a full disk is reported
     naming `path` (PIL, json and safetensors report it without a file name)."""
     path = os.fspath(path)
@@ -25,7 +26,7 @@ def atomic_write(path, write):
         raise
 
 
-def write_json(data, path, indent=1):
+def write_json(data, path: "str | os.PathLike", indent: int = 1) -> None:
     """`data` as JSON at `path`, atomically."""
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as f:

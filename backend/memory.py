@@ -8,10 +8,14 @@ import hashlib
 import itertools
 import os
 from collections import namedtuple
+from dataclasses import dataclass
+from typing import Optional, Protocol
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from .files import atomic_write
 
 FORMAT = "latent_memory"
 VERSION = "3"
@@ -43,6 +47,52 @@ Canvas = namedtuple("Canvas", "latent known members source key")
 # id of its bank (0 = static world), `canvases` its source frames (Canvas).
 Splats = namedtuple("Splats", "lat centre jac depth slope age bits bank canvases")
 _TOKENS = itertools.count()
+
+
+@dataclass
+class BankRead:
+    """One bank seen from a camera. `latent` [C, h, w] (zeros in holes), `hole` [h, w] bool, `depth` [h, w]
+    (inf in holes), `geometry` [3, h, w]: where each returned cell really lands (u, v in latent cells, not
+    snapped, and its size; nan in holes), `splats` every cell the camera sees as a small plane (Splats, bank 0,
+    members counted from 0; None when not asked for), `touched` how many stored cells the read looked at."""
+    latent: torch.Tensor
+    hole: torch.Tensor
+    depth: torch.Tensor
+    geometry: Optional[torch.Tensor]
+    splats: Optional[Splats]
+    touched: int
+
+
+@dataclass
+class MemoryRead:
+    """What a memory holds as seen from a camera, on the latent grid and as splats. `latent` [C, h, w], `hole`
+    [h, w] (True = nothing known), `depth` [h, w] (inf in holes); `geometry` [3, h, w] (see BankRead) and
+    `splats` (every bank's cells, each tagged with its bank's object id) where the memory keeps them, else None."""
+    latent: torch.Tensor
+    hole: torch.Tensor
+    depth: torch.Tensor
+    geometry: Optional[torch.Tensor] = None
+    splats: Optional[Splats] = None
+
+
+class Memory(Protocol):
+    """What the segment loop needs of a memory. SceneMemory is the product's; the bench plugs in others."""
+
+    def write(self, latent, depth, K, cam_to_world, mask=None, ids=None, poses=None, pixel_depth=None,
+              pixel_ids=None) -> int: ...
+
+    def read(self, K, cam_to_world, h, w, poses=None, ids=None, splats=True) -> MemoryRead: ...
+
+    def begin_segment(self) -> None: ...
+
+    def save(self, path) -> None: ...
+
+    @classmethod
+    def load(cls, path, device="cpu", object_ids=()) -> "Memory": ...
+
+    def nbytes(self) -> int: ...
+
+    def __len__(self) -> int: ...
 
 
 def per_cell(x, cell):
@@ -193,7 +243,7 @@ def rigid_apply(M, p):
 
 
 class LatentMemory:
-    layered = True  # takes a frame as several pixel layers (SceneMemory.write); the bench's baselines do not
+    """One bank: latent cells in one space (the world's, or a moving object's own)."""
 
     def __init__(self, channels, cell, dtype=torch.float16, device="cpu"):
         self.channels, self.cell, self.dtype, self.device = int(channels), int(cell), dtype, torch.device(device)
@@ -216,9 +266,6 @@ class LatentMemory:
         self.writes = 0
         self._lookup = None
         self.token = next(_TOKENS)  # names this memory in canvas keys (an id() could be reused)
-        self.last_read_cells = 0
-        self.last_read_geometry = None  # [3, h, w]: (u, v, size) of each cell the last read returned
-        self.last_read_splats = None    # (stored-cell indices, Splats without canvases) of the last read
         self._rebuild_blocks()
 
     def __len__(self):
@@ -378,8 +425,9 @@ class LatentMemory:
         return cells, Splats(self.lat[cells], centre, torch.stack([image_step(du), image_step(dv)], 2), Z,
                              torch.stack([du[:, 2], dv[:, 2]], 1), self.age[cells], self.bits[cells], None, None)
 
-    def read(self, K, cam_to_world, h, w, cull=True):
-        """Project the memory into a camera: (latent [C, h, w], hole [h, w], depth [h, w] float32)."""
+    def read(self, K, cam_to_world, h, w, cull=True, splats=True):
+        """Project the memory into a camera (BankRead; depth float32). With `splats` also every cell it sees as
+        a small plane, with the canvases of the frames that wrote them."""
         w2c = torch.linalg.inv(torch.as_tensor(cam_to_world, dtype=torch.float64)).float().to(self.device)
         R, t = w2c[:3, :3], w2c[:3, 3]
         fx, fy, cx, cy = latent_intrinsics(K, self.cell)
@@ -392,7 +440,7 @@ class LatentMemory:
         # concatenated index ranges of the surviving blocks, still ascending (keeps the tie-break order)
         base = torch.repeat_interleave(starts - (counts.cumsum(0) - counts), counts)
         idx = base + torch.arange(base.numel(), device=self.device)
-        self.last_read_cells = idx.numel()
+        touched = idx.numel()
 
         pc = rigid_apply(torch.cat([R, t[:, None]], 1), self.pos[idx])
         z = pc[:, 2]
@@ -412,7 +460,11 @@ class LatentMemory:
         idx, z = idx[src], z[src]
         # cells hitting no target cell centre but reaching into the image (along its border) are splats too
         border = (u > -size) & (u < w - 1 + size) & (v > -size) & (v < h - 1 + size)
-        self.last_read_splats = self._splats(K, R, cells, cells_pc, src, target, z, h * w, border)
+        seen = None
+        if splats:
+            seen_cells, sp = self._splats(K, R, cells, cells_pc, src, target, z, h * w, border)
+            seen = sp._replace(bank=torch.zeros(seen_cells.numel(), dtype=torch.long, device=self.device),
+                               canvases=self.canvases(seen_cells))
 
         best = zbuffer(target, z, h * w, self.age[idx], SURFACE_TOL)
         hit = best < idx.numel()
@@ -425,8 +477,8 @@ class LatentMemory:
         geo = torch.full((3, h * w), float("nan"), device=self.device)
         won = src[best[hit]]
         geo[:, hit] = torch.stack([u[won], v[won], size[won]]).float()
-        self.last_read_geometry = geo.reshape(3, h, w)
-        return out.T.reshape(self.channels, h, w), ~hit.reshape(h, w), depth.reshape(h, w)
+        return BankRead(out.T.reshape(self.channels, h, w), ~hit.reshape(h, w), depth.reshape(h, w),
+                        geo.reshape(3, h, w), seen, touched)
 
     def canvases(self, cells, offset=0):
         """Canvases for the stored cells `cells` [N]: the whole latent grid of each frame that wrote some of
@@ -460,14 +512,6 @@ class LatentMemory:
                               (s[m, 0], s[m, 1]), key))
         return out
 
-    def last_read_context(self, bank=0, offset=0):
-        """The last read's Splats, tagged with `bank`, their canvases' members counted from `offset`."""
-        if self.last_read_splats is None:
-            return None
-        cells, sp = self.last_read_splats
-        return sp._replace(bank=torch.full((cells.numel(),), bank, dtype=torch.long, device=self.device),
-                           canvases=self.canvases(cells, offset))
-
     def save(self, path):
         meta = {"format": FORMAT, "version": VERSION, "channels": str(self.channels), "cell": str(self.cell),
                 "dtype": str(self.dtype).replace("torch.", "")}
@@ -475,15 +519,8 @@ class LatentMemory:
         if self.grid is not None:
             meta["grid"] = f"{self.grid[0]}x{self.grid[1]}"
         # write then rename: a crash or a full disk mid-save never leaves a torn memory file behind
-        tmp = f"{path}.part"
-        try:
-            save_file({k: getattr(self, k).contiguous().cpu() for k in FIELDS},
-                      tmp, metadata=meta)
-            os.replace(tmp, str(path))
-        except OSError:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        atomic_write(str(path), lambda tmp: save_file({k: getattr(self, k).contiguous().cpu() for k in FIELDS},
+                                                      tmp, metadata=meta))
 
     @classmethod
     def load(cls, path, device="cpu"):
@@ -526,17 +563,16 @@ class SceneMemory:
     `poses` maps object id -> 4x4 object-to-world matrix at the frame being read or written.
     """
 
-    def __init__(self, channels, cell, device="cpu", bank_cls=LatentMemory):
-        self.channels, self.cell, self.device, self.bank_cls = channels, cell, device, bank_cls
-        self.static = bank_cls(channels, cell, device=device)
+    def __init__(self, channels, cell, device="cpu"):
+        self.channels, self.cell, self.device = channels, cell, device
+        self.static = LatentMemory(channels, cell, device=device)
         self.objects = {}
-        self.last_read_geometry = None
 
     def _bank(self, oid):
         if oid == 0:
             return self.static
         if oid not in self.objects:
-            self.objects[oid] = self.bank_cls(self.channels, self.cell, device=self.device)
+            self.objects[oid] = LatentMemory(self.channels, self.cell, device=self.device)
         return self.objects[oid]
 
     @staticmethod
@@ -549,16 +585,15 @@ class SceneMemory:
         every bank that has pixels in it (by `pixel_ids`), and where its pixels lie on two surfaces, once per
         surface: each copy at its own pixels' depth, owning only those. Without it, whole cells by the
         cell's id (`ids`) at the cell's `depth`. Returns cells stored."""
-        if pixel_depth is None or not getattr(self.static, "layered", False):
-            extra = {} if pixel_depth is None else {"pixel_depth": pixel_depth}
+        if pixel_depth is None:
             if ids is None or not poses:
-                return self.static.write(latent, depth, K, cam_to_world, mask, **extra)
+                return self.static.write(latent, depth, K, cam_to_world, mask)
             stored = 0
             for oid in [0] + sorted(poses):
                 sel = ids == oid if mask is None else (ids == oid) & mask
                 if sel.any():
                     c2w = cam_to_world if oid == 0 else self._local_camera(poses[oid], cam_to_world)
-                    stored += self._bank(oid).write(latent, depth, K, c2w, sel, **extra)
+                    stored += self._bank(oid).write(latent, depth, K, c2w, sel)
             return stored
         stored = 0
         for oid in [0] + sorted(poses or {}):
@@ -586,24 +621,23 @@ class SceneMemory:
                 out.append((oid, self.objects[oid], self._local_camera(poses[oid], cam_to_world)))
         return out
 
-    def read(self, K, cam_to_world, h, w, poses=None, ids=None):
-        """Read every bank at its current pose and keep the nearest cell. With the target frame's ids,
-        a cell is only taken from the bank that owns it there (an object's unseen side is a hole, not a
-        view through it). Afterwards `last_read_context()` gives every bank's cells as splats."""
-        latent, hole, depth = self.static.read(K, cam_to_world, h, w)
-        geo = getattr(self.static, "last_read_geometry", None)
+    def read(self, K, cam_to_world, h, w, poses=None, ids=None, splats=True):
+        """Read every bank at its current pose and keep the nearest cell (MemoryRead). With the target frame's
+        ids, a cell is only taken from the bank that owns it there (an object's unseen side is a hole, not a
+        view through it). With `splats`, every bank's cells as splats, each tagged with its object id."""
+        first = self.static.read(K, cam_to_world, h, w, splats=splats)
+        latent, hole, depth, geo = first.latent, first.hole, first.depth, first.geometry
         owner = torch.zeros(h, w, dtype=torch.long)
-        read = [(0, self.static)]
+        parts = [(0, first.splats)]
         for oid, bank, cam in self.banks(poses, cam_to_world)[1:]:
-            lat_o, hole_o, d_o = bank.read(K, cam, h, w)
-            read.append((oid, bank))
-            nearer = ~hole_o & (d_o < depth)
+            r = bank.read(K, cam, h, w, splats=splats)
+            parts.append((oid, r.splats))
+            nearer = ~r.hole & (r.depth < depth)
             if ids is not None:
-                nearer = ~hole_o & (ids == oid)
-            latent = torch.where(nearer[None], lat_o, latent)
-            depth = torch.where(nearer, d_o, depth)
-            geo_o = getattr(bank, "last_read_geometry", None)
-            geo = None if geo is None or geo_o is None else torch.where(nearer[None], geo_o, geo)
+                nearer = ~r.hole & (ids == oid)
+            latent = torch.where(nearer[None], r.latent, latent)
+            depth = torch.where(nearer, r.depth, depth)
+            geo = torch.where(nearer[None], r.geometry, geo)
             hole = hole & ~nearer
             owner = torch.where(nearer, torch.full_like(owner, oid), owner)
         if ids is not None:
@@ -611,27 +645,20 @@ class SceneMemory:
             hole = hole | wrong
             latent = torch.where(wrong[None], torch.zeros_like(latent), latent)
             depth = torch.where(wrong, torch.full_like(depth, float("inf")), depth)
-        if geo is not None:
-            geo = torch.where(hole[None], torch.full_like(geo, float("nan")), geo)
-        self.last_read_geometry = geo
-        self._last_read = read
-        return latent, hole, depth
+        geo = torch.where(hole[None], torch.full_like(geo, float("nan")), geo)
+        return MemoryRead(latent, hole, depth, geo, self._joined(parts) if splats else None)
 
-    def last_read_context(self):
-        """Splats of every bank the last read saw, together (each tagged with its bank's object id), or None
-        where a bank does not keep them (the bench's baselines)."""
-        parts, n = [], 0
-        for oid, bank in getattr(self, "_last_read", []):
-            get = getattr(bank, "last_read_context", None)
-            sp = get(oid, n) if get is not None else None
-            if sp is None:
-                return None
-            parts.append(sp)
-            n += sp.age.numel()
-        if not parts:
-            return None
-        return Splats(*[torch.cat([getattr(p, f) for p in parts]) for f in Splats._fields[:-1]],
-                      [c for p in parts for c in p.canvases])
+    @staticmethod
+    def _joined(parts):
+        """The banks' splats as one Splats: each tagged with its bank's object id, canvas members renumbered."""
+        out, n = [], 0
+        for oid, sp in parts:
+            k = sp.age.numel()
+            out.append(sp._replace(bank=torch.full((k,), oid, dtype=torch.long, device=sp.age.device),
+                                   canvases=[c._replace(members=c.members + n) for c in sp.canvases]))
+            n += k
+        return Splats(*[torch.cat([getattr(p, f) for p in out]) for f in Splats._fields[:-1]],
+                      [c for p in out for c in p.canvases])
 
     def nbytes(self):
         return self.static.nbytes() + sum(b.nbytes() for b in self.objects.values())
@@ -640,9 +667,7 @@ class SceneMemory:
         return len(self.static) + sum(len(b) for b in self.objects.values())
 
     def begin_segment(self):
-        for bank in [self.static, *self.objects.values()]:
-            if hasattr(bank, "begin_segment"):
-                bank.begin_segment()
+        """Nothing to do: the memory keeps everything across segments (the bench's no-memory baseline does not)."""
 
     @staticmethod
     def _bank_path(path, oid):
@@ -656,12 +681,12 @@ class SceneMemory:
             bank.save(self._bank_path(path, oid))
 
     @classmethod
-    def load(cls, path, device="cpu", bank_cls=LatentMemory, object_ids=()):
-        static = bank_cls.load(str(path), device=device)
-        mem = cls(static.channels, static.cell, device, bank_cls)
+    def load(cls, path, device="cpu", object_ids=()):
+        static = LatentMemory.load(str(path), device=device)
+        mem = cls(static.channels, static.cell, device)
         mem.static = static
         for oid in object_ids:
             p = cls._bank_path(path, oid)
             if os.path.isfile(p):
-                mem.objects[oid] = bank_cls.load(p, device=device)
+                mem.objects[oid] = LatentMemory.load(p, device=device)
         return mem

@@ -7,6 +7,8 @@ import json
 import math
 import os
 import re
+from dataclasses import asdict, dataclass
+from typing import Optional
 
 PROTOCOL_VERSION = 1
 JOB_VERSION = 1
@@ -21,10 +23,8 @@ DEVICES = ("AUTO", "CUDA", "CPU")
 
 # Largest frame the backend accepts; beyond it the latent memory no longer fits a laptop.
 MAX_PIXELS = 4096 * 4096
-# Backend memory, measured (peak RSS, CPU, 1024x768, a camera that keeps seeing new ground): about 256 MiB
-# for torch and the process, up to 400 bytes per pixel for one frame's working set, and the peak growing
-# with what each read sees: builtin 563 / 623 / 688 MB after 4 / 12 / 24 frames (8 bytes per pixel per
-# frame), patch 654 / 762 / 1010 MB (23). The estimate takes the middle for the growth.
+# Backend memory: torch and the process, one frame's working set per pixel, and growth per pixel and frame with
+# what each read sees; calibrated on measured peak RSS (docs/benchmarks.md, "Backend memory").
 BASE_BYTES = 256 * 2**20
 BYTES_PER_PIXEL = 400
 BYTES_PER_PIXEL_FRAME = 16
@@ -159,8 +159,88 @@ def _det3(m):
             + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]))
 
 
+@dataclass(frozen=True)
+class Reference:
+    """The reference image (absolute path), the frame it shows, and its depth map (depth source IMAGE)."""
+    image: str
+    frame: int
+    depth: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class TrackedObject:
+    """A moving object with its own memory bank: its id in the id masks (>= 1) and its name."""
+    id: int
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame of a job: its number, camera (OpenCV K 3x3 in pixels, cam_to_world 4x4, +Z forward, +Y down)
+    and the absolute paths of its per-pixel inputs (None where the job has none); `objects`: object id ->
+    4x4 object-to-world on this frame."""
+    frame: int
+    K: list
+    cam_to_world: list
+    depth: Optional[str] = None
+    objects: Optional[dict] = None
+    ids: Optional[str] = None
+    light: Optional[str] = None
+    albedo: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """A validated job (validate_job): paths absolute, optional fields None where the job leaves them out."""
+    version: int
+    model: str
+    segment_length: int
+    width: int
+    height: int
+    reference: Reference
+    depth_source: str
+    frames: tuple
+    device: str = "AUTO"
+    seed: Optional[int] = None
+    plane_distance: Optional[float] = None
+    objects: tuple = ()
+    prompt: Optional[str] = None
+    negative_prompt: Optional[str] = None
+
+    @classmethod
+    def from_dict(cls, d):
+        """A Job from a resolved job dict (what validate_job checked; paths absolute)."""
+        frames = tuple(Frame(frame=f["frame"], K=f["K"], cam_to_world=f["cam_to_world"], depth=f.get("depth"),
+                             objects=None if f.get("objects") is None else {int(k): v for k, v in f["objects"].items()},
+                             ids=f.get("ids"), light=f.get("light"), albedo=f.get("albedo")) for f in d["frames"])
+        ref = d["reference"]
+        return cls(version=d["version"], model=d["model"], segment_length=d["segment_length"], width=d["width"],
+                   height=d["height"], reference=Reference(ref["image"], ref["frame"], ref.get("depth")),
+                   depth_source=d["depth_source"], frames=frames, device=d.get("device", "AUTO"), seed=d.get("seed"),
+                   plane_distance=d.get("plane_distance"),
+                   objects=tuple(TrackedObject(o["id"], o.get("name", "")) for o in d.get("objects") or ()),
+                   prompt=d.get("prompt"), negative_prompt=d.get("negative_prompt"))
+
+    def to_dict(self):
+        """The job as a dict of the job format (fields left out where None; paths as resolved)."""
+        out = {k: v for k, v in asdict(self).items() if v is not None and k not in ("frames", "objects", "reference")}
+        out["reference"] = {k: v for k, v in asdict(self.reference).items() if v is not None}
+        out["frames"] = []
+        for f in self.frames:
+            item = {k: v for k, v in asdict(f).items() if v is not None}
+            if f.objects is not None:
+                item["objects"] = {str(k): v for k, v in f.objects.items()}
+            out["frames"].append(item)
+        if self.objects:
+            out["objects"] = [asdict(o) for o in self.objects]
+        return out
+
+    def frame_numbers(self):
+        return [f.frame for f in self.frames]
+
+
 def validate_job(job, job_dir):
-    """Check a job dict; returns (job with absolute paths resolved, warnings). Raises JobError."""
+    """Check a job dict; returns (Job with absolute paths resolved, warnings). Raises JobError."""
     if not isinstance(job, dict):
         raise JobError("the job must be a JSON object")
     warnings = [f"unknown job field '{k}' ignored" for k in job if k not in JOB_FIELDS]
@@ -240,7 +320,7 @@ def validate_job(job, job_dir):
         if "depth" in f:
             input_file(f["depth"], f"the depth of frame {f['frame']}")
     check_output_links(job_dir)
-    return out, warnings
+    return Job.from_dict(out), warnings
 
 
 def input_file(path, what):
@@ -272,7 +352,7 @@ def _objects(job):
 
 
 def load_job(path):
-    """Read and validate job.json; paths in it are relative to its folder."""
+    """Read and validate job.json (paths in it are relative to its folder): (Job, warnings)."""
     try:
         with open(path, encoding="utf-8") as f:
             job = json.load(f)

@@ -3,8 +3,8 @@
 For each evaluation scene a fresh Blender (bpy) subprocess installs the built extension zip, builds the
 scene, renders the ground truth with Cycles (cached under <out>/cache), sets the reference image to the
 ground truth of the first frame and runs Generate, i.e. the add-on's own export and backend process.
-Then this process runs two baseline memories through the same segment loop on the same job.json
-(backend.pipeline.Run with memory_cls=...), an oracle that forward-warps the reference with exact depth,
+Then this process runs two baseline memories (tools/baselines.py) through the same segment loop on the same
+job.json (backend.pipeline.Run with memory=...), an oracle that forward-warps the reference with exact depth,
 and measures everything against the ground truth. Writes <out>/report.md, report.json and plots.
 """
 import argparse
@@ -201,11 +201,20 @@ def run_blender(name, spec, args, scene_dir, cache):
     return job_dir, res
 
 
-def run_baseline(job, out_dir, memory_cls):
+def load_job(job_dir):
+    """The add-on's job as a plain dict of the job format (paths absolute)."""
+    from backend import protocol
+    return protocol.load_job(os.path.join(job_dir, "job.json"))[0].to_dict()
+
+
+def run_baseline(job, out_dir, memory):
+    """The job (a dict) through the product's own segment loop, with another memory (tools/baselines.py)."""
+    from backend.memory import SceneMemory
     from backend.pipeline import Run
+    from backend.protocol import Job
     shutil.rmtree(out_dir, ignore_errors=True)
     os.makedirs(out_dir)
-    return Run(job, out_dir, lambda *a, **k: None, memory_cls=memory_cls).run()
+    return Run.load(Job.from_dict(job), out_dir, lambda *a, **k: None, memory=memory or SceneMemory).run()
 
 
 def load_rgb(path):
@@ -231,7 +240,7 @@ def evaluate_scene(name, spec, args, out_root, cache_root):
     import torch
     import metrics
     from backend import models, protocol
-    from backend.baselines import NoMemory, PointCloudMemory
+    from baselines import NoMemory, PointCloudMemory
 
     scene_dir = os.path.join(out_root, name)
     cache = cache_dir(cache_root, name, spec, scenes_version(), blender_version())
@@ -239,7 +248,7 @@ def evaluate_scene(name, spec, args, out_root, cache_root):
     job_dir, bres = run_blender(name, spec, args, scene_dir, cache)
     log(f"{name}: {bres['gt_rendered']} ground-truth frames rendered in {bres['gt_seconds']} s, "
         f"Generate took {bres['generate_seconds']} s")
-    job, _ = protocol.load_job(os.path.join(job_dir, "job.json"))
+    job = load_job(job_dir)
     job["model"] = args.model  # the add-on may have run it under an offered name (see blender_session)
     if bres.get("model_alias"):
         log(f"{name}: {bres['model_alias']}")
@@ -353,13 +362,12 @@ def evaluate_objects(name, spec, args, out_root, cache_root):
     import numpy as np
     import metrics
     from backend import protocol
-    from backend.memory import LatentMemory
 
     scene_dir = os.path.join(out_root, name)
     cache = cache_dir(cache_root, name, spec, scenes_version(), blender_version())
     log(f"{name}: Blender session (install zip, build scene, Cycles ground truth, Generate)")
     job_dir, bres = run_blender(name, spec, args, scene_dir, cache)
-    job, _ = protocol.load_job(os.path.join(job_dir, "job.json"))
+    job = load_job(job_dir)
     job["model"] = args.model
     if not job.get("objects"):
         raise SystemExit(f"bench: the add-on found no moving object in '{name}'")
@@ -371,7 +379,7 @@ def evaluate_objects(name, spec, args, out_root, cache_root):
     baked["frames"] = [{k: v for k, v in fr.items() if k not in ("objects", "ids", "light", "albedo")} for fr in job["frames"]]
     t0 = time.perf_counter()
     baked_dir = os.path.join(scene_dir, "static_only")
-    run_baseline(baked, baked_dir, LatentMemory)
+    run_baseline(baked, baked_dir, None)  # the product's memory, the crate in its static world
     log(f"{name}: static-only baseline ran in {time.perf_counter() - t0:.1f} s")
 
     order = [fr["frame"] for fr in job["frames"]]

@@ -67,8 +67,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     import torch
-    from backend import models, pipeline, protocol
-    from backend.wan import WanVACEModel
+    from backend import pipeline, protocol
+    from backend.models.wan import WanVACEModel
     from tests.synth import make_job
 
     size = "tiny" if args.tiny else args.size
@@ -82,8 +82,13 @@ def main(argv=None):
     t = time.perf_counter()
     pipe = build(size, device, dtype)
     build_s = time.perf_counter() - t
-    model = WanVACEModel.from_pipeline(f"wan-vace-{size}", pipe, device, title=f"Wan2.1-VACE-{size} (random)",
-                                       steps=args.steps)
+    class RandomWeights(WanVACEModel):
+        """The product's Wan model around the pipeline built above (random weights, nothing downloaded)."""
+
+        def load_pipeline(self, repo, revision, approx_bytes):
+            return pipe
+    model = RandomWeights(f"wan-vace-{size}", repo="random-weights", revision="0" * 40,
+                          title=f"Wan2.1-VACE-{size} (random)", steps=args.steps, allow_cpu=True, device=device)
     text_dim = CONFIGS[size]["text_dim"]
     g = torch.Generator().manual_seed(0)
     emb = torch.randn(1, 512, text_dim, generator=g).to(device, dtype)
@@ -95,15 +100,9 @@ def main(argv=None):
         job_path = make_job(folder, W=args.width, H=args.height, n=n, segment_length=args.segment,
                             model="wan-bench", xs=[0.02 * i for i in range(n)], yaws=[0.5 * i for i in range(n)])
         job, warnings = protocol.load_job(job_path)
-        job["device"] = "AUTO"
-        models_load = models.load
-        models.load = lambda name, device="cpu", emit=None: model
-        try:
-            if device == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            report = pipeline.Run(job, folder, lambda *a, **k: None, warnings=warnings).run()
-        finally:
-            models.load = models_load
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        report = pipeline.Run(job, model, folder, lambda *a, **k: None, device=device, notices=warnings).run()
     segs = report["per_segment"]
     later = segs[1:] or segs
     rgb_per_segment = args.segment * args.width * args.height * 3

@@ -1,4 +1,4 @@
-"""Train the compact model (backend/learned.py) into models/compact/: weights.safetensors and the README's numbers.
+"""Train the compact model (backend/models/compact.py) into models/compact/: weights.safetensors and the README's numbers.
 
   python3 build.py train [--ae-steps N] [--fill-steps N] [--scenes N]
 
@@ -29,9 +29,13 @@ import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from backend import models  # noqa: E402
-from backend.learned import Decoder, Encoder, FillNet, fill_features, pixel_base  # noqa: E402
-from backend.memory import LatentMemory, cell_depth, cell_edges  # noqa: E402
+from backend.inputs import far_distance  # noqa: E402
+from backend.fill import depth_aware_fill  # noqa: E402
+from backend.memory import LatentMemory, MemoryRead, SceneMemory, cell_depth  # noqa: E402
+from backend.models.base import FrameNeeds  # noqa: E402
+from backend.models.compact import Decoder, Encoder, FillNet, LearnedModel, fill_features, pixel_base  # noqa: E402
+from backend.models.patch import PatchModel  # noqa: E402
+from backend import step as product_step  # noqa: E402
 
 # MIRAGE_TRAIN_DATA / MIRAGE_WALLPAPERS point elsewhere, e.g. at a copy taken to a GPU machine
 DATA = os.environ.get("MIRAGE_TRAIN_DATA") or os.path.join(ROOT, "out", "train_data")
@@ -248,42 +252,26 @@ def blob_mask(g, h, w):
 
 
 def memory_read(lat_a, depth_a, K_a, c2w_a, K_b, c2w_b, cell=8):
-    """Write view A's latent into a fresh memory and read it at view B, as the pipeline does: (latent, hole,
-    depth, geometry)."""
+    """Write view A's latent into a fresh memory (whole cells at their median depth) and read it at view B on the
+    latent grid: a MemoryRead with geometry, without splats (what the fill net trains on)."""
     dc = cell_depth(torch.from_numpy(depth_a), cell)
-    fin = dc[torch.isfinite(dc)]
-    far = float(fin.max()) * 20.0 if fin.numel() else 1000.0
+    far = far_distance(dc)
     mem = LatentMemory(lat_a.shape[0], cell)
     mem.write(lat_a, torch.where(torch.isfinite(dc), dc, torch.full_like(dc, far)), torch.from_numpy(K_a), torch.from_numpy(c2w_a))
-    lat, hole, depth = mem.read(torch.from_numpy(K_b), torch.from_numpy(c2w_b), H // cell, W // cell)
-    return lat, hole, depth, mem.last_read_geometry
+    r = mem.read(torch.from_numpy(K_b), torch.from_numpy(c2w_b), H // cell, W // cell, splats=False)
+    return MemoryRead(r.latent, r.hole, r.depth, r.geometry)
 
 
 def product_frame(model, image_a, room, a, b):
-    """View b generated from view a by the product's per-frame steps (backend.pipeline.Run.frame): a written
-    with its pixel depth, b read as splats, filled at pixel level, the fill written back and the frame drawn
-    from what the memory then holds."""
+    """View b generated from view a by the product's own steps (backend.step: the reference seeded as the segment
+    loop seeds it, then one frame_step)."""
     cell = model.cell
     (depth_a, depth_b), (K_a, K_b), (c2w_a, c2w_b) = (
         [torch.from_numpy(room[k][i]) for i in (a, b)] for k in ("depths", "K", "c2w"))
-    fin = depth_a[torch.isfinite(depth_a)]
-    far = float(fin.max()) * 20.0 if fin.numel() else 1000.0
-
-    def cells(d):
-        c = cell_depth(d, cell)
-        return torch.where(torch.isfinite(c), c, torch.full_like(c, far))
-
-    def pixels(d):
-        return torch.where(torch.isfinite(d), d, torch.full_like(d, far))
-
-    mem = LatentMemory(model.channels, cell)
-    mem.write(model.encode(image_a), cells(depth_a), K_a, c2w_a, pixel_depth=pixels(depth_a))
-    read, hole, rdepth = mem.read(K_b, c2w_b, H // cell, W // cell)
-    full = model.fill(read, hole, rdepth, target_depth=cell_depth(depth_b, cell), context=mem.last_read_context(),
-                      pixel_target=depth_b)
-    mem.write(full, cells(depth_b), K_b, c2w_b, mask=hole & ~cell_edges(depth_b, cell), pixel_depth=pixels(depth_b))
-    again, still, _ = mem.read(K_b, c2w_b, H // cell, W // cell)
-    return model.decode(torch.where(still[None], full, again.float()), context=mem.last_read_context())
+    far = far_distance(depth_a)
+    mem = SceneMemory(model.channels, cell)
+    product_step.seed(model, mem, image_a, product_step.make_view(K_a, c2w_a, (H, W), cell, far, depth_a))
+    return product_step.frame_step(model, mem, product_step.make_view(K_b, c2w_b, (H, W), cell, far, depth_b))
 
 
 def base_fill(enc, dec, lat, hole, depth, target_depth):
@@ -374,11 +362,11 @@ def evaluate(model, rooms, photos):
     """Held-out numbers: encode/decode PSNR, and hole-fill PSNR of the learned fill vs the patch model's
     depth-aware push-pull on real reprojections (write view A, read view B) through the cell-grid read the
     fill net trains on; `frame_psnr_product_*` the same pairs by the product's per-frame steps."""
-    patch = models.PatchModel("patch", cell=4)
+    patch = PatchModel("patch", cell=4)
     res = {}
     room_imgs = torch.cat([to_t(r["images"]) for r in rooms]) if rooms else torch.zeros(0, 3, H, W)
     for key, imgs in (("decode_psnr_rooms", room_imgs), ("decode_psnr_photos", photos)):
-        vals = [psnr(model.decode(model.encode(x).half()), x) for x in imgs]
+        vals = [psnr(model.render(model.encode(x).half()), x) for x in imgs]
         res[key] = round(float(np.mean(vals)), 2) if vals else None
     learned, pushpull_latent, patch_pp, full_l, full_p, hole_frac = [], [], [], [], [], []
     product_l, product_p = [], []
@@ -388,18 +376,19 @@ def evaluate(model, rooms, photos):
             product_l.append(psnr(product_frame(model, imgs[a], room, a, b), imgs[b]))
             product_p.append(psnr(product_frame(patch, imgs[a], room, a, b), imgs[b]))
             lat = model.encode(imgs[a]).half()
-            read, hole, rdepth, geo = memory_read(lat, room["depths"][a], room["K"][a], room["c2w"][a], room["K"][b], room["c2w"][b])
+            read = memory_read(lat, room["depths"][a], room["K"][a], room["c2w"][a], room["K"][b], room["c2w"][b])
+            hole = read.hole
             if not hole.any():
                 continue
             td = cell_depth(torch.from_numpy(room["depths"][b]), 8)
             hole_px = F.interpolate(hole[None, None].float(), scale_factor=8)[0].bool()
-            out_l = model.decode(model.fill(read, hole, rdepth, target_depth=td), geo, rdepth)
-            out_pl = model.decode(models.depth_aware_fill(read.float(), hole, rdepth, td), geo, rdepth)
+            out_l = model.render(model.complete(read, FrameNeeds(target_depth=td)).latent, read)
+            out_pl = model.render(depth_aware_fill(read.latent.float(), hole, read.depth, td), read)
             # the patch model with its own exact 4 x 4 latent and push-pull, through the same memory
-            pr, ph, pd, pgeo = memory_read(patch.encode(imgs[a]), room["depths"][a], room["K"][a], room["c2w"][a],
-                                           room["K"][b], room["c2w"][b], cell=4)
-            out_p = patch.decode(patch.fill(pr, ph, pd, target_depth=cell_depth(torch.from_numpy(room["depths"][b]), 4)),
-                                 pgeo, pd)
+            pread = memory_read(patch.encode(imgs[a]), room["depths"][a], room["K"][a], room["c2w"][a],
+                                room["K"][b], room["c2w"][b], cell=4)
+            ptd = cell_depth(torch.from_numpy(room["depths"][b]), 4)
+            out_p = patch.render(patch.complete(pread, FrameNeeds(target_depth=ptd)).latent, pread)
             gt = imgs[b]
             learned.append(hole_psnr(out_l, gt, hole_px))
             pushpull_latent.append(hole_psnr(out_pl, gt, hole_px))
@@ -416,10 +405,10 @@ def evaluate(model, rooms, photos):
             continue
         depth = torch.where(hole, torch.full(hole.shape, float("inf")), torch.ones(hole.shape))
         hole_px = F.interpolate(hole[None, None].float(), scale_factor=8)[0].bool()
-        out_l = model.decode(model.fill(model.encode(x).half(), hole, depth))
+        out_l = model.render(model.complete(MemoryRead(model.encode(x).half(), hole, depth), FrameNeeds()).latent)
         phole = F.max_pool2d(hole_px[None].float(), 4)[0, 0].bool()  # the same pixels on the 4 x 4 grid
         pdepth = torch.where(phole, torch.full(phole.shape, float("inf")), torch.ones(phole.shape))
-        out_p = patch.decode(patch.fill(patch.encode(x), phole, pdepth))
+        out_p = patch.render(patch.complete(MemoryRead(patch.encode(x), phole, pdepth), FrameNeeds()).latent)
         ph_l.append(hole_psnr(out_l, x, hole_px))
         ph_p.append(hole_psnr(out_p, x, hole_px))
     mean = lambda v: round(float(np.mean(v)), 2) if v else None  # noqa: E731
@@ -443,11 +432,12 @@ def speed(model, reps=20):
     t = time.perf_counter()
     model.encode(x)
     enc_s = time.perf_counter() - t
+    read, needs = MemoryRead(lat, hole, depth), FrameNeeds(target_depth=torch.full(hole.shape, 3.0))
     for _ in range(3):
-        model.decode(model.fill(lat, hole, depth, target_depth=torch.full(hole.shape, 3.0)))
+        model.render(model.complete(read, needs).latent)
     t = time.perf_counter()
     for _ in range(reps):
-        model.decode(model.fill(lat, hole, depth, target_depth=torch.full(hole.shape, 3.0)))
+        model.render(model.complete(read, needs).latent)
     return round(reps / (time.perf_counter() - t), 1), round(enc_s * 1000, 1)
 
 
@@ -503,7 +493,6 @@ def main():
         t = time.perf_counter()
         crop = tuple(int(v) for v in args.crop.split("x"))
         if args.fill_only:
-            from backend.learned import LearnedModel
             with open(os.path.join(MODEL_DIR, "train.json")) as f:
                 earlier = json.load(f)
             old = LearnedModel("previous", folder=MODEL_DIR, **{k: v for k, v in cfg.items() if k not in ("weights", "fill_base")})
@@ -544,7 +533,6 @@ def main():
             json.dump(run, f, indent=1)
         if args.no_eval:
             return
-    from backend.learned import LearnedModel
     model = LearnedModel(os.path.basename(MODEL_DIR), folder=MODEL_DIR, **{k: v for k, v in cfg.items() if k != "weights"})
     res = evaluate(model, test_rooms, to_t(wp_test))
     if cfg.get("fill") == "pushpull":

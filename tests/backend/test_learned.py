@@ -1,4 +1,4 @@
-"""The learned model (backend/learned.py): its code on weights this test makes (loading, the interface's
+"""The learned model (backend/models/compact.py): its code on weights this test makes (loading, the interface's
 promises, clear errors), and the trained weights shipped as 'compact'."""
 import json
 import math
@@ -12,9 +12,11 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import save_file
 
-from backend import models
-from backend.learned import Decoder, Encoder, FillNet, LearnedModel
-from backend.models import ModelError
+from backend import catalog, models
+from backend.memory import MemoryRead
+from backend.models.base import FrameNeeds
+from backend.models.compact import Decoder, Encoder, FillNet, LearnedModel
+from backend.protocol import ModelError
 from tests.synth import texture
 
 
@@ -29,9 +31,14 @@ def models_dir(tmp_path, monkeypatch):
     nets = {"encoder.": Encoder(6, (8, 12, 16)), "decoder.": Decoder(6, (8, 12, 16)), "filler.": FillNet(6, 8)}
     save_file({p + k: v.half().contiguous() for p, n in nets.items() for k, v in n.state_dict().items()},
               str(folder / "weights.safetensors"))
-    (folder / "model.json").write_text(json.dumps({"kind": "learned", "args": cfg}))
-    monkeypatch.setattr(models, "MODELS_DIR", str(tmp_path))
+    (folder / "model.json").write_text(json.dumps({"class": "compact:LearnedModel", "args": cfg}))
+    monkeypatch.setattr(catalog, "MODELS_DIR", str(tmp_path))
     return tmp_path
+
+
+def fill(model, latent, hole, depth, target_depth=None):
+    """The model's completion of a cell-grid read (no splats)."""
+    return model.complete(MemoryRead(latent, hole, depth), FrameNeeds(target_depth=target_depth)).latent
 
 
 def image():
@@ -43,7 +50,7 @@ def test_loads_through_the_registry(models_dir):
     assert isinstance(model, LearnedModel) and model.cell == 8 and model.channels == 6
     z = model.encode(image())
     assert z.shape == (6, 6, 8)
-    y = model.decode(z.half())
+    y = model.render(z.half())
     assert y.shape == (3, 48, 64) and float(y.min()) >= 0 and float(y.max()) <= 1
 
 
@@ -57,11 +64,11 @@ def test_fill_fills_every_hole_and_keeps_known_cells(models_dir):
     target[:2] = float("inf")  # sky at the top of the target frame
     read = torch.where(hole[None], torch.zeros_like(z), z).half()
     for td in (target, None):
-        out = model.fill(read, hole, depth, target_depth=td)
+        out = fill(model, read, hole, depth, target_depth=td)
         assert out.shape == z.shape and torch.isfinite(out).all()
         assert torch.equal(out[:, ~hole], read.float()[:, ~hole])  # exactly what was read
         assert (out[:, hole] != 0).any()
-    every = model.fill(torch.zeros(6, 6, 8), torch.ones(6, 8, dtype=torch.bool), torch.full((6, 8), float("inf")))
+    every = fill(model, torch.zeros(6, 6, 8), torch.ones(6, 8, dtype=torch.bool), torch.full((6, 8), float("inf")))
     assert torch.isfinite(every).all()
 
 
@@ -72,7 +79,7 @@ def test_deterministic(models_dir):
     hole = torch.zeros(6, 8, dtype=torch.bool)
     hole[2:5, 3:7] = True
     depth = torch.where(hole, torch.full(hole.shape, float("inf")), torch.full(hole.shape, 3.0))
-    assert torch.equal(a.fill(z, hole, depth), b.fill(z, hole, depth))
+    assert torch.equal(fill(a, z, hole, depth), fill(b, z, hole, depth))
 
 
 def test_missing_and_corrupt_weights_are_clear_errors(models_dir):
@@ -112,7 +119,7 @@ def test_shipped_round_trip_is_sharp():
     """Floor 38 dB on the held-out view (41.2 measured when shipped); 8 x 8 block averaging, which is all a
     blurry code would keep, scores 30 dB there."""
     model, x = models.load("compact"), held_out()
-    y = model.decode(model.encode(x).half())  # the memory stores float16
+    y = model.render(model.encode(x).half())  # the memory stores float16
     blocks = F.interpolate(F.avg_pool2d(x[None], 8), scale_factor=8, mode="nearest")[0]
     assert psnr(y, x) >= 38.0
     assert psnr(y, x) >= psnr(blocks, x) + 8.0
@@ -131,18 +138,18 @@ def test_shipped_fill_fills_every_hole_better_than_flat_colour(name):
     hole[:, -5:] = True        # the strip a camera turning right reveals
     depth = torch.where(hole, torch.full((h, w), float("inf")), torch.full((h, w), 3.0))
     read = torch.where(hole[None], torch.zeros_like(z), z)
-    out = model.fill(read, hole, depth, target_depth=torch.full((h, w), 3.0))
+    out = fill(model, read, hole, depth, target_depth=torch.full((h, w), 3.0))
     assert torch.isfinite(out).all() and torch.equal(out[:, ~hole], read.float()[:, ~hole])
     px = F.interpolate(hole[None, None].float(), scale_factor=8)[0, 0].bool()
-    y = model.decode(out)
+    y = model.render(out)
     flat = x[:, ~px].mean(1, keepdim=True)  # the best single colour the known pixels suggest
     assert psnr(y[:, px], x[:, px]) > psnr(flat.expand(-1, int(px.sum())), x[:, px]) + 0.5
 
 
 def test_shipped_weights_missing_or_corrupt_are_clear_errors(tmp_path, monkeypatch):
-    shutil.copytree(os.path.join(models.MODELS_DIR, "compact"), tmp_path / "compact")
-    shutil.copytree(os.path.join(models.MODELS_DIR, "compact-fillnet"), tmp_path / "compact-fillnet")
-    monkeypatch.setattr(models, "MODELS_DIR", str(tmp_path))
+    shutil.copytree(os.path.join(catalog.models_dir(), "compact"), tmp_path / "compact")
+    shutil.copytree(os.path.join(catalog.models_dir(), "compact-fillnet"), tmp_path / "compact-fillnet")
+    monkeypatch.setattr(catalog, "MODELS_DIR", str(tmp_path))
     path = tmp_path / "compact" / "weights.safetensors"
     os.chmod(path, 0o644)
     data = path.read_bytes()

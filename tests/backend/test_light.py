@@ -98,6 +98,7 @@ def with_albedo(folder, job, path, colours):
 def test_never_seen_pixels_take_their_material_colour(tmp_path):
     from backend.pipeline import Run
     from backend.protocol import load_job
+    from backend.step import material_cells
     path, job = lit_job(tmp_path, [np.ones((H, W), np.float32)] * 3)
     for fr in job["frames"]:  # the box at the same light on every frame
         np.save(tmp_path / fr["light"], np.ones((H, W), np.float16))
@@ -111,18 +112,19 @@ def test_never_seen_pixels_take_their_material_colour(tmp_path):
     left[:, :32] = True
     ref[box & left], ref[box & ~left] = look(mat[0]) * 255, look(mat[1]) * 255
     Image.fromarray(np.rint(ref).astype(np.uint8)).save(tmp_path / "inputs" / "reference.png")
-    run = Run(*load_job(path)[:1], str(tmp_path), lambda *a, **k: None)
-    ids = run.pixel_ids(2)
+    run = Run.load(load_job(path)[0], str(tmp_path), lambda *a, **k: None)
+    run.seed_memory()
+    ids = run.view(2).pixel_ids
     drawn = torch.zeros(3, *ids.shape)
     covered = torch.ones(ids.shape, dtype=torch.bool)
     unseen = (ids == 1) & ~torch.from_numpy(np.pad(left, ((0, ids.shape[0] - H), (0, ids.shape[1] - W))))
     covered[unseen] = False  # the box's right half: nothing drew it
-    out, now = run.from_materials(2, ids)(drawn, covered)
+    out, now, painted = run.lighting.prefill(2, ids).paint(drawn, covered)
     assert now.all()
     want = torch.tensor(look(mat[1]), dtype=torch.float32)
     assert (out[:, unseen].T - want).abs().max() < 2 / 255  # the material's colour, in the reference's look
     assert not out[:, ~unseen].any()  # what was drawn stays as drawn
-    cells = run.material_cells()
+    cells = material_cells(painted, run.cell)
     assert cells.any() and cells.sum() < cells.numel() // 2
 
 
@@ -159,10 +161,11 @@ def test_object_the_reference_does_not_show_takes_its_material_as_is(tmp_path):
     ref_ids = tmp_path / job["frames"][0]["ids"]
     np.save(ref_ids, np.zeros((H, W), np.uint16))  # not in the reference's view
     np.save(tmp_path / job["frames"][0]["albedo"], np.zeros((H, W, 3), np.uint8))
-    run = Run(*load_job(path)[:1], str(tmp_path), lambda *a, **k: None)
-    ids = run.pixel_ids(2)
+    run = Run.load(load_job(path)[0], str(tmp_path), lambda *a, **k: None)
+    run.seed_memory()
+    ids = run.view(2).pixel_ids
     drawn = torch.zeros(3, *ids.shape)
-    out, now = run.from_materials(2, ids)(drawn, torch.zeros(ids.shape, dtype=torch.bool))
+    out, now, _ = run.lighting.prefill(2, ids).paint(drawn, torch.zeros(ids.shape, dtype=torch.bool))
     box = ids == 1
     left = torch.zeros(ids.shape, dtype=torch.bool)
     left[:, :32] = True
@@ -172,13 +175,13 @@ def test_object_the_reference_does_not_show_takes_its_material_as_is(tmp_path):
 
 
 def test_light_softens_only_between_faces_of_one_object():
-    from backend.pipeline import Run
+    from backend.relight import soften_edges
     ids = torch.zeros(6, 8, dtype=torch.long)
     ids[:, 2:] = 1  # an object; columns 0-1 static
     g = torch.full((6, 8), 0.5)
     g[:, 2:5] = 1.0  # one face
     g[:, 5:] = 3.0  # the next
-    out = Run.soften_edges(g, ids)
+    out = soften_edges(g, ids)
     assert torch.equal(out[:, :2], g[:, :2])  # the static world as it was
     assert torch.allclose(out[:, 2:4], torch.ones(6, 2)) and torch.allclose(out[:, 6:], torch.full((6, 2), 3.0))
     assert torch.allclose(out[:, 4], torch.full((6,), 5 / 3)) and torch.allclose(out[:, 5], torch.full((6,), 7 / 3))

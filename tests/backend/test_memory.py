@@ -8,6 +8,11 @@ from backend.memory import (MAX_SPLAT, SPLAT_GROW, SURFACE_TOL, LatentMemory, ce
                             zbuffer)
 
 
+def grid(read):
+    """A read's latent, hole and depth (the latent-grid part of a BankRead or MemoryRead)."""
+    return read.latent, read.hole, read.depth
+
+
 def rot(yaw=0.0, pitch=0.0, roll=0.0):
     cy, sy, cp, sp, cr, sr = (math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch),
                               math.cos(roll), math.sin(roll))
@@ -70,7 +75,8 @@ def test_round_trip_exact():
     mem = LatentMemory(48, CELL)
     assert mem.write(latent, depth, K0, C0) == h * w
     assert len(mem) == h * w
-    lat, hole, d = mem.read(K0, C0, h, w)
+    r = mem.read(K0, C0, h, w)
+    lat, hole, d = r.latent, r.hole, r.depth
     assert lat.dtype == torch.float16 and d.dtype == torch.float32
     assert not hole.any()
     assert torch.equal(lat, latent.to(torch.float16))
@@ -90,7 +96,7 @@ def test_latent_intrinsics_cell_centres():
             mask = torch.zeros(16, 24, dtype=torch.bool)
             mask[i, j] = True
             mem.write(torch.ones(2, 16, 24), torch.full((16, 24), z), K, cam(), mask=mask)
-            _, hole, _ = mem.read(K, cam(), 16, 24)
+            hole = mem.read(K, cam(), 16, 24).hole
             assert (~hole).nonzero().tolist() == [[i, j]]
 
 
@@ -105,7 +111,8 @@ def test_zbuffer_nearer_wins_either_order():
         mem.write(*first, K, c2w, mask=mask)
         mem.write(*second, K, c2w, mask=mask)
         assert len(mem) == 2
-        lat, hole, d = mem.read(K, c2w, 12, 16)
+        r = mem.read(K, c2w, 12, 16)
+        lat, hole, d = r.latent, r.hole, r.depth
         assert (~hole).sum() == 1 and not hole[4, 7]
         assert lat[:, 4, 7].eq(1).all() and abs(float(d[4, 7]) - 3.0) < 1e-5
 
@@ -142,7 +149,8 @@ def test_zbuffer_matches_brute_force(scale):
     Kr[:2] /= scale
     c2w = cam(rot(0.1, 0.05, 0.02), (0.4, 0.1, -2.0))
     h, w = 12 // scale, 16 // scale
-    lat, hole, depth = mem.read(Kr, c2w, h, w)
+    r = mem.read(Kr, c2w, h, w)
+    lat, hole, depth = r.latent, r.hole, r.depth
 
     fx, fy, cx, cy = latent_intrinsics(Kr, CELL)
     w2c = np.linalg.inv(c2w.numpy())
@@ -188,7 +196,7 @@ def test_deterministic_runs_and_threads():
         for n in (1, 2, 2):
             torch.set_num_threads(n)
             mem, K = random_scene(seed=3)
-            outs.append(mem.read(K / 2 * torch.tensor([[1], [1], [2]]), c2w, 6, 8))
+            outs.append(grid(mem.read(K / 2 * torch.tensor([[1], [1], [2]]), c2w, 6, 8)))
     finally:
         torch.set_num_threads(threads)
     for other in outs[1:]:
@@ -214,7 +222,7 @@ def test_bounded_growth_on_revisits():
     moved = cam(rot(0.05, 0.0, 0.0), (shift, 0.5 * shift, 0.0))
     mem.write(latent, plane_depth(K, moved, h, w, CELL, normal, offset), K, moved)
     assert n0 < len(mem) < 1.3 * n0
-    _, hole, _ = mem.read(K, moved, h, w)
+    hole = mem.read(K, moved, h, w).hole
     assert not hole.any()
 
 
@@ -225,12 +233,13 @@ def test_holes_when_looking_away_or_behind():
     away = C0.clone()
     away[:3, :3] = C0[:3, :3] @ rot(math.pi, 0, 0)
     for cull in (True, False):
-        assert mem.read(K0, away, h, w, cull=cull)[1].all()
+        assert mem.read(K0, away, h, w, cull=cull).hole.all()
     # same orientation, moved forward past every surface: all cells are behind, none may be drawn mirrored
     ahead = C0.clone()
     ahead[:3, 3] += 30 * C0[:3, 2]
     for cull in (True, False):
-        lat, hole, depth = mem.read(K0, ahead, h, w, cull=cull)
+        r = mem.read(K0, ahead, h, w, cull=cull)
+        lat, hole, depth = r.latent, r.hole, r.depth
         assert hole.all() and torch.isinf(depth).all() and not lat.any()
 
 
@@ -250,12 +259,12 @@ def test_culling_touches_only_visible_cells():
     assert len(mem) > 10 * h * w
     c2w = cam(rot(0.2, 0.0, 0.0), (100.0, 0.0, 0.0))
     culled = mem.read(K, c2w, h, w)
-    touched = mem.last_read_cells
+    touched = culled.touched
     full = mem.read(K, c2w, h, w, cull=False)
-    assert mem.last_read_cells == len(mem)
+    assert full.touched == len(mem)
     assert touched < len(mem) / 5
-    assert not culled[1].all()
-    assert all(torch.equal(a, b) for a, b in zip(culled, full))
+    assert not culled.hole.all()
+    assert all(torch.equal(a, b) for a, b in zip(grid(culled), grid(full)))
 
 
 def test_mask_writes_only_masked_cells():
@@ -265,7 +274,8 @@ def test_mask_writes_only_masked_cells():
     mem = LatentMemory(6, CELL)
     assert mem.write(latent, bumpy_depth(h, w), K0, C0, mask=mask) == int(mask.sum())
     assert len(mem) == int(mask.sum())
-    lat, hole, _ = mem.read(K0, C0, h, w)
+    r = mem.read(K0, C0, h, w)
+    lat, hole = r.latent, r.hole
     assert torch.equal(hole, ~mask)
     assert torch.equal(lat[:, mask], latent.half()[:, mask])
     assert not lat[:, ~mask].any()
@@ -302,7 +312,7 @@ def test_save_load_round_trip(tmp_path):
     assert (len(back), back.nbytes(), back.channels, back.cell, back.dtype) == \
         (len(mem), mem.nbytes(), mem.channels, mem.cell, mem.dtype)
     c2w = cam(rot(0.1, 0.05, 0.02), (0.4, 0.1, -2.0))
-    assert all(torch.equal(a, b) for a, b in zip(mem.read(K, c2w, 12, 16), back.read(K, c2w, 12, 16)))
+    assert all(torch.equal(a, b) for a, b in zip(grid(mem.read(K, c2w, 12, 16)), grid(back.read(K, c2w, 12, 16))))
 
 
 def test_load_rejects_other_files(tmp_path):

@@ -46,7 +46,8 @@ def test_object_bank_moves_with_its_transform():
     mem.write(latent, depth, K, c2w, ids=ids, poses={1: m1})
     m2 = translation(-1.0, 0.5, 2.0) @ rot_y(-35)
     moved_cam = m2 @ torch.linalg.inv(m1) @ c2w
-    lat, hole, d = mem.read(K, moved_cam, 12, 16, poses={1: m2})
+    r = mem.read(K, moved_cam, 12, 16, poses={1: m2})
+    lat, hole, d = r.latent, r.hole, r.depth
     obj = ids == 1
     assert not hole[obj].any()
     assert torch.equal(lat[:, obj], latent[:, obj].half())
@@ -66,10 +67,12 @@ def test_static_cell_survives_an_object_passing_in_front():
         ids = torch.zeros(12, 16, dtype=torch.long)
         ids[4:8, 2 + 2 * step:6 + 2 * step] = 1
         depth = torch.where(ids == 1, torch.tensor(4.0), torch.tensor(8.0))
-        lat, hole, _ = mem.read(K, c2w, 12, 16, poses={1: pose}, ids=ids)
+        r = mem.read(K, c2w, 12, 16, poses={1: pose}, ids=ids)
+        lat, hole = r.latent, r.hole
         mem.write(crate, depth, K, c2w, mask=hole, ids=ids, poses={1: pose})
     assert len(mem.objects[1]) > 0
-    lat, hole, _ = mem.read(K, c2w, 12, 16, poses={1: translation(0, 0, -50)}, ids=torch.zeros(12, 16, dtype=torch.long))
+    r = mem.read(K, c2w, 12, 16, poses={1: translation(0, 0, -50)}, ids=torch.zeros(12, 16, dtype=torch.long))
+    lat, hole = r.latent, r.hole
     assert not hole.any()
     assert torch.equal(lat, wall.half())  # every wall cell is still the wall
 
@@ -85,10 +88,12 @@ def test_object_out_of_view_keeps_its_bank():
     away = translation(0, 0, -30)  # behind the camera
     for _ in range(5):
         no_obj = torch.zeros(12, 16, dtype=torch.long)
-        lat, hole, _ = mem.read(K, c2w, 12, 16, poses={1: away}, ids=no_obj)
+        r = mem.read(K, c2w, 12, 16, poses={1: away}, ids=no_obj)
+        lat, hole = r.latent, r.hole
         mem.write(torch.rand(3, 12, 16), torch.full((12, 16), 8.0), K, c2w, mask=hole, ids=no_obj, poses={1: away})
     assert len(mem.objects[1]) == n and mem.objects[1].nbytes() == nbytes
-    lat, hole, _ = mem.read(K, c2w, 12, 16, poses={1: home}, ids=ids)
+    r = mem.read(K, c2w, 12, 16, poses={1: home}, ids=ids)
+    lat, hole = r.latent, r.hole
     assert torch.equal(lat[:, ids == 1], latent[:, ids == 1].half())
 
 
@@ -102,7 +107,8 @@ def test_scene_memory_save_load(tmp_path):
     back = SceneMemory.load(tmp_path / "m.safetensors", object_ids=[1])
     a = mem.read(K, c2w, 12, 16, poses={1: translation(0.5)})
     b = back.read(K, c2w, 12, 16, poses={1: translation(0.5)})
-    assert all(torch.equal(x, y) for x, y in zip(a, b)) and len(back) == len(mem)
+    grid = ("latent", "hole", "depth")
+    assert all(torch.equal(getattr(a, k), getattr(b, k)) for k in grid) and len(back) == len(mem)
 
 
 def interior(ids, cell=CELL):

@@ -7,9 +7,11 @@ import torch
 from safetensors.torch import save_file
 
 from backend import models
-from backend.learned import tiled
 from backend.memory import LatentMemory, SceneMemory, cell_bits, cell_slopes, member_depth
-from backend.models import PatchModel, render_splats
+from backend.models.base import FrameNeeds
+from backend.models.compact import tiled
+from backend.models.patch import PatchModel
+from backend.splats import render_splats
 from tests.backend.test_learned import held_out
 from tests.backend.test_memory import cam, intr, rot
 
@@ -78,8 +80,7 @@ def draw_floor(slopes):
     d = cell_depth(depth_a.float(), 8)
     mem.write(model.encode(img_a), torch.where(torch.isfinite(d), d, torch.full_like(d, 1e3)), K, A,
               pixel_depth=depth_a.float() if slopes else None)
-    mem.read(K, B, H // 8, W // 8)
-    sp = mem.last_read_context()
+    sp = mem.read(K, B, H // 8, W // 8).splats
     drawn, covered, _ = render_splats(model.patches(sp), sp, H, W)
     # pixels of B whose floor point A saw (inside A's image, in front of it)
     y, x = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
@@ -125,13 +126,13 @@ def test_cell_on_an_outline_is_kept_by_both_banks():
     pose = {1: torch.eye(4, dtype=torch.float64)}
     mem.write(model.encode(image), torch.full((4, 8), 5.0), K, c2w, ids=torch.zeros(4, 8, dtype=torch.long),
               poses=pose, pixel_depth=depth, pixel_ids=ids)
-    lat, hole, d = mem.read(K, c2w, 4, 8, poses=pose, ids=ids[::8, ::8])
-    out = model.decode(lat, context=mem.last_read_context(), pixel_ids=ids)
+    r = mem.read(K, c2w, 4, 8, poses=pose, ids=ids[::8, ::8])
+    out = model.render(r.latent, r, FrameNeeds(pixel_ids=ids))
     assert (out - image).abs().max() < 1e-3  # float16 storage: below half a grey level
     away = {1: cam(t=(100.0, 0.0, 0.0))}
     static = torch.zeros_like(ids)
-    lat, hole, d = mem.read(K, c2w, 4, 8, poses=away, ids=static[::8, ::8])
-    drawn, covered, _ = render_splats(model.patches(mem.last_read_context()), mem.last_read_context(), 32, 64, static)
+    sp = mem.read(K, c2w, 4, 8, poses=away, ids=static[::8, ::8]).splats
+    drawn, covered, _ = render_splats(model.patches(sp), sp, 32, 64, static)
     assert not covered[ids == 1].any()          # where the crate was: nothing drawn, left to the fill
     assert covered[ids == 0].all() and (drawn[:, ids == 0] - image[:, ids == 0]).abs().max() < 1e-3
 
@@ -146,8 +147,7 @@ def test_canvas_decodes_do_not_depend_on_the_cache():
     part = torch.zeros(18, 32, dtype=torch.bool)
     part[4:9, 10:20] = True
     mem.write(model.encode(x.flip(-1)), torch.full((18, 32), 3.0), K, cam(rot(0.1), (0.2, 0, 0)), mask=part)
-    mem.read(K, cam(rot(0.05), (0.1, 0.0, 0.3)), 18, 32)
-    sp = mem.last_read_context()
+    sp = mem.read(K, cam(rot(0.05), (0.1, 0.0, 0.3)), 18, 32).splats
     assert len(sp.canvases) == 2
     first = model.draw(sp, 144, 256)
     model._canvases.clear()
@@ -187,9 +187,7 @@ def test_save_load_keeps_slopes_owners_and_sources(tmp_path):
         assert torch.equal(getattr(mem, f), getattr(back, f))
     assert back.grid == mem.grid == (12, 16)
     view = cam(rot(0.1), (0.2, 0.0, 0.1))
-    mem.read(K, view, 12, 16)
-    back.read(K, view, 12, 16)
-    a, b = mem.last_read_context(), back.last_read_context()
+    a, b = mem.read(K, view, 12, 16).splats, back.read(K, view, 12, 16).splats
     assert all(torch.equal(getattr(a, f), getattr(b, f)) for f in ("centre", "jac", "depth", "slope", "bits"))
 
 
@@ -238,8 +236,7 @@ def test_pixels_between_source_pixels_are_interpolated():
     mem = LatentMemory(model.channels, 8, dtype=torch.float32)
     mem.write(model.encode(image), torch.full((4, 8), 4.0), K, cam(), pixel_depth=torch.full((32, 64), 4.0))
     half_pixel = 0.5 * 4.0 / 64.0  # world units of half a pixel at depth 4
-    mem.read(K, cam(t=(half_pixel, 0.0, 0.0)), 4, 8)
-    sp = mem.last_read_context()
+    sp = mem.read(K, cam(t=(half_pixel, 0.0, 0.0)), 4, 8).splats
     drawn, covered, _ = render_splats(model.patches(sp), sp, 32, 64)
     inner = covered.clone()
     inner[:, :2] = inner[:, -2:] = False

@@ -13,9 +13,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from backend import models, protocol, wan  # noqa: E402
-from backend.memory import LatentMemory, SceneMemory  # noqa: E402
-from backend.models import ModelError  # noqa: E402
+from backend import catalog, models, protocol  # noqa: E402
+from backend.memory import LatentMemory, MemoryRead, SceneMemory  # noqa: E402
+from backend.models import hub as wan_hub, wan  # noqa: E402
+from backend.protocol import ModelError  # noqa: E402
 from backend.pipeline import Cancelled, Run  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 from tests.synth import make_job  # noqa: E402
@@ -57,7 +58,7 @@ def tiny_cache(tmp_path_factory):
     (repo_dir / "refs" / "main").write_text(REV)
     mdir = base / "models"
     (mdir / "wan-tiny").mkdir(parents=True)
-    (mdir / "wan-tiny" / "model.json").write_text(json.dumps({"kind": "wan_vace", "args": {
+    (mdir / "wan-tiny" / "model.json").write_text(json.dumps({"class": "wan:WanVACEModel", "args": {
         "repo": REPO, "revision": REV, "title": "Tiny-VACE", "download_gb": 0.001, "vram_gb": 1, "steps": 2,
         "guidance_scale": 3.0, "max_sequence_length": 16, "allow_cpu": True}}))
     return cache, mdir
@@ -76,7 +77,7 @@ def _hub(tiny_cache, monkeypatch):
     cache, mdir = tiny_cache
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(models, "MODELS_DIR", str(mdir))
+    monkeypatch.setattr(catalog, "MODELS_DIR", str(mdir))
     yield cache, mdir
 
 
@@ -93,7 +94,7 @@ def run_job(folder, emit=None, cancelled=lambda: False, **kw):
     def record(kind, **fields):
         protocol.encode(kind, **fields)  # every message must be valid on the wire
         msgs.append({"type": kind, **fields})
-    run = Run(job, str(folder), emit or record, cancelled, warnings)
+    run = Run.load(job, str(folder), emit or record, cancelled, warnings)
     return run, msgs
 
 
@@ -105,9 +106,9 @@ def test_segments_generate_from_latent_reads_and_write_latents_back(hub, tmp_pat
     calls, encodes = [], []
     generate, encode = model.generate, model._encode_video
 
-    def spy_generate(latents, holes, **kw):
-        out = generate(latents, holes, **kw)
-        calls.append(([x.clone() for x in latents], [h.clone() for h in holes], out.clone(), kw))
+    def spy_generate(reads, **kw):
+        out = generate(reads, **kw)
+        calls.append(([r.latent.clone() for r in reads], [r.hole.clone() for r in reads], out.clone(), kw))
         return out
 
     def spy_encode(video):
@@ -144,9 +145,10 @@ def test_segments_generate_from_latent_reads_and_write_latents_back(hub, tmp_pat
 
     # write-back: the saved memory, read at frame 5's camera, holds the generated latents where frame 5 had holes
     mem = SceneMemory.load(str(tmp_path / "state" / "memory.safetensors"))
-    K, c2w = run.camera(5)
-    back, hole_after, _ = mem.read(K, c2w, 6, 8)
-    h = holes0[1] & ~run.to_cells(run.scene_depth(5))[2]  # cells on an outline are never stored
+    K, c2w = run.inputs.camera(5)
+    r = mem.read(K, c2w, 6, 8)
+    back, hole_after = r.latent, r.hole
+    h = holes0[1] & ~run.view(5).edges  # cells on an outline are never stored
     assert h.any() and not (hole_after & h).any()
     # later writes (segment 2) may cover a few of these cells; most must be exactly what segment 1 generated
     same = torch.isclose(back.float(), out0[1].half().float(), atol=1e-3).all(0)
@@ -191,7 +193,7 @@ def test_segment_length_follows_the_4k_plus_1_rule_with_a_notice(hub, tmp_path):
     run, msgs = run_job(tmp_path, n=9, segment_length=6)
     assert [len(s) for s in run.segments] == [5, 4]
     assert any("segment length 6 is used as 5" in w for w in run.warnings)
-    assert run.model.latent_frames([6, 7, 8, 9]) == [6, 9]
+    assert run.model.read_frames([6, 7, 8, 9]) == [6, 9]
 
 
 def test_same_seed_same_frames_and_resume_after_cancel(hub, tmp_path):
@@ -254,7 +256,7 @@ def real_args(name):
 @pytest.mark.parametrize("name", ["wan-vace-1.3b", "wan-vace-14b"])
 def test_shipped_model_cards_are_complete(name):
     cfg = real_args(name)
-    assert cfg["kind"] == "wan_vace"
+    assert cfg["class"] == "wan:WanVACEModel"
     assert "revision" in cfg["args"] and cfg["args"]["repo"].startswith("Wan-AI/Wan2.1-VACE-")
     rev = cfg["args"]["revision"]
     assert rev is None or (len(rev) == 40 and int(rev, 16) >= 0)
@@ -270,7 +272,7 @@ def test_missing_weights_offline_is_one_clear_line(hub, tmp_path, monkeypatch):
     cfg = real_args("wan-vace-1.3b")
     cfg["args"]["allow_cpu"] = True  # get past the GPU check to the weights check
     (mdir / "wan-vace-1.3b" / "model.json").write_text(json.dumps(cfg))
-    monkeypatch.setattr(models, "MODELS_DIR", str(mdir))
+    monkeypatch.setattr(catalog, "MODELS_DIR", str(mdir))
     with pytest.raises(ModelError) as e:
         models.load("wan-vace-1.3b", "cpu")
     msg = str(e.value)
@@ -295,9 +297,9 @@ def test_no_cuda_is_one_clear_line_before_any_download(name, tmp_path, monkeypat
 
 def test_disk_check_names_the_exact_size(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(100, 90, 10 * 10**9))
-    wan.check_disk(9 * 10**9, str(tmp_path / "not-yet"), "Wan2.1-VACE-1.3B")  # fits: no error
+    wan_hub.check_disk(9 * 10**9, str(tmp_path / "not-yet"), "Wan2.1-VACE-1.3B")  # fits: no error
     with pytest.raises(ModelError) as e:
-        wan.check_disk(19_123_456_789, str(tmp_path / "not-yet"), "Wan2.1-VACE-1.3B")
+        wan_hub.check_disk(19_123_456_789, str(tmp_path / "not-yet"), "Wan2.1-VACE-1.3B")
     assert "19123456789 bytes" in str(e.value) and "10.0 GB are free" in str(e.value)
 
 
@@ -316,9 +318,9 @@ def test_gpu_memory_refusal_and_oom_message(hub, monkeypatch):
     def oom(*a, **k):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     monkeypatch.setattr(model.transformer, "forward", oom)
-    lat = [torch.zeros(16, 4, 6)] * 2
+    reads = [MemoryRead(torch.zeros(16, 4, 6), torch.ones(4, 6, dtype=torch.bool), torch.full((4, 6), float("inf")))] * 2
     with pytest.raises(ModelError) as e:
-        model.generate(lat, [torch.ones(4, 6, dtype=torch.bool)] * 2)
+        model.generate(reads)
     assert "ran out of memory generating 5-frame segments at 48x32" in str(e.value)
 
 

@@ -11,9 +11,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import metrics  # noqa: E402
 
-from backend.baselines import NoMemory, PointCloudMemory  # noqa: E402
+from baselines import NoMemory, PointCloudMemory  # noqa: E402
 from backend.memory import LatentMemory  # noqa: E402
-from backend.models import PatchModel  # noqa: E402
+from backend.models.patch import PatchModel  # noqa: E402
 
 H, W, F = 24, 32, 20.0
 
@@ -108,10 +108,11 @@ def test_point_cloud_grows_15_bytes_per_pixel_and_latent_memory_stays_smaller():
         assert lm.nbytes() < pc.nbytes()
     # reading at the first camera gives back pixels of the first frame (oldest wins on the surface)
     lat0, d0 = _latent_frame(model, 0)
-    lat, hole, depth = pc.read(Kt, torch.tensor(cam(0.0)), H // 4, W // 4)
+    r = pc.read(Kt, torch.tensor(cam(0.0)), H // 4, W // 4)
+    lat, hole, depth = r.latent, r.hole, r.depth
     assert not hole.any()
     assert torch.allclose(depth, d0.float(), rtol=1e-5)
-    err = (model.decode(lat) - model.decode(lat0)).abs()
+    err = (model.render(lat) - model.render(lat0)).abs()
     assert err.max() <= 1 / 255 + 1e-3
 
 
@@ -122,7 +123,7 @@ def test_no_memory_forgets_earlier_segments():
     lat, d = _latent_frame(model, 0)
     mem.write(lat, d, Kt, torch.tensor(cam(0.0)))
     mem.begin_segment()  # keeps the last frame
-    _, hole, _ = mem.read(Kt, torch.tensor(cam(0.0)), H // 4, W // 4)
+    hole = mem.read(Kt, torch.tensor(cam(0.0)), H // 4, W // 4).hole
     assert not hole.any()
     # the segment looks away and ends there: its last frame is what it saw there
     lat2, d2 = _latent_frame(model, 1)
@@ -131,9 +132,9 @@ def test_no_memory_forgets_earlier_segments():
     mem.write(lat2, d2, Kt, away)
     assert len(mem) > 0 and mem.mem.writes == 2  # within the segment both frames are kept
     mem.begin_segment()
-    _, hole, _ = mem.read(Kt, torch.tensor(cam(0.0)), H // 4, W // 4)
+    hole = mem.read(Kt, torch.tensor(cam(0.0)), H // 4, W // 4).hole
     assert hole.all()  # the next segment only has the look-away frame
-    _, hole, _ = mem.read(Kt, away, H // 4, W // 4)
+    hole = mem.read(Kt, away, H // 4, W // 4).hole
     assert not hole.any()
 
 

@@ -1,5 +1,5 @@
-"""Baseline memories for the bench. Same API as LatentMemory, so they run through the same segment loop
-(backend.pipeline.Run(..., memory_cls=...)). Torch only, no bpy.
+"""Baseline memories for the bench. Each implements the segment loop's Memory protocol (backend.memory), so
+it runs through the product's own loop: backend.pipeline.Run(..., memory=...). Torch only, no bpy; never shipped.
 
 PointCloudMemory  Gen3C-style per-frame cache: every pixel of every written frame is kept as a world
                   point (xyz float32, 12 bytes) and a colour (rgb uint8, 3 bytes) = 15 bytes per pixel,
@@ -12,12 +12,13 @@ PointCloudMemory  Gen3C-style per-frame cache: every pixel of every written fram
                   each pixel takes its cell's depth.
 NoMemory          What a generator without a spatial memory sees: a LatentMemory that begin_segment()
                   empties down to the last frame of the previous segment.
+Both keep static scenes only (no moving-object banks).
 """
 import torch
 from safetensors.torch import load_file, save_file
 
-from .memory import SURFACE_TOL, LatentMemory, cell_depth, zbuffer
-from .models import push_pull
+from backend.fill import push_pull
+from backend.memory import SURFACE_TOL, LatentMemory, MemoryRead, cell_depth, zbuffer
 
 NEAR = 1e-4
 
@@ -38,7 +39,7 @@ class PointCloudMemory:
 
     @classmethod
     def bind(cls, model, depth_lookup=None):
-        """A memory class for Run(memory_cls=...) that decodes/encodes with `model`."""
+        """A memory class for Run(memory=...) that decodes/encodes with `model`."""
         return type("BoundPointCloudMemory", (cls,), {"model": model, "depth_lookup": staticmethod(depth_lookup)
                                                        if depth_lookup else None})
 
@@ -50,7 +51,6 @@ class PointCloudMemory:
         self.xyz = torch.zeros(1024, 3, dtype=torch.float32, device=self.device)  # capacity doubles
         self.rgb = torch.zeros(1024, 3, dtype=torch.uint8, device=self.device)
         self.frames = []  # points per written frame
-        self.last_read_cells = 0
 
     def __len__(self):
         return self.n
@@ -70,7 +70,8 @@ class PointCloudMemory:
         self.frames.append(xyz.shape[0])
         self.n = need
 
-    def write(self, latent, depth, K, cam_to_world, mask=None, pixel_depth=None):
+    def write(self, latent, depth, K, cam_to_world, mask=None, ids=None, poses=None, pixel_depth=None,
+              pixel_ids=None):
         """Store every pixel of the frame with a valid depth (the mask is ignored: a per-frame cache keeps
         whole frames). Returns the number of points stored."""
         C, h, w = latent.shape
@@ -78,7 +79,7 @@ class PointCloudMemory:
             raise ValueError(f"expected latent [{self.channels}, h, w] and depth [h, w], got "
                              f"{tuple(latent.shape)} and {tuple(depth.shape)}")
         H, W = h * self.cell, w * self.cell
-        rgb = self.model.decode(latent.to(self.device))[:, :H, :W].float().clamp(0, 1)
+        rgb = self.model.render(latent.to(self.device))[:, :H, :W].float().clamp(0, 1)
         cells = depth.to(self.device, torch.float64).repeat_interleave(self.cell, 0).repeat_interleave(self.cell, 1)
         d = cells
         if self.depth_lookup is not None:
@@ -97,8 +98,8 @@ class PointCloudMemory:
         self._append(xyz, col)
         return int(xyz.shape[0])
 
-    def read(self, K, cam_to_world, h, w, cull=True):
-        """(latent [C, h, w], hole [h, w], depth [h, w]) of the point cloud seen from the camera."""
+    def read(self, K, cam_to_world, h, w, poses=None, ids=None, splats=True):
+        """The point cloud seen from the camera, encoded back to a latent (MemoryRead without splats)."""
         H, W = h * self.cell, w * self.cell
         w2c = torch.linalg.inv(torch.as_tensor(cam_to_world, dtype=torch.float64)).float().to(self.device)
         K = torch.as_tensor(K, dtype=torch.float64)
@@ -108,7 +109,6 @@ class PointCloudMemory:
         v = torch.round(float(K[1, 1]) * p[:, 1] / z + float(K[1, 2]))
         ok = (z > NEAR) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
         idx = torch.nonzero(ok)[:, 0]
-        self.last_read_cells = idx.numel()
         target = v[idx].long() * W + u[idx].long()
         best = zbuffer(target, z[idx], H * W, None, SURFACE_TOL)  # ties: lowest index = oldest point
         hit = best < idx.numel()
@@ -121,7 +121,10 @@ class PointCloudMemory:
             img = push_pull(img, pix_hole)
         latent = self.model.encode(img).to(self.dtype)
         depth = cell_depth(pdepth, self.cell)
-        return latent, ~torch.isfinite(depth), depth
+        return MemoryRead(latent, ~torch.isfinite(depth), depth)
+
+    def begin_segment(self):
+        pass
 
     def save(self, path):
         save_file({"xyz": self.xyz[:self.n].contiguous().cpu(), "rgb": self.rgb[:self.n].contiguous().cpu(),
@@ -129,7 +132,7 @@ class PointCloudMemory:
                   metadata={"format": "point_cloud_memory", "channels": str(self.channels), "cell": str(self.cell)})
 
     @classmethod
-    def load(cls, path, device="cpu"):
+    def load(cls, path, device="cpu", object_ids=()):
         t = load_file(str(path))
         from safetensors import safe_open
         with safe_open(str(path), framework="pt") as f:
@@ -157,24 +160,18 @@ class NoMemory:
     def nbytes(self):
         return self.mem.nbytes()
 
-    @property
-    def last_read_cells(self):
-        return self.mem.last_read_cells
-
-    def write(self, latent, depth, K, cam_to_world, mask=None, pixel_depth=None):
+    def write(self, latent, depth, K, cam_to_world, mask=None, ids=None, poses=None, pixel_depth=None,
+              pixel_ids=None):
         # the loop writes the whole completed frame with mask = its holes: that is the frame it produced
         self.last = (latent.clone(), depth.clone(), K, cam_to_world)
         self.last_pixel_depth = pixel_depth
         return self.mem.write(latent, depth, K, cam_to_world, mask, pixel_depth=pixel_depth)
 
-    def last_read_context(self, bank=0, offset=0):
-        return self.mem.last_read_context(bank, offset)
-
-    def read(self, K, cam_to_world, h, w, cull=True):
-        latent, hole, depth = self.mem.read(K, cam_to_world, h, w, cull)
+    def read(self, K, cam_to_world, h, w, poses=None, ids=None, splats=True):
+        r = self.mem.read(K, cam_to_world, h, w, splats=splats)
         # a frame without holes is not written back; it is then exactly this read
-        self.last = (latent.clone(), depth.clone(), K, cam_to_world)
-        return latent, hole, depth
+        self.last = (r.latent.clone(), r.depth.clone(), K, cam_to_world)
+        return MemoryRead(r.latent, r.hole, r.depth, None, r.splats)
 
     def begin_segment(self):
         if self.last is None:
@@ -187,7 +184,7 @@ class NoMemory:
         self.mem.save(path)
 
     @classmethod
-    def load(cls, path, device="cpu"):
+    def load(cls, path, device="cpu", object_ids=()):
         inner = LatentMemory.load(path, device)
         mem = cls(inner.channels, inner.cell, inner.dtype, device)
         mem.mem = inner

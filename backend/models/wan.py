@@ -12,38 +12,16 @@ CUDA GPU; a model.json may set "allow_cpu" (the tests do, with tiny random weigh
 """
 import gc
 import math
-import os
-import shutil
-import time
 
 import torch
 import torch.nn.functional as F
 
-from .models import LatentModel, ModelError
+from .base import ModelError, SegmentModel
+from .hub import GB, first_line, fetch_weights, gb
 
 TEMPORAL = 4       # frames per latent frame (after the first)
 SPATIAL = 8        # pixels per latent cell along each side
 PATCH = 2          # the transformer's spatial patch: latent grids are padded to even sizes
-GB = 1e9
-# what a diffusers snapshot needs: configs, safetensors weights and the tokenizer; never pickled weights
-FILES = ["*.json", "*.safetensors", "*.model", "*.txt"]
-
-
-def gb(n):
-    return f"{n / GB:.1f} GB"
-
-
-def offline():
-    """HF_HUB_OFFLINE, read when asked (not at import) so a change of the environment is seen."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
-
-
-def hf_cache_dir():
-    """The standard Hugging Face cache: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
-    return os.path.join(os.path.expanduser(home), "hub")
 
 
 def valid_length(n):
@@ -62,18 +40,6 @@ def latent_frame_indices(n):
     return [min(TEMPORAL * k, n - 1) for k in range(latent_count(n))]
 
 
-def check_disk(need, folder, title):
-    """Refuse a download that does not fit, with the exact number of bytes it needs."""
-    probe = os.path.abspath(folder)
-    while not os.path.isdir(probe) and os.path.dirname(probe) != probe:
-        probe = os.path.dirname(probe)
-    free = shutil.disk_usage(probe).free
-    if need > free:
-        raise ModelError(f"{title} needs {gb(need)} ({need} bytes) more in {folder}, only {gb(free)} are free: "
-                         f"free space there or set HF_HUB_CACHE to a folder on a larger disk")
-    return free
-
-
 def estimate_vram(transformer_params, vae_params, width, height, frames, dim, ffn_dim, vace_layers,
                   transformer_bytes=2):
     """Rough peak GPU memory of one segment: transformer weights (bf16), VAE weights (fp32), one transformer
@@ -87,87 +53,18 @@ def estimate_vram(transformer_params, vae_params, width, height, frames, dim, ff
     return int(weights + act + vae_decode + 1.5 * GB)
 
 
-def _progress_class(emit, model, title):
-    """A tqdm class for snapshot_download that turns its byte counters into protocol 'download' messages."""
-    from tqdm.auto import tqdm
-
-    class Progress(tqdm):
-        last = 0.0
-
-        def __init__(self, *args, **kwargs):
-            kwargs["disable"] = False
-            kwargs["file"] = open(os.devnull, "w")  # noqa: SIM115 (closed with the bar)
-            super().__init__(*args, **kwargs)
-
-        def update(self, n=1):
-            out = super().update(n)
-            now = time.monotonic()
-            # the byte counter written to disk; its total grows as files start
-            if self.unit == "B" and "transfer" not in str(self.desc).lower() and now - Progress.last >= 1.0:
-                Progress.last = now
-                emit("download", model=model, name=title, done_bytes=int(self.n), total_bytes=int(self.total or 0))
-            return out
-
-        def close(self):
-            f = self.fp
-            super().close()
-            try:
-                f.close()
-            except Exception:
-                pass
-
-    return Progress
-
-
-def fetch_weights(repo, revision, title, approx_bytes, emit=None, model=""):
-    """The snapshot folder of repo@revision in the Hugging Face cache, downloading it first when it is missing.
-    Every refusal is one line that says what is missing, how big it is and where it goes."""
-    from huggingface_hub import snapshot_download
-    cache = hf_cache_dir()
-    try:
-        return snapshot_download(repo, revision=revision, cache_dir=cache, local_files_only=True, allow_patterns=FILES)
-    except Exception:  # not cached (LocalEntryNotFoundError, IncompleteSnapshotError, ...): download below
-        pass
-    if offline():
-        raise ModelError(f"{title} needs about {gb(approx_bytes)} downloaded to {cache}; it is not there and "
-                         f"HF_HUB_OFFLINE is set: run once online (or copy that cache from a machine that has it)")
-    try:
-        plan = snapshot_download(repo, revision=revision, cache_dir=cache, dry_run=True, allow_patterns=FILES)
-    except Exception as e:
-        raise ModelError(f"{title} needs about {gb(approx_bytes)} downloaded from Hugging Face ({repo}) to {cache}, "
-                         f"and the download cannot start: {_line(e)}") from None
-    need = sum(f.file_size or 0 for f in plan if f.will_download)
-    check_disk(need, cache, title)
-    emit = emit or (lambda *a, **k: None)
-    emit("download", model=model, name=title, done_bytes=0, total_bytes=int(need))
-    try:
-        folder = snapshot_download(repo, revision=revision, cache_dir=cache, allow_patterns=FILES,
-                                   tqdm_class=_progress_class(emit, model, title))
-    except Exception as e:
-        raise ModelError(f"downloading {title} ({gb(need)}) to {cache} failed: {_line(e)}; run again to resume") from None
-    emit("download", model=model, name=title, done_bytes=int(need), total_bytes=int(need))
-    return folder
-
-
-def _line(e):
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def _params(module):
     return sum(p.numel() for p in module.parameters())
 
 
-class WanVACEModel(LatentModel):
-    """Wan2.1-VACE through diffusers: a segment-level model (the pipeline's Run calls plan, latent_frames,
-    generate and decode_frames instead of fill/decode per frame)."""
-    generates_segments = True
+class WanVACEModel(SegmentModel):
+    """Wan2.1-VACE through diffusers: a segment model (the loop calls plan, read_frames, generate and decode)."""
     cell = SPATIAL
     channels = 16
 
     def __init__(self, name, repo=None, revision=..., title=None, download_gb=None, vram_gb=None, steps=30,
                  guidance_scale=5.0, conditioning_scale=1.0, max_sequence_length=512, allow_cpu=False,
-                 device="cpu", emit=None):
+                 folder=None, device="cpu", emit=None):
         self.name, self.title = name, title or name
         self.emit = emit or (lambda *a, **k: None)
         self.notices = []
@@ -188,31 +85,22 @@ class WanVACEModel(LatentModel):
             why = "Device is set to CPU" if torch.cuda.is_available() else "this backend's torch sees no CUDA GPU"
             raise ModelError(f"{self.title} needs a CUDA GPU (about {self.vram_hint:g} GB of GPU memory) and {why}: "
                              f"set Device to Auto or CUDA on a machine with an NVIDIA GPU, or choose the Built-in model")
-        folder = fetch_weights(repo, revision, self.title, approx, self.emit, name)
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self._setup(self.load_pipeline(repo, revision, approx))
+
+    def load_pipeline(self, repo, revision, approx_bytes):
+        """The WanVACEPipeline of repo@revision from the Hugging Face cache, downloaded first when missing (the
+        VAE in float32, the rest in the model's dtype). tools/bench_wan.py overrides it with random weights."""
+        folder = fetch_weights(repo, revision, self.title, approx_bytes, self.emit, self.name)
         try:
             from diffusers import AutoencoderKLWan, WanVACEPipeline
             vae = AutoencoderKLWan.from_pretrained(folder, subfolder="vae", dtype=torch.float32,
                                                    use_safetensors=True)
-            pipe = WanVACEPipeline.from_pretrained(folder, vae=vae, dtype=self.dtype, use_safetensors=True)
+            return WanVACEPipeline.from_pretrained(folder, vae=vae, dtype=self.dtype, use_safetensors=True)
         except ImportError as e:
-            raise ModelError(f"{self.title} needs diffusers and transformers in the backend Python: {_line(e)}") from None
+            raise ModelError(f"{self.title} needs diffusers and transformers in the backend Python: {first_line(e)}") from None
         except Exception as e:
-            raise ModelError(f"{self.title}: the weights in {folder} are incomplete or incompatible: {_line(e)}") from None
-        self._setup(pipe)
-
-    @classmethod
-    def from_pipeline(cls, name, pipe, device, title=None, steps=30, guidance_scale=5.0, conditioning_scale=1.0,
-                      max_sequence_length=512):
-        """A model around an already built WanVACEPipeline (tools/bench_wan.py: real-size random weights)."""
-        self = cls.__new__(cls)
-        self.name, self.title, self.emit, self.notices = name, title or name, (lambda *a, **k: None), []
-        self.steps, self.guidance, self.cond_scale = int(steps), float(guidance_scale), float(conditioning_scale)
-        self.max_sequence_length, self.vram_hint = int(max_sequence_length), 0.0
-        self.device = torch.device(device)
-        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        self._setup(pipe)
-        return self
+            raise ModelError(f"{self.title}: the weights in {folder} are incomplete or incompatible: {first_line(e)}") from None
 
     def _setup(self, pipe):
         self.pipe = pipe
@@ -280,7 +168,7 @@ class WanVACEModel(LatentModel):
         """One picture [3, H, W] in 0..1 -> its single-frame latent [16, H/8, W/8] (a segment's first latent)."""
         return self._encode_video(image[:, None])[:, 0].to(image.device)
 
-    def decode_frames(self, latents, n):
+    def decode(self, latents, n):
         """Normalised latents [T, 16, h, w] of one segment -> its first n frames [n, 3, 8h, 8w] in 0..1 (CPU)."""
         z = latents.to(self.device, torch.float32).permute(1, 0, 2, 3)
         z = (z * self.std + self.mean)[None].to(self.vae.dtype)
@@ -290,12 +178,6 @@ class WanVACEModel(LatentModel):
         except torch.cuda.OutOfMemoryError:
             raise self._oom(z.shape[-1] * SPATIAL, z.shape[-2] * SPATIAL, n) from None
         return ((video.float() + 1) / 2).clamp(0, 1).permute(1, 0, 2, 3)[:n].cpu()
-
-    def decode(self, latent):
-        return self.decode_frames(latent[None], 1)[0]
-
-    def fill(self, latent, hole, depth, generator=None, target_depth=None):
-        raise NotImplementedError(f"{self.title} generates whole segments (generates_segments)")
 
     def gray(self, T, h, w):
         """Normalised latents [16, T, h, w] of an all-gray (zero) video of the segment's size, which VACE sees where
@@ -307,7 +189,7 @@ class WanVACEModel(LatentModel):
         return self._gray[(T, h, w)]
 
     # -- one segment -----------------------------------------------------------------------------
-    def latent_frames(self, seg):
+    def read_frames(self, seg):
         """The frame (of the segment's list) whose camera each latent frame is read and written at."""
         return [seg[i] for i in latent_frame_indices(len(seg))]
 
@@ -353,13 +235,13 @@ class WanVACEModel(LatentModel):
         mask = hole.to(latents.dtype).expand(SPATIAL * SPATIAL, -1, -1, -1)
         return torch.cat([inactive, reactive, mask], 0)[None]
 
-    def generate(self, latents, holes, prompt="", negative_prompt="", generator=None, step=None):
-        """Denoise one segment jointly. latents: T memory reads [16, h, w] (one per latent frame), holes: T masks
-        [h, w] (True = unknown). Returns the generated normalised latents [T, 16, h, w] on the memory's device.
+    def generate(self, reads, prompt="", negative_prompt="", generator=None, step=None):
+        """Denoise one segment jointly from T memory reads (one per latent frame: latent [16, h, w], hole [h, w],
+        True = unknown). Returns the generated normalised latents [T, 16, h, w] on the memory's device.
         step(i, steps) is called before every denoising step (it may raise to cancel)."""
-        out_device = latents[0].device
-        lat = torch.stack([x.float() for x in latents]).to(self.device)
-        hole = torch.stack([h.bool() for h in holes]).to(self.device)
+        out_device = reads[0].latent.device
+        lat = torch.stack([r.latent.float() for r in reads]).to(self.device)
+        hole = torch.stack([r.hole.bool() for r in reads]).to(self.device)
         T, C, h, w = lat.shape
         ph, pw = (-h) % PATCH, (-w) % PATCH
         if ph or pw:  # the transformer patches 2 x 2 cells: pad, mark the padding unknown, crop afterwards

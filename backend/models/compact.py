@@ -10,7 +10,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .models import LatentModel, ModelError, depth_aware_fill, pixel_fill, place_pixels, render_splats
+from ..fill import depth_aware_fill, pixel_fill
+from ..splats import place_pixels, render_splats
+from .base import Completion, FrameModel, ModelError
 
 TILE, TILE_MARGIN = 4, 2  # where only some cells need the encoder or decoder: tiles of 4 x 4 cells, each
                           # seen with 2 cells of context around it
@@ -175,26 +177,26 @@ def fill_features(latent, hole, depth, target_depth=None, base=None):
     return feats, base
 
 
-class LearnedModel(LatentModel):
+class LearnedModel(FrameModel):
     """The trained compact model: 8 x 8 pixel cells of `channels` latent channels; holes filled by push-pull on
     decoded pixels (fill="pushpull") or by the learned fill net on top of a push-pull (fill="net")."""
-    uses_context = True
 
     def __init__(self, name, channels=12, cell=8, widths=(32, 64, 96), fill_width=64,
-                 weights="weights.safetensors", folder=None, device="cpu", fill_base="latent", fill="net"):
-        from . import models
+                 weights="weights.safetensors", folder=None, device="cpu", emit=None, fill_base="latent", fill="net"):
         if cell != 8:
             raise ModelError(f"model '{name}': only cell 8 is supported, got {cell}")
         if fill_base not in ("latent", "pixel"):
             raise ModelError(f"model '{name}': fill_base must be 'latent' or 'pixel', got {fill_base!r}")
         if fill not in ("net", "pushpull"):
             raise ModelError(f"model '{name}': fill must be 'net' or 'pushpull', got {fill!r}")
+        if folder is None and not os.path.isabs(weights):
+            raise ModelError(f"model '{name}': no model folder to find {weights} in")
         self.name, self.cell, self.channels, self.fill_base, self.fill_mode = name, 8, int(channels), fill_base, fill
         self.device = torch.device(device)
         self.encoder = Encoder(self.channels, tuple(widths))
         self.decoder = Decoder(self.channels, tuple(widths))
         self.filler = FillNet(self.channels, fill_width)
-        path = weights if os.path.isabs(weights) else os.path.join(folder or os.path.join(models.MODELS_DIR, name), weights)
+        path = weights if os.path.isabs(weights) else os.path.join(folder, weights)
         self.weights_path = path
         if not os.path.isfile(path):
             raise ModelError(f"model '{name}': weights file missing: {path}")
@@ -210,7 +212,6 @@ class LearnedModel(LatentModel):
         for net in (self.encoder, self.decoder, self.filler):
             net.to(self.device).eval().requires_grad_(False)
         self._canvases = {}
-        self._fill_pixels = None
 
     def encode(self, image):
         with torch.no_grad():
@@ -245,19 +246,19 @@ class LearnedModel(LatentModel):
         sp = sp._replace(jac=torch.where(have[:, None, None], sp.jac, torch.zeros_like(sp.jac)))
         return render_splats(patches, sp, H, W, pixel_ids)
 
-    def decode(self, latent, geometry=None, depth=None, context=None, pixel_ids=None):
-        if context is not None:
+    def render(self, latent, read=None, needs=None, completion=None):
+        if read is not None and read.splats is not None:
             # each cell the memory holds, decoded next to the cells it was encoded with (not next to whatever
             # the reprojection put beside it) and drawn as the tilted plane it is; the grid decode of the
-            # filled latent shows only where no stored cell reaches
+            # completed latent shows only where no stored cell reaches
             h, w = latent.shape[-2:]
-            drawn, covered, _ = self.draw(context, h * 8, w * 8, pixel_ids)
+            drawn, covered, _ = self.draw(read.splats, h * 8, w * 8, needs.pixel_ids if needs is not None else None)
             need = ~covered.reshape(h, 8, w, 8).all(3).all(1)
-            pixels, self._fill_pixels = self._fill_pixels, None
             if not need.any():
                 return drawn
+            pixels = completion.pixels if completion is not None else None
             if pixels is not None and pixels.shape[-2:] == drawn.shape[-2:]:
-                # the pixels this frame's fill painted (outline cells, which the memory never stores, and
+                # the pixels this frame's completion painted (outline cells, which the memory never stores, and
                 # cracks): the same content its latent encodes, without a decoder pass
                 return torch.where(covered[None], drawn, pixels.to(drawn.device).clamp(0, 1))
             with torch.no_grad():
@@ -265,38 +266,37 @@ class LearnedModel(LatentModel):
             return torch.where(covered[None], drawn, image)
         with torch.no_grad():
             image = self.decoder(latent.float().to(self.device)[None])[0].clamp(0, 1).to(latent.device)
-        if geometry is not None and depth is not None:
+        if read is not None and read.geometry is not None:
             # the decoder works on the cell grid; each read cell's 8 x 8 pixels then go where the cell
             # really lands, as the patch model does, so reprojection is not quantised to 8 pixels
-            image = place_pixels(F.pixel_unshuffle(image[None], 8)[0], image, geometry, depth, 8)
+            image = place_pixels(F.pixel_unshuffle(image[None], 8)[0], image, read.geometry, read.depth, 8)
         return image
 
-    def fill(self, latent, hole, depth, generator=None, target_depth=None, ids=None, context=None, pixel_ids=None,
-             pixel_target=None, pixel_prefill=None):
-        out_device = latent.device
-        latent = latent.float().to(self.device)
-        hole = hole.to(self.device, torch.bool)
-        self._fill_pixels = None
+    def complete(self, read, needs, generator=None):
+        out_device = read.latent.device
+        latent = read.latent.float().to(self.device)
+        hole = read.hole.to(self.device, torch.bool)
         if not hole.any():
-            return latent.to(out_device)
-        td = None if target_depth is None else target_depth.to(self.device)
-        depth = depth.to(self.device)
+            return Completion(latent.to(out_device))
+        td = None if needs.target_depth is None else needs.target_depth.to(self.device)
+        depth = read.depth.to(self.device)
         with torch.no_grad():
-            if context is not None and self.fill_mode == "pushpull":
+            if read.splats is not None and self.fill_mode == "pushpull":
                 # what the memory holds, drawn at pixel precision, then filled at pixel level and encoded
-                drawn, covered, zd = self.draw(context, latent.shape[-2] * 8, latent.shape[-1] * 8, pixel_ids)
-                if pixel_prefill is not None:
-                    drawn, covered = pixel_prefill(drawn, covered)
-                filled = pixel_fill(drawn, covered, zd, pixel_target, pixel_ids).to(self.device)
-                self._fill_pixels = filled  # what decode shows where no stored cell reaches
-                return torch.where(hole[None], tiled(self.encoder, filled, hole, 8, 1), latent).to(out_device)
+                drawn, covered, zd = self.draw(read.splats, latent.shape[-2] * 8, latent.shape[-1] * 8, needs.pixel_ids)
+                painted = None
+                if needs.prefill is not None:
+                    drawn, covered, painted = needs.prefill.paint(drawn, covered)
+                filled = pixel_fill(drawn, covered, zd, needs.pixel_target, needs.pixel_ids).to(self.device)
+                full = torch.where(hole[None], tiled(self.encoder, filled, hole, 8, 1), latent).to(out_device)
+                return Completion(full, pixels=filled, from_material=painted)
             base = None
             if self.fill_base == "pixel" or self.fill_mode == "pushpull":
                 base, _ = pixel_base(self.encoder, self.decoder, latent, hole, depth, td,
-                                     None if ids is None else ids.to(self.device))
+                                     None if needs.ids is None else needs.ids.to(self.device))
             if self.fill_mode == "pushpull":
-                return base.to(out_device)
+                return Completion(base.to(out_device))
             feats, base = fill_features(latent, hole, depth, td, base)
             pred = base + self.filler(feats[None])[0]
         # known cells come back exactly as read, so what the memory saw stays what it was
-        return torch.where(hole[None], pred, latent).to(out_device)
+        return Completion(torch.where(hole[None], pred, latent).to(out_device))

@@ -1,0 +1,156 @@
+"""Reading a job's inputs: the reference image, per-frame depth, object id masks, light and surface colour
+maps, each checked, with a one-line JobError naming the file when something is wrong."""
+import os
+from typing import Optional
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from . import protocol
+from .protocol import JobError
+
+SKY_FACTOR = 20.0  # sky and other misses are placed this many times the farthest surface away
+
+
+def far_distance(depth: torch.Tensor) -> float:
+    """Where sky goes for a memory seeded with `depth` [H, W] (inf = nothing there): far beyond every surface,
+    so it still enters the memory and moves like sky."""
+    finite = depth[torch.isfinite(depth)]
+    return float(finite.max()) * SKY_FACTOR if finite.numel() else 1000.0
+
+
+def load_image(path: str, width: int, height: int) -> torch.Tensor:
+    """Reference image -> [3, H, W] float in 0..1, resized to the render size."""
+    try:
+        if os.path.getsize(path) == 0:
+            raise JobError(f"the reference image is empty (0 bytes): {path}")
+        with Image.open(path) as im:
+            im.load()
+            rgb = im.convert("RGB")
+    except FileNotFoundError:
+        raise JobError(f"the reference image does not exist: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise JobError(f"the reference image cannot be read ({type(e).__name__}): {path}") from None
+    problem = protocol.aspect_problem(rgb.width, rgb.height, width, height)
+    if problem:
+        raise JobError(problem)
+    if rgb.size != (width, height):
+        rgb = rgb.resize((width, height), Image.LANCZOS)
+    return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
+def load_array(path: str, width: int, height: int, what: str) -> np.ndarray:
+    """A per-pixel .npy input ([H, W], never pickled), or a one-line JobError naming it."""
+    try:
+        a = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise JobError(f"{what} is missing: {path}") from None
+    except (ValueError, OSError) as e:
+        raise JobError(f"{what} cannot be read ({e}): {path}") from None
+    if a.shape != (height, width):
+        raise JobError(f"{what} is {a.shape[1] if a.ndim == 2 else '?'}x{a.shape[0]}, expected {width}x{height}")
+    return a
+
+
+def load_depth(path: str, width: int, height: int, what: str) -> torch.Tensor:
+    """[H, W] float32 planar depth (inf = nothing there), checked."""
+    d = load_array(path, width, height, what).astype(np.float32)
+    problem = protocol.depth_problem(d)
+    if problem:
+        raise JobError(f"{what} {problem}: {path}")
+    return torch.from_numpy(d)
+
+
+def pad_to_cells(t: torch.Tensor, cell: int) -> torch.Tensor:
+    """Pad the right/bottom edge (replicate) so the size divides into cells; K is unchanged by this."""
+    H, W = t.shape[-2:]
+    ph, pw = (-H) % cell, (-W) % cell
+    if not ph and not pw:
+        return t
+    x = t[None] if t.dim() == 3 else t[None, None]
+    x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
+    return x[0] if t.dim() == 3 else x[0, 0]
+
+
+class Inputs:
+    """A job's per-frame inputs, loaded when asked (the id mask of the frame last asked for is kept: the read,
+    the light and the material colours of one frame all need it)."""
+
+    def __init__(self, job: protocol.Job):
+        self.job = job
+        self.W, self.H = job.width, job.height
+        self.frames = {f.frame: f for f in job.frames}
+        self.known_ids = {0} | {o.id for o in job.objects}
+        self._ids = (None, None)
+
+    def reference_image(self) -> torch.Tensor:
+        """[3, H, W] the user's reference image at the render size."""
+        return load_image(self.job.reference.image, self.W, self.H)
+
+    def reference_depth(self) -> torch.Tensor:
+        """[H, W] depth of the reference by the job's depth source (a plane at plane_distance for PLANE)."""
+        src, ref = self.job.depth_source, self.job.reference
+        if src == "SCENE":
+            return self.scene_depth(ref.frame)
+        if src == "IMAGE":
+            return load_depth(ref.depth, self.W, self.H, "the reference depth map")
+        return torch.full((self.H, self.W), float(self.plane_distance()))
+
+    def plane_distance(self) -> float:
+        return self.job.plane_distance if self.job.plane_distance is not None else 5.0
+
+    def camera(self, n: int) -> tuple:
+        """(K [3, 3], cam_to_world [4, 4]) float64 of frame n."""
+        f = self.frames[n]
+        return torch.tensor(f.K, dtype=torch.float64), torch.tensor(f.cam_to_world, dtype=torch.float64)
+
+    def scene_depth(self, n: int) -> Optional[torch.Tensor]:
+        """[H, W] scene depth of frame n, or None without the Scene depth source."""
+        if self.job.depth_source != "SCENE":
+            return None
+        return load_depth(self.frames[n].depth, self.W, self.H, f"the depth of frame {n}")
+
+    def poses(self, n: int) -> dict:
+        """Object id -> object-to-world matrix on frame n (moving objects only)."""
+        objs = self.frames[n].objects or {}
+        return {int(k): torch.tensor(m, dtype=torch.float64) for k, m in objs.items()}
+
+    def object_ids(self, n: int) -> Optional[torch.Tensor]:
+        """[H, W] object id of every pixel on frame n (0 = static world), or None without moving objects."""
+        if not self.job.objects:
+            return None
+        if self._ids[0] == n:
+            return self._ids[1]
+        ids = load_array(self.frames[n].ids, self.W, self.H, f"the object id mask of frame {n}")
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise JobError(f"the object id mask of frame {n} must hold integers, not {ids.dtype}")
+        unknown = set(np.unique(ids).tolist()) - self.known_ids
+        if unknown:
+            raise JobError(f"the object id mask of frame {n} holds ids the job does not list: {sorted(unknown)}")
+        self._ids = (n, torch.from_numpy(ids.astype(np.int64)))
+        return self._ids[1]
+
+    def light(self, n: int) -> Optional[torch.Tensor]:
+        """[H, W] light ratio of frame n as the job gives it, checked, or None."""
+        path = self.frames[n].light
+        if path is None:
+            return None
+        g = load_array(path, self.W, self.H, f"the light map of frame {n}").astype(np.float32)
+        if not np.all(np.isfinite(g)) or (g < 0).any():
+            raise JobError(f"the light map of frame {n} holds NaN, infinite or negative values: {path}")
+        return torch.from_numpy(g)
+
+    def albedo(self, n: int) -> Optional[torch.Tensor]:
+        """[3, H, W] surface colour (display values 0..1) of frame n's moving objects from their materials, or None."""
+        path = self.frames[n].albedo
+        if path is None:
+            return None
+        try:
+            a = np.load(path, allow_pickle=False)
+        except (FileNotFoundError, ValueError, OSError) as e:
+            raise JobError(f"the surface colour map of frame {n} cannot be read ({e}): {path}") from None
+        if a.shape != (self.H, self.W, 3) or a.dtype != np.uint8:
+            raise JobError(f"the surface colour map of frame {n} must be {self.W}x{self.H}x3 uint8, "
+                           f"not {'x'.join(map(str, a.shape[1::-1] + a.shape[2:]))} {a.dtype}: {path}")
+        return torch.from_numpy(a).permute(2, 0, 1).float() / 255.0

@@ -1,0 +1,126 @@
+"""The two model interfaces the segment loop drives, and the small values they exchange with it.
+
+A frame model completes one frame at a time from a memory read (encode, complete, render); a segment model
+generates a whole segment jointly from one read per frame it asks for (plan, generate, decode). The loop branches
+once, on which of the two a model is. Nothing here imports torch at run time, so the registry can name and check
+model classes without loading them.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence
+
+from ..protocol import ModelError  # noqa: F401  (models raise it; the registry re-exports it)
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..memory import MemoryRead
+
+
+@dataclass
+class Exemplar:
+    """A view to copy from: image [3, H, W] in 0..1, depth [H, W] (inf where nothing), K [3, 3] and cam_to_world
+    [4, 4] (OpenCV), object ids [H, W] (None: all static world), poses: object id -> [4, 4] object-to-world at this
+    view, usable [H, W] bool: the pixels that may be copied (None: every pixel with a depth)."""
+    image: "torch.Tensor"
+    depth: "torch.Tensor"
+    K: "torch.Tensor"
+    cam_to_world: "torch.Tensor"
+    ids: Optional["torch.Tensor"] = None
+    poses: Optional[dict] = None
+    usable: Optional["torch.Tensor"] = None
+
+
+class Prefill(Protocol):
+    """Pixels the caller knows better than any fill (a moving object's never-seen faces, from its material)."""
+
+    def paint(self, drawn: "torch.Tensor", covered: "torch.Tensor") -> tuple:
+        """drawn [3, H, W], covered [H, W] bool -> (drawn, covered, painted [H, W]: the pixels it painted)."""
+
+
+@dataclass
+class FrameNeeds:
+    """What the scene says about the frame being completed, on the frame's grid padded to whole cells; None
+    where the job does not give it.
+
+    target_depth [h, w]: the scene's per-cell depth (inf = sky); ids [h, w]: per-cell object id (0 = static
+    world); pixel_ids [H, W] and pixel_target [H, W] (pixel depth, inf = sky) where the read has splats; prefill:
+    pixels to keep and fill the rest from."""
+    target_depth: Optional["torch.Tensor"] = None
+    ids: Optional["torch.Tensor"] = None
+    pixel_ids: Optional["torch.Tensor"] = None
+    pixel_target: Optional["torch.Tensor"] = None
+    prefill: Optional[Prefill] = None
+    K: Optional["torch.Tensor"] = None
+    cam_to_world: Optional["torch.Tensor"] = None
+    poses: Optional[dict] = None
+    exemplars: Sequence = ()
+
+
+@dataclass
+class Completion:
+    """Everything a frame model's `complete` produced. latent [C, h, w]: the read with its holes completed (known
+    cells exactly as read); pixels [3, H, W]: what it painted where no stored cell reaches, when it painted
+    pixels (render shows them rather than decoding the latent again); from_material [H, W] bool: the pixels the
+    prefill painted (kept out of the memory: painted again on every frame)."""
+    latent: "torch.Tensor"
+    pixels: Optional["torch.Tensor"] = None
+    from_material: Optional["torch.Tensor"] = None
+
+
+class FrameModel(ABC):
+    """Completes one frame at a time: encode pixels into cells, complete a memory read, render cells to pixels.
+
+    `cell` pixels per latent cell along each side, `channels` latent channels per cell, `name` the model folder
+    that runs. Constructed by the registry as Class(name, folder=..., device=..., emit=..., **model.json args)."""
+    name: str = ""
+    cell: int = 8
+    channels: int = 0
+
+    @abstractmethod
+    def encode(self, image: "torch.Tensor") -> "torch.Tensor":
+        """[3, H, W] float in 0..1 (H, W multiples of `cell`) -> [C, H/cell, W/cell]."""
+
+    @abstractmethod
+    def complete(self, read: "MemoryRead", needs: FrameNeeds, generator: Optional["torch.Generator"] = None) -> Completion:
+        """Fill the holes of a memory read (read.hole True = unknown)."""
+
+    @abstractmethod
+    def render(self, latent: "torch.Tensor", read: Optional["MemoryRead"] = None, needs: Optional[FrameNeeds] = None,
+               completion: Optional[Completion] = None) -> "torch.Tensor":
+        """[C, h, w] -> [3, h*cell, w*cell] in 0..1. With the memory read the frame shows (its splats, or its
+        geometry), each stored cell is drawn where it really lands, at pixel precision, each pixel only from
+        its own bank (needs.pixel_ids); without, the latent grid is decoded as it is."""
+
+
+class SegmentModel(ABC):
+    """Generates a whole segment jointly (video diffusion): the loop asks `plan` once, reads the memory at the
+    frames `read_frames` names, hands the reads to `generate`, writes the generated latents back, then `decode`s."""
+    name: str = ""
+    cell: int = 8
+    channels: int = 0
+
+    @abstractmethod
+    def encode(self, image: "torch.Tensor") -> "torch.Tensor":
+        """[3, H, W] in 0..1 -> the latent [C, H/cell, W/cell] the memory is seeded with."""
+
+    @abstractmethod
+    def plan(self, width: int, height: int, segment_length: int, frames: int) -> tuple:
+        """Before any work: (segment length to use, notices); raises ModelError when the job cannot run."""
+
+    @abstractmethod
+    def read_frames(self, segment: Sequence[int]) -> list:
+        """The frames of `segment` (frame numbers) the memory is read at, one per latent frame generated."""
+
+    @abstractmethod
+    def generate(self, reads: Sequence["MemoryRead"], prompt: str = "", negative_prompt: str = "",
+                 generator: Optional["torch.Generator"] = None,
+                 step: Optional[Callable[[int, int], None]] = None) -> "torch.Tensor":
+        """Latents [T, C, h, w] for the segment, one per read; step(i, steps) before each denoising step (it may
+        raise to cancel)."""
+
+    @abstractmethod
+    def decode(self, latents: "torch.Tensor", n: int) -> "torch.Tensor":
+        """The segment's latents [T, C, h, w] -> its first n frames [n, 3, H, W] in 0..1."""

@@ -1,0 +1,126 @@
+"""One frame of a frame model, as the segment loop, the bench and training all run it.
+
+`frame_step` reads the memory at a view, lets the model complete the read, writes what is new back, and draws the
+frame from what the memory then holds: coming back to a pose later draws the same thing. `seed` stores the
+reference. Nothing here knows about jobs or files: a `View` carries what the scene says about one camera.
+"""
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from .fill import push_pull
+from .inputs import pad_to_cells
+from .memory import Memory, MemoryRead, cell_depth, cell_edges
+from .models.base import FrameModel, FrameNeeds
+
+
+@dataclass
+class View:
+    """One camera and what the scene says there, on the frame's grid padded to whole cells (h x w cells,
+    H x W pixels). K [3, 3], cam_to_world [4, 4] float64 (OpenCV); poses: object id -> [4, 4] object-to-world;
+    cells [h, w] per-cell depth with sky at the memory's far distance (None without scene geometry); cell_ids
+    [h, w] and pixel_ids [H, W] object ids (None without moving objects); edges [h, w] cells on an outline (kept
+    out of the memory); pixel_depth [H, W] (sky far); target_depth [h, w] and pixel_target [H, W] the same with
+    sky as inf; prefill: a models.base.Prefill; plane_distance: where new content sits without geometry;
+    exemplars: views a model may copy from (the reference as the memory stores it)."""
+    K: torch.Tensor
+    cam_to_world: torch.Tensor
+    edges: torch.Tensor
+    poses: dict
+    cells: Optional[torch.Tensor] = None
+    cell_ids: Optional[torch.Tensor] = None
+    pixel_depth: Optional[torch.Tensor] = None
+    pixel_ids: Optional[torch.Tensor] = None
+    target_depth: Optional[torch.Tensor] = None
+    pixel_target: Optional[torch.Tensor] = None
+    prefill: Optional[object] = None
+    plane_distance: float = 5.0
+    exemplars: tuple = ()
+
+    def read(self, memory: Memory, splats: bool = True) -> MemoryRead:
+        h, w = self.edges.shape
+        return memory.read(self.K, self.cam_to_world, h, w, poses=self.poses, ids=self.cell_ids, splats=splats)
+
+    def write(self, memory: Memory, latent: torch.Tensor, read: MemoryRead, mask: Optional[torch.Tensor] = None) -> int:
+        """Store `latent` [C, h, w] at this view (where `mask`), at the scene's depth or, without geometry, at
+        the depth the read suggests."""
+        return memory.write(latent, self.depth_for(read), self.K, self.cam_to_world, mask=mask, ids=self.cell_ids,
+                            poses=self.poses, pixel_depth=self.pixel_depth, pixel_ids=self.pixel_ids)
+
+    def depth_for(self, read: MemoryRead) -> torch.Tensor:
+        """[h, w] where new content goes in depth: the scene's, or without it the memory's depth around it."""
+        if self.cells is not None:
+            return self.cells
+        known = torch.isfinite(read.depth)
+        if not known.any():
+            return torch.full_like(read.depth, float(self.plane_distance))
+        return push_pull(torch.log(read.depth.clamp_min(1e-6))[None], ~known)[0].exp()
+
+
+def make_view(K: torch.Tensor, cam_to_world: torch.Tensor, size: tuple, cell: int, far: float,
+              depth: Optional[torch.Tensor] = None, ids: Optional[torch.Tensor] = None, poses: Optional[dict] = None,
+              plane_distance: float = 5.0) -> View:
+    """The View of a camera (K [3, 3], cam_to_world [4, 4] float64) for a frame of `size` (H, W) pixels, from the
+    scene's depth [H, W] (inf = nothing there; None without geometry) and object ids [H, W] (None without moving
+    objects); sky goes to `far`."""
+    H, W = size
+    v = View(K, cam_to_world, torch.zeros(-(-H // cell), -(-W // cell), dtype=torch.bool), poses or {},
+             plane_distance=plane_distance)
+    if ids is not None:
+        v.pixel_ids = pad_to_cells(ids.float(), cell).long()
+    if depth is not None:
+        pd = pad_to_cells(depth, cell)
+        d = cell_depth(pd, cell, v.pixel_ids)
+        d, v.cell_ids = d if ids is not None else (d, None)
+        v.edges = cell_edges(pd, cell, v.pixel_ids)
+        v.cells = torch.where(torch.isfinite(d), d, torch.full_like(d, far))
+        v.pixel_depth = torch.where(torch.isfinite(pd), pd, torch.full_like(pd, far))
+        inf = float("inf")
+        v.target_depth = torch.where(v.cells >= far, torch.full_like(v.cells, inf), v.cells)
+        v.pixel_target = torch.where(v.pixel_depth >= far, torch.full_like(v.pixel_depth, inf), v.pixel_depth)
+    return v
+
+
+def material_cells(painted: torch.Tensor, cell: int) -> torch.Tensor:
+    """[H, W] pixels painted from materials -> [h, w] cells mostly painted so. They stay out of the memory:
+    painted again on every frame they come out as sharp as that frame sees them (stored, a face first painted at
+    a grazing angle stays blurred when it turns to the camera), and the same, since materials do not change."""
+    H, W = painted.shape
+    return painted.float().reshape(H // cell, cell, W // cell, cell).mean((1, 3)) >= 0.5
+
+
+def seed(model, memory: Memory, image: torch.Tensor, view: View) -> int:
+    """Store the reference: `image` [3, H, W] (padded, light taken out) encoded whole, outline cells too (as two
+    layers, each side at its own depth): it is what the user gave, and reading the memory back at its camera
+    must give it back exactly."""
+    latent = model.encode(image)
+    return memory.write(latent, view.cells, view.K, view.cam_to_world, ids=view.cell_ids, poses=view.poses,
+                        pixel_depth=view.pixel_depth, pixel_ids=view.pixel_ids)
+
+
+def frame_step(model: FrameModel, memory: Memory, view: View,
+               generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """One frame of a frame model (models.base.FrameModel) at `view`: returns the image [3, H, W] it shows."""
+    read = view.read(memory)
+    drawn = read.splats is not None  # pixel-level needs only where the model can draw the read at pixel level
+    needs = FrameNeeds(target_depth=view.target_depth, ids=view.cell_ids,
+                       pixel_ids=view.pixel_ids if drawn else None,
+                       pixel_target=view.pixel_target if drawn else None,
+                       prefill=view.prefill if drawn else None,
+                       K=view.K, cam_to_world=view.cam_to_world, poses=view.poses, exemplars=view.exemplars)
+    done = model.complete(read, needs, generator)
+    full, shown = done.latent, read
+    if read.hole.any():
+        # generated frames leave outline cells out of the memory: what a fill painted across an outline is not
+        # worth keeping (stored as layers it measured more flicker)
+        keep = read.hole & ~view.edges
+        if done.from_material is not None:
+            keep &= ~material_cells(done.from_material, model.cell).to(keep.device)
+        view.write(memory, full, read, mask=keep)
+        if drawn:
+            # the frame shows what the memory now holds, drawn as any later read of it will be: coming back to
+            # this pose gives this frame again
+            shown = view.read(memory)
+            full = torch.where(shown.hole[None], full, shown.latent.to(full.dtype))
+    return model.render(full, shown, needs, done)
