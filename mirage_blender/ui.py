@@ -2,6 +2,7 @@
 import bpy
 
 from . import ops
+from .gather.geometry import SURFACE_TYPES
 
 
 class MiragePanelMixin:
@@ -66,7 +67,7 @@ class MIRAGE_PT_object(bpy.types.Panel):
 
     @classmethod
     def poll(cls, context):
-        return context.object is not None and context.object.type in {"MESH", "CURVE", "SURFACE", "FONT", "META"}
+        return context.object is not None and context.object.type in SURFACE_TYPES
 
     def draw(self, context):
         self.layout.use_property_split = True

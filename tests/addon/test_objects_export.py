@@ -9,7 +9,8 @@ from mathutils import Vector  # noqa: E402
 
 from tests.addon.loader import addon_module  # noqa: E402
 
-ex = addon_module("export")
+motion = addon_module("gather.motion")
+export = addon_module("gather.frames")
 
 
 def cube(name, location, size=1.0):
@@ -55,7 +56,7 @@ def scene():
 
 
 def test_finds_animated_parented_and_constrained_objects(scene):
-    names = [ob.name for ob in ex.moving_objects(scene, range(1, 7))]
+    names = [ob.name for ob in motion.moving_objects(scene, range(1, 7))]
     assert {"Slider", "Child", "Follower"} <= set(names)
     assert "Still" not in names and "Wall" not in names
     assert scene.frame_current == 1
@@ -65,28 +66,28 @@ def test_marked_object_is_forced_moving(scene):
     bpy.types.Object.mirage_dynamic = bpy.props.BoolProperty(default=False)
     try:
         bpy.data.objects["Still"].mirage_dynamic = True
-        names = [ob.name for ob in ex.moving_objects(scene, range(1, 7))]
+        names = [ob.name for ob in motion.moving_objects(scene, range(1, 7))]
         assert "Still" in names
     finally:
         del bpy.types.Object.mirage_dynamic
 
 
 def test_matrices_and_masks_match_blender(scene):
-    objects = ex.moving_objects(scene, range(1, 7))
+    objects = motion.moving_objects(scene, range(1, 7))
     ids = {ob.name: i for i, ob in enumerate(objects, 1)}
     scene.frame_set(4)
-    items = list(ex.iter_frames(scene, [2, 5], depth_size=(96, 64), objects=objects))
+    items = list(export.iter_frames(scene, [2, 5], depth_size=(96, 64), objects=objects))
     assert scene.frame_current == 4
     for item in items:
-        scene.frame_set(item["frame"])
+        scene.frame_set(item.frame)
         depsgraph = bpy.context.evaluated_depsgraph_get()
         for ob in objects:
             want = np.array(ob.evaluated_get(depsgraph).matrix_world)
-            assert np.allclose(item["objects"][str(ids[ob.name])], want, atol=1e-9)
+            assert np.allclose(item.objects[ids[ob.name]], want, atol=1e-9)
         # every pixel's id against the object Blender's own ray cast hits
-        K = np.array(item["K"])
-        c2w = np.array(item["cam_to_world"])
-        mask = item["ids"]
+        K = np.array(item.K)
+        c2w = np.array(item.cam_to_world)
+        mask = item.ids
         assert mask.shape == (64, 96) and mask.dtype == np.uint16
         seen = set()
         wrong = 0
@@ -100,7 +101,7 @@ def test_matrices_and_masks_match_blender(scene):
         assert wrong <= 2  # silhouette ties only
         assert {0, ids["Slider"]} <= seen
     # the slider really moved between the two frames, and its mask moved with it
-    cols = [np.nonzero((it["ids"] == ids["Slider"]).any(0))[0].mean() for it in items]
+    cols = [np.nonzero((it.ids == ids["Slider"]).any(0))[0].mean() for it in items]
     assert cols[1] > cols[0] + 10
 
 
@@ -123,6 +124,6 @@ def test_objects_that_change_shape_are_found(scene):
     key.value = 1.0
     key.keyframe_insert("value", frame=6)
     scene.frame_set(3)
-    names = [ob.name for ob in ex.deforming_objects(scene, range(1, 7))]
+    names = [ob.name for ob in motion.deforming_objects(scene, range(1, 7))]
     assert names == ["Bender", "Keyed"]  # not the sliding cube (rigid) nor the subdivided one (still)
     assert scene.frame_current == 3
