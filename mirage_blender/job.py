@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import inputs
+from . import inputs, models
 from .backend import files, protocol
 from .core.errors import InputError, sentence
 from .core.frame import FrameExport
@@ -88,7 +88,7 @@ class JobBuilder:
                "segment_length": s.segment_length, "width": width, "height": height,
                "reference": {"image": ref_name, "frame": self.scene.frame_start},
                "depth_source": s.depth_source, "plane_distance": s.plane_distance, "frames": []}
-        if s.model.startswith("wan-"):  # text guidance for the diffusion models only
+        if models.needs(s.model)["prompt"]:
             job.update(prompt=s.prompt, negative_prompt=s.negative_prompt)
         if depth_map is not None:
             np.save(os.path.join(out, "inputs", "reference_depth.npy"), depth_map)

@@ -1,7 +1,7 @@
 """The Mirage panel, in Properties > Output and in the 3D View's sidebar."""
 import bpy
 
-from . import ops
+from . import models, ops
 from .gather.geometry import SURFACE_TYPES
 
 
@@ -24,7 +24,7 @@ class MiragePanelMixin:
         elif s.depth_source == "PLANE":
             col.prop(s, "plane_distance")
         col.prop(s, "model")
-        if s.model.startswith("wan-"):
+        if models.needs(s.model)["prompt"]:
             col.prop(s, "prompt")
             col.prop(s, "negative_prompt")
         col.prop(s, "segment_length")
