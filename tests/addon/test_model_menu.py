@@ -1,7 +1,6 @@
 """The Model menu and the job's prompt come from the models folder's model.json files, never from model
 names: a folder with one more model.json shows one more model. Real bpy, the add-on's props registered."""
 import json
-import math
 import os
 import shutil
 
@@ -12,6 +11,7 @@ bpy = pytest.importorskip("bpy")
 from PIL import Image  # noqa: E402
 
 from tests.addon.loader import addon_module  # noqa: E402
+from tests.addon.test_objects_export import camera, cube  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 
 props = addon_module("props")
@@ -74,14 +74,8 @@ def test_a_saved_file_stores_the_models_number(registered):
 def scene_for_a_job(scene, tmp_path, model):
     scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = 64, 36, 100
     scene.frame_start, scene.frame_end = 1, 2
-    cam = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
-    scene.collection.objects.link(cam)
-    scene.camera = cam
-    cam.location = (0.0, -5.0, 1.0)
-    cam.rotation_euler = (math.radians(90), 0.0, 0.0)
-    mesh = bpy.data.meshes.new("Wall")
-    mesh.from_pydata([(-9, 0, -9), (9, 0, -9), (9, 0, 9), (-9, 0, 9)], [], [(0, 1, 2, 3)])
-    scene.collection.objects.link(bpy.data.objects.new("Wall", mesh))
+    camera(scene, (0.0, -5.0, 1.0))
+    cube("Wall", (0.0, 0.5, 1.0), 1.0).scale = (18.0, 1.0, 18.0)  # its near face 5 units before the camera
     ref = tmp_path / "reference.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (36, 64, 3), dtype=np.uint8)).save(ref)
     s = scene.mirage

@@ -26,17 +26,23 @@ def cube(name, location, size=1.0):
     return ob
 
 
+def camera(sc, location, pitch=90.0):
+    """The scene's camera at `location`, looking along +Y tilted by `pitch` degrees from straight down."""
+    cam = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
+    sc.collection.objects.link(cam)
+    sc.camera = cam
+    cam.location = location
+    cam.rotation_euler = (math.radians(pitch), 0, 0)
+    return cam
+
+
 @pytest.fixture
 def scene():
     bpy.ops.wm.read_factory_settings(use_empty=True)
     sc = bpy.context.scene
     sc.render.resolution_x, sc.render.resolution_y, sc.render.resolution_percentage = 96, 64, 100
     sc.frame_start, sc.frame_end = 1, 6
-    cam = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
-    sc.collection.objects.link(cam)
-    sc.camera = cam
-    cam.location = (0, -8, 1)
-    cam.rotation_euler = (math.radians(90), 0, 0)
+    camera(sc, (0, -8, 1))
     cube("Wall", (0, 4, 1), 6.0)
     slider = cube("Slider", (-2, 0, 1))
     slider.keyframe_insert("location", frame=1)
