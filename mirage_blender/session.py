@@ -7,6 +7,7 @@ session's state (status, progress, error, ended, notices) and call tick, cancel 
 """
 import os
 import time
+from collections.abc import Iterator
 
 from . import vse
 from .backend import protocol
@@ -55,7 +56,7 @@ class Session:
         return self.finished or self.error is not None or self.cancelled
 
     # -- preparing the job folder ------------------------------------------------------------
-    def prepare(self):
+    def prepare(self) -> Iterator[None]:
         """Generator: yields between export steps so the modal operator can keep the UI responsive."""
         self.python = backend_python(self.python_pref)
         for step in self.job.steps():
