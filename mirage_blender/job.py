@@ -43,6 +43,8 @@ class JobBuilder:
         self.tracked = []
 
     def steps(self) -> Iterator[Step]:
+        """Check the settings and files (InputError or ExportError, one line), then one Step per material
+        bake and per frame; job.json is written after the last."""
         scene, s = self.scene, self.settings
         camera.intrinsics(scene, scene.camera)  # no camera, or not perspective: refuse before any work
         width, height, frames = self._frame_range()
