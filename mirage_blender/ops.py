@@ -1,14 +1,12 @@
-"""Generate and Cancel."""
-import time
-
+"""Generate and Cancel. The operators see the session's state only; the session does the work."""
 import bpy
 
 from . import prefs
-from .export import ExportError
+from .core.errors import ExportError, InputError
 from .runner import BackendError
-from .session import Session, SessionError
+from .session import Session
 
-USER_ERRORS = (ExportError, BackendError, SessionError, OSError)
+USER_ERRORS = (ExportError, BackendError, InputError, OSError)
 # the running session, so the Cancel button (another operator) can reach it
 _active = {"session": None}
 
@@ -21,7 +19,7 @@ def _set_status(context, session):
 
 
 def _message(e):
-    if isinstance(e, OSError) and not isinstance(e, (ExportError, BackendError, SessionError)):
+    if isinstance(e, OSError) and not isinstance(e, (ExportError, BackendError, InputError)):
         return f"{e.strerror or e}: {e.filename}" if e.filename else str(e)
     return str(e)
 
@@ -33,7 +31,6 @@ class MIRAGE_OT_generate(bpy.types.Operator):
 
     _timer = None
     _session = None
-    _steps = None
 
     @classmethod
     def poll(cls, context):
@@ -68,7 +65,6 @@ class MIRAGE_OT_generate(bpy.types.Operator):
         if bpy.app.background:
             return self.execute(context)
         self._session = Session(context, prefs.python_pref(context), prefs.stall_timeout(context))
-        self._steps = self._session.prepare()
         _active["session"] = self._session
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.1, window=context.window)
@@ -83,21 +79,7 @@ class MIRAGE_OT_generate(bpy.types.Operator):
         elif event.type != "TIMER":
             return {"PASS_THROUGH"}
         try:
-            if self._steps is not None:
-                deadline = time.monotonic() + 0.05  # export a few frames per tick, then let Blender breathe
-                while time.monotonic() < deadline and not session.ended:
-                    try:
-                        next(self._steps)
-                    except StopIteration:
-                        self._steps = None
-                        session.start()
-                        break
-            else:
-                for msg in session.backend.poll():
-                    session.handle(msg)
-                    if session.ended:
-                        break
-                session.check_stall()
+            session.tick()  # a few export steps, then Blender breathes; or the backend's messages
         except USER_ERRORS as e:
             session.error = _message(e)
         _set_status(context, session)
@@ -106,20 +88,14 @@ class MIRAGE_OT_generate(bpy.types.Operator):
             if area.type in {"PROPERTIES", "VIEW_3D", "SEQUENCE_EDITOR"}:
                 area.tag_redraw()
         if not session.ended:
-            if session.backend is not None and session.cancel_requested_at is not None \
-                    and time.monotonic() - session.cancel_requested_at > 10:
-                session.backend.kill()  # it did not stop between frames in time
             return {"RUNNING_MODAL"}
         return self._end(context)
 
     def _end(self, context):
-        if self._steps is not None:
-            self._steps.close()  # stopped while exporting: puts the user's current frame back
-            self._steps = None
         wm = context.window_manager
         wm.event_timer_remove(self._timer)
         wm.progress_end()
-        self._session.close()
+        self._session.close()  # stopped while exporting: puts the user's current frame back
         _active["session"] = None
         _set_status(context, self._session)
         return self._finish(context, self._session)

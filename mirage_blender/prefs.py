@@ -15,12 +15,12 @@ def get(context=None):
     return addon.preferences if addon else None
 
 
-def python_pref(context=None):
+def python_pref(context=None) -> str:
     p = get(context)
     return p.backend_python if p else ""
 
 
-def stall_timeout(context=None):
+def stall_timeout(context=None) -> int:
     p = get(context)
     return p.stall_timeout if p else 300
 

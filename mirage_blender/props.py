@@ -1,6 +1,8 @@
 """Settings saved in the .blend (scene.mirage) and run-time status (window_manager.mirage)."""
 import bpy
-from bpy.props import EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty, BoolProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+
+from . import models
 
 
 class MirageSettings(bpy.types.PropertyGroup):
@@ -16,17 +18,7 @@ class MirageSettings(bpy.types.PropertyGroup):
                                 description="Depth map of the reference image, in scene units (EXR or 16-bit PNG)")
     plane_distance: FloatProperty(name="Distance", default=5.0, min=0.01, subtype="DISTANCE",
                                   description="Distance of the assumed wall for the Plane depth source")
-    # explicit numbers: a .blend saved with one of these keeps it when items are added or reordered
-    model: EnumProperty(name="Model", items=[
-        ("builtin", "Built-in", "Offline, trained 8x8-pixel latent cells (the Compact model): about 90x less "
-                                "memory than a point cloud; new areas are filled smoothly", 0),
-        ("patch", "Exact Patches", "Offline, classical: each cell holds its 4x4 pixels, so what was seen comes "
-                                   "back sharpest; about 7x the memory of Built-in", 4),
-        ("compact", "Compact (trained)", "The trained model by name (Built-in uses it today)", 1),
-        ("wan-vace-1.3b", "Wan2.1 VACE 1.3B", "Video diffusion; needs a CUDA GPU (about 8 GB) and downloads about "
-                                              "19 GB into the Hugging Face cache on first use", 2),
-        ("wan-vace-14b", "Wan2.1 VACE 14B", "Large video diffusion; needs a CUDA GPU (about 40 GB) and downloads "
-                                            "about 76 GB into the Hugging Face cache on first use", 3)])
+    # model: EnumProperty, made in register() from the models folder (models.menu_items)
     prompt: StringProperty(name="Prompt", default="",
                            description="What the world looks like, for diffusion models (Wan): style, place, light")
     negative_prompt: StringProperty(name="Negative Prompt", default="blurry, low quality, distorted, static, subtitles",
@@ -51,7 +43,17 @@ class MirageStatus(bpy.types.PropertyGroup):
 classes = (MirageSettings, MirageStatus)
 
 
+def model_property() -> EnumProperty:
+    """The Model menu: one item per model.json with a panel entry. Each item keeps its panel number, which
+    is what a saved .blend stores, so a file keeps its model when models are added or reordered."""
+    items = models.menu_items()
+    names = [name for name, *_ in items]
+    default = models.DEFAULT if models.DEFAULT in names else (names[0] if names else None)
+    return EnumProperty(name="Model", items=items, **({"default": default} if default else {}))
+
+
 def register():
+    MirageSettings.__annotations__["model"] = model_property()
     for c in classes:
         bpy.utils.register_class(c)
     bpy.types.Scene.mirage = PointerProperty(type=MirageSettings)

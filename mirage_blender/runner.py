@@ -21,7 +21,7 @@ class BackendError(RuntimeError):
     """One line for the user."""
 
 
-def backend_python(pref_value=""):
+def backend_python(pref_value: str = "") -> str:
     """The interpreter that runs the backend: the environment variable wins over the preference."""
     path = os.environ.get(ENV_PYTHON) or pref_value
     if not path:
@@ -41,7 +41,7 @@ def _env():
     return env
 
 
-def check(python, timeout=60):
+def check(python: str, timeout: float = 60) -> tuple[bool, str]:
     """Ask an interpreter whether it can run the backend. Returns (ok, one-line status)."""
     try:
         out = subprocess.run([python, "-m", "backend", "check"], cwd=EXT_DIR, env=_env(),
@@ -61,7 +61,7 @@ def check(python, timeout=60):
 class Backend:
     """One running job. Messages arrive on `messages`; a final {'type': '_exit', 'code': N} ends it."""
 
-    def __init__(self, python, job_path, log_path):
+    def __init__(self, python: str, job_path: str, log_path: str):
         self.messages = queue.Queue()
         self.stderr_tail = collections.deque(maxlen=20)
         self._log = open(log_path, "a", encoding="utf-8")
@@ -95,7 +95,7 @@ class Backend:
             self._log.flush()
         self._log.close()
 
-    def poll(self):
+    def poll(self) -> list[dict]:
         """Messages that arrived so far, without waiting."""
         out = []
         while True:
@@ -104,14 +104,14 @@ class Backend:
             except queue.Empty:
                 return out
 
-    def wait(self, timeout):
+    def wait(self, timeout: float) -> list[dict]:
         """Block for the next message (the synchronous path used under `blender -b`)."""
         try:
             return [self.messages.get(timeout=timeout)]
         except queue.Empty:
             return []
 
-    def cancel(self):
+    def cancel(self) -> None:
         """Ask politely; the backend stops between frames, so finished segments stay intact."""
         try:
             self.proc.stdin.write(protocol.encode("cancel"))
@@ -119,10 +119,10 @@ class Backend:
         except (OSError, ValueError):
             pass
 
-    def kill(self):
+    def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
 
-    def last_error_line(self):
+    def last_error_line(self) -> str:
         lines = [line for line in self.stderr_tail if line.strip()]
         return lines[-1] if lines else "no message"

@@ -1,7 +1,8 @@
 """The Mirage panel, in Properties > Output and in the 3D View's sidebar."""
 import bpy
 
-from . import ops
+from . import models, ops
+from .gather.geometry import SURFACE_TYPES
 
 
 class MiragePanelMixin:
@@ -23,7 +24,7 @@ class MiragePanelMixin:
         elif s.depth_source == "PLANE":
             col.prop(s, "plane_distance")
         col.prop(s, "model")
-        if s.model.startswith("wan-"):
+        if models.needs(s.model)["prompt"]:
             col.prop(s, "prompt")
             col.prop(s, "negative_prompt")
         col.prop(s, "segment_length")
@@ -66,7 +67,7 @@ class MIRAGE_PT_object(bpy.types.Panel):
 
     @classmethod
     def poll(cls, context):
-        return context.object is not None and context.object.type in {"MESH", "CURVE", "SURFACE", "FONT", "META"}
+        return context.object is not None and context.object.type in SURFACE_TYPES
 
     def draw(self, context):
         self.layout.use_property_split = True

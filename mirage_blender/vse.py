@@ -6,7 +6,7 @@ import bpy
 TAG = "mirage_output"
 
 
-def strips_of(scene):
+def strips_of(scene) -> tuple[object, list]:
     """All strips of the scene: `strips` from Blender 4.4, `sequences` before (removed in 5.0)."""
     ed = scene.sequence_editor
     if ed is None:
@@ -16,7 +16,7 @@ def strips_of(scene):
     return coll, list(all_)
 
 
-def free_channel(scene, start, end):
+def free_channel(scene, start: int, end: int) -> int:
     """Lowest channel with nothing between start and end, so strips never cover the user's."""
     _, strips = strips_of(scene)
     used = {s.channel for s in strips if s.frame_final_start <= end and s.frame_final_end > start}
@@ -26,7 +26,7 @@ def free_channel(scene, start, end):
     return channel
 
 
-def remove_previous(scene, output_dir):
+def remove_previous(scene, output_dir: str) -> None:
     """Drop strips an earlier run made from this same output folder: its files are being rewritten."""
     coll, strips = strips_of(scene)
     for s in strips:
@@ -34,7 +34,7 @@ def remove_previous(scene, output_dir):
             coll.remove(s)
 
 
-def add_segment(scene, name, output_dir, files, first_frame, channel):
+def add_segment(scene, name: str, output_dir: str, files: list[str], first_frame: int, channel: int):
     """One image strip per segment, starting on the segment's first scene frame."""
     if scene.sequence_editor is None:
         scene.sequence_editor_create()

@@ -4,7 +4,7 @@
 
 Data, all made offline and cached under out/train_data/ so a rerun skips straight to training:
   * random procedural rooms (tools/scenes.py build_random_room) rendered with Cycles, three nearby views each,
-    with exact depth from mirage_blender/export.py; pairs of views give real memory reads (write view A into a
+    with exact depth from the add-on's export (mirage_blender/gather/frames.py); pairs of views give real memory reads (write view A into a
     LatentMemory, read at view B) for the hole-filling net;
   * photographs and artwork from Debian's wallpaper packages under /usr/share/backgrounds (if installed, e.g.
     mate-backgrounds, ukui-wallpapers), cut into 256 x 144 crops at several scales.
@@ -13,7 +13,6 @@ uses CUDA when torch sees it.
 """
 import argparse
 import glob
-import importlib.util
 import json
 import math
 import os
@@ -52,9 +51,8 @@ def render_worker(seeds, samples):
     """Runs in a child process (bpy): three views per room, cached one .npz per seed."""
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     import scenes
-    spec = importlib.util.spec_from_file_location("mirage_export", os.path.join(ROOT, "mirage_blender", "export.py"))
-    ex = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ex)
+    from tests.addon.loader import addon_module  # the add-on's modules without registering its UI
+    camera, export = addon_module("gather.camera"), addon_module("gather.frames")
     for seed in seeds:
         path = os.path.join(DATA, f"room_{seed:04d}.npz")
         if os.path.isfile(path):
@@ -78,13 +76,13 @@ def render_worker(seeds, samples):
                 loc = (l0[0] + step * math.cos(a), l0[1] + step * math.sin(a), l0[2] + rng.uniform(-0.2, 0.2))
                 pitch, yaw = p0 + rng.uniform(-6, 6), y0 + rng.uniform(-20, 20)
             scenes.set_camera(cam, loc, pitch, yaw)
-            depth = ex.scene_depth(scene, cam, W, H)
+            depth = export.scene_depth(scene, cam, W, H)
             fin = depth[np.isfinite(depth)]
             if fin.size < 0.3 * depth.size or fin.min() < 0.25 or np.median(fin) < 1.2:
                 if views and attempt > 100:
                     views = []  # this first view has no usable neighbours: start over
                 continue
-            views.append((loc, pitch, yaw, depth, ex.camera_intrinsics(scene, cam), ex.camera_to_world_cv(cam)))
+            views.append((loc, pitch, yaw, depth, camera.intrinsics(scene, cam), camera.camera_to_world(cam)))
         if len(views) < 3:
             print(f"room {seed}: no usable views, skipped", flush=True)
             np.savez_compressed(path, images=np.zeros((0, H, W, 3), np.uint8))

@@ -1,4 +1,4 @@
-"""The add-on's bpy-side modules without its package ``__init__`` (which registers UI classes)."""
+"""The add-on's modules without its package ``__init__`` (which registers UI classes)."""
 import importlib
 import pathlib
 import sys
@@ -9,8 +9,11 @@ _NAME = "mirage_blender_modules"
 
 
 def addon_module(name):
+    """``mirage_blender.<name>`` (dotted for subpackages: "gather.camera"). The repository root is on the
+    package's path as well, so ``.backend`` resolves as in the built zip, where backend/ sits beside the
+    add-on's modules."""
     if _NAME not in sys.modules:
         pkg = types.ModuleType(_NAME)
-        pkg.__path__ = [str(_DIR)]
+        pkg.__path__ = [str(_DIR), str(_DIR.parent)]
         sys.modules[_NAME] = pkg
     return importlib.import_module(f"{_NAME}.{name}")

@@ -40,23 +40,18 @@ def drive_like_the_ui(scenario):
     prefs = importlib.import_module("bl_ext.user_default.mirage_blender.prefs")
     session = session_mod.Session(bpy.context, prefs.python_pref())
     longest_step = longest_poll = 0.0
-    steps = session.prepare()
-    while True:
+    while session.backend is None and not session.ended:
         t = time.perf_counter()
-        try:
-            next(steps)
-        except StopIteration:
-            break
-        longest_step = max(longest_step, time.perf_counter() - t)
-    t = time.perf_counter()
-    session.start()
-    longest_poll = time.perf_counter() - t
+        session.tick(budget=0)  # one export step a tick
+        if session.backend is None:
+            longest_step = max(longest_step, time.perf_counter() - t)
+        else:  # the tick that wrote job.json and started the backend
+            longest_poll = time.perf_counter() - t
     polls = 0
     deadline = time.monotonic() + 120
     while not session.ended and time.monotonic() < deadline:
         t = time.perf_counter()
-        for msg in session.backend.poll():
-            session.handle(msg)
+        for msg in session.tick():
             if msg["type"] == "segment_done" and msg["segment"] == 0:
                 if scenario == "cancel":
                     session.cancel()

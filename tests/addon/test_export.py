@@ -1,6 +1,7 @@
-"""Tests for mirage_blender/export.py against real bpy (no mocks).
+"""The camera and depth export (mirage_blender/gather/camera.py, gather/frames.py, core/raster.py) against
+real bpy (no mocks).
 
-The module is loaded without the package ``__init__`` (which registers UI classes).
+The modules are loaded without the package ``__init__`` (which registers UI classes).
 """
 
 import math
@@ -15,7 +16,10 @@ from mathutils import Vector  # noqa: E402
 
 from tests.addon.loader import addon_module  # noqa: E402
 
-ex = addon_module("export")
+gcam = addon_module("gather.camera")
+export = addon_module("gather.frames")
+raster = addon_module("core.raster")
+ExportError = addon_module("core.errors").ExportError
 
 
 # ---------------------------------------------------------------------------
@@ -89,7 +93,7 @@ def project(K, c2w, pts):
 
 def blender_pixels(scene, cam_obj, pts):
     """Pixel coords (centres at integers, v down) from world_to_camera_view."""
-    W, H = ex.render_size(scene)
+    W, H = gcam.render_size(scene)
     out = []
     for p in pts:
         x, y, _ = world_to_camera_view(scene, cam_obj, Vector(p))
@@ -210,25 +214,25 @@ def test_projection_matches_blender(name):
     scene = fresh_scene()
     cam = add_camera(scene)
     SETUPS[name](scene, cam)
-    W, H = ex.render_size(scene)
+    W, H = gcam.render_size(scene)
     rng = np.random.default_rng(0)
     frames = [1, 4, 10]
-    result = ex.export_cameras(scene, frames)
-    assert [r["frame"] for r in result] == frames
+    result = export.export_cameras(scene, frames)
+    assert [r.frame for r in result] == frames
     for rec in result:
-        K = np.array(rec["K"])
-        c2w = np.array(rec["cam_to_world"])
+        K = np.array(rec.K)
+        c2w = np.array(rec.cam_to_world)
         assert K.shape == (3, 3) and c2w.shape == (4, 4)
         R = c2w[:3, :3]
         np.testing.assert_allclose(R.T @ R, np.eye(3), atol=1e-9)
         assert np.linalg.det(R) == pytest.approx(1.0, abs=1e-9)
-        scene.frame_set(rec["frame"])
+        scene.frame_set(rec.frame)
         pts = points_in_view(K, c2w, W, H, 40, rng)
         uv, z = project(K, c2w, pts)
         assert np.all(z > 0)
         ref = blender_pixels(scene, cam, pts)
         err = np.abs(uv - ref).max()
-        assert err < 0.01, f"{name} frame {rec['frame']}: max error {err:.4g} px"
+        assert err < 0.01, f"{name} frame {rec.frame}: max error {err:.4g} px"
 
 
 def test_intrinsics_values_and_render_size():
@@ -236,14 +240,14 @@ def test_intrinsics_values_and_render_size():
     cam = add_camera(scene, animated=False)
     cam.data.lens = 50
     cam.data.sensor_width = 36
-    K = ex.camera_intrinsics(scene, cam)
+    K = gcam.intrinsics(scene, cam)
     assert K.dtype == np.float64
     np.testing.assert_allclose(K, [[50 * 1920 / 36, 0, 959.5], [0, 50 * 1920 / 36, 539.5], [0, 0, 1]])
     # Blender truncates percentage sizes: 1001 px at 50 % renders 500 px.
     scene.render.resolution_x, scene.render.resolution_y = 1001, 555
     scene.render.resolution_percentage = 50
-    assert ex.render_size(scene) == (500, 277)
-    K = ex.camera_intrinsics(scene, cam)
+    assert gcam.render_size(scene) == (500, 277)
+    K = gcam.intrinsics(scene, cam)
     assert K[0, 2] == pytest.approx(249.5) and K[1, 2] == pytest.approx(138.0)
 
 
@@ -251,19 +255,19 @@ def test_camera_pose_follows_animation():
     scene = fresh_scene()
     cam = add_camera(scene)
     cam.scale = (3.0, 3.0, 3.0)
-    res = ex.export_cameras(scene, [1, 10])
+    res = export.export_cameras(scene, [1, 10])
     for rec, loc in zip(res, [(6.0, -6.0, 4.0), (7.0, -3.0, 2.5)]):
-        c2w = np.array(rec["cam_to_world"])
+        c2w = np.array(rec.cam_to_world)
         np.testing.assert_allclose(c2w[:3, 3], loc, atol=1e-5)
         np.testing.assert_allclose(c2w[3], [0, 0, 0, 1])
     # OpenCV +Z is Blender's -Z (viewing direction), +Y is Blender's -Y (down).
     scene.frame_set(1)
     mw = np.array(cam.matrix_world.normalized())
-    c2w = np.array(res[0]["cam_to_world"])
+    c2w = np.array(res[0].cam_to_world)
     np.testing.assert_allclose(c2w[:3, 2], -mw[:3, 2], atol=1e-6)
     np.testing.assert_allclose(c2w[:3, 1], -mw[:3, 1], atol=1e-6)
     np.testing.assert_allclose(c2w[:3, 0], mw[:3, 0], atol=1e-6)
-    np.testing.assert_allclose(ex.camera_to_world_cv(cam), c2w, atol=1e-6)
+    np.testing.assert_allclose(gcam.camera_to_world(cam), c2w, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------
@@ -277,30 +281,30 @@ def test_non_perspective_camera_raises(cam_type, word):
     cam = add_camera(scene)
     cam.data.type = cam_type
     msg = f"Mirage needs a perspective camera; 'Camera' is {word}"
-    with pytest.raises(ex.ExportError) as err:
-        ex.camera_intrinsics(scene, cam)
+    with pytest.raises(ExportError) as err:
+        gcam.intrinsics(scene, cam)
     assert str(err.value) == msg
     scene.frame_set(3)
-    with pytest.raises(ex.ExportError, match=word):
-        ex.export_cameras(scene, [1, 2])
+    with pytest.raises(ExportError, match=word):
+        export.export_cameras(scene, [1, 2])
     assert scene.frame_current == 3
-    with pytest.raises(ex.ExportError, match="perspective"):
-        ex.scene_depth(scene, cam, 8, 6)
+    with pytest.raises(ExportError, match="perspective"):
+        export.scene_depth(scene, cam, 8, 6)
 
 
 def test_non_camera_object_raises():
     scene = fresh_scene()
     ob = add_cube(scene, "Cube", (0, 0, 0))
-    with pytest.raises(ex.ExportError, match="'Cube'"):
-        ex.camera_intrinsics(scene, ob)
+    with pytest.raises(ExportError, match="'Cube'"):
+        gcam.intrinsics(scene, ob)
 
 
 def test_no_camera_raises():
     scene = fresh_scene()
     add_cube(scene, "Cube", (0, 0, 0))
     assert scene.camera is None
-    with pytest.raises(ex.ExportError, match="^The scene has no camera$"):
-        ex.export_cameras(scene, [1])
+    with pytest.raises(ExportError, match="^The scene has no camera$"):
+        export.export_cameras(scene, [1])
 
 
 def test_frame_restored_after_export():
@@ -308,7 +312,7 @@ def test_frame_restored_after_export():
     cam = add_camera(scene)
     scene.frame_set(7)
     loc7 = tuple(cam.matrix_world.translation)
-    res = ex.export_cameras(scene, range(1, 11))
+    res = export.export_cameras(scene, range(1, 11))
     assert len(res) == 10
     assert scene.frame_current == 7
     assert tuple(cam.matrix_world.translation) == pytest.approx(loc7)
@@ -324,8 +328,8 @@ def test_frame_restored_when_export_raises():
     cam.scale = (1, 1, 1)
     cam.keyframe_insert("scale", frame=9)
     scene.frame_set(8)
-    with pytest.raises(ex.ExportError, match="frame 5"):
-        ex.export_cameras(scene, [1, 3, 5, 7])
+    with pytest.raises(ExportError, match="frame 5"):
+        export.export_cameras(scene, [1, 3, 5, 7])
     assert scene.frame_current == 8
 
 
@@ -339,11 +343,11 @@ def test_depth_fronto_parallel_plane_is_exact():
     cam = add_camera(scene)
     cam.data.shift_x = 0.2  # off-axis rays must still give planar depth
     scene.frame_set(6)
-    c2w = ex.camera_to_world_cv(cam)
+    c2w = gcam.camera_to_world(cam)
     dist = 7.25
     center = c2w[:3, 3] + dist * c2w[:3, 2]
     add_quad(scene, "Wall", center, -c2w[:3, 2], 200.0)
-    depth = ex.scene_depth(scene, cam, 96, 54)
+    depth = export.scene_depth(scene, cam, 96, 54)
     assert depth.shape == (54, 96) and depth.dtype == np.float32
     assert np.all(np.isfinite(depth))
     np.testing.assert_allclose(depth, dist, rtol=1e-4, atol=0)
@@ -353,7 +357,7 @@ def test_depth_empty_scene_is_inf():
     scene = fresh_scene(res=(32, 18))
     cam = add_camera(scene)
     add_cube(scene, "Behind", (20.0, -20.0, 10.0), size=1.0)  # behind the camera
-    depth = ex.scene_depth(scene, cam, 32, 18)
+    depth = export.scene_depth(scene, cam, 32, 18)
     assert depth.shape == (18, 32)
     assert np.all(np.isposinf(depth))
 
@@ -375,9 +379,9 @@ def _cube_scene(res=(64, 36)):
 
 def test_depth_matches_scene_ray_cast():
     scene, cam = _cube_scene()
-    W, H = ex.render_size(scene)
+    W, H = gcam.render_size(scene)
     ref = raycast_depth(scene, cam, W, H)
-    depth = ex.scene_depth(scene, cam, W, H).astype(np.float64)
+    depth = export.scene_depth(scene, cam, W, H).astype(np.float64)
     hit_ref, hit = np.isfinite(ref), np.isfinite(depth)
     assert 0.2 < hit_ref.mean() < 0.98, "test scene should have both hits and background"
     mismatch = (hit_ref != hit).mean()
@@ -390,24 +394,24 @@ def test_depth_matches_scene_ray_cast():
 
     # A requested size other than the render size keeps the field of view.
     ref_small = raycast_depth(scene, cam, 32, 18)
-    small = ex.scene_depth(scene, cam, 32, 18).astype(np.float64)
+    small = export.scene_depth(scene, cam, 32, 18).astype(np.float64)
     assert (np.isfinite(ref_small) != np.isfinite(small)).mean() < 0.01
     b = np.isfinite(ref_small) & np.isfinite(small)
     assert b.sum() > 100 and (np.abs(small[b] - ref_small[b]) / ref_small[b]).max() < 1e-4
 
     # Tiny batches exercise the tiling / flushing paths; result must not change.
-    old = ex._BATCH
+    old = raster.BATCH
     try:
-        ex._BATCH = 200
-        np.testing.assert_array_equal(ex.scene_depth(scene, cam, W, H), depth.astype(np.float32))
+        raster.BATCH = 200
+        np.testing.assert_array_equal(export.scene_depth(scene, cam, W, H), depth.astype(np.float32))
     finally:
-        ex._BATCH = old
+        raster.BATCH = old
 
 
 def test_hidden_objects_do_not_occlude():
     scene = fresh_scene(res=(48, 27))
     cam = add_camera(scene, animated=False)
-    c2w = ex.camera_to_world_cv(cam)
+    c2w = gcam.camera_to_world(cam)
     fwd, pos = c2w[:3, 2], c2w[:3, 3]
     add_quad(scene, "Far", pos + 10.0 * fwd, -fwd, 500.0)
     near = add_quad(scene, "Near", pos + 3.0 * fwd, -fwd, 500.0)
@@ -416,15 +420,15 @@ def test_hidden_objects_do_not_occlude():
     add_quad(scene, "InHiddenColl", pos + 4.0 * fwd, -fwd, 500.0, collection=coll)
     coll.hide_render = True
     near.hide_render = True
-    depth = ex.scene_depth(scene, cam, 48, 27)
+    depth = export.scene_depth(scene, cam, 48, 27)
     np.testing.assert_allclose(depth, 10.0, rtol=1e-4)
     # Sanity: the same object does occlude once it is visible in render.
     near.hide_render = False
-    depth = ex.scene_depth(scene, cam, 48, 27)
+    depth = export.scene_depth(scene, cam, 48, 27)
     np.testing.assert_allclose(depth, 3.0, rtol=1e-4)
     near.hide_render = True
     coll.hide_render = False
-    depth = ex.scene_depth(scene, cam, 48, 27)
+    depth = export.scene_depth(scene, cam, 48, 27)
     np.testing.assert_allclose(depth, 4.0, rtol=1e-4)
 
 
@@ -435,9 +439,9 @@ def test_depth_geometry_crossing_camera_plane():
     cam.location = (0.0, 0.0, 1.0)
     cam.rotation_euler = (math.radians(80), 0.0, 0.0)  # looking along +Y, slightly down
     add_quad(scene, "Ground", (0, 0, 0), (0, 0, 1), 400.0)
-    W, H = ex.render_size(scene)
+    W, H = gcam.render_size(scene)
     ref = raycast_depth(scene, cam, W, H)
-    depth = ex.scene_depth(scene, cam, W, H).astype(np.float64)
+    depth = export.scene_depth(scene, cam, W, H).astype(np.float64)
     assert np.isfinite(ref).any() and np.isinf(ref).any()
     assert (np.isfinite(ref) != np.isfinite(depth)).mean() < 0.005
     both = np.isfinite(ref) & np.isfinite(depth)
@@ -458,7 +462,7 @@ def test_depth_timing_256x144(capsys):
     times = []
     for _ in range(3):
         t0 = time.perf_counter()
-        depth = ex.scene_depth(scene, cam, 256, 144, dg)
+        depth = export.scene_depth(scene, cam, 256, 144, dg)
         times.append(time.perf_counter() - t0)
     assert depth.shape == (144, 256) and np.isfinite(depth).mean() > 0.3
     with capsys.disabled():

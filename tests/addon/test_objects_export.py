@@ -1,4 +1,5 @@
 """Moving objects in the export: which objects move, their matrices and their id masks, in real bpy."""
+import dataclasses
 import math
 
 import numpy as np
@@ -9,7 +10,8 @@ from mathutils import Vector  # noqa: E402
 
 from tests.addon.loader import addon_module  # noqa: E402
 
-ex = addon_module("export")
+motion = addon_module("gather.motion")
+export = addon_module("gather.frames")
 
 
 def cube(name, location, size=1.0):
@@ -24,17 +26,23 @@ def cube(name, location, size=1.0):
     return ob
 
 
+def camera(sc, location, pitch=90.0):
+    """The scene's camera at `location`, looking along +Y tilted by `pitch` degrees from straight down."""
+    cam = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
+    sc.collection.objects.link(cam)
+    sc.camera = cam
+    cam.location = location
+    cam.rotation_euler = (math.radians(pitch), 0, 0)
+    return cam
+
+
 @pytest.fixture
 def scene():
     bpy.ops.wm.read_factory_settings(use_empty=True)
     sc = bpy.context.scene
     sc.render.resolution_x, sc.render.resolution_y, sc.render.resolution_percentage = 96, 64, 100
     sc.frame_start, sc.frame_end = 1, 6
-    cam = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
-    sc.collection.objects.link(cam)
-    sc.camera = cam
-    cam.location = (0, -8, 1)
-    cam.rotation_euler = (math.radians(90), 0, 0)
+    camera(sc, (0, -8, 1))
     cube("Wall", (0, 4, 1), 6.0)
     slider = cube("Slider", (-2, 0, 1))
     slider.keyframe_insert("location", frame=1)
@@ -55,7 +63,7 @@ def scene():
 
 
 def test_finds_animated_parented_and_constrained_objects(scene):
-    names = [ob.name for ob in ex.moving_objects(scene, range(1, 7))]
+    names = [ob.name for ob in motion.moving_objects(scene, range(1, 7))]
     assert {"Slider", "Child", "Follower"} <= set(names)
     assert "Still" not in names and "Wall" not in names
     assert scene.frame_current == 1
@@ -65,28 +73,28 @@ def test_marked_object_is_forced_moving(scene):
     bpy.types.Object.mirage_dynamic = bpy.props.BoolProperty(default=False)
     try:
         bpy.data.objects["Still"].mirage_dynamic = True
-        names = [ob.name for ob in ex.moving_objects(scene, range(1, 7))]
+        names = [ob.name for ob in motion.moving_objects(scene, range(1, 7))]
         assert "Still" in names
     finally:
         del bpy.types.Object.mirage_dynamic
 
 
 def test_matrices_and_masks_match_blender(scene):
-    objects = ex.moving_objects(scene, range(1, 7))
+    objects = motion.moving_objects(scene, range(1, 7))
     ids = {ob.name: i for i, ob in enumerate(objects, 1)}
     scene.frame_set(4)
-    items = list(ex.iter_frames(scene, [2, 5], depth_size=(96, 64), objects=objects))
+    items = list(export.iter_frames(scene, [2, 5], depth_size=(96, 64), objects=objects))
     assert scene.frame_current == 4
     for item in items:
-        scene.frame_set(item["frame"])
+        scene.frame_set(item.frame)
         depsgraph = bpy.context.evaluated_depsgraph_get()
         for ob in objects:
             want = np.array(ob.evaluated_get(depsgraph).matrix_world)
-            assert np.allclose(item["objects"][str(ids[ob.name])], want, atol=1e-9)
+            assert np.allclose(item.objects[ids[ob.name]], want, atol=1e-9)
         # every pixel's id against the object Blender's own ray cast hits
-        K = np.array(item["K"])
-        c2w = np.array(item["cam_to_world"])
-        mask = item["ids"]
+        K = np.array(item.K)
+        c2w = np.array(item.cam_to_world)
+        mask = item.ids
         assert mask.shape == (64, 96) and mask.dtype == np.uint16
         seen = set()
         wrong = 0
@@ -100,7 +108,7 @@ def test_matrices_and_masks_match_blender(scene):
         assert wrong <= 2  # silhouette ties only
         assert {0, ids["Slider"]} <= seen
     # the slider really moved between the two frames, and its mask moved with it
-    cols = [np.nonzero((it["ids"] == ids["Slider"]).any(0))[0].mean() for it in items]
+    cols = [np.nonzero((it.ids == ids["Slider"]).any(0))[0].mean() for it in items]
     assert cols[1] > cols[0] + 10
 
 
@@ -123,6 +131,30 @@ def test_objects_that_change_shape_are_found(scene):
     key.value = 1.0
     key.keyframe_insert("value", frame=6)
     scene.frame_set(3)
-    names = [ob.name for ob in ex.deforming_objects(scene, range(1, 7))]
+    names = [ob.name for ob in motion.deforming_objects(scene, range(1, 7))]
     assert names == ["Bender", "Keyed"]  # not the sliding cube (rigid) nor the subdivided one (still)
     assert scene.frame_current == 3
+
+
+def test_frame_export_has_one_shape(scene):
+    frame_export = addon_module("core.frame").FrameExport
+    fields = [f.name for f in dataclasses.fields(frame_export)]
+    assert fields == ["frame", "K", "cam_to_world", "objects", "depth", "ids", "light", "albedo"]
+    objects = motion.moving_objects(scene, range(1, 7))
+    cameras = export.export_cameras(scene, [2])[0]
+    depth = next(export.iter_frames(scene, [2], depth_size=(96, 64)))
+    full = next(export.iter_frames(scene, [2], depth_size=(96, 64), objects=objects))
+    poses = next(export.iter_frames(scene, [2], objects=objects))
+    for item in (cameras, depth, full, poses):
+        assert type(item) is frame_export and item.frame == 2
+        assert item.K.shape == (3, 3) and item.cam_to_world.shape == (4, 4)
+    # a field is None exactly when it was not exported
+    assert [f for f in fields if getattr(cameras, f) is None] == ["objects", "depth", "ids", "light", "albedo"]
+    assert [f for f in fields if getattr(depth, f) is None] == ["objects", "ids", "light", "albedo"]
+    assert [f for f in fields if getattr(poses, f) is None] == ["depth", "ids", "light", "albedo"]
+    assert [f for f in fields if getattr(full, f) is None] == ["albedo"]  # no textures baked
+    assert full.depth.shape == full.ids.shape == full.light.shape == (64, 96)
+    assert full.depth.dtype == np.float32 and full.ids.dtype == np.uint16 and full.light.dtype == np.float32
+    assert sorted(full.objects) == list(range(1, len(objects) + 1))
+    # the maps the objects add leave the depth as it was
+    np.testing.assert_array_equal(full.depth, depth.depth)

@@ -1,0 +1,30 @@
+"""The scene as plain data: its triangles, and which of them a camera sees at each pixel."""
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Triangles:
+    """All render-visible triangles of a frame, in world space.
+
+    world: [N, 3, 3] float64 corners; ids: [N] uint16 moving-object id (0 = the static world);
+    surface: [N] int32 index of the object's baked texture (-1 = none); uvs: [N, 3, 2] float64 corner
+    UVs (zero where surface is -1)."""
+    world: np.ndarray
+    ids: np.ndarray
+    surface: np.ndarray
+    uvs: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.world)
+
+
+@dataclass
+class Hits:
+    """The pixels of an [H, W] image that see a triangle: rows [M] and cols [M] (int64), tri [M] the
+    triangle's index into the frame's Triangles, points [M, 3] their world positions."""
+    rows: np.ndarray
+    cols: np.ndarray
+    tri: np.ndarray
+    points: np.ndarray
