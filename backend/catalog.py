@@ -5,7 +5,8 @@ A model.json holds:
   "class": "module:Class"   the model's class in backend.models (imported only when the model is loaded)
   "args": {...}             its constructor's arguments
   "title", "description"    what the user reads
-  "panel": {"number", "label", "tooltip"}   offered in the add-on's Model menu (number: the saved enum value)
+  "panel": {"number", "label", "tooltip", "order"}   offered in the add-on's Model menu (number: the saved enum
+                            value; order: the menu's order)
   "needs": {"cuda", "prompt", "gpu_gb", "download_gb"}   what running it takes
 or "alias": "other" (plus its own title, description and panel): the name runs the other model.
 """

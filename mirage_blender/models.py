@@ -6,16 +6,17 @@ DEFAULT = "builtin"  # the Model menu's default where the models folder has it
 
 
 def menu_items() -> list[tuple[str, str, str, int]]:
-    """(name, label, tooltip, number) of every model with a panel entry, in the catalog's order. The
+    """(name, label, tooltip, number) of every model with a panel entry, by the entries' "order" (then name). The
     number is what a saved .blend stores, so it stays with its model when models are added."""
     items = []
     for info in catalog.catalog():
         panel = info.panel
         if not panel or not isinstance(panel.get("number"), int):
             continue
-        items.append((info.name, str(panel.get("label") or info.title), str(panel.get("tooltip") or info.description),
-                      panel["number"]))
-    return items
+        order = panel.get("order") if isinstance(panel.get("order"), int) else 1 << 30
+        items.append((order, info.name, str(panel.get("label") or info.title),
+                      str(panel.get("tooltip") or info.description), panel["number"]))
+    return [item[1:] for item in sorted(items)]
 
 
 def needs(name: str) -> dict:

@@ -60,6 +60,10 @@ def test_menu_lists_each_model_json_with_a_panel_entry(registered):
             tooltip = json.load(f)["panel"]["tooltip"]
         assert (name, label, tooltip, number) in items
     assert len(items) == len(SHIPPED) + 1
+    # the menu's order comes from the panel entries: the order it had before it was read from model.json
+    assert [n for n in names if n in dict((s[0], s) for s in SHIPPED)] == ["builtin", "patch", "compact",
+                                                                           "wan-vace-1.3b", "wan-vace-14b"]
+    assert names[-1] == "test-prompted"  # no order given: after the ordered ones
     assert registered.mirage.model == "builtin"  # the default
 
 

@@ -1,9 +1,11 @@
-"""The add-on's structure: its core runs without Blender, and its modules import each other without cycles."""
-import ast
+"""The add-on's structure: its core runs without Blender and imports nothing outside itself (import cycles: see
+tests/test_structure.py, for the add-on and the backend together)."""
 import json
 import pathlib
 import subprocess
 import sys
+
+from tests.test_structure import import_graph
 
 ADDON = pathlib.Path(__file__).resolve().parents[2] / "mirage_blender"
 CORE = sorted(p.stem for p in (ADDON / "core").glob("*.py") if p.stem != "__init__")
@@ -36,73 +38,9 @@ def test_core_imports_without_bpy_and_loads_only_numpy_and_the_stdlib():
     assert not foreign, f"the core loaded {sorted(foreign)}"
 
 
-def _imports(path, package):
-    """Modules of the add-on that `path` (module `package`.stem) imports, at any depth of the file
-    (imports inside functions too)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    here = package.split(".") if package else []
-    out = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level:
-            base = here[:len(here) - node.level + 1] if node.level > 1 else here
-            target = ".".join(base + ([node.module] if node.module else []))
-            if node.module:  # `from . import x` needs x, not the package that is importing it
-                out.add(target)
-            out.update(f"{target}.{a.name}" if target else a.name for a in node.names)
-    return out
-
-
-def _graph():
-    modules = {}
-    for path in ADDON.rglob("*.py"):
-        rel = path.relative_to(ADDON).with_suffix("")
-        parts = list(rel.parts)
-        if parts[-1] == "__init__":
-            parts = parts[:-1]
-        name = ".".join(parts)
-        package = ".".join(parts if path.stem == "__init__" else parts[:-1])
-        modules[name] = (path, package)
-    return {name: {m for m in _imports(path, package) if m in modules and m != name}
-            for name, (path, package) in modules.items()}
-
-
-def _cycle(graph):
-    """One import cycle as a list of modules, or None."""
-    state = {}
-
-    def visit(node, trail):
-        state[node] = "open"
-        for nxt in sorted(graph[node]):
-            if state.get(nxt) == "open":
-                return trail[trail.index(nxt):] + [nxt]
-            if nxt not in state and (found := visit(nxt, trail + [nxt])):
-                return found
-        state[node] = "done"
-        return None
-
-    for node in sorted(graph):
-        if node not in state and (found := visit(node, [node])):
-            return found
-    return None
-
-
-def test_no_import_cycles_inside_the_addon():
-    graph = _graph()
-    assert {"session", "job", "core.raster", "gather.frames"} <= set(graph)
-    assert "job" in graph["session"] and "core.frame" in graph["gather.frames"]  # the graph sees the imports
-    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
-
-
-def test_cycle_finder_finds_a_lazy_import_cycle():
-    # the check above must be able to fail: a cycle closed by an import inside a function
-    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}
-    assert _cycle(graph) == ["a", "b", "c", "a"]
-    lazy = ast.parse("def f():\n    from . import session\n")
-    assert any(isinstance(n, ast.ImportFrom) for n in ast.walk(lazy))
-
-
 def test_core_imports_nothing_outside_core():
-    graph = _graph()
+    graph = import_graph()
+    assert "mirage_blender.core.light" in graph and graph["mirage_blender.core.light"]  # the graph sees imports
     for name in CORE:
-        outside = {m for m in graph[f"core.{name}"] if not m.startswith("core")}
+        outside = {m for m in graph[f"mirage_blender.core.{name}"] if not m.startswith("mirage_blender.core")}
         assert not outside, f"core.{name} imports {sorted(outside)}"
