@@ -111,6 +111,7 @@ class Surface:
         n_cam, good = surface_normals(torch.where(valid[..., None], cam, torch.full_like(cam, float("inf"))), valid)
         ids = ex.ids.long() if ex.ids is not None else torch.zeros(H, W, dtype=torch.long)
         self.ids = ids
+        self.parts = ex.parts.long() if ex.parts is not None else torch.zeros(H, W, dtype=torch.long)
         self.oids = sorted(set(torch.unique(ids).tolist()) | {0})
         c2w = ex.cam_to_world.double()
         poses = {0: torch.eye(4, dtype=torch.float64)}
@@ -176,15 +177,15 @@ class Surface:
 
 
 def _regions(target, hole):
-    """Connected regions of hole pixels on one surface: same object, same kind of surface, normals agreeing
+    """Connected regions of hole pixels on one surface: same object (and part), same kind of surface, normals agreeing
     (SAME_SURFACE) and depths continuous between 4-neighbours. Returns [H, W] long labels (-1 outside the hole)."""
     H, W = hole.shape
     idx = torch.arange(H * W).reshape(H, W)
     label = torch.where(hole, idx, torch.full_like(idx, -1))
-    N, ids, knd, z = target.N, target.ids, target.kind, target.depth
+    N, ids, knd, z, parts = target.N, target.ids, target.kind, target.depth, target.parts
 
     def joins(a, b):  # pixels a and b (slices) on one surface
-        ok = hole[a] & hole[b] & (ids[a] == ids[b]) & (knd[a] == knd[b])
+        ok = hole[a] & hole[b] & (ids[a] == ids[b]) & (knd[a] == knd[b]) & (parts[a] == parts[b])
         ok &= (N[a] * N[b]).sum(-1) > SAME_SURFACE
         return ok & ((z[a] - z[b]).abs() <= 0.05 * torch.minimum(z[a], z[b]))
     right = joins((slice(None), slice(0, W - 1)), (slice(None), slice(1, W)))
@@ -222,20 +223,32 @@ class _Frame:
         self.H, self.W = covered.shape
         finite = torch.isfinite(depth)
         self.scale = float(depth[finite].median()) if finite.any() else 1.0
+        # candidate pools: usable exemplar pixels by (moving object, kind of surface) and by (moving object, part,
+        # kind): a part is the scene object a pixel shows, so an unseen face of a box copies from the box first
         self.pools = {}
         for e, s in enumerate(sources):
             flat = torch.nonzero(s.usable.reshape(-1)).squeeze(1)
-            keys = s.ids.reshape(-1)[flat] * 3 + s.kind.reshape(-1)[flat]
-            for k in torch.unique(keys).tolist():
-                self.pools.setdefault(k, []).append((e, flat[keys == k]))
+            oid, part, knd = s.ids.reshape(-1)[flat], s.parts.reshape(-1)[flat], s.kind.reshape(-1)[flat]
+            for key in (torch.stack([oid, torch.full_like(oid, -1), knd], 1), torch.stack([oid, part, knd], 1)):
+                keys, inv = torch.unique(key, dim=0, return_inverse=True)
+                for i, k in enumerate(keys.tolist()):
+                    self.pools.setdefault(tuple(k), []).append((e, flat[inv == i]))
         self.P, self.N = target.P.reshape(-1, 3), target.N.reshape(-1, 3)
         self.t1, self.t2 = target.t1.reshape(-1, 3), target.t2.reshape(-1, 3)
-        self.ids, self.kind = target.ids.reshape(-1), target.kind.reshape(-1)
+        self.ids, self.kind, self.parts = target.ids.reshape(-1), target.kind.reshape(-1), target.parts.reshape(-1)
 
     # -- exemplar points ------------------------------------------------------------------------
-    def random_points(self, oid, knd, count):
-        """(e [c], flat pixel index [c]) of random usable exemplar pixels of this object and kind of surface."""
-        pools = self.pools.get(oid * 3 + knd)
+    def random_points(self, oid, part, knd, count):
+        """(e [c], flat pixel index [c]) of random usable exemplar pixels of this moving object and kind of
+        surface: two thirds from the same part (scene object) where it shows any, the rest from any part."""
+        if part > 0 and (oid, part, knd) in self.pools:
+            mine = (2 * count) // 3
+            e1, f1 = self._from_pool(self.pools[(oid, part, knd)], mine)
+            e2, f2 = self._from_pool(self.pools.get((oid, -1, knd)), count - mine)
+            return torch.cat([e1, e2]), torch.cat([f1, f2])
+        return self._from_pool(self.pools.get((oid, -1, knd)), count)
+
+    def _from_pool(self, pools, count):
         if not pools or count == 0:
             return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
         sizes = torch.tensor([p[1].numel() for p in pools])
@@ -246,14 +259,15 @@ class _Frame:
         flat = torch.stack([pools[w][1][p - (ends[w] - sizes[w])] for w, p in zip(which.tolist(), pick)])
         return e, flat
 
-    def turned(self, oid, P_a, knd):
-        """A moving object's own other faces: the anchor turned by 90, 180 and 270 degrees about the object's
-        vertical axis through its centre, where an exemplar shows a surface of the same kind there."""
+    def turned(self, oid, part, P_a, knd):
+        """An object's own other faces: the anchor turned by 90, 180 and 270 degrees about the object's vertical
+        axis through its centre, where an exemplar shows a surface of the same kind there. The object: a moving
+        one, or a still one's part."""
         es, flats = [], []
-        if oid == 0:
+        if oid == 0 and part <= 0:
             return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
         for ei, s in enumerate(self.sources):
-            mine = s.usable & (s.ids == oid)
+            mine = s.usable & (s.ids == oid) & ((s.parts == part) if part > 0 else True)
             if not mine.any():
                 continue
             centre = s.P[mine].mean(0)
@@ -327,6 +341,7 @@ class _Frame:
         near = F.max_pool2d(mask[None, None], 2 * BAND + 1, stride=1, padding=BAND)[0, 0] > 0
         P, N = t.P[y0:y1, x0:x1], t.N[y0:y1, x0:x1]
         ok = near & known.reshape(H, W)[y0:y1, x0:x1] & (t.ids[y0:y1, x0:x1] == oid) & (t.kind[y0:y1, x0:x1] == knd)
+        ok &= t.parts[y0:y1, x0:x1] == t.parts.reshape(-1)[rows[0]]
         ok &= ((N @ n_g) > SAME_SURFACE) & (((P - P_a) @ n_g).abs() <= 0.03 * t.depth[y0:y1, x0:x1])
         yy, xx = torch.nonzero(ok, as_tuple=True)
         return (yy + y0) * W + xx + x0
@@ -382,8 +397,9 @@ class _Frame:
         # candidates: random points of each region's object and kind, and a moving object's own faces turned
         cand_e, cand_f, cand_ok = [], [], []
         for i in range(R):
-            e1, f1 = self.random_points(int(oid[i]), int(knd[i]), CANDIDATES)
-            e2, f2 = self.turned(int(oid[i]), P_a[i], int(knd[i]))
+            part = int(self.parts[regions[i][0]])
+            e1, f1 = self.random_points(int(oid[i]), part, int(knd[i]), CANDIDATES)
+            e2, f2 = self.turned(int(oid[i]), part, P_a[i], int(knd[i]))
             e, f = torch.cat([e1, e2]), torch.cat([f1, f2])
             cand_e.append(F.pad(e, (0, CANDIDATES + 3 - e.numel())))
             cand_f.append(F.pad(f, (0, CANDIDATES + 3 - f.numel())))
@@ -415,18 +431,19 @@ class _Frame:
 
 
 def synthesize(drawn, covered, depth, K, cam_to_world, exemplars, ids=None, poses=None, base=None,
-               generator=None):
+               generator=None, parts=None):
     """Fill the frame's pixels that no stored cell covers by copying surfaces from the exemplars.
 
     drawn [3, H, W] and covered [H, W]: what the memory drew; depth [H, W] the frame's depth (inf = sky); K,
     cam_to_world its camera; ids [H, W] object ids and poses {id: [4, 4]} on this frame; exemplars: the views to
-    copy from (models.base.Exemplar); base [3, H, W] what pixels nothing can serve keep (a smooth fill). Returns
-    (image [3, H, W], invented [H, W]: the pixels copied)."""
+    copy from (models.base.Exemplar); base [3, H, W] what pixels nothing can serve keep (a smooth fill); parts
+    [H, W] which scene object each pixel sees (None: not known). Returns (image [3, H, W], invented [H, W]: the
+    pixels copied)."""
     H, W = covered.shape
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     out = (base if base is not None else drawn).clone().float()
     out[:, covered] = drawn[:, covered].float()
-    target = Surface(Exemplar(out, depth, K, cam_to_world, ids, poses, usable=covered))
+    target = Surface(Exemplar(out, depth, K, cam_to_world, ids, poses, usable=covered, parts=parts))
     hole = ~covered & torch.isfinite(depth) & (target.N.norm(dim=-1) > 0)
     invented = torch.zeros(H, W, dtype=torch.bool)
     if not hole.any():

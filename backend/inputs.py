@@ -131,6 +131,16 @@ class Inputs:
         self._ids = (n, torch.from_numpy(ids.astype(np.int64)))
         return self._ids[1]
 
+    def parts(self, n: int) -> Optional[torch.Tensor]:
+        """[H, W] long: which object each pixel of frame n sees (any object; 0 = none), or None."""
+        path = self.frames[n].parts
+        if path is None:
+            return None
+        a = load_array(path, self.W, self.H, f"the object map of frame {n}")
+        if not np.issubdtype(a.dtype, np.integer) or (a < 0).any():
+            raise JobError(f"the object map of frame {n} must hold non-negative integers, not {a.dtype}: {path}")
+        return torch.from_numpy(a.astype(np.int64))
+
     def light(self, n: int) -> Optional[torch.Tensor]:
         """[H, W] light ratio of frame n as the job gives it, checked, or None."""
         path = self.frames[n].light

@@ -94,6 +94,8 @@ class Run:
             v.prefill = self.lighting.prefill(n, v.pixel_ids)
         if prefill:
             v.exemplars = self.exemplars()
+            parts = self.inputs.parts(n)
+            v.pixel_parts = None if parts is None else pad_to_cells(parts.float(), self.cell).long()
         return v
 
     def exemplars(self):
@@ -105,8 +107,12 @@ class Run:
             depth = pad_to_cells(self.inputs.reference_depth(), self.cell)
             ids = self.inputs.object_ids(ref)
             K, c2w = self.inputs.camera(ref)
-            self._exemplars = (Exemplar(image, depth, K, c2w, None if ids is None else pad_to_cells(ids.float(), self.cell).long(),
-                                        self.inputs.poses(ref)),)
+            parts = self.inputs.parts(ref)
+
+            def padded(x):
+                return None if x is None else pad_to_cells(x.float(), self.cell).long()
+            self._exemplars = (Exemplar(image, depth, K, c2w, padded(ids), self.inputs.poses(ref),
+                                        parts=padded(parts)),)
         return self._exemplars
 
     def seed_memory(self) -> Memory:

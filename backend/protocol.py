@@ -187,6 +187,7 @@ class Frame:
     ids: Optional[str] = None
     light: Optional[str] = None
     albedo: Optional[str] = None
+    parts: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -212,7 +213,8 @@ class Job:
         """A Job from a resolved job dict (what validate_job checked; paths absolute)."""
         frames = tuple(Frame(frame=f["frame"], K=f["K"], cam_to_world=f["cam_to_world"], depth=f.get("depth"),
                              objects=None if f.get("objects") is None else {int(k): v for k, v in f["objects"].items()},
-                             ids=f.get("ids"), light=f.get("light"), albedo=f.get("albedo")) for f in d["frames"])
+                             ids=f.get("ids"), light=f.get("light"), albedo=f.get("albedo"), parts=f.get("parts"))
+                       for f in d["frames"])
         ref = d["reference"]
         return cls(version=d["version"], model=d["model"], segment_length=d["segment_length"], width=d["width"],
                    height=d["height"], reference=Reference(ref["image"], ref["frame"], ref.get("depth")),
@@ -300,11 +302,11 @@ def validate_job(job, job_dir):
                 if abs(_det3([row[:3] for row in m[:3]])) < 1e-12:
                     raise JobError(f"the transform of object {oid} on frame {n} is singular (zero scale)")
             item["ids"] = _inside(job_dir, fr.get("ids"), f"object id mask of frame {n}")
-        for key, what in (("light", "light map"), ("albedo", "surface colour map")):
+        for key, what in (("light", "light map"), ("albedo", "surface colour map"), ("parts", "object map")):
             if item.pop(key, None) is not None:
                 item[key] = _inside(job_dir, fr.get(key), f"{what} of frame {n}")
         resolved.append(item)
-    for key, what in (("light", "a light map"), ("albedo", "a surface colour map")):
+    for key, what in (("light", "a light map"), ("albedo", "a surface colour map"), ("parts", "an object map")):
         has = [(key in f) for f in resolved]
         if any(has) and not all(has):
             raise JobError(f"either every frame has {what} or none does")

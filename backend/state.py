@@ -34,7 +34,7 @@ def job_fingerprint(job: protocol.Job) -> str:
     keep["reference_frame"] = job.reference.frame
     h.update(json.dumps(keep, sort_keys=True).encode())
     paths = [job.reference.image, job.reference.depth]
-    paths += [p for f in job.frames for p in (f.depth, f.ids, f.light, f.albedo)]
+    paths += [p for f in job.frames for p in (f.depth, f.ids, f.light, f.albedo, f.parts)]
     for p in paths:
         if p:
             with open(p, "rb") as f:

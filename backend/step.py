@@ -23,7 +23,8 @@ class View:
     [h, w] and pixel_ids [H, W] object ids (None without moving objects); edges [h, w] cells on an outline (kept
     out of the memory); pixel_depth [H, W] (sky far); target_depth [h, w] and pixel_target [H, W] the same with
     sky as inf; prefill: a models.base.Prefill; plane_distance: where new content sits without geometry;
-    exemplars: views a model may copy from (the reference as the memory stores it)."""
+    exemplars: views a model may copy from (the reference as the memory stores it); pixel_parts [H, W] which
+    object each pixel sees (None where the job does not say)."""
     K: torch.Tensor
     cam_to_world: torch.Tensor
     edges: torch.Tensor
@@ -37,6 +38,7 @@ class View:
     prefill: Optional[object] = None
     plane_distance: float = 5.0
     exemplars: tuple = ()
+    pixel_parts: Optional[torch.Tensor] = None
 
     def read(self, memory: Memory, splats: bool = True) -> MemoryRead:
         h, w = self.edges.shape
@@ -108,7 +110,8 @@ def frame_step(model: FrameModel, memory: Memory, view: View,
                        pixel_ids=view.pixel_ids if drawn else None,
                        pixel_target=view.pixel_target if drawn else None,
                        prefill=view.prefill if drawn else None,
-                       K=view.K, cam_to_world=view.cam_to_world, poses=view.poses, exemplars=view.exemplars)
+                       K=view.K, cam_to_world=view.cam_to_world, poses=view.poses, exemplars=view.exemplars,
+                       parts=view.pixel_parts)
     done = model.complete(read, needs, generator)
     full, shown = done.latent, read
     if read.hole.any():

@@ -16,10 +16,11 @@ from . import inputs, models
 from .backend import files, protocol
 from .core.errors import InputError, sentence
 from .core.frame import FrameExport
-from .gather import camera, frames as frame_export, materials, motion
+from .gather import camera, frames as frame_export, geometry, materials, motion
 
 # the per-frame maps written into inputs/<name>/<frame>.npy, with the type each is stored as
-MAPS = (("depth", np.float32), ("ids", np.uint16), ("light", np.float16), ("albedo", np.uint8))
+MAPS = (("depth", np.float32), ("ids", np.uint16), ("light", np.float16), ("albedo", np.uint8),
+        ("parts", np.uint16))
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ class JobBuilder:
                 os.makedirs(os.path.join(out, "inputs", folder), exist_ok=True)
         textures = yield from self._bake(objects)
         depth_size = (width, height) if s.depth_source == "SCENE" else None
+        if depth_size is not None:  # which object each pixel sees guides what is invented where nothing was seen
+            os.makedirs(os.path.join(out, "inputs", "parts"), exist_ok=True)
         yield from self._export_frames(job, frames, depth_size, objects, textures)
         self._write(job)
 
@@ -126,7 +129,8 @@ class JobBuilder:
         """One frame per step, its files written at once. The seam for a streamed export: job.json could
         be written after the first segment's frames and the backend started then."""
         what = f"depth and the light of {len(objects)} moving object(s)" if objects else "depth"
-        exported = frame_export.iter_frames(self.scene, frames, depth_size, objects, textures=textures or None)
+        exported = frame_export.iter_frames(self.scene, frames, depth_size, objects, textures=textures or None,
+                                            parts=geometry.part_numbers(self.scene) if depth_size else None)
         for i, fr in enumerate(exported):
             job["frames"].append(self._write_frame(fr))
             yield Step(f"Exporting cameras and {what}: frame {fr.frame}", 0.1 * (i + 1) / len(frames))

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 class Exemplar:
     """A view to copy from: image [3, H, W] in 0..1, depth [H, W] (inf where nothing), K [3, 3] and cam_to_world
     [4, 4] (OpenCV), object ids [H, W] (None: all static world), poses: object id -> [4, 4] object-to-world at this
-    view, usable [H, W] bool: the pixels that may be copied (None: every pixel with a depth)."""
+    view, usable [H, W] bool: the pixels that may be copied (None: every pixel with a depth), parts [H, W] which
+    object each pixel sees (any object, moving or still; None: not known)."""
     image: "torch.Tensor"
     depth: "torch.Tensor"
     K: "torch.Tensor"
@@ -31,6 +32,7 @@ class Exemplar:
     ids: Optional["torch.Tensor"] = None
     poses: Optional[dict] = None
     usable: Optional["torch.Tensor"] = None
+    parts: Optional["torch.Tensor"] = None
 
 
 class Prefill(Protocol):
@@ -47,7 +49,9 @@ class FrameNeeds:
 
     target_depth [h, w]: the scene's per-cell depth (inf = sky); ids [h, w]: per-cell object id (0 = static
     world); pixel_ids [H, W] and pixel_target [H, W] (pixel depth, inf = sky) where the read has splats; prefill:
-    pixels to keep and fill the rest from."""
+    pixels to keep and fill the rest from; K [3, 3] and cam_to_world [4, 4]: the frame's camera, poses: its moving
+    objects' transforms; exemplars: views to copy from where nothing is known (Exemplar: the reference, as the
+    memory stores it); parts [H, W]: which object each pixel sees, moving or still (0 = none)."""
     target_depth: Optional["torch.Tensor"] = None
     ids: Optional["torch.Tensor"] = None
     pixel_ids: Optional["torch.Tensor"] = None
@@ -57,6 +61,7 @@ class FrameNeeds:
     cam_to_world: Optional["torch.Tensor"] = None
     poses: Optional[dict] = None
     exemplars: Sequence = ()
+    parts: Optional["torch.Tensor"] = None
 
 
 @dataclass

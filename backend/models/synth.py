@@ -33,7 +33,7 @@ class SynthModel(LearnedModel):
             cells = hole.repeat_interleave(8, 0).repeat_interleave(8, 1).to(covered.device)
             filled, _ = synthesize(torch.where(covered[None], drawn, base), covered | ~cells, needs.pixel_target,
                                    needs.K, needs.cam_to_world, needs.exemplars, ids=needs.pixel_ids,
-                                   poses=needs.poses, base=base, generator=generator)
+                                   poses=needs.poses, base=base, generator=generator, parts=needs.parts)
             filled = torch.where(cells[None], filled, base).to(self.device)
             full = torch.where(hole[None], tiled(self.encoder, filled, hole, 8, 1), latent).to(out_device)
         return Completion(full, pixels=filled, from_material=painted)

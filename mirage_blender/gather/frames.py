@@ -27,10 +27,11 @@ def scene_depth(scene, cam_obj, width: int, height: int, depsgraph=None) -> np.n
 
 
 def frame_maps(scene, cam_obj, size: tuple[int, int], depsgraph=None, objects: dict = None,
-               textures: dict = None) -> Maps:
+               textures: dict = None, parts: dict = None) -> Maps:
     """The camera's maps at the current frame for an image of ``size`` = (W, H): depth; with ``objects``
     (object name -> id 1, 2, ...) also the id mask and the light ratio; with ``textures`` (object name ->
-    texture baked by gather.materials.bake) also the surface colour."""
+    texture baked by gather.materials.bake) also the surface colour; with ``parts`` (object name -> number,
+    geometry.part_numbers) the object each pixel sees."""
     width, height = int(size[0]), int(size[1])
     if width <= 0 or height <= 0:
         raise ExportError(f"Invalid depth size {width}x{height}")
@@ -40,21 +41,22 @@ def frame_maps(scene, cam_obj, size: tuple[int, int], depsgraph=None, objects: d
     cam_eval = cam_obj.evaluated_get(depsgraph) if not cam_obj.is_evaluated else cam_obj
     c2w = cv.camera_to_world(cam_eval.matrix_world)
     surfaces = None if textures is None else {name: i for i, name in enumerate(textures)}
-    tris = geometry.triangles(depsgraph, objects, surfaces)
+    tris = geometry.triangles(depsgraph, objects, surfaces, parts)
     lighting = None
     if objects:
         lighting = lights.scene_lighting(scene, geometry.render_visible(depsgraph.view_layer))
     return render_maps(tris, K, c2w, (width, height), ids=bool(objects), lighting=lighting,
-                       textures=None if textures is None else list(textures.values()))
+                       textures=None if textures is None else list(textures.values()), parts=parts is not None)
 
 
 def iter_frames(scene, frames: Iterable[int], depth_size: tuple[int, int] = None, objects=(),
-                textures: dict = None) -> Iterator[FrameExport]:
+                textures: dict = None, parts: dict = None) -> Iterator[FrameExport]:
     """One FrameExport per frame, one frame at a time so a modal caller can pause in between.
 
     Always the camera (K, cam_to_world); with ``depth_size`` = (W, H) the depth; with ``objects`` (the
     moving objects, ids 1, 2, ... in this order) their poses, and with ``depth_size`` also the id mask,
-    the light ratio and, with ``textures`` (object name -> baked texture), the surface colour.
+    the light ratio and, with ``textures`` (object name -> baked texture), the surface colour; with
+    ``depth_size`` and ``parts`` (object name -> number) the object each pixel sees.
     ``scene.frame_current`` (and subframe) is restored afterwards, also on error or when the caller stops
     early.
     """
@@ -65,7 +67,7 @@ def iter_frames(scene, frames: Iterable[int], depth_size: tuple[int, int] = None
         for f in frames:
             f = int(f)
             scene.frame_set(f)
-            yield _export_frame(scene, f, depth_size, objects, textures)
+            yield _export_frame(scene, f, depth_size, objects, textures, parts)
     finally:
         if scene.frame_current != frame_before or scene.frame_subframe != subframe_before:
             scene.frame_set(frame_before, subframe=subframe_before)
@@ -76,7 +78,7 @@ def export_cameras(scene, frames: Iterable[int]) -> list[FrameExport]:
     return list(iter_frames(scene, frames))
 
 
-def _export_frame(scene, f, depth_size, objects, textures):
+def _export_frame(scene, f, depth_size, objects, textures, parts=None):
     """The FrameExport of the current frame ``f``."""
     cam_obj = scene.camera  # camera markers may switch the camera
     if cam_obj is None:
@@ -91,8 +93,9 @@ def _export_frame(scene, f, depth_size, objects, textures):
     if depth_size is not None:
         ids = {ob.name: oid for oid, ob in enumerate(objects, 1)} if objects else None
         maps = frame_maps(scene, cam_obj, depth_size, bpy.context.evaluated_depsgraph_get(), ids,
-                          (textures or None) if objects else None)
+                          (textures or None) if objects else None, parts)
         item.depth, item.ids, item.light, item.albedo = maps.depth, maps.ids, maps.light, maps.albedo
+        item.parts = maps.parts
     return item
 
 
