@@ -194,6 +194,20 @@ def test_every_frame_is_drawn_at_its_own_camera_at_pixel_precision(real_vae_pipe
     assert torch.allclose(mid, (video[:, 2, :, 8:W - 16] + video[:, 3, :, 8:W - 16]) / 2, atol=0.05)
 
 
+def test_a_memory_without_splats_is_drawn_on_its_cell_grid(hub):
+    """Memories that keep no splats (the bench's baselines): the read's cells are decoded where they are, and
+    what the read does not hold is gray and unknown, in whole cells."""
+    model = models.load("wan-tiny", "cpu")
+    H, W = 48, 64
+    mem, K = plane_memory(model, torch.rand(3, H, W, generator=torch.Generator().manual_seed(3)))
+    read = mem.read(K, torch.tensor(look_camera(12 * 6.0 / float(K[0, 0]))), H // 8, W // 8, splats=False)
+    assert read.splats is None and read.hole.any() and not read.hole.all()
+    image, known = model.draw(SegmentFrame(read))
+    assert torch.equal(known, ~read.hole.repeat_interleave(8, 0).repeat_interleave(8, 1))
+    assert torch.equal(image[:, ~known], torch.full_like(image[:, ~known], 0.5))
+    assert torch.allclose(image[:, known], model.decode(read.latent.float())[:, known])
+
+
 def test_segments_read_every_frame_and_write_image_latents_back(real_vae_pipe, tmp_path):
     """Through the segment loop with the real VAE: every frame of a segment is read, the frames written back
     are their own image latents (first-frame path) at their own cameras, and the next segment's VACE input is
@@ -457,6 +471,26 @@ def test_gpu_memory_placement_and_refusals(hub):
     msg = str(e.value)
     assert f"needs about {wan_hub.gb(est.need('offloaded'))} of GPU memory for 33-frame segments generated at 64x48" \
         in msg and "lower Segment Length" in msg and "\n" not in msg
+
+
+def test_plan_on_a_gpu_checks_free_memory_before_any_work(hub, monkeypatch):
+    """plan's GPU branch with what CUDA would report (free memory, compute capability): nothing moves."""
+    model = models.load("wan-tiny", "cpu")
+    model.device = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    model.dtype = torch.bfloat16
+    est = model.estimate(33, (64, 48), (64, 48))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (est.need("offloaded") - 1, 80 * 10**9))
+    with pytest.raises(ModelError) as e:
+        model.plan(64, 48, 33, 100)
+    msg = str(e.value)
+    assert f"needs about {wan_hub.gb(est.need('offloaded'))} of GPU memory for 33-frame segments generated at " \
+           f"64x48" in msg and "80.0 GB" in msg and "\n" not in msg
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (est.need("resident"), 80 * 10**9))
+    assert model.plan(64, 48, 33, 100)[0] == 33 and model.mode == "resident" and model.dtype == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    length, notes = model.plan(64, 48, 33, 100)
+    assert model.dtype == torch.float16 and any("has no bfloat16 kernels" in n for n in notes)
 
 
 def test_prompt_encoding_moves_to_the_cpu_and_checks_ram(hub):
