@@ -1,14 +1,14 @@
 """The two model interfaces the segment loop drives, and the small values they exchange with it.
 
 A frame model completes one frame at a time from a memory read (encode, complete, render); a segment model
-generates a whole segment jointly from one read per frame it asks for (plan, generate, decode). The loop branches
-once, on which of the two a model is. Nothing here imports torch at run time, so the registry can name and check
-model classes without loading them.
+generates a whole segment jointly from the memory read at each of its frames (plan, generate) and names the
+frames the memory keeps. The loop branches once, on which of the two a model is. Nothing here imports torch at
+run time, so the registry can name and check model classes without loading them.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence
 
 from ..protocol import ModelError  # noqa: F401  (models raise it; the registry re-exports it)
@@ -100,9 +100,33 @@ class FrameModel(ABC):
         its own bank (needs.pixel_ids); without, the latent grid is decoded as it is."""
 
 
+@dataclass
+class SegmentFrame:
+    """One frame of a segment as a segment model gets it: `read`, the memory read at the frame's camera (with its
+    splats where the memory keeps them), and `pixel_ids` [H, W], the frame's object id mask on the grid padded to
+    whole cells (None without moving objects), which keeps each pixel to its own bank when the read is drawn."""
+    read: "MemoryRead"
+    pixel_ids: Optional["torch.Tensor"] = None
+
+
+@dataclass
+class SegmentResult:
+    """What a segment model generated for one segment of n frames. frames [n, 3, H, W] in 0..1: the frames at the
+    job's size padded to whole cells, in the memory's light (the loop relights and crops them); writes: the
+    frames to remember, in order, as (index in the segment, latent [C, H/cell, W/cell]), each written at that
+    frame's camera where the memory still has holes then."""
+    frames: "torch.Tensor"
+    writes: list[tuple[int, "torch.Tensor"]] = field(default_factory=list)
+
+
 class SegmentModel(ABC):
-    """Generates a whole segment jointly (video diffusion): the loop asks `plan` once, reads the memory at the
-    frames `read_frames` names, hands the reads to `generate`, writes the generated latents back, then `decode`s."""
+    """Generates a whole segment jointly (video diffusion). The loop asks `plan` once, before any work; for each
+    segment it reads the memory at every frame, hands the reads to `generate`, writes the latents it returns back
+    (each at its own frame's camera, read again first, so a frame stores only what earlier writes of the segment
+    left unknown), then relights and saves the frames.
+
+    `cell` pixels per latent cell along each side, `channels` latent channels per cell, `name` the model folder
+    that runs. Constructed by the registry as Class(name, folder=..., device=..., emit=..., **model.json args)."""
     name: str = ""
     cell: int = 8
     channels: int = 0
@@ -113,19 +137,12 @@ class SegmentModel(ABC):
 
     @abstractmethod
     def plan(self, width: int, height: int, segment_length: int, frames: int) -> tuple:
-        """Before any work: (segment length to use, notices); raises ModelError when the job cannot run."""
+        """Before any work, for a width x height job of `frames` frames: (segment length to use, notices for
+        hello); raises ModelError when the job cannot run here."""
 
     @abstractmethod
-    def read_frames(self, segment: Sequence[int]) -> list:
-        """The frames of `segment` (frame numbers) the memory is read at, one per latent frame generated."""
-
-    @abstractmethod
-    def generate(self, reads: Sequence["MemoryRead"], prompt: str = "", negative_prompt: str = "",
+    def generate(self, frames: Sequence[SegmentFrame], prompt: str = "", negative_prompt: str = "",
                  generator: Optional["torch.Generator"] = None,
-                 step: Optional[Callable[[int, int], None]] = None) -> "torch.Tensor":
-        """Latents [T, C, h, w] for the segment, one per read; step(i, steps) before each denoising step (it may
-        raise to cancel)."""
-
-    @abstractmethod
-    def decode(self, latents: "torch.Tensor", n: int) -> "torch.Tensor":
-        """The segment's latents [T, C, h, w] -> its first n frames [n, 3, H, W] in 0..1."""
+                 step: Optional[Callable[[int, int], None]] = None) -> SegmentResult:
+        """One segment, jointly, from the memory read at each of its frames (in order); step(i, steps) before each
+        denoising step (it may raise to cancel)."""
