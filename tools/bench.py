@@ -717,7 +717,7 @@ def main(argv=None):
     try:
         with open(os.path.join(ROOT, "models", args.model, "model.json"), encoding="utf-8") as f:
             cfg = json.load(f)
-        meta["model_config"] = {k: cfg.get(k) for k in ("kind", "args", "description")}
+        meta["model_config"] = {k: cfg.get(k) for k in ("class", "alias", "args", "description")}
         h = hashlib.sha256()
         folder = os.path.join(ROOT, "models", args.model)
         for fn in sorted(os.listdir(folder)):

@@ -573,7 +573,7 @@ def test_wrong_transformer_config_is_refused(change, words):
 @pytest.mark.parametrize("name", ["wan-vace-1.3b", "wan-vace-14b"])
 def test_shipped_model_cards_are_complete(name):
     cfg = real_args(name)
-    assert cfg["kind"] == "wan_vace" and cfg["class"] == "wan:WanVACEModel"
+    assert cfg["class"] == "wan:WanVACEModel"
     assert "revision" in cfg["args"] and cfg["args"]["repo"].startswith("Wan-AI/Wan2.1-VACE-")
     rev = cfg["args"]["revision"]
     assert rev is None or (len(rev) == 40 and int(rev, 16) >= 0)
