@@ -36,6 +36,7 @@ PIECES = 3                  # maps per region at most (each covering what the pr
 UNSEEN_COST = 0.3           # cost of a band pixel the map cannot show
 COVER_COST = 0.2            # cost of the share of the region a map cannot cover
 HEIGHT_COST = 0.15          # cost per median scene depth of height difference at the anchor
+BLUR_COST = 0.03            # cost per halving of a source's resolution against the frame's
 def _normalize(v):
     return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
@@ -109,6 +110,11 @@ class Surface:
         cam = surface_points(self.depth, ex.K)
         valid = torch.isfinite(self.depth) & (self.depth > 0)
         n_cam, good = surface_normals(torch.where(valid[..., None], cam, torch.full_like(cam, float("inf"))), valid)
+        # how much surface one pixel covers (world units across, along the surface's steepest direction): a copy
+        # from a surface seen at a grazing angle or from far away would be blurred where it lands
+        facing = (n_cam * -_normalize(torch.where(valid[..., None], cam, torch.ones_like(cam)))).sum(-1).abs()
+        self.texel = torch.where(good, self.depth / float(self.K[0, 0]) / facing.clamp_min(0.05),
+                                 torch.full_like(self.depth, float("inf")))
         ids = ex.ids.long() if ex.ids is not None else torch.zeros(H, W, dtype=torch.long)
         self.ids = ids
         self.parts = ex.parts.long() if ex.parts is not None else torch.zeros(H, W, dtype=torch.long)
@@ -292,6 +298,15 @@ class _Frame:
                 t1[m], t2[m] = s.t1.reshape(-1, 3)[flat[m]], s.t2.reshape(-1, 3)[flat[m]]
         return Ps.reshape(*shape, 3), t1.reshape(*shape, 3), t2.reshape(*shape, 3)
 
+    def texel_at(self, e, flat):
+        """Surface size of exemplar pixels (e, flat) [...], world units (Surface.texel)."""
+        out = torch.full(e.shape, float("inf"))
+        for ei, s in enumerate(self.sources):
+            m = e == ei
+            if m.any():
+                out[m] = s.texel.reshape(-1)[flat[m]]
+        return out
+
     def jittered(self, e, flat, step):
         """Exemplar pixels `step` pixels from each of (e, flat) [r, b] in eight directions: ([r, 8b], [r, 8b],
         usable [r, 8b])."""
@@ -368,6 +383,7 @@ class _Frame:
             area_m.append(torch.arange(AREA_SAMPLES) < ar.numel())
         a = torch.stack(anchors)
         P_a, t1_a, t2_a = self.P[a], self.t1[a], self.t2[a]
+        texel_a = self.target.texel.reshape(-1)[a]
         band_P, band_c, band_m = torch.stack(band_P), torch.stack(band_c), torch.stack(band_m)
         area_P, area_m = torch.stack(area_P), torch.stack(area_m)
 
@@ -392,6 +408,9 @@ class _Frame:
             cover = (vis & area_m[:, None]).sum(-1) / area_m.sum(1).clamp_min(1)[:, None]
             Ps, _, _ = self.at(e, flat)
             cost = cost + COVER_COST * (1.0 - cover) + HEIGHT_COST * (Ps[..., 2] - P_a[:, None, 2]).abs() / self.scale
+            # sharper sources first: each halving of the source's resolution against the frame's costs this much
+            coarser = torch.log2((self.texel_at(e, flat) / texel_a[:, None]).clamp_min(1e-6)).clamp_min(0.0)
+            cost = cost + BLUR_COST * coarser
             return torch.where(ok, cost, torch.full_like(cost, float("inf")))
 
         # candidates: random points of each region's object and kind, and a moving object's own faces turned

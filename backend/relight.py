@@ -43,6 +43,14 @@ def soften_edges(g: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return torch.where(obj[0, 0] > 0, total / count.clamp_min(1.0), g)
 
 
+PLAIN = 1.5 / 255  # a baked colour varying less than this over an object's pixels is one plain colour
+
+
+def _patterned(colours):
+    """Whether an object's baked colours [3, N] (display values) on a frame vary: a pattern, not one colour."""
+    return colours.shape[1] > 1 and float(colours.std(1).max()) > PLAIN
+
+
 class MaterialPrefill:
     """A frame model's prefill (models.base.Prefill): moving objects' pixels that nothing drew take their
     material's colour as the reference shows it, so never-seen faces keep their pattern. `lin` [4, H, W]: the
@@ -147,11 +155,15 @@ class Lighting:
 
     def prefill(self, n: int, pixel_ids: Optional[torch.Tensor]) -> Optional[MaterialPrefill]:
         """The MaterialPrefill of frame n (pixel_ids [H, W] padded to whole cells), or None where no moving
-        object has a baked material."""
+        object has a baked material with a pattern. A plain material (one colour: a grey blockout) says nothing
+        a model could not say better from the object's own seen faces, so those objects are left to the model."""
         maps = self.colour_maps() if pixel_ids is not None else {}
         if not maps:
             return None
         alb = pad_to_cells(self.inputs.albedo(n), self.cell)
         baked = alb.sum(0) > 0
+        maps = {oid: m for oid, m in maps.items() if _patterned(alb[:, (pixel_ids == oid) & baked])}
+        if not maps:
+            return None
         lin = torch.cat([alb.double() ** GAMMA, torch.ones(1, *alb.shape[1:], dtype=torch.float64)], 0)
         return MaterialPrefill(lin, baked, maps, pixel_ids)

@@ -114,10 +114,11 @@ def frame_step(model: FrameModel, memory: Memory, view: View,
                        parts=view.pixel_parts)
     done = model.complete(read, needs, generator)
     full, shown = done.latent, read
-    if read.hole.any():
+    new = read.hole if done.completed is None else done.completed.to(read.hole.device)
+    if new.any():
         # generated frames leave outline cells out of the memory: what a fill painted across an outline is not
         # worth keeping (stored as layers it measured more flicker)
-        keep = read.hole & ~view.edges
+        keep = new & ~view.edges
         if done.from_material is not None:
             keep &= ~material_cells(done.from_material, model.cell).to(keep.device)
         view.write(memory, full, read, mask=keep)

@@ -69,10 +69,12 @@ class Completion:
     """Everything a frame model's `complete` produced. latent [C, h, w]: the read with its holes completed (known
     cells exactly as read); pixels [3, H, W]: what it painted where no stored cell reaches, when it painted
     pixels (render shows them rather than decoding the latent again); from_material [H, W] bool: the pixels the
-    prefill painted (kept out of the memory: painted again on every frame)."""
+    prefill painted (kept out of the memory: painted again on every frame); completed [h, w] bool: the cells it
+    completed and asks to store, where that is more than the read's holes (None: the read's holes)."""
     latent: "torch.Tensor"
     pixels: Optional["torch.Tensor"] = None
     from_material: Optional["torch.Tensor"] = None
+    completed: Optional["torch.Tensor"] = None
 
 
 class FrameModel(ABC):

@@ -2,11 +2,22 @@
 paints the pixels no stored cell reaches, from the reference and from what the memory already holds, and the
 result is encoded into cells like seen content, so later frames read it back instead of inventing again."""
 import torch
+import torch.nn.functional as F
 
 from ..fill import pixel_fill
 from ..imagine import synthesize
 from .base import Completion
 from .compact import LearnedModel, tiled
+
+CRACK = 1  # uncovered runs this wide (each side of a pixel) are cracks between stored cells, not holes
+
+
+def _wide(mask, width=CRACK):
+    """[H, W] bool: the pixels of `mask` in parts of it wider than `width` pixels (a morphological opening)."""
+    m = mask[None, None].float()
+    k = 2 * width + 1
+    eroded = -F.max_pool2d(-m, k, stride=1, padding=width)
+    return (F.max_pool2d(eroded, k, stride=1, padding=width)[0, 0] > 0) & mask
 
 
 class SynthModel(LearnedModel):
@@ -19,21 +30,26 @@ class SynthModel(LearnedModel):
         out_device = read.latent.device
         latent = read.latent.float().to(self.device)
         hole = read.hole.to(self.device, torch.bool)
-        if not hole.any():
-            return Completion(latent.to(out_device))
         H, W = latent.shape[-2] * 8, latent.shape[-1] * 8
         with torch.no_grad():
             drawn, covered, zd = self.draw(read.splats, H, W, needs.pixel_ids)
+            if not hole.any() and not _wide(~covered).any():
+                return Completion(latent.to(out_device))
             painted = None
             if needs.prefill is not None:
                 drawn, covered, painted = needs.prefill.paint(drawn, covered)
             base = pixel_fill(drawn, covered, zd, needs.pixel_target, needs.pixel_ids)
-            # only the read's hole cells are invented: a crack between stored cells keeps the smooth fill of its
-            # neighbours, so a pose seen again shows it the same
-            cells = hole.repeat_interleave(8, 0).repeat_interleave(8, 1).to(covered.device)
+            # invented: the read's hole cells, and uncovered areas wider than a crack elsewhere (what a moving object
+            # uncovered: its cells hold the outline's layers); a crack between stored cells keeps the smooth fill
+            # of its neighbours, so a pose seen again shows it the same
+            cells = hole.repeat_interleave(8, 0).repeat_interleave(8, 1).to(covered.device) | _wide(~covered)
             filled, _ = synthesize(torch.where(covered[None], drawn, base), covered | ~cells, needs.pixel_target,
                                    needs.K, needs.cam_to_world, needs.exemplars, ids=needs.pixel_ids,
                                    poses=needs.poses, base=base, generator=generator, parts=needs.parts)
             filled = torch.where(cells[None], filled, base).to(self.device)
-            full = torch.where(hole[None], tiled(self.encoder, filled, hole, 8, 1), latent).to(out_device)
-        return Completion(full, pixels=filled, from_material=painted)
+            # cells with invented pixels are completed too where the read knew them (a moving object's outline
+            # layer kept only its own pixels there): encoded and stored, so later frames show the same
+            h, w = hole.shape
+            done = hole | cells.reshape(h, 8, w, 8).any(3).any(1)
+            full = torch.where(done[None], tiled(self.encoder, filled, done, 8, 1), latent).to(out_device)
+        return Completion(full, pixels=filled, from_material=painted, completed=done.to(out_device))
