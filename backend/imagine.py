@@ -140,8 +140,26 @@ class Surface:
             N[m] = n_cam[m] @ M[:3, :3].T
         self.P, self.N = P, N
         self.usable = good & (valid if ex.usable is None else ex.usable.to(torch.bool) & valid)
+        self._pools = None
         self.kind = kind(N)
         self.t1, self.t2 = basis(N)
+
+    def pools(self):
+        """Usable pixels (flat indices) by (moving object, part, kind of surface), and by (moving object, -1,
+        kind) for any part. Worked out once per Surface."""
+        if self._pools is None:
+            flat = torch.nonzero(self.usable.reshape(-1)).squeeze(1)
+            oid, part, knd = self.ids.reshape(-1)[flat], self.parts.reshape(-1)[flat], self.kind.reshape(-1)[flat]
+            self._pools = {}
+            for p in (torch.full_like(oid, -1), part):
+                key = (oid * (1 << 17) + (p + 1)) * 3 + knd  # one integer per (object, part, kind)
+                keys, inv = torch.unique(key, return_inverse=True)
+                order = torch.argsort(inv, stable=True)
+                counts = torch.bincount(inv, minlength=keys.numel()).tolist()
+                for k, members in zip(keys.tolist(), torch.split(flat[order], counts)):
+                    o, rest = divmod(k, 3 * (1 << 17))
+                    self._pools[(o, rest // 3 - 1, rest % 3)] = members
+        return self._pools
 
     def project(self, Q, oid):
         """Local points Q [M, 3] of objects oid [M] -> (u, v, z) in this exemplar's image."""
@@ -233,12 +251,8 @@ class _Frame:
         # kind): a part is the scene object a pixel shows, so an unseen face of a box copies from the box first
         self.pools = {}
         for e, s in enumerate(sources):
-            flat = torch.nonzero(s.usable.reshape(-1)).squeeze(1)
-            oid, part, knd = s.ids.reshape(-1)[flat], s.parts.reshape(-1)[flat], s.kind.reshape(-1)[flat]
-            for key in (torch.stack([oid, torch.full_like(oid, -1), knd], 1), torch.stack([oid, part, knd], 1)):
-                keys, inv = torch.unique(key, dim=0, return_inverse=True)
-                for i, k in enumerate(keys.tolist()):
-                    self.pools.setdefault(tuple(k), []).append((e, flat[inv == i]))
+            for k, flat in s.pools().items():
+                self.pools.setdefault(k, []).append((e, flat))
         self.P, self.N = target.P.reshape(-1, 3), target.N.reshape(-1, 3)
         self.t1, self.t2 = target.t1.reshape(-1, 3), target.t2.reshape(-1, 3)
         self.ids, self.kind, self.parts = target.ids.reshape(-1), target.kind.reshape(-1), target.parts.reshape(-1)
@@ -449,15 +463,30 @@ class _Frame:
         return rows[~vis], hit
 
 
+def surfaces_of(exemplars, cache=None):
+    """The Surfaces of exemplars, reused from `cache` (a dict the caller keeps: exemplar -> Surface, the
+    exemplar kept alive beside it) when the same exemplar comes again, as the reference does on every frame."""
+    out = []
+    for e in exemplars:
+        hit = cache.get(id(e)) if cache is not None else None
+        if hit is None or hit[0] is not e:
+            hit = (e, Surface(e))
+            if cache is not None:
+                cache[id(e)] = hit
+        out.append(hit[1])
+    return out
+
+
 def synthesize(drawn, covered, depth, K, cam_to_world, exemplars, ids=None, poses=None, base=None,
-               generator=None, parts=None):
+               generator=None, parts=None, cache=None):
     """Fill the frame's pixels that no stored cell covers by copying surfaces from the exemplars.
 
     drawn [3, H, W] and covered [H, W]: what the memory drew; depth [H, W] the frame's depth (inf = sky); K,
     cam_to_world its camera; ids [H, W] object ids and poses {id: [4, 4]} on this frame; exemplars: the views to
     copy from (models.base.Exemplar); base [3, H, W] what pixels nothing can serve keep (a smooth fill); parts
-    [H, W] which scene object each pixel sees (None: not known). Returns (image [3, H, W], invented [H, W]: the
-    pixels copied)."""
+    [H, W] which scene object each pixel sees (None: not known); cache: a dict kept between calls, so each
+    exemplar's surface is worked out once (surfaces_of). Returns (image [3, H, W], invented [H, W]: the pixels
+    copied)."""
     H, W = covered.shape
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     out = (base if base is not None else drawn).clone().float()
@@ -467,7 +496,7 @@ def synthesize(drawn, covered, depth, K, cam_to_world, exemplars, ids=None, pose
     invented = torch.zeros(H, W, dtype=torch.bool)
     if not hole.any():
         return out, invented
-    frame = _Frame(target, [Surface(e) for e in exemplars] + [target], covered, depth, g)
+    frame = _Frame(target, surfaces_of(exemplars, cache) + [target], covered, depth, g)
     known = covered.reshape(-1).clone()
     todo = hole
     for _ in range(PIECES):

@@ -24,6 +24,10 @@ class SynthModel(LearnedModel):
     """LearnedModel's codec and drawing; holes by synthesis on the scene's surfaces where the frame's geometry is
     known (a push-pull fill elsewhere: sky, jobs without scene depth)."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._surfaces = {}  # the exemplars' surfaces, worked out once (the reference serves every frame)
+
     def complete(self, read, needs, generator=None):
         if read.splats is None or needs.pixel_target is None or needs.K is None:
             return super().complete(read, needs, generator)
@@ -45,7 +49,8 @@ class SynthModel(LearnedModel):
             cells = hole.repeat_interleave(8, 0).repeat_interleave(8, 1).to(covered.device) | _wide(~covered)
             filled, _ = synthesize(torch.where(covered[None], drawn, base), covered | ~cells, needs.pixel_target,
                                    needs.K, needs.cam_to_world, needs.exemplars, ids=needs.pixel_ids,
-                                   poses=needs.poses, base=base, generator=generator, parts=needs.parts)
+                                   poses=needs.poses, base=base, generator=generator, parts=needs.parts,
+                                   cache=self._surfaces)
             filled = torch.where(cells[None], filled, base).to(self.device)
             # cells with invented pixels are completed too where the read knew them (a moving object's outline
             # layer kept only its own pixels there): encoded and stored, so later frames show the same
