@@ -10,6 +10,7 @@ from .base import Completion
 from .compact import LearnedModel, tiled
 
 CRACK = 1  # uncovered runs this wide (each side of a pixel) are cracks between stored cells, not holes
+SEED = 0
 
 
 def _wide(mask, width=CRACK):
@@ -49,8 +50,10 @@ class SynthModel(LearnedModel):
             cells = hole.repeat_interleave(8, 0).repeat_interleave(8, 1).to(covered.device) | _wide(~covered)
             filled, _ = synthesize(torch.where(covered[None], drawn, base), covered | ~cells, needs.pixel_target,
                                    needs.K, needs.cam_to_world, needs.exemplars, ids=needs.pixel_ids,
-                                   poses=needs.poses, base=base, generator=generator, parts=needs.parts,
-                                   cache=self._surfaces)
+                                   poses=needs.poses, base=base, parts=needs.parts, cache=self._surfaces,
+                                   # the same candidates on every frame, not the frame's own noise: what is
+                                   # painted again (cells on outlines, never stored) comes out the same
+                                   generator=torch.Generator().manual_seed(SEED))
             filled = torch.where(cells[None], filled, base).to(self.device)
             # cells with invented pixels are completed too where the read knew them (a moving object's outline
             # layer kept only its own pixels there): encoded and stored, so later frames show the same
