@@ -67,6 +67,7 @@ def image_figures(order, gt, masks, images, reference):
             continue
         rows = reference_images(gt, n, reference)
         g_gt = metrics.gradient_energy(gt[n], mask)
+        swd = metrics.PatchSWD(gt[n], mask, seed=n)
         for m in names:
             img = images[m][n] if m in images else rows[m]
             a = acc[m]
@@ -76,9 +77,8 @@ def image_figures(order, gt, masks, images, reference):
             a["grad"] += metrics.gradient_energy(img, mask)
             a["grad_gt"] += g_gt
             a["per_frame"][str(n)] = metrics.psnr_from_mse(err)
-            raw, tex, count = metrics.patch_swd(img, gt[n], mask, seed=n)
-            if count >= MIN_PATCHES:
-                a["swd"].append((raw, tex, count))
+            if swd.count >= MIN_PATCHES:
+                a["swd"].append((*swd(img), swd.count))
     out = {}
     for m, a in acc.items():
         w = sum(c for _, _, c in a["swd"])

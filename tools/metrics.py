@@ -316,6 +316,11 @@ def swd_directions(dim, n=SWD_DIRECTIONS, seed=0):
     return d / np.linalg.norm(d, axis=0, keepdims=True)
 
 
+def sorted_projections(a, directions):
+    """[N, D] vectors -> [N, n] their projections on the directions [D, n], each column sorted (float32)."""
+    return np.sort(np.asarray(a, np.float32) @ np.asarray(directions, np.float32), axis=0)
+
+
 def sliced_wasserstein(a, b, directions=None):
     """Sliced Wasserstein-1 distance x100 between two equal-size sets of vectors [N, D]: each set projected on
     fixed random unit directions, sorted, mean absolute difference of the sorted projections."""
@@ -323,18 +328,41 @@ def sliced_wasserstein(a, b, directions=None):
     if a.shape != b.shape or not len(a):
         raise ValueError(f"sliced_wasserstein needs two non-empty sets of the same shape, got {a.shape}, {b.shape}")
     d = swd_directions(a.shape[1]) if directions is None else directions
-    pa, pb = np.sort(a @ d, axis=0), np.sort(b @ d, axis=0)
+    return swd_of_projections(sorted_projections(a, d), sorted_projections(b, d))
+
+
+def swd_of_projections(pa, pb):
+    """SWD x100 from two sets' sorted_projections."""
     return 100.0 * float(np.abs(pa - pb).mean())
+
+
+class PatchSWD:
+    """SWD of many images against one ground truth at the same pixels: the ground truth's patches are projected
+    once. raw: colour and texture; texture: each patch's mean colour removed."""
+
+    def __init__(self, gt, mask, seed=0):
+        self.v, self.u = patch_centres(mask, seed=seed)
+        self.count = len(self.v)
+        self.directions = swd_directions(SWD_PATCH * SWD_PATCH * 3)
+        self.gt = self._project(gt) if self.count else None
+
+    def _project(self, img):
+        return (sorted_projections(patches(img, self.v, self.u), self.directions),
+                sorted_projections(patches(img, self.v, self.u, remove_mean=True), self.directions))
+
+    def __call__(self, img):
+        """(raw, texture) SWD of img; (nan, nan) when no patch fits."""
+        if not self.count:
+            return float("nan"), float("nan")
+        raw, tex = self._project(img)
+        return swd_of_projections(raw, self.gt[0]), swd_of_projections(tex, self.gt[1])
 
 
 def patch_swd(img, gt, mask, seed=0):
     """(raw, texture-only) SWD between the 7x7x3 patches of img and of gt at the same invented pixels, and the
     number of patches used; (nan, nan, 0) when no patch fits."""
-    v, u = patch_centres(mask, seed=seed)
-    if not len(v):
-        return float("nan"), float("nan"), 0
-    return (sliced_wasserstein(patches(img, v, u), patches(gt, v, u)),
-            sliced_wasserstein(patches(img, v, u, remove_mean=True), patches(gt, v, u, remove_mean=True)), len(v))
+    swd = PatchSWD(gt, mask, seed)
+    return (*swd(img), swd.count)
 
 
 def shifted(img, dx=4):
