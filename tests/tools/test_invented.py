@@ -53,20 +53,23 @@ def test_a_moving_object_keeps_its_seen_faces_and_uncovers_invented_wall():
 def test_image_figures_rank_the_reference_rows():
     rng = np.random.default_rng(0)
     big = np.clip(metrics.gaussian_blur(rng.random((H, W + 20, 3)), 1.0) * 2 - 0.5, 0, 1)
-    gt = {1: big[:, :W], 2: big[:, 10:W + 10]}
+    gt = {1: big[:, :W], 2: big[:, 10:W + 10], 3: big[:, 20:]}
     mask = np.zeros((H, W), bool)
     mask[:, 20:] = True
-    masks = {1: np.zeros((H, W), bool), 2: mask}
+    few = np.zeros((H, W), bool)
+    few[7:13, 7:13] = True  # 36 patch centres: too few for an SWD, counted by the other figures
+    masks = {1: np.zeros((H, W), bool), 2: mask, 3: few}
     images = {"exact": dict(gt), "blur": {n: metrics.gaussian_blur(g, 3.0) for n, g in gt.items()}}
-    fig = invented.image_figures([1, 2], gt, masks, images, gt[1])
+    fig = invented.image_figures([1, 2, 3], gt, masks, images, gt[1])
     assert set(fig) == {"exact", "blur", *invented.REFERENCE_ROWS}
     assert fig["exact"]["psnr_db"] == math.inf and fig["exact"]["detail_ratio"] == pytest.approx(1.0)
-    assert fig["exact"]["swd_raw"] == 0.0 and fig["exact"]["pixels"] == mask.sum()
+    assert fig["exact"]["swd_raw"] == 0.0 and fig["exact"]["pixels"] == mask.sum() + few.sum()
+    assert fig["exact"]["swd_frames"] == 1 and fig["blur"]["swd_frames"] == 1
     assert fig["blur"]["detail_ratio"] == pytest.approx(fig["gt_blurred"]["detail_ratio"])
     assert fig["flat_mean"]["detail_ratio"] == 0.0
     assert fig["gt_shifted"]["swd_texture"] < fig["gt_blurred"]["swd_texture"]
     assert fig["gt_shifted"]["psnr_db"] < fig["gt_blurred"]["psnr_db"]
-    assert list(fig["exact"]["psnr_per_frame"]) == ["2"]  # frames without invented pixels do not count
+    assert list(fig["exact"]["psnr_per_frame"]) == ["2", "3"]  # frames without invented pixels do not count
 
 
 def test_self_consistency_pairs_a_frame_with_the_earlier_segment_that_saw_its_invented_wall():
@@ -89,7 +92,34 @@ def test_self_consistency_pairs_a_frame_with_the_earlier_segment_that_saw_its_in
 
 def test_no_partner_in_the_same_segment_or_at_the_same_pose():
     wall = np.full((H, W), 2.0)
-    views = {1: (wall, K(), cam(0.0)), 2: (wall, K(), cam(1.0)), 3: (wall, K(), cam(1.05))}
+    views = {1: (wall, K(), cam(0.0)), 2: (wall, K(), cam(1.0)), 3: (wall, K(), cam(1.2))}
     masks = {n: metrics.invented_mask(*views[n], [views[1]]) for n in views}
+    assert invented.partners([1, 2, 3], views, {1: 0, 2: 1, 3: 2}, masks) == {3: 2}
     assert invented.partners([1, 2, 3], views, {1: 0, 2: 1, 3: 1}, masks) == {}  # 2 and 3 share a segment
+    views[3] = (wall, K(), cam(1.05))
+    masks[3] = metrics.invented_mask(*views[3], [views[1]])
     assert invented.partners([1, 2, 3], views, {1: 0, 2: 1, 3: 2}, masks) == {}  # 3 is at 2's pose (revisit)
+
+
+def test_contact_sheet_outlines_the_invented_pixels(tmp_path):
+    import sheet
+    from PIL import Image
+    assert sheet.spread(list(range(1, 11)), 4, skip={1}) == [2, 5, 7, 10]
+    assert sheet.spread([1, 2, 3], 6) == [1, 2, 3]
+    frames = [2, 3]
+    grey = {n: np.full((H, W, 3), 0.5) for n in frames}
+    mask = np.zeros((H, W), bool)
+    mask[5:15, 10:30] = True
+    path = sheet.contact_sheet(str(tmp_path / "s.png"), frames, [("gt", grey), ("model", grey)],
+                               {2: mask, 3: np.zeros((H, W), bool)}, "title")
+    with Image.open(path) as im:
+        a = np.asarray(im.convert("RGB"))
+    scale = -(-sheet.MIN_CELL_WIDTH // W)
+    cw, ch = W * scale, H * scale
+    assert a.shape[1] >= 2 * cw and a.shape[0] >= 2 * ch
+    magenta = np.all(a == sheet.OUTLINE, -1)
+    # the outline is the mask's inner edge, in both rows of the first column, none in the second column
+    assert magenta.sum() == 2 * (sheet.outline(mask).sum() * scale * scale)
+    assert sheet.outline(mask).sum() == 2 * 20 + 2 * 8
+    dimmed = sheet.mask_row(grey, {2: mask, 3: mask}, [2])
+    assert list(dimmed) == [2] and np.all(dimmed[2][mask] == 0.5) and np.allclose(dimmed[2][~mask], 0.1)
