@@ -68,6 +68,12 @@ TARGETS = {
     "blockout_object_mean_db": ("moving object in blockout: PSNR >= 24 dB (mean over the frames it is seen)", ">=", 24.0),
     "blockout_object_worst_db": ("moving object in blockout: PSNR >= 20 dB in every frame it is seen (worst)", ">=", 20.0),
 }
+# the report's column heads for the invented pixels' targets
+INVENTED_TARGETS = {"invented_vs_flat_db": "PSNR above flat mean, dB (>= 0.5)",
+                    "detail_ratio": "detail ratio (0.6 to 1.6)",
+                    "swd_texture_ratio": "texture SWD / shifted ground truth's (<= 1.1)",
+                    "swd_raw": "raw SWD (<= 5.0)",
+                    "consistency_gap_db": "self-consistency below the ground truth's, dB (<= 1.5)"}
 OBJECT_MIN_SHARE = 0.001  # a frame counts as showing the object when it covers at least 0.1 % of the pixels
 
 
@@ -858,13 +864,26 @@ def write_report(results, tg, meta, out_root):
          f"Model: {(meta.get('model_config') or {}).get('description', 'n/a')}. Ground truth: Cycles CPU, "
          f"{meta['samples']} samples, denoiser {'on' if meta['denoise'] else 'off'}.", "",
          "## Targets", "", "| target | scene | value | pass |", "|---|---|---|---|"]
+    verdict = lambda row: "n/a" if row["pass"] is None else ("PASS" if row["pass"] else "MISS")  # noqa: E731
     for key, rows in tg.items():
+        if key in INVENTED_TARGETS:
+            continue
         for row in rows:
             v = row["value"]
             shown = f"{100 * v:.1f} %" if key == "loop_growth" and v is not None else fmt(v)
-            shown = f"{shown}x" if key == "swd_texture_ratio" and v is not None else shown
-            L.append(f"| {row['target']} | {row['scene']} | {shown} | "
-                     f"{'n/a' if row['pass'] is None else ('PASS' if row['pass'] else 'MISS')} |")
+            L.append(f"| {row['target']} | {row['scene']} | {shown} | {verdict(row)} |")
+    # the invented pixels' targets: one row per scene and mode, one column per target
+    where = list(dict.fromkeys(row["scene"] for key in INVENTED_TARGETS for row in tg.get(key, [])))
+    if where:
+        L += ["", "Invented pixels (what no reference showed; docs/benchmarks.md defines each figure):", "",
+              "| scene (mode) | " + " | ".join(INVENTED_TARGETS.values()) + " |",
+              "|---|" + "---|" * len(INVENTED_TARGETS)]
+        for w in where:
+            cells = []
+            for key in INVENTED_TARGETS:
+                row = next((x for x in tg.get(key, []) if x["scene"] == w), None)
+                cells.append("n/a" if row is None else f"{fmt(row['value'])} {verdict(row)}")
+            L.append(f"| {w} | " + " | ".join(cells) + " |")
     for name, r in results.items():
         s = r.get("summary")
         if s is None:
