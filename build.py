@@ -69,6 +69,7 @@ def build():
                 for full, _ in _files("mirage_blender", (".py",))]
     entries += list(_files("backend", (".py",)))
     entries += list(_files("models", (".json", ".safetensors", ".md")))
+    entries += list(_files("farm", (".js", ".yaml")))  # the Flamenco job type and OpenJD template, for studios
     tmp = out + ".part"
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
         for full, arc in entries:
