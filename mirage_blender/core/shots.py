@@ -88,17 +88,14 @@ def shot_ranges(markers: Sequence[Marker], frame_start: int, frame_end: int,
         if a.frame == b.frame:
             raise InputError(f"Markers '{a.name}' and '{b.name}' are both on frame {a.frame}: move one of them "
                              f"(each camera marker starts its own shot)")
-    # the marker in effect on every frame: the last one at or before it, else the first one
+    # the marker in effect on a frame is the last one at or before it, else the first one: each marker owns the
+    # frames from its own (the range's start, for the first) to the next marker's
     owners = []  # (marker, first frame, last frame)
-    for f in range(frame_start, frame_end + 1):
-        now = bound[0]
-        for m in bound:
-            if m.frame <= f:
-                now = m
-        if owners and owners[-1][0] is now:
-            owners[-1] = (now, owners[-1][1], f)
-        else:
-            owners.append((now, f, f))
+    for i, m in enumerate(bound):
+        first = frame_start if i == 0 else max(m.frame, frame_start)
+        last = min(bound[i + 1].frame - 1, frame_end) if i + 1 < len(bound) else frame_end
+        if first <= last:
+            owners.append((m, first, last))
     starting = [m for m, _, _ in owners]
     for m in bound:
         if not any(m is s for s in starting):

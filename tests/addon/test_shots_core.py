@@ -71,3 +71,19 @@ def test_selecting_a_shot_by_name():
         assert str(e.value).startswith(message)
     with pytest.raises(InputError, match="the scene has no camera markers, so its only shot is the whole frame range"):
         shots.select([R("", 1, 20, "Scene")], "A", [], 1, 20)
+
+
+def test_shots_follow_blenders_camera_switching_on_every_frame():
+    # Blender's rule, frame by frame: the camera of the last marker at or before the frame, else of the first
+    import random
+    rng = random.Random(4)
+    for _ in range(200):
+        frames = rng.sample(range(-10, 40), rng.randint(1, 6))
+        markers = [M(f"m{f}", f, f"C{f}") for f in frames]
+        start, end = rng.randint(-5, 10), rng.randint(10, 30)
+        found, _ = ranges(markers, start, end)
+        ordered = sorted(markers, key=lambda m: m.frame)
+        for f in range(start, end + 1):
+            owner = ([m for m in ordered if m.frame <= f] or ordered[:1])[-1]
+            assert shots.shot_of_frame(found, f).camera == owner.camera, (frames, start, end, f)
+        assert [f for r in found for f in r.frames] == list(range(start, end + 1))
