@@ -59,8 +59,9 @@ class RunState:
         return self.done > 0
 
 
-def run_state(folder: str) -> Optional[RunState]:
-    """The run in a job folder, or None where there is no job."""
+def run_state(folder: str, check_memory: bool = False) -> Optional[RunState]:
+    """The run in a job folder, or None where there is no job; `memory_ok` is only worked out (the saved memory
+    hashed) with `check_memory`, else False."""
     job = read_json(os.path.join(folder, "job.json"))
     if job is None or not isinstance(job.get("frames"), list):
         return None
@@ -70,8 +71,10 @@ def run_state(folder: str) -> Optional[RunState]:
     done = report.get("frames") if isinstance(report.get("frames"), int) else 0
     current = bool(progress) and progress.get("fingerprint") == report.get("fingerprint")
     memory = os.path.join(folder, STATE_DIR, MEMORY)
-    try:
-        memory_ok = current and progress.get("memory") == digest(memory_files(memory))
-    except OSError:
-        memory_ok = False
+    memory_ok = False
+    if check_memory and current:
+        try:
+            memory_ok = progress.get("memory") == digest(memory_files(memory))
+        except OSError:
+            pass
     return RunState(frames, done if current else 0, current and done == len(frames), memory_ok)

@@ -57,16 +57,17 @@ class JobBuilder:
         shot = self.shot
         camera.intrinsics(scene, shot.camera)  # no camera, or not a perspective one: refuse before any work
         width, height, frames = self._frame_range()
-        refs = self._references(width, height)
+        images = self._reference_images(width, height)
         segment_length = s.segment_length
         if segment_length > len(frames):
             if not shot.name:
                 raise InputError(f"Segment Length ({s.segment_length}) is longer than the frame range "
                                  f"({len(frames)} frames)")
             segment_length = len(frames)  # a short shot is one segment
+        refs = self._reference_depths(images, width, height)
         out = shot.folder
         if self.plan.fallback:
-            self.notices.append(f"The file is not saved yet: output goes to {out}")
+            self.notices.append(f"The file is not saved yet: output goes to {self.plan.root}")
         inputs.make_output_folder(out)
         self.out = out
         start = shots.start_memory(self.plan, shot)
@@ -98,18 +99,28 @@ class JobBuilder:
             raise InputError(sentence(str(e))) from None
         return width, height, frames
 
-    def _references(self, width, height):
-        """Every reference of the set with its files checked: (shots.Reference or None, image path, depth map
-        [H, W] or None). The first comes from the Reference setting; a set needs at least one."""
-        s, out = self.settings, []
+    def _reference_images(self, width, height):
+        """Every reference of the set with its image checked: (shots.Reference or None, image path). The first
+        comes from the Reference setting; a set needs at least one."""
+        out = []
         for ref in self.plan.references or [None]:
             if ref is None or ref.primary:
-                out.append((ref, inputs.reference_image(s, width, height), inputs.depth_map(s, width, height)))
+                out.append((ref, inputs.reference_image(self.settings, width, height)))
                 continue
             camera.intrinsics(self.scene, ref.camera)
-            image = inputs.image_file(ref.image, width, height, ref.label)
-            depth = (inputs.depth_file(ref.depth_image, width, height, f"{ref.label}'s depth map")
-                     if s.depth_source == "IMAGE" else None)
+            out.append((ref, inputs.image_file(ref.image, width, height, ref.label)))
+        return out
+
+    def _reference_depths(self, images, width, height):
+        """(reference, image path, its depth map [H, W] or None: depth source Depth Map only), checked."""
+        s, out = self.settings, []
+        for ref, image in images:
+            if ref is None or ref.primary:
+                depth = inputs.depth_map(s, width, height)
+            elif s.depth_source == "IMAGE":
+                depth = inputs.depth_file(ref.depth_image, width, height, f"{ref.label}'s depth map")
+            else:
+                depth = None
             out.append((ref, image, depth))
         return out
 

@@ -135,7 +135,7 @@ def start_memory(set_plan: SetPlan, shot: Shot) -> Optional[list]:
     if set_plan.mode != core.CHAINED or shot.index == 0:
         return None
     before = set_plan.shots[shot.index - 1]
-    run = runstate.run_state(before.folder)
+    run = runstate.run_state(before.folder, check_memory=True)
     if run is None or not run.finished or run.frames != before.frames:
         raise InputError(f"Shot '{shot.name}' starts from what shot '{before.name}' leaves (chained shots), and "
                          f"'{before.name}' is not finished: generate '{before.name}' first, or set Shots to Parallel")
