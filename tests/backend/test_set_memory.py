@@ -6,6 +6,7 @@ import os
 import shutil
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.conftest import run_backend
@@ -83,23 +84,27 @@ def test_a_frame_painted_by_a_reference_is_that_reference(tmp_path):
     assert np.array_equal(out["000001.png"], np.asarray(Image.open(tmp_path / "inputs" / "reference.png")))
 
 
-def chain(tmp_path, model="builtin", whole_run=True):
+def chain(tmp_path, model="builtin", whole_run=True, moving=False):
     """One run over frames 1-8 (with `whole_run`), and the same path as two shots: A (1-4) seeded by the
-    reference, B (5-8) starting from the memory A left. Returns the three folders."""
+    reference, B (5-8) starting from the memory A left. With `moving`, the box slides (a moving object with a
+    memory bank of its own). Returns the three folders."""
     xs, yaws = [0.12 * i for i in range(8)], [3.0 * i for i in range(8)]
+    box = [0.1 * i for i in range(8)] if moving else None
     whole, a, b = (str(tmp_path / n) for n in ("whole", "A", "B"))
-    make_job(whole, W=W, H=H, xs=xs, yaws=yaws, segment_length=4, model=model)
-    make_job(a, W=W, H=H, xs=xs[:4], yaws=yaws[:4], segment_length=4, model=model)
-    make_job(b, W=W, H=H, xs=xs, yaws=yaws, segment_length=4, model=model)
-    view = add_view(b, 1, 0.0, 0.0, seed=0)  # shot B's copy of the set's reference, from frame 1's camera
+    make_job(whole, W=W, H=H, xs=xs, yaws=yaws, segment_length=4, model=model, box_xs=box)
+    make_job(a, W=W, H=H, xs=xs[:4], yaws=yaws[:4], segment_length=4, model=model, box_xs=box and box[:4])
+    make_job(b, W=W, H=H, xs=xs, yaws=yaws, segment_length=4, model=model, box_xs=box)
 
     def shot_b(job):
+        # shot B's copy of the set's reference keeps frame 1's camera and maps (moving objects' poses too)
+        view = dict(job["frames"][0], image="inputs/references/01.png")
         job["frames"] = job["frames"][4:]
         del job["reference"]
         job["references"] = [view]
         job["start"] = {"memory": "inputs/start/memory.safetensors", "shot": "A"}
     edit_job(os.path.join(b, "job.json"), shot_b)
-    shutil.copyfile(os.path.join(whole, "inputs", "reference.png"), os.path.join(b, view["image"]))
+    os.makedirs(os.path.join(b, "inputs", "references"))
+    shutil.copyfile(os.path.join(whole, "inputs", "reference.png"), os.path.join(b, "inputs", "references", "01.png"))
     for folder in (whole, a) if whole_run else (a,):
         proc, _ = run_backend(os.path.join(folder, "job.json"))
         assert proc.returncode == 0, proc.stderr
@@ -114,8 +119,12 @@ def copy_start(a, b):
             shutil.copyfile(os.path.join(a, "state", name), os.path.join(b, "inputs", "start", name))
 
 
-def test_a_shot_starting_from_the_shot_before_draws_what_one_run_draws(tmp_path):
-    whole, a, b = chain(tmp_path)
+@pytest.mark.parametrize("moving", [False, True])
+def test_a_shot_starting_from_the_shot_before_draws_what_one_run_draws(tmp_path, moving):
+    whole, a, b = chain(tmp_path, moving=moving)
+    if moving:
+        assert sorted(os.listdir(os.path.join(b, "inputs", "start"))) == ["memory.object1.safetensors",
+                                                                       "memory.safetensors"]
     proc, msgs = run_backend(os.path.join(b, "job.json"), "--jsonl")
     assert proc.returncode == 0, proc.stderr
     fw, fa, fb = frames_of(whole), frames_of(a), frames_of(b)
