@@ -24,11 +24,13 @@ def test_pooled_psnr_is_one_mse_over_every_mask():
 
 
 def test_targets_compare_the_right_way_round():
-    cs = {"psnr_db": {"gt": {"invented": 36.0}, "chained": {"invented": 35.0}, "parallel": {"invented": 31.0}}}
+    cs = {"psnr_db": {"gt": {"invented": 36.0, "invented_surfaces": 37.0}, "chained": {"invented": 35.0, "invented_surfaces": 37.5},
+                      "parallel": {"invented": 31.0}}}
     sr = {"psnr_db": {"one_reference": {"first": 24.0}, "two_references": {"second_only": 20.0}}}
     t = bench_shots.targets(cs, sr)
     assert (t["cross_shot_gap_db"]["value"], t["cross_shot_gap_db"]["pass"]) == (1.0, True)
     assert (t["cross_shot_gain_db"]["value"], t["cross_shot_gain_db"]["pass"]) == (4.0, True)
+    assert (t["cross_shot_surface_gap_db"]["value"], t["cross_shot_surface_gap_db"]["pass"]) == (-0.5, True)
     assert (t["second_reference_gap_db"]["value"], t["second_reference_gap_db"]["pass"]) == (4.0, False)
     cs["psnr_db"]["chained"]["invented"] = 33.0  # 3 dB below the ground truth's own, only 2 above parallel
     t = bench_shots.targets(cs, sr)
