@@ -152,6 +152,18 @@ def main():
     run("b_before_a", folder="fresh", shot="B")
     run("parallel", lambda sc: setattr(sc.mirage, "shot_mode", "PARALLEL"), folder="parallel")
     run("ui", folder="ui", ui=True)
+    # the farm buttons where they cannot work: one line each
+    farm_errors = {}
+    for name, call in (("submit_flamenco", lambda: bpy.ops.mirage.submit_flamenco()),
+                       ("openjd_unsaved", lambda: (bpy.ops.wm.read_homefile(use_empty=True),
+                                                   bpy.ops.mirage.write_openjd_job()))):
+        bpy.ops.wm.open_mainfile(filepath=done)
+        try:
+            call()
+            farm_errors[name] = None
+        except RuntimeError as e:
+            farm_errors[name] = str(e)
+    results["farm_errors"] = farm_errors
     # shot A's camera changes: A is made again, and B, starting from what A leaves, starts afresh
     run("changed_a", lambda sc: setattr(sc.camera.data, "lens", 26.0), blend=done)
 

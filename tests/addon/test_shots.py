@@ -154,3 +154,11 @@ def test_the_panel_lists_the_shots_with_their_state_and_a_button_each(results):
     operators = {d[1] for d in panel["drawn"] if d[0] == "operator"}
     assert {"mirage.generate", "mirage.write_openjd_job", "mirage.load_shots"} <= operators
     assert "Submit to Flamenco: the Flamenco add-on is not enabled" in labels
+
+
+def test_the_farm_buttons_say_why_they_cannot_work(results):
+    _, data = results
+    errors = data["farm_errors"]
+    assert errors["submit_flamenco"].strip() == ("Error: The Flamenco add-on is not enabled: install it from your "
+                                                 "Flamenco Manager's web interface (docs/farm.md)")
+    assert errors["openjd_unsaved"].strip() == "Error: Save the .blend first: a farm opens it from its file"
