@@ -1,6 +1,5 @@
-"""Generate and Cancel. The operators see the session's state only; the session does the work."""
+"""Generate and Cancel, and the set's references. The operators see the generation's state only; it does the work."""
 import bpy
-
 from bpy.props import IntProperty, StringProperty
 
 from . import prefs
