@@ -74,8 +74,9 @@ def pad_to_cells(t: torch.Tensor, cell: int) -> torch.Tensor:
 
 
 class Inputs:
-    """A job's per-frame inputs, loaded when asked (the id mask of the frame last asked for is kept: the read,
-    the light and the material colours of one frame all need it)."""
+    """A job's per-frame inputs, loaded when asked (the id mask of the camera last asked for is kept: the read,
+    the light and the material colours of one frame all need it). A camera is a frame number or a
+    protocol.Frame (a reference's own camera)."""
 
     def __init__(self, job: protocol.Job):
         self.job = job
@@ -84,15 +85,24 @@ class Inputs:
         self.known_ids = {0} | {o.id for o in job.objects}
         self._ids = (None, None)
 
-    def reference_image(self) -> torch.Tensor:
-        """[3, H, W] the user's reference image at the render size."""
-        return load_image(self.job.reference.image, self.W, self.H)
+    def frame(self, n) -> protocol.Frame:
+        """The Frame of a camera: frame number n of the job, or n itself."""
+        return n if isinstance(n, protocol.Frame) else self.frames[n]
 
-    def reference_depth(self) -> torch.Tensor:
-        """[H, W] depth of the reference by the job's depth source (a plane at plane_distance for PLANE)."""
-        src, ref = self.job.depth_source, self.job.reference
+    def view(self, ref: protocol.Reference) -> protocol.Frame:
+        """The camera a reference was painted from: its own, or that of the job's frame it names."""
+        return ref.view if ref.view is not None else self.frames[ref.frame]
+
+    def reference_image(self, ref: Optional[protocol.Reference] = None) -> torch.Tensor:
+        """[3, H, W] the user's reference image (the job's first by default) at the render size."""
+        return load_image((ref or self.job.reference).image, self.W, self.H)
+
+    def reference_depth(self, ref: Optional[protocol.Reference] = None) -> torch.Tensor:
+        """[H, W] depth of a reference (the job's first by default) by the job's depth source (a plane at
+        plane_distance for PLANE)."""
+        src, ref = self.job.depth_source, ref or self.job.reference
         if src == "SCENE":
-            return self.scene_depth(ref.frame)
+            return self.scene_depth(self.view(ref))
         if src == "IMAGE":
             return load_depth(ref.depth, self.W, self.H, "the reference depth map")
         return torch.full((self.H, self.W), float(self.plane_distance()))
@@ -100,67 +110,78 @@ class Inputs:
     def plane_distance(self) -> float:
         return self.job.plane_distance if self.job.plane_distance is not None else 5.0
 
-    def camera(self, n: int) -> tuple:
-        """(K [3, 3], cam_to_world [4, 4]) float64 of frame n."""
-        f = self.frames[n]
+    def camera(self, n) -> tuple:
+        """(K [3, 3], cam_to_world [4, 4]) float64 of camera n."""
+        f = self.frame(n)
         return torch.tensor(f.K, dtype=torch.float64), torch.tensor(f.cam_to_world, dtype=torch.float64)
 
-    def scene_depth(self, n: int) -> Optional[torch.Tensor]:
-        """[H, W] scene depth of frame n, or None without the Scene depth source."""
+    def _name(self, n) -> str:
+        """How messages name camera n: a frame of the job, or a reference's own camera."""
+        if not isinstance(n, protocol.Frame):
+            return f"frame {n}"
+        return f"frame {n.frame}" if self.frames.get(n.frame) is n else f"the camera of the reference of frame {n.frame}"
+
+    def scene_depth(self, n) -> Optional[torch.Tensor]:
+        """[H, W] scene depth of camera n, or None without the Scene depth source."""
         if self.job.depth_source != "SCENE":
             return None
-        return load_depth(self.frames[n].depth, self.W, self.H, f"the depth of frame {n}")
+        return load_depth(self.frame(n).depth, self.W, self.H, f"the depth of {self._name(n)}")
 
-    def poses(self, n: int) -> dict:
-        """Object id -> object-to-world matrix on frame n (moving objects only)."""
-        objs = self.frames[n].objects or {}
+    def poses(self, n) -> dict:
+        """Object id -> object-to-world matrix at camera n (moving objects only)."""
+        objs = self.frame(n).objects or {}
         return {int(k): torch.tensor(m, dtype=torch.float64) for k, m in objs.items()}
 
-    def object_ids(self, n: int) -> Optional[torch.Tensor]:
-        """[H, W] object id of every pixel on frame n (0 = static world), or None without moving objects."""
+    def object_ids(self, n) -> Optional[torch.Tensor]:
+        """[H, W] object id of every pixel at camera n (0 = static world), or None without moving objects."""
         if not self.job.objects:
             return None
-        if self._ids[0] == n:
+        key = n if not isinstance(n, protocol.Frame) else ("view", id(n))
+        if self._ids[0] == key:
             return self._ids[1]
-        ids = load_array(self.frames[n].ids, self.W, self.H, f"the object id mask of frame {n}")
+        what = f"the object id mask of {self._name(n)}"
+        ids = load_array(self.frame(n).ids, self.W, self.H, what)
         if not np.issubdtype(ids.dtype, np.integer):
-            raise JobError(f"the object id mask of frame {n} must hold integers, not {ids.dtype}")
+            raise JobError(f"{what} must hold integers, not {ids.dtype}")
         unknown = set(np.unique(ids).tolist()) - self.known_ids
         if unknown:
-            raise JobError(f"the object id mask of frame {n} holds ids the job does not list: {sorted(unknown)}")
-        self._ids = (n, torch.from_numpy(ids.astype(np.int64)))
+            raise JobError(f"{what} holds ids the job does not list: {sorted(unknown)}")
+        self._ids = (key, torch.from_numpy(ids.astype(np.int64)))
         return self._ids[1]
 
-    def parts(self, n: int) -> Optional[torch.Tensor]:
-        """[H, W] long: which object each pixel of frame n sees (any object; 0 = none), or None."""
-        path = self.frames[n].parts
+    def parts(self, n) -> Optional[torch.Tensor]:
+        """[H, W] long: which object each pixel at camera n sees (any object; 0 = none), or None."""
+        path = self.frame(n).parts
         if path is None:
             return None
-        a = load_array(path, self.W, self.H, f"the object map of frame {n}")
+        what = f"the object map of {self._name(n)}"
+        a = load_array(path, self.W, self.H, what)
         if not np.issubdtype(a.dtype, np.integer) or (a < 0).any():
-            raise JobError(f"the object map of frame {n} must hold non-negative integers, not {a.dtype}: {path}")
+            raise JobError(f"{what} must hold non-negative integers, not {a.dtype}: {path}")
         return torch.from_numpy(a.astype(np.int64))
 
-    def light(self, n: int) -> Optional[torch.Tensor]:
-        """[H, W] light ratio of frame n as the job gives it, checked, or None."""
-        path = self.frames[n].light
+    def light(self, n) -> Optional[torch.Tensor]:
+        """[H, W] light ratio at camera n as the job gives it, checked, or None."""
+        path = self.frame(n).light
         if path is None:
             return None
-        g = load_array(path, self.W, self.H, f"the light map of frame {n}").astype(np.float32)
+        what = f"the light map of {self._name(n)}"
+        g = load_array(path, self.W, self.H, what).astype(np.float32)
         if not np.all(np.isfinite(g)) or (g < 0).any():
-            raise JobError(f"the light map of frame {n} holds NaN, infinite or negative values: {path}")
+            raise JobError(f"{what} holds NaN, infinite or negative values: {path}")
         return torch.from_numpy(g)
 
-    def albedo(self, n: int) -> Optional[torch.Tensor]:
-        """[3, H, W] surface colour (display values 0..1) of frame n's moving objects from their materials, or None."""
-        path = self.frames[n].albedo
+    def albedo(self, n) -> Optional[torch.Tensor]:
+        """[3, H, W] surface colour (display values 0..1) of camera n's moving objects from their materials, or None."""
+        path = self.frame(n).albedo
         if path is None:
             return None
+        what = f"the surface colour map of {self._name(n)}"
         try:
             a = np.load(path, allow_pickle=False)
         except (FileNotFoundError, ValueError, OSError) as e:
-            raise JobError(f"the surface colour map of frame {n} cannot be read ({e}): {path}") from None
+            raise JobError(f"{what} cannot be read ({e}): {path}") from None
         if a.shape != (self.H, self.W, 3) or a.dtype != np.uint8:
-            raise JobError(f"the surface colour map of frame {n} must be {self.W}x{self.H}x3 uint8, "
+            raise JobError(f"{what} must be {self.W}x{self.H}x3 uint8, "
                            f"not {'x'.join(map(str, a.shape[1::-1] + a.shape[2:]))} {a.dtype}: {path}")
         return torch.from_numpy(a).permute(2, 0, 1).float() / 255.0

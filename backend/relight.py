@@ -82,8 +82,9 @@ class Lighting:
         self._levels = None
         self._colour_maps = None
 
-    def light(self, n: int) -> Optional[torch.Tensor]:
-        """[H, W] light ratio of frame n (how moving objects change the light there), or None."""
+    def light(self, n) -> Optional[torch.Tensor]:
+        """[H, W] light ratio at camera n, a frame number or a reference's own camera (how moving objects change
+        the light there), or None."""
         g = self.inputs.light(n)
         if g is None:
             return None
@@ -100,7 +101,7 @@ class Lighting:
         """Object id -> 1 / its median light ratio on the reference (1 where the reference does not show it)."""
         if self._levels is None:
             self._levels = {}
-            ref = self.inputs.job.reference.frame
+            ref = self.inputs.view(self.inputs.job.reference)
             g = self.inputs.light(ref).numpy()
             ids = self.inputs.object_ids(ref)
             for oid in self.inputs.known_ids - {0}:
@@ -109,7 +110,7 @@ class Lighting:
                 self._levels[oid] = 1.0 / float(np.median(vals)) if vals.size else 1.0
         return self._levels
 
-    def relit(self, image: torch.Tensor, n: int, inverse: bool = False) -> torch.Tensor:
+    def relit(self, image: torch.Tensor, n, inverse: bool = False) -> torch.Tensor:
         """Frame n's light applied to (or, inverse, taken out of) an image [3, H, W] of the memory's unchanging
         light. The ratio is one of linear light, so in display values it is a power of it (sRGB-like gamma)."""
         g = self.light(n)
@@ -128,7 +129,7 @@ class Lighting:
         if self._colour_maps is None:
             self._colour_maps = {}
             inputs = self.inputs
-            n = inputs.job.reference.frame
+            n = inputs.view(inputs.job.reference)
             alb = inputs.albedo(n)
             if alb is None:
                 return self._colour_maps

@@ -16,10 +16,12 @@ def strips_of(scene) -> tuple[object, list]:
     return coll, list(all_)
 
 
-def free_channel(scene, start: int, end: int) -> int:
-    """Lowest channel with nothing between start and end, so strips never cover the user's."""
+def free_channel(scene, start: int, end: int, replacing=()) -> int:
+    """Lowest channel with nothing between start and end, so strips never cover the user's; strips made from the
+    output folders in `replacing` do not count (they are about to be replaced)."""
     _, strips = strips_of(scene)
-    used = {s.channel for s in strips if s.frame_final_start <= end and s.frame_final_end > start}
+    used = {s.channel for s in strips if s.frame_final_start <= end and s.frame_final_end > start
+            and s.get(TAG) not in replacing}
     channel = 1
     while channel in used:
         channel += 1

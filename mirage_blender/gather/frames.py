@@ -3,7 +3,7 @@
 A generator, one frame per step, so the modal operator keeps the UI responsive and a caller can hand
 frames on as they come (the job builder writes each frame's files before asking for the next).
 """
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import bpy
 import numpy as np
@@ -50,24 +50,26 @@ def frame_maps(scene, cam_obj, size: tuple[int, int], depsgraph=None, objects: d
 
 
 def iter_frames(scene, frames: Iterable[int], depth_size: tuple[int, int] = None, objects=(),
-                textures: dict = None, parts: dict = None) -> Iterator[FrameExport]:
+                textures: dict = None, cameras: Sequence = None, parts: dict = None) -> Iterator[FrameExport]:
     """One FrameExport per frame, one frame at a time so a modal caller can pause in between.
 
     Always the camera (K, cam_to_world); with ``depth_size`` = (W, H) the depth; with ``objects`` (the
     moving objects, ids 1, 2, ... in this order) their poses, and with ``depth_size`` also the id mask,
     the light ratio and, with ``textures`` (object name -> baked texture), the surface colour; with
-    ``depth_size`` and ``parts`` (object name -> number) the object each pixel sees.
-    ``scene.frame_current`` (and subframe) is restored afterwards, also on error or when the caller stops
-    early.
+    ``depth_size`` and ``parts`` (object name -> number) the object each pixel sees. The camera
+    is the scene's on that frame (camera markers switch it), or ``cameras[i]`` for the i-th frame (a shot's
+    camera, a reference's). ``scene.frame_current`` (and subframe) is restored afterwards, also on error or
+    when the caller stops early.
     """
-    camera.lens(scene.camera)  # no camera, or not a perspective one: refuse before any frame
+    frames = [int(f) for f in frames]
+    for cam in cameras or [scene.camera]:
+        camera.lens(cam)  # no camera, or not a perspective one: refuse before any frame
     frame_before = scene.frame_current
     subframe_before = scene.frame_subframe
     try:
-        for f in frames:
-            f = int(f)
+        for i, f in enumerate(frames):
             scene.frame_set(f)
-            yield _export_frame(scene, f, depth_size, objects, textures, parts)
+            yield _export_frame(scene, f, depth_size, objects, textures, cameras[i] if cameras else None, parts)
     finally:
         if scene.frame_current != frame_before or scene.frame_subframe != subframe_before:
             scene.frame_set(frame_before, subframe=subframe_before)
@@ -78,9 +80,9 @@ def export_cameras(scene, frames: Iterable[int]) -> list[FrameExport]:
     return list(iter_frames(scene, frames))
 
 
-def _export_frame(scene, f, depth_size, objects, textures, parts=None):
-    """The FrameExport of the current frame ``f``."""
-    cam_obj = scene.camera  # camera markers may switch the camera
+def _export_frame(scene, f, depth_size, objects, textures, cam_obj=None, parts=None):
+    """The FrameExport of the current frame ``f`` through ``cam_obj`` (None: the scene's camera)."""
+    cam_obj = cam_obj or scene.camera  # camera markers may switch the scene's camera
     if cam_obj is None:
         raise ExportError(f"The scene has no camera at frame {f}")
     K = camera.intrinsics(scene, cam_obj)
