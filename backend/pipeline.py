@@ -15,7 +15,7 @@ import torch
 from . import models, protocol
 from .inputs import Inputs, far_distance, pad_to_cells
 from .memory import Memory, SceneMemory
-from .models.base import Exemplar, FrameModel, SegmentModel
+from .models.base import Exemplar, FrameModel, SegmentFrame, SegmentModel
 from .protocol import JobError
 from .relight import Lighting
 from .state import RunFolder, job_fingerprint, start_digest
@@ -59,7 +59,8 @@ class Run:
         self.order = job.frame_numbers()
         self.warnings = list(notices)
         seg_len = job.segment_length
-        if isinstance(model, SegmentModel):  # its own segment rule and resource check, before any work
+        self.segmented = isinstance(model, SegmentModel)  # the one place the loop asks which interface it drives
+        if self.segmented:  # its own segment rule and resource check, before any work
             seg_len, notes = model.plan(self.W, self.H, seg_len, len(self.order))
             self.warnings += notes
         self.device_note = device_note
@@ -177,14 +178,15 @@ class Run:
             yield n
 
     def segment(self, memory, i, seg, finished):
-        """Segment models (video diffusion): the memory read at the frames the model asks for, the whole segment
-        generated jointly, its new latents written back before anything is decoded. Yields each frame once
-        saved; between denoising steps it checks for a cancel and reports progress with `step` and `steps`."""
+        """Segment models (video diffusion): the memory read at every frame of the segment, the segment generated
+        jointly, the frames the model names for the memory written back, each at its own camera, before anything
+        is saved. Yields each frame once saved; between denoising steps it checks for a cancel and reports
+        progress with `step` and `steps`."""
         if self.cancelled():
             raise Cancelled()
         t0, total = time.perf_counter(), len(self.order)
-        views = [self.view(n) for n in self.model.read_frames(seg)]
-        reads = [v.read(memory, splats=False) for v in views]
+        views = [self.view(n) for n in seg]
+        frames = [SegmentFrame(v.read(memory), v.pixel_ids) for v in views]
 
         def step(s, steps):
             if self.cancelled():
@@ -194,13 +196,15 @@ class Run:
             self.emit("progress", segment=i, segments=len(self.segments), frame=seg[0], done=finished, total=total,
                       eta_s=round(max(eta, 0.0), 2), step=s, steps=steps)
 
-        latents = self.model.generate(reads, prompt=self.job.prompt or "", negative_prompt=self.job.negative_prompt or "",
-                                      generator=self.generator(seg[0]), step=step)
-        for v, read, latent in zip(views, reads, latents):
+        out = self.model.generate(frames, prompt=self.job.prompt or "", negative_prompt=self.job.negative_prompt or "",
+                                  generator=self.generator(seg[0]), step=step)
+        for j, latent in out.writes:
+            # read again: an earlier write of this segment may already hold some of this frame's new cells
+            read = views[j].read(memory, splats=False)
             if read.hole.any():
-                v.write(memory, latent, read, mask=read.hole & ~v.edges)
-        for n, image in zip(seg, self.model.decode(latents, len(seg))):
-            self.folder.save_frame(self.lighting.relit(image[:, :self.H, :self.W], n), n)
+                views[j].write(memory, latent, read, mask=read.hole & ~views[j].edges)
+        for n, image in zip(seg, out.frames):
+            self.save_frame(image, n)
             yield n
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -242,12 +246,11 @@ class Run:
                           files=self.folder.frame_files(seg))
         total, finished = len(self.order), sum(len(s) for s in self.segments[:done])
         gen_time, gen_frames = 0.0, 0
-        segmented = isinstance(self.model, SegmentModel)
         for i in range(done, len(self.segments)):
             seg = self.segments[i]
             t0 = time.perf_counter()
             memory.begin_segment()
-            for n in (self.segment(memory, i, seg, finished) if segmented else self.per_frame(memory, seg)):
+            for n in (self.segment(memory, i, seg, finished) if self.segmented else self.per_frame(memory, seg)):
                 finished += 1
                 elapsed = gen_time + time.perf_counter() - t0
                 rate = elapsed / (gen_frames + seg.index(n) + 1)
