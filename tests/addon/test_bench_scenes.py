@@ -13,7 +13,8 @@ import scenes  # noqa: E402
 
 from tests.addon.loader import addon_module  # noqa: E402
 
-ex = addon_module("export")
+frames = addon_module("gather.frames")
+gcam = addon_module("gather.camera")
 W, H, FRAMES = 64, 36, 12
 
 
@@ -23,8 +24,8 @@ def invented_shares(scene):
     views = []
     for n in range(scene.frame_start, scene.frame_end + 1):
         scene.frame_set(n)
-        views.append((ex.scene_depth(scene, cam, W, H).astype(np.float64), ex.camera_intrinsics(scene, cam),
-                      ex.camera_to_world_cv(cam)))
+        views.append((frames.scene_depth(scene, cam, W, H).astype(np.float64), gcam.intrinsics(scene, cam),
+                      gcam.camera_to_world(cam)))
     return [float(metrics.unseen(*v, [views[0]]).mean()) for v in views]
 
 
