@@ -20,7 +20,7 @@ from .gather import camera, frames as frame_export, geometry, materials, motion
 
 # the per-frame maps written into inputs/<name>/<frame>.npy, with the type each is stored as
 MAPS = (("depth", np.float32), ("ids", np.uint16), ("light", np.float16), ("albedo", np.uint8),
-        ("parts", np.uint16))
+        ("parts", np.uint16), ("shade", np.float16))
 
 
 @dataclass(frozen=True)

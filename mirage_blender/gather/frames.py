@@ -31,7 +31,7 @@ def frame_maps(scene, cam_obj, size: tuple[int, int], depsgraph=None, objects: d
     """The camera's maps at the current frame for an image of ``size`` = (W, H): depth; with ``objects``
     (object name -> id 1, 2, ...) also the id mask and the light ratio; with ``textures`` (object name ->
     texture baked by gather.materials.bake) also the surface colour; with ``parts`` (object name -> number,
-    geometry.part_numbers) the object each pixel sees."""
+    geometry.part_numbers) the object each pixel sees and the static world's light (core/light.shade_map)."""
     width, height = int(size[0]), int(size[1])
     if width <= 0 or height <= 0:
         raise ExportError(f"Invalid depth size {width}x{height}")
@@ -43,10 +43,11 @@ def frame_maps(scene, cam_obj, size: tuple[int, int], depsgraph=None, objects: d
     surfaces = None if textures is None else {name: i for i, name in enumerate(textures)}
     tris = geometry.triangles(depsgraph, objects, surfaces, parts)
     lighting = None
-    if objects:
+    if objects or parts is not None:
         lighting = lights.scene_lighting(scene, geometry.render_visible(depsgraph.view_layer))
-    return render_maps(tris, K, c2w, (width, height), ids=bool(objects), lighting=lighting,
-                       textures=None if textures is None else list(textures.values()), parts=parts is not None)
+    return render_maps(tris, K, c2w, (width, height), ids=bool(objects), lighting=lighting if objects else None,
+                       textures=None if textures is None else list(textures.values()), parts=parts is not None,
+                       shading=lighting if parts is not None else None)
 
 
 def iter_frames(scene, frames: Iterable[int], depth_size: tuple[int, int] = None, objects=(),
@@ -97,7 +98,7 @@ def _export_frame(scene, f, depth_size, objects, textures, cam_obj=None, parts=N
         maps = frame_maps(scene, cam_obj, depth_size, bpy.context.evaluated_depsgraph_get(), ids,
                           (textures or None) if objects else None, parts)
         item.depth, item.ids, item.light, item.albedo = maps.depth, maps.ids, maps.light, maps.albedo
-        item.parts = maps.parts
+        item.parts, item.shade = maps.parts, maps.shade
     return item
 
 
