@@ -160,6 +160,24 @@ class Inputs:
             raise JobError(f"{what} must hold non-negative integers, not {a.dtype}: {path}")
         return torch.from_numpy(a.astype(np.int64))
 
+    def shade(self, n) -> Optional[torch.Tensor]:
+        """[2, H, W] the static world's direct and all-around light at camera n (the add-on's shade map), or None."""
+        path = self.frame(n).shade
+        if path is None:
+            return None
+        what = f"the shading map of {self._name(n)}"
+        try:
+            a = np.load(path, allow_pickle=False)
+        except (FileNotFoundError, ValueError, OSError) as e:
+            raise JobError(f"{what} cannot be read ({e}): {path}") from None
+        if a.shape != (self.H, self.W, 2) or not np.issubdtype(a.dtype, np.floating):
+            raise JobError(f"{what} must be {self.W}x{self.H}x2 floats, "
+                           f"not {'x'.join(map(str, a.shape[1::-1] + a.shape[2:]))} {a.dtype}: {path}")
+        a = a.astype(np.float32)
+        if not np.all(np.isfinite(a)) or (a < 0).any():
+            raise JobError(f"{what} holds NaN, infinite or negative values: {path}")
+        return torch.from_numpy(a).permute(2, 0, 1)
+
     def light(self, n) -> Optional[torch.Tensor]:
         """[H, W] light ratio at camera n as the job gives it, checked, or None."""
         path = self.frame(n).light

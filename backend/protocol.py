@@ -182,6 +182,7 @@ class Frame:
     light: Optional[str] = None
     albedo: Optional[str] = None
     parts: Optional[str] = None
+    shade: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -278,7 +279,8 @@ def _frame(f):
     """A Frame from a resolved frame entry (a job's frame or a reference's camera)."""
     return Frame(frame=f["frame"], K=f["K"], cam_to_world=f["cam_to_world"], depth=f.get("depth"),
                  objects=None if f.get("objects") is None else {int(k): v for k, v in f["objects"].items()},
-                 ids=f.get("ids"), light=f.get("light"), albedo=f.get("albedo"), parts=f.get("parts"))
+                 ids=f.get("ids"), light=f.get("light"), albedo=f.get("albedo"), parts=f.get("parts"),
+                 shade=f.get("shade"))
 
 
 def _frame_dict(f):
@@ -289,7 +291,8 @@ def _frame_dict(f):
 
 
 # per-pixel inputs a frame may have, each on every frame (and reference camera) or on none
-MAPS = (("light", "a light map"), ("albedo", "a surface colour map"), ("parts", "an object map"))
+MAPS = (("light", "a light map"), ("albedo", "a surface colour map"), ("parts", "an object map"),
+        ("shade", "a shading map"))
 
 
 def _camera_entry(fr, job, job_dir, object_ids, label):
@@ -313,7 +316,8 @@ def _camera_entry(fr, job, job_dir, object_ids, label):
             if abs(_det3([row[:3] for row in m[:3]])) < 1e-12:
                 raise JobError(f"the transform of object {oid} on {label} is singular (zero scale)")
         item["ids"] = _inside(job_dir, fr.get("ids"), f"object id mask of {label}")
-    for key, what in (("light", "light map"), ("albedo", "surface colour map"), ("parts", "object map")):
+    for key, what in (("light", "light map"), ("albedo", "surface colour map"), ("parts", "object map"),
+                      ("shade", "shading map")):
         if item.pop(key, None) is not None:
             item[key] = _inside(job_dir, fr.get(key), f"{what} of {label}")
     return item
