@@ -20,6 +20,7 @@ from frame to frame. Torch only; deterministic for a given generator.
 import torch
 import torch.nn.functional as F
 
+from . import planes
 from .models.base import Exemplar
 
 UP = (0.0, 0.0, 1.0)       # Blender's world (and object) up axis
@@ -37,6 +38,7 @@ UNSEEN_COST = 0.3           # cost of a band pixel the map cannot show
 COVER_COST = 0.2            # cost of the share of the region a map cannot cover
 HEIGHT_COST = 0.15          # cost per median scene depth of height difference at the anchor
 BLUR_COST = 0.03            # cost per halving of a source's resolution against the frame's
+OTHER_PART_COST = 0.1       # cost of copying from another scene object than the region's own
 def _normalize(v):
     return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
@@ -97,12 +99,50 @@ def kind(n):
     return out
 
 
+AMBIENT_WEIGHTS = torch.logspace(-2, 1.5, 36)  # the weights of the all-around light tried against the reference
+
+
+def light(shade, weight):
+    """[2, H, W] direct and all-around light -> [H, W] the light to divide a colour by: direct + weight x
+    all-around, kept above a twentieth of its median; 1 where the map gives none (moving objects, sky)."""
+    s = shade[0] + weight * shade[1]
+    some = (shade[0] + shade[1]) > 0
+    floor = 0.05 * float(s[some].median()) if some.any() else 1.0
+    return torch.where(some, s.clamp_min(floor), torch.ones_like(s))
+
+
+def ambient_weight(exemplars):
+    """How much the all-around light weighs against the direct light, as the exemplars show it: the weight that
+    makes each scene object's colour (luminance over light) vary least over its still pixels, lit or in shadow.
+    None where an exemplar has no shading map."""
+    if not exemplars or any(e.shade is None for e in exemplars):
+        return None
+    cost = torch.zeros(AMBIENT_WEIGHTS.numel())
+    for e in exemplars:
+        lum = e.image.float().mean(0)
+        ok = ((e.shade[0] + e.shade[1]) > 0) & (lum > 0.01) & torch.isfinite(e.depth)
+        if e.ids is not None:
+            ok &= e.ids == 0
+        parts = (e.parts if e.parts is not None else torch.zeros_like(lum, dtype=torch.long))[ok]
+        log_lum = torch.log(lum[ok])
+        d, a = e.shade[0][ok], e.shade[1][ok]
+        for w in range(AMBIENT_WEIGHTS.numel()):
+            r = log_lum - torch.log((d + AMBIENT_WEIGHTS[w] * a).clamp_min(1e-6))
+            n = torch.bincount(parts, minlength=1).float()
+            mean = torch.bincount(parts, r, minlength=1) / n.clamp_min(1)
+            cost[w] += float(((r - mean[parts]) ** 2).sum())
+    return float(AMBIENT_WEIGHTS[int(torch.argmin(cost))])
+
+
 class Surface:
     """An exemplar's pixels as local surface points (object space for moving objects) with their normals, and how
-    to sample the exemplar at any local point."""
+    to sample the exemplar at any local point. With `weight` (ambient_weight) and the exemplar's shading map, its
+    colours are the surfaces' own, their light taken out."""
 
-    def __init__(self, ex: Exemplar):
+    def __init__(self, ex: Exemplar, weight=None):
         self.image = ex.image.float()
+        if weight is not None and ex.shade is not None:
+            self.image = self.image / light(ex.shade.float(), weight)
         self.depth = ex.depth.float()
         self.K = ex.K.float()
         H, W = self.depth.shape
@@ -141,6 +181,7 @@ class Surface:
         self.P, self.N = P, N
         self.usable = good & (valid if ex.usable is None else ex.usable.to(torch.bool) & valid)
         self._pools = None
+        self._planes = None
         self.kind = kind(N)
         self.t1, self.t2 = basis(N)
 
@@ -160,6 +201,12 @@ class Surface:
                     o, rest = divmod(k, 3 * (1 << 17))
                     self._pools[(o, rest // 3 - 1, rest % 3)] = members
         return self._pools
+
+    def planes(self):
+        """(planes, plane label map) of the still surfaces this exemplar shows (planes.find_planes), once."""
+        if self._planes is None:
+            self._planes = planes.find_planes(self)
+        return self._planes
 
     def project(self, Q, oid):
         """Local points Q [M, 3] of objects oid [M] -> (u, v, z) in this exemplar's image."""
@@ -312,6 +359,15 @@ class _Frame:
                 t1[m], t2[m] = s.t1.reshape(-1, 3)[flat[m]], s.t2.reshape(-1, 3)[flat[m]]
         return Ps.reshape(*shape, 3), t1.reshape(*shape, 3), t2.reshape(*shape, 3)
 
+    def part_at(self, e, flat):
+        """Scene object (part) of exemplar pixels (e, flat) [...]."""
+        out = torch.zeros(e.shape, dtype=torch.long)
+        for ei, s in enumerate(self.sources):
+            m = e == ei
+            if m.any():
+                out[m] = s.parts.reshape(-1)[flat[m]]
+        return out
+
     def texel_at(self, e, flat):
         """Surface size of exemplar pixels (e, flat) [...], world units (Surface.texel)."""
         out = torch.full(e.shape, float("inf"))
@@ -381,6 +437,7 @@ class _Frame:
         R = len(regions)
         oid = torch.tensor([int(self.ids[r[0]]) for r in regions])
         knd = torch.tensor([int(self.kind[r[0]]) for r in regions])
+        part = torch.tensor([int(self.parts[r[0]]) for r in regions])
         anchors, band_P, band_c, band_m, area_P, area_m = [], [], [], [], [], []
         colours = out.reshape(3, -1)
         for i, rows in enumerate(regions):
@@ -425,14 +482,14 @@ class _Frame:
             # sharper sources first: each halving of the source's resolution against the frame's costs this much
             coarser = torch.log2((self.texel_at(e, flat) / texel_a[:, None]).clamp_min(1e-6)).clamp_min(0.0)
             cost = cost + BLUR_COST * coarser
+            cost = cost + OTHER_PART_COST * (self.part_at(e, flat) != part[:, None]).float()
             return torch.where(ok, cost, torch.full_like(cost, float("inf")))
 
         # candidates: random points of each region's object and kind, and a moving object's own faces turned
         cand_e, cand_f, cand_ok = [], [], []
         for i in range(R):
-            part = int(self.parts[regions[i][0]])
-            e1, f1 = self.random_points(int(oid[i]), part, int(knd[i]), CANDIDATES)
-            e2, f2 = self.turned(int(oid[i]), part, P_a[i], int(knd[i]))
+            e1, f1 = self.random_points(int(oid[i]), int(part[i]), int(knd[i]), CANDIDATES)
+            e2, f2 = self.turned(int(oid[i]), int(part[i]), P_a[i], int(knd[i]))
             e, f = torch.cat([e1, e2]), torch.cat([f1, f2])
             cand_e.append(F.pad(e, (0, CANDIDATES + 3 - e.numel())))
             cand_f.append(F.pad(f, (0, CANDIDATES + 3 - f.numel())))
@@ -463,42 +520,70 @@ class _Frame:
         return rows[~vis], hit
 
 
-def surfaces_of(exemplars, cache=None):
+def surfaces_of(exemplars, cache=None, weight=None):
     """The Surfaces of exemplars, reused from `cache` (a dict the caller keeps: exemplar -> Surface, the
     exemplar kept alive beside it) when the same exemplar comes again, as the reference does on every frame."""
     out = []
     for e in exemplars:
-        hit = cache.get(id(e)) if cache is not None else None
+        hit = cache.get((id(e), weight)) if cache is not None else None
         if hit is None or hit[0] is not e:
-            hit = (e, Surface(e))
+            hit = (e, Surface(e, weight))
             if cache is not None:
-                cache[id(e)] = hit
+                cache[(id(e), weight)] = hit
         out.append(hit[1])
     return out
 
 
 def synthesize(drawn, covered, depth, K, cam_to_world, exemplars, ids=None, poses=None, base=None,
-               generator=None, parts=None, cache=None):
+               generator=None, parts=None, cache=None, repaint=False, shade=None):
     """Fill the frame's pixels that no stored cell covers by copying surfaces from the exemplars.
 
     drawn [3, H, W] and covered [H, W]: what the memory drew; depth [H, W] the frame's depth (inf = sky); K,
     cam_to_world its camera; ids [H, W] object ids and poses {id: [4, 4]} on this frame; exemplars: the views to
     copy from (models.base.Exemplar); base [3, H, W] what pixels nothing can serve keep (a smooth fill); parts
     [H, W] which scene object each pixel sees (None: not known); cache: a dict kept between calls, so each
-    exemplar's surface is worked out once (surfaces_of). Returns (image [3, H, W], invented [H, W]: the pixels
-    copied)."""
+    exemplar's surface is worked out once (surfaces_of). With `repaint`, every still pixel on a plane that no
+    exemplar shows is painted from the plane's repeat too, covered or not: the same content the memory holds
+    for it, at this frame's own resolution. With the frame's shading map `shade` [2, H, W] (and the exemplars'),
+    colours are copied without their light and painted in the frame's: a shadow stays where it falls. Returns
+    (image [3, H, W], invented [H, W]: the pixels copied, exact [H, W]: those painted from a plane's repeat,
+    which every frame paints the same)."""
     H, W = covered.shape
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     out = (base if base is not None else drawn).clone().float()
     out[:, covered] = drawn[:, covered].float()
+    weight = None
+    if shade is not None:
+        key = ("weight",) + tuple(id(e) for e in exemplars)
+        if cache is None or key not in cache:
+            w = ambient_weight(exemplars)
+            if cache is None:
+                weight = w
+            else:
+                cache[key] = (tuple(exemplars), w)  # the exemplars kept alive beside their ids
+        if cache is not None:
+            weight = cache[key][1]
+    lit = out
+    lighting = None
+    if weight is not None:
+        lighting = light(shade.float(), weight)
+        out = out / lighting
     target = Surface(Exemplar(out, depth, K, cam_to_world, ids, poses, usable=covered, parts=parts))
-    hole = ~covered & torch.isfinite(depth) & (target.N.norm(dim=-1) > 0)
+    surfaced = torch.isfinite(depth) & (target.N.norm(dim=-1) > 0)
+    hole = ~covered & surfaced
     invented = torch.zeros(H, W, dtype=torch.bool)
-    if not hole.any():
-        return out, invented
-    frame = _Frame(target, surfaces_of(exemplars, cache) + [target], covered, depth, g)
-    known = covered.reshape(-1).clone()
-    todo = hole
+    exact = torch.zeros(H, W, dtype=torch.bool)
+    shown = surfaces_of(exemplars, cache, weight)
+    ask = hole | (planes.unseen(target, shown) & surfaced) if repaint else hole
+    if not ask.any():
+        return lit, invented, exact
+    # planes first: their repeat continues a pattern in phase, the same for every frame; regions for the rest
+    hit = planes.paint(target, ask, shown, out.reshape(3, -1))
+    exact.reshape(-1)[hit] = True
+    invented |= exact & hole
+    known = (covered.reshape(-1) | exact.reshape(-1)).clone()
+    todo = hole & ~exact
+    frame = _Frame(target, shown + [target], covered | exact, depth, g)
     for _ in range(PIECES):
         labels = _regions(target, todo).reshape(-1)
         inside = labels >= 0
@@ -519,4 +604,6 @@ def synthesize(drawn, covered, depth, K, cam_to_world, exemplars, ids=None, pose
         todo = torch.zeros(H * W, dtype=torch.bool)
         todo[left] = True
         todo = todo.reshape(H, W)
-    return out, invented
+    if lighting is not None:
+        out = torch.where((invented | exact)[None], out * lighting, lit)
+    return out, invented, exact

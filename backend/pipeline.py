@@ -97,11 +97,16 @@ class Run:
         if prefill:
             v.exemplars = self.exemplars()
             v.pixel_parts = self._padded(self.inputs.parts(n))
+            v.pixel_shade = self._padded_map(self.inputs.shade(n))
         return v
 
     def _padded(self, ids):
         """An [H, W] id map (object ids, parts) padded to whole cells, or None."""
         return None if ids is None else pad_to_cells(ids.float(), self.cell).long()
+
+    def _padded_map(self, x):
+        """A [C, H, W] map padded to whole cells, or None."""
+        return None if x is None else pad_to_cells(x, self.cell)
 
     def exemplars(self):
         """The views a frame model may copy unseen content from: every reference as the memory stores it (light
@@ -114,7 +119,8 @@ class Run:
                 depth = pad_to_cells(self.inputs.reference_depth(ref), self.cell)
                 K, c2w = self.inputs.camera(cam)
                 out.append(Exemplar(image, depth, K, c2w, self._padded(self.inputs.object_ids(cam)),
-                                    self.inputs.poses(cam), parts=self._padded(self.inputs.parts(cam))))
+                                    self.inputs.poses(cam), parts=self._padded(self.inputs.parts(cam)),
+                                    shade=self._padded_map(self.inputs.shade(cam))))
             self._exemplars = tuple(out)
         return self._exemplars
 

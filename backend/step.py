@@ -24,7 +24,8 @@ class View:
     out of the memory); pixel_depth [H, W] (sky far); target_depth [h, w] and pixel_target [H, W] the same with
     sky as inf; prefill: a models.base.Prefill; plane_distance: where new content sits without geometry;
     exemplars: views a model may copy from (the reference as the memory stores it); pixel_parts [H, W] which
-    object each pixel sees (None where the job does not say)."""
+    object each pixel sees and pixel_shade [2, H, W] the static world's direct and all-around light (None where
+    the job does not say)."""
     K: torch.Tensor
     cam_to_world: torch.Tensor
     edges: torch.Tensor
@@ -39,6 +40,7 @@ class View:
     plane_distance: float = 5.0
     exemplars: tuple = ()
     pixel_parts: Optional[torch.Tensor] = None
+    pixel_shade: Optional[torch.Tensor] = None
 
     def read(self, memory: Memory, splats: bool = True) -> MemoryRead:
         h, w = self.edges.shape
@@ -111,7 +113,7 @@ def frame_step(model: FrameModel, memory: Memory, view: View,
                        pixel_target=view.pixel_target if drawn else None,
                        prefill=view.prefill if drawn else None,
                        K=view.K, cam_to_world=view.cam_to_world, poses=view.poses, exemplars=view.exemplars,
-                       parts=view.pixel_parts)
+                       parts=view.pixel_parts, shade=view.pixel_shade)
     done = model.complete(read, needs, generator)
     full, shown = done.latent, read
     new = read.hole if done.completed is None else done.completed.to(read.hole.device)

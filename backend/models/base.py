@@ -24,7 +24,8 @@ class Exemplar:
     """A view to copy from: image [3, H, W] in 0..1, depth [H, W] (inf where nothing), K [3, 3] and cam_to_world
     [4, 4] (OpenCV), object ids [H, W] (None: all static world), poses: object id -> [4, 4] object-to-world at this
     view, usable [H, W] bool: the pixels that may be copied (None: every pixel with a depth), parts [H, W] which
-    object each pixel sees (any object, moving or still; None: not known)."""
+    object each pixel sees (any object, moving or still; None: not known), shade [2, H, W] the static world's
+    direct and all-around light there (None: not known)."""
     image: "torch.Tensor"
     depth: "torch.Tensor"
     K: "torch.Tensor"
@@ -33,6 +34,7 @@ class Exemplar:
     poses: Optional[dict] = None
     usable: Optional["torch.Tensor"] = None
     parts: Optional["torch.Tensor"] = None
+    shade: Optional["torch.Tensor"] = None
 
 
 class Prefill(Protocol):
@@ -51,7 +53,8 @@ class FrameNeeds:
     world); pixel_ids [H, W] and pixel_target [H, W] (pixel depth, inf = sky) where the read has splats; prefill:
     pixels to keep and fill the rest from; K [3, 3] and cam_to_world [4, 4]: the frame's camera, poses: its moving
     objects' transforms; exemplars: views to copy from where nothing is known (Exemplar: the reference, as the
-    memory stores it); parts [H, W]: which object each pixel sees, moving or still (0 = none)."""
+    memory stores it); parts [H, W]: which object each pixel sees, moving or still (0 = none); shade [2, H, W]:
+    the static world's direct and all-around light on each pixel."""
     target_depth: Optional["torch.Tensor"] = None
     ids: Optional["torch.Tensor"] = None
     pixel_ids: Optional["torch.Tensor"] = None
@@ -62,6 +65,7 @@ class FrameNeeds:
     poses: Optional[dict] = None
     exemplars: Sequence = ()
     parts: Optional["torch.Tensor"] = None
+    shade: Optional["torch.Tensor"] = None
 
 
 @dataclass
@@ -70,11 +74,13 @@ class Completion:
     cells exactly as read); pixels [3, H, W]: what it painted where no stored cell reaches, when it painted
     pixels (render shows them rather than decoding the latent again); from_material [H, W] bool: the pixels the
     prefill painted (kept out of the memory: painted again on every frame); completed [h, w] bool: the cells it
-    completed and asks to store, where that is more than the read's holes (None: the read's holes)."""
+    completed and asks to store, where that is more than the read's holes (None: the read's holes); exact [H, W]
+    bool: pixels it paints the same on every frame by a rule of the scene, shown as painted wherever they are."""
     latent: "torch.Tensor"
     pixels: Optional["torch.Tensor"] = None
     from_material: Optional["torch.Tensor"] = None
     completed: Optional["torch.Tensor"] = None
+    exact: Optional["torch.Tensor"] = None
 
 
 class FrameModel(ABC):

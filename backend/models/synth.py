@@ -38,8 +38,6 @@ class SynthModel(LearnedModel):
         H, W = latent.shape[-2] * 8, latent.shape[-1] * 8
         with torch.no_grad():
             drawn, covered, zd = self.draw(read.splats, H, W, needs.pixel_ids)
-            if not hole.any() and not _wide(~covered).any():
-                return Completion(latent.to(out_device))
             painted = None
             if needs.prefill is not None:
                 drawn, covered, painted = needs.prefill.paint(drawn, covered)
@@ -48,16 +46,28 @@ class SynthModel(LearnedModel):
             # uncovered: its cells hold the outline's layers); a crack between stored cells keeps the smooth fill
             # of its neighbours, so a pose seen again shows it the same
             cells = hole.repeat_interleave(8, 0).repeat_interleave(8, 1).to(covered.device) | _wide(~covered)
-            filled, _ = synthesize(torch.where(covered[None], drawn, base), covered | ~cells, needs.pixel_target,
-                                   needs.K, needs.cam_to_world, needs.exemplars, ids=needs.pixel_ids,
-                                   poses=needs.poses, base=base, parts=needs.parts, cache=self._surfaces,
-                                   # the same candidates on every frame, not the frame's own noise: what is
-                                   # painted again (cells on outlines, never stored) comes out the same
-                                   generator=torch.Generator().manual_seed(SEED))
-            filled = torch.where(cells[None], filled, base).to(self.device)
+            filled, _, exact = synthesize(torch.where(covered[None], drawn, base), covered | ~cells,
+                                          needs.pixel_target, needs.K, needs.cam_to_world, needs.exemplars,
+                                          ids=needs.pixel_ids, poses=needs.poses, base=base, parts=needs.parts,
+                                          cache=self._surfaces, repaint=True, shade=needs.shade,
+                                          # the same candidates on every frame, not the frame's own noise: what
+                                          # is painted again (cells on outlines, never stored) comes out the same
+                                          generator=torch.Generator().manual_seed(SEED))
+            filled = torch.where((cells | exact)[None], filled, base).to(self.device)
             # cells with invented pixels are completed too where the read knew them (a moving object's outline
             # layer kept only its own pixels there): encoded and stored, so later frames show the same
             h, w = hole.shape
             done = hole | cells.reshape(h, 8, w, 8).any(3).any(1)
-            full = torch.where(done[None], tiled(self.encoder, filled, done, 8, 1), latent).to(out_device)
-        return Completion(full, pixels=filled, from_material=painted, completed=done.to(out_device))
+            full = latent
+            if done.any():
+                full = torch.where(done[None], tiled(self.encoder, filled, done, 8, 1), latent)
+        return Completion(full.to(out_device), pixels=filled, from_material=painted, completed=done.to(out_device),
+                          exact=exact)
+
+    def render(self, latent, read=None, needs=None, completion=None):
+        image = super().render(latent, read, needs, completion)
+        if completion is None or completion.exact is None or not completion.exact.any():
+            return image
+        # what a plane's repeat paints is shown as painted: the memory holds the same, through the codec
+        exact = completion.exact.to(image.device)
+        return torch.where(exact[None], completion.pixels.to(image.device).clamp(0, 1), image)

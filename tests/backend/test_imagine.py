@@ -65,7 +65,7 @@ def test_a_checker_continues_into_the_hole_in_phase_not_as_its_mean():
     flat = truth.clone()
     flat[:, hole] = truth[:, covered].mean(1)[:, None]  # the known pixels' mean colour
     drawn = torch.where(covered[None], truth, torch.zeros_like(truth))
-    out, invented = synthesize(drawn, covered, depth, K, c2w, [Exemplar(ref_img, ref_depth, K, ref_c2w)],
+    out, invented, _ = synthesize(drawn, covered, depth, K, c2w, [Exemplar(ref_img, ref_depth, K, ref_c2w)],
                                base=flat, generator=torch.Generator().manual_seed(3))
     assert invented[hole].float().mean() > 0.9 and not invented[covered].any()
     assert torch.equal(out[:, covered], truth[:, covered])  # what was drawn stays as drawn
@@ -144,7 +144,7 @@ def test_an_objects_unseen_face_takes_its_seen_faces_look():
     unseen = (ids == 1) & ~seen
     assert unseen.sum() > 300  # most of the crate shows a face the reference did not
     drawn = torch.where(covered[None], truth, torch.full_like(truth, 0.5))
-    out, invented = synthesize(drawn, covered, depth, K, c2w, [Exemplar(ref, ref_depth, K, c2w, ref_ids, {1: ref_pose})],
+    out, invented, _ = synthesize(drawn, covered, depth, K, c2w, [Exemplar(ref, ref_depth, K, c2w, ref_ids, {1: ref_pose})],
                                ids=ids, poses={1: pose}, base=drawn, generator=torch.Generator().manual_seed(2))
     assert invented[unseen].float().mean() > 0.8
     # its seen faces' look: their colours and as much detail (where the pattern's phase on a face nobody saw
@@ -196,3 +196,23 @@ def test_a_blockout_job_with_a_moving_object_and_no_materials_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert [m["frames"] for m in msgs if m["type"] == "segment_done"] == [[1, 4], [5, 8]]
     assert len(frames_of(tmp_path)) == 8
+
+
+def test_the_all_around_lights_weight_is_read_from_the_reference():
+    # two objects of plain colours, half of each in a shadow: the colour over (direct + w x all-around) is flat on
+    # each object only for the w the image was lit with
+    from backend.imagine import AMBIENT_WEIGHTS, ambient_weight
+    g = torch.Generator().manual_seed(0)
+    parts = torch.zeros(H, W, dtype=torch.long)
+    parts[:, W // 2:] = 1
+    direct = torch.where(torch.arange(H)[:, None] < H // 2, 2.0, 0.0).expand(H, W).clone()
+    around = 0.3 + 0.5 * torch.rand(H, W, generator=g)
+    albedo = torch.tensor([[0.5, 0.4, 0.3], [0.2, 0.3, 0.6]])[parts].permute(2, 0, 1)
+    for w in (0.1, 0.5, 2.0):
+        image = (albedo * (direct + w * around) / 3.0).clamp(0, 1)
+        e = Exemplar(image, torch.full((H, W), 4.0), torch.eye(3), torch.eye(4), parts=parts,
+                     shade=torch.stack([direct, around]))
+        got = ambient_weight([e])
+        step = float(AMBIENT_WEIGHTS[1] / AMBIENT_WEIGHTS[0])
+        assert w / step <= got <= w * step, (w, got)
+    assert ambient_weight([Exemplar(image, torch.full((H, W), 4.0), torch.eye(3), torch.eye(4))]) is None
