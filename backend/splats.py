@@ -130,47 +130,97 @@ def _sample(patches, bits, k, a, b, c):
 
 def canvas_fill(latent, known):
     """A canvas's missing cells take their nearest stored neighbour's code (as replicate padding does), not
-    an average of codes: averaged codes decode to texture that was never there."""
-    lat, have = latent.clone(), known.clone()
-    h, w = have.shape
-    while not bool(have.all()):
-        grown = have.clone()
-        # from below, above, the right, the left; a cell takes the first neighbour it finds, in that order
-        for src_rows, dst_rows, src_cols, dst_cols in ((slice(1, h), slice(0, h - 1), slice(None), slice(None)),
-                                                       (slice(0, h - 1), slice(1, h), slice(None), slice(None)),
-                                                       (slice(None), slice(None), slice(1, w), slice(0, w - 1)),
-                                                       (slice(None), slice(None), slice(0, w - 1), slice(1, w))):
-            take = torch.zeros_like(have)
-            take[dst_rows, dst_cols] = have[src_rows, src_cols] & ~grown[dst_rows, dst_cols]
-            moved = torch.zeros_like(lat)
-            moved[:, dst_rows, dst_cols] = lat[:, src_rows, src_cols]
-            lat = torch.where(take[None], moved, lat)
-            grown |= take
-        have = grown
-    return lat
+    an average of codes: averaged codes decode to texture that was never there. Nearest in steps between
+    neighbouring cells; of the neighbours one step nearer, a cell takes the one below, above, to the right or to
+    the left, in that order (what growing the stored cells one ring at a time gives)."""
+    if bool(known.all()) or not bool(known.any()):
+        return latent
+    h, w = known.shape
+    d = grid_distance(known)
+    far = torch.full((h + 2, w + 2), float("inf"))
+    far[1:-1, 1:-1] = d
+    index = torch.full((h + 2, w + 2), -1, dtype=torch.long)
+    index[1:-1, 1:-1] = torch.arange(h * w).reshape(h, w)
+    src = index[1:-1, 1:-1].clone()
+    chosen = known.clone()
+    for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        take = ~chosen & (far[1 + dr:h + 1 + dr, 1 + dc:w + 1 + dc] == d - 1)
+        src = torch.where(take, index[1 + dr:h + 1 + dr, 1 + dc:w + 1 + dc], src)
+        chosen |= take
+    src = src.reshape(-1)
+    steps = int(d.max())
+    while steps > 0:  # each cell's chain of neighbours, followed by doubling, ends at the stored cell it copies
+        src = src[src]
+        steps //= 2
+    return latent.reshape(latent.shape[0], -1)[:, src].reshape(latent.shape)
+
+
+def grid_distance(known):
+    """[h, w] bool -> [h, w] float32: steps between neighbouring cells (up, down, left, right) to the nearest True
+    cell, exact (inf where there is none): along each row, then two sweeps along the columns."""
+    h, w = known.shape
+    cols = torch.arange(w, dtype=torch.float32).expand(h, w)
+    inf = torch.full_like(cols, float("inf"))
+    before = torch.where(known, cols, -inf).cummax(1).values
+    after = torch.where(known, cols, inf).flip(1).cummin(1).values.flip(1)
+    g = torch.minimum(cols - before, after - cols)
+    for r in range(1, h):
+        g[r] = torch.minimum(g[r], g[r - 1] + 1)
+    for r in range(h - 2, -1, -1):
+        g[r] = torch.minimum(g[r], g[r + 1] + 1)
+    return g
+
+
+class DecodedCanvas:
+    """A canvas's decoded pixels for the cells it holds only: `cells` [n, 3*c*c] float16 (below half a grey level),
+    `row` [h, w] int32 each held cell's row in `cells` (-1 elsewhere). A later frame's canvas holds only the cells
+    that frame added, so it costs what it holds, not a whole frame."""
+
+    def __init__(self, pixels: torch.Tensor, known: torch.Tensor):
+        """pixels [3*c*c, h, w] (a decode, pixel-unshuffled), known [h, w] the cells the canvas holds."""
+        known = known.cpu()
+        self.cells = pixels.cpu()[:, known].T.half().contiguous()
+        self.row = torch.full(known.shape, -1, dtype=torch.int32)
+        self.row[known] = torch.arange(self.cells.shape[0], dtype=torch.int32)
+
+    def take(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """[n, 3*c*c] float16 pixels of the held cells at (rows, cols)."""
+        return self.cells[self.row[rows.long(), cols.long()].long()]
+
+    def nbytes(self) -> int:
+        return self.cells.numel() * self.cells.element_size() + self.row.numel() * self.row.element_size()
 
 
 class CanvasCache:
-    """Decoded canvases by their content key (memory.Canvas.key), most recently used last: at most `items` of
-    them (None: any number) and `nbytes` in all, the oldest dropped first; the newest is always kept."""
+    """Decoded canvases (DecodedCanvas) by their content key (memory.Canvas.key), most recently used last, the
+    oldest dropped first; the newest is always kept. Bound: `frames` whole frames of the size seen (every cell of
+    the grid held), or `nbytes` in all."""
 
-    def __init__(self, nbytes: int, items: Optional[int] = None):
-        self.nbytes, self.items = nbytes, items
+    def __init__(self, frames: Optional[int] = None, nbytes: Optional[int] = None):
+        if (frames is None) == (nbytes is None):
+            raise ValueError("CanvasCache needs either frames or nbytes")
+        self.frames, self.limit = frames, nbytes
+        self.nbytes = 0
         self._hits = OrderedDict()
 
-    def get(self, key, decode: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """The pixels kept for `key`, or decode() once and keep them."""
-        hit = self._hits.pop(key, None)
+    def get(self, cv, decode: Callable[[], torch.Tensor]) -> DecodedCanvas:
+        """The canvas `cv` (memory.Canvas) as decoded: what is kept for its key, or decode() -> [3*c*c, h, w]
+        once, kept for the cells it holds."""
+        hit = self._hits.pop(cv.key, None)
         if hit is None:
-            hit = decode()
-        self._hits[key] = hit
-        while len(self._hits) > 1 and ((self.items is not None and len(self._hits) > self.items) or sum(
-                p.numel() * p.element_size() for p in self._hits.values()) > self.nbytes):
-            self._hits.popitem(last=False)
+            hit = DecodedCanvas(decode(), cv.known)
+            self.nbytes += hit.nbytes()
+            if self.limit is None:
+                h, w = hit.row.shape
+                self.limit = self.frames * h * w * (hit.cells.shape[1] * hit.cells.element_size() + hit.row.element_size())
+        self._hits[cv.key] = hit
+        while len(self._hits) > 1 and self.nbytes > self.limit:
+            self.nbytes -= self._hits.popitem(last=False)[1].nbytes()
         return hit
 
     def clear(self) -> None:
         self._hits.clear()
+        self.nbytes = 0
 
     def __len__(self) -> int:
         return len(self._hits)
@@ -179,14 +229,13 @@ class CanvasCache:
 def draw_canvases(sp, canvas_patches: Callable, H: int, W: int, pixel_ids: Optional[torch.Tensor] = None,
                   c: int = 8):
     """A read's splats (memory.Splats, on the CPU) drawn at pixel precision, each cell's pixels taken from its
-    source canvas as the model decoded it: canvas_patches(canvas) -> [3*c*c, h, w]. A cell without a canvas
+    source canvas as the model decoded it: canvas_patches(canvas) -> DecodedCanvas. A cell without a canvas
     (written at another resolution) is not drawn. Returns render_splats' (image [3, H, W], covered [H, W],
     depth [H, W])."""
-    patches = torch.zeros(sp.age.numel(), 3, c, c)
+    patches = torch.zeros(sp.age.numel(), 3 * c * c)
     have = torch.zeros(sp.age.numel(), dtype=torch.bool)
     for cv in sp.canvases:
-        p = canvas_patches(cv)[:, cv.source[0], cv.source[1]].float()
-        patches[cv.members] = p.T.reshape(-1, 3, c, c)
+        patches[cv.members] = canvas_patches(cv).take(*cv.source).float()
         have[cv.members] = True
     sp = sp._replace(jac=torch.where(have[:, None, None], sp.jac, torch.zeros_like(sp.jac)))
-    return render_splats(patches, sp, H, W, pixel_ids)
+    return render_splats(patches.reshape(-1, 3, c, c), sp, H, W, pixel_ids)

@@ -9,9 +9,9 @@ from safetensors.torch import save_file
 from backend import models
 from backend.memory import LatentMemory, SceneMemory, cell_bits, cell_slopes, member_depth
 from backend.models.base import FrameNeeds
-from backend.models.compact import tiled
+from backend.models.compact import CANVAS_FRAMES, tiled
 from backend.models.patch import PatchModel
-from backend.splats import render_splats
+from backend.splats import canvas_fill, render_splats
 from tests.backend.test_learned import held_out
 from tests.backend.test_memory import cam, intr, rot
 
@@ -245,3 +245,66 @@ def test_pixels_between_source_pixels_are_interpolated():
     # inside a cell the ramp is exact; at a cell's last pixel there is no right neighbour to blend with
     # (measured: mean error 0.0006; nearest-pixel sampling is off by 0.005 everywhere)
     assert err.max() < 0.0051 and err.mean() < 0.001, (err.max(), err.mean())
+
+
+def grow_rings(latent, known):
+    """canvas_fill's definition: the stored cells grow one ring at a time, a cell taking the first of its
+    neighbours below, above, to the right, to the left that was already filled."""
+    lat, have = latent.clone(), known.clone()
+    h, w = have.shape
+    while not bool(have.all()):
+        grown = have.clone()
+        for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+            for r in range(h):
+                for c in range(w):
+                    rr, cc = r + dr, c + dc
+                    if not grown[r, c] and 0 <= rr < h and 0 <= cc < w and have[rr, cc]:
+                        lat[:, r, c] = lat[:, rr, cc]
+                        grown[r, c] = True
+        have = grown
+    return lat
+
+
+def test_canvas_fill_is_growing_rings():
+    g = torch.Generator().manual_seed(3)
+    for trial in range(40):
+        h, w = (int(x) for x in torch.randint(1, 14, (2,), generator=g))
+        known = torch.rand(h, w, generator=g) < float(torch.rand(1, generator=g)) ** 3
+        known.view(-1)[int(torch.randint(0, h * w, (1,), generator=g))] = True
+        lat = torch.randn(3, h, w, generator=g)
+        assert torch.equal(canvas_fill(lat, known), grow_rings(lat, known)), (h, w, known)
+    # ties between directions: the cell between two stored cells takes the one below it
+    known = torch.zeros(3, 1, dtype=torch.bool)
+    known[0, 0] = known[2, 0] = True
+    lat = torch.tensor([[[1.0], [0.0], [2.0]]])
+    assert canvas_fill(lat, known)[0, 1, 0] == 2.0
+
+
+def test_canvas_cache_keeps_what_its_bound_allows():
+    """The decoded canvases kept never take more than the cells of CANVAS_FRAMES whole frames, whatever the frame
+    size; a canvas holding a few cells costs those cells, not a frame."""
+    model = models.load("compact")
+    K = intr(180.0, 127.5, 71.5)
+    mem = LatentMemory(model.channels, 8)
+    g = torch.Generator().manual_seed(0)
+    few = torch.zeros(18, 32, dtype=torch.bool)
+    few[2:4, 3:6] = True
+    mem.write(torch.randn(model.channels, 18, 32, generator=g), torch.full((18, 32), 4.0), K, cam())
+    for i in range(2 * CANVAS_FRAMES):
+        mem.write(torch.randn(model.channels, 18, 32, generator=g), torch.full((18, 32), 4.0 - 0.1 * (i + 1)), K,
+                  cam(), mask=few)
+    sp = mem.read(K, cam(), 18, 32).splats
+    assert len(sp.canvases) == 2 * CANVAS_FRAMES + 1
+    cache = model._canvases
+    cache.clear()
+    model.draw(sp, 144, 256)
+    whole = 18 * 32 * (3 * 64 * 2 + 4)  # float16 pixels and the row map of every cell of one frame
+    assert cache.limit == CANVAS_FRAMES * whole
+    assert len(cache) == 2 * CANVAS_FRAMES + 1 and cache.nbytes < 2 * whole  # one whole canvas, the rest small
+    assert cache.nbytes == sum(c.nbytes() for c in cache._hits.values())
+    for i in range(3 * CANVAS_FRAMES):  # whole frames, one after the other: the oldest go
+        mem2 = LatentMemory(model.channels, 8)
+        mem2.write(torch.randn(model.channels, 18, 32, generator=g), torch.full((18, 32), 4.0), K, cam())
+        model.draw(mem2.read(K, cam(), 18, 32).splats, 144, 256)
+        assert cache.nbytes <= cache.limit
+    assert len(cache) == CANVAS_FRAMES
