@@ -51,63 +51,77 @@ def render_splats(patches, sp, H, W, pixel_ids=None):
     """Draw each splat's pixels (`patches` [N, 3, c, c]) as the small tilted plane it is (memory.Splats): every
     target pixel inside a splat's footprint maps back through the plane to the source pixel it shows (so a
     magnified surface stays closed and a slanted floor is not a row of upright cards), and a per-pixel
-    z-buffer picks the nearest surface, on it the oldest cell, then the cell the pixel is most inside of.
-    With `pixel_ids` [H, W] a pixel only shows splats of its own bank. Returns (image [3, H, W], covered [H, W],
-    depth [H, W], inf where uncovered)."""
+    z-buffer picks the nearest surface, on it the oldest cell, then the cell the pixel is most inside of, then
+    the smaller reach and the earlier splat. With `pixel_ids` [H, W] a pixel only shows splats of its own bank.
+    Returns (image [3, H, W], covered [H, W], depth [H, W], inf where uncovered)."""
     N, _, c, _ = patches.shape
     image = torch.zeros(3, H * W)
-    if N == 0:
-        return image.reshape(3, H, W), torch.zeros(H, W, dtype=torch.bool), torch.full((H, W), float("inf"))
+    depth = torch.full((H * W,), float("inf"))
+    px, k, a, b, order = _footprints(sp, c, H, W)
+    if px.numel():
+        half = c / 2 + SPLAT_MARGIN
+        ia = torch.floor(a + (c - 1) / 2 + 0.5).long().clamp(0, c - 1)
+        ib = torch.floor(b + (c - 1) / 2 + 0.5).long().clamp(0, c - 1)
+        keep = ((sp.bits[k] >> (ib * c + ia)) & 1).bool()  # only the pixels the stored cell owns
+        if pixel_ids is not None:
+            keep &= pixel_ids.reshape(-1).long()[px] == sp.bank[k]
+        z = sp.depth[k].float() + a * sp.slope[k, 0].float() + b * sp.slope[k, 1].float()
+        keep &= z > 0
+        i = torch.nonzero(keep).squeeze(1)
+        px, k, a, b, z = px[i], k[i], a[i], b[i], z[i]
+        # rank on one surface: oldest write first, then how far inside its own cell the pixel lies (0..15), then
+        # the splat's order (a splat reaches a pixel once, so the rank names one candidate per pixel)
+        inside = (torch.maximum(a.abs(), b.abs()) / half * 15).clamp(0, 15).long()
+        rank = (sp.age[k].long() * 16 + inside) * (order.max() + 1) + order[k]
+        zmin = torch.full((H * W,), float("inf")).scatter_reduce(0, px, z, "amin")
+        near = z <= zmin[px] * (1 + SURFACE_TOL)
+        best = torch.full((H * W,), torch.iinfo(torch.int64).max).scatter_reduce(0, px[near], rank[near], "amin")
+        w = torch.nonzero(near & (rank == best[px])).squeeze(1)
+        image[:, px[w]] = _sample(patches, sp.bits, k[w], a[w], b[w], c).T
+        depth[px[w]] = z[w]
+    covered = torch.isfinite(depth)
+    return image.reshape(3, H, W), covered.reshape(H, W), depth.reshape(H, W)
+
+
+def _footprints(sp, c, H, W):
+    """Every (target pixel, splat) pair where the pixel's centre lies inside the splat's footprint (its cell plus
+    SPLAT_MARGIN, mapped through the splat's plane), the footprint cut to SPLAT_REACH cells' width each way and
+    to the image. Returns (pixel [M] (y * W + x), splat [M], source offsets a, b [M] from the splat's centre in
+    source pixels, order [N]: each splat's place when splats are taken by reach (rounded up to a few sizes),
+    then as listed)."""
+    N = sp.age.numel()
     J = sp.jac.float()
     det = J[:, 0, 0] * J[:, 1, 1] - J[:, 0, 1] * J[:, 1, 0]
     good = det > 1e-6  # edge-on or seen from behind: nothing to draw
     inv = torch.stack([torch.stack([J[:, 1, 1], -J[:, 0, 1]], 1), torch.stack([-J[:, 1, 0], J[:, 0, 0]], 1)], 1)
     inv = inv / torch.where(good, det, torch.ones_like(det))[:, None, None]
     half = c / 2 + SPLAT_MARGIN
-    reach = torch.stack([J[:, 0].abs().sum(1), J[:, 1].abs().sum(1)], 1) * half  # footprint half-size, x and y
-    reach = torch.ceil(reach.clamp(max=SPLAT_REACH * c)).long().amax(1)
-    # a few window sizes, so the loop below runs a handful of times rather than once per distinct reach
+    extent = torch.stack([J[:, 0].abs().sum(1), J[:, 1].abs().sum(1)], 1) * half  # footprint half-size, x and y
+    reach = torch.ceil(extent.clamp(max=SPLAT_REACH * c)).long().amax(1)
     levels = torch.tensor(sorted({int(c // 2 + 1), c, int(1.5 * c), 2 * c, SPLAT_REACH * c}))
-    reach = levels[torch.searchsorted(levels, reach).clamp(max=levels.numel() - 1)]
+    level = torch.searchsorted(levels, reach).clamp(max=levels.numel() - 1)
+    reach = levels[level]
+    order = level * N + torch.arange(N)
     cx, cy = sp.centre[:, 0].float(), sp.centre[:, 1].float()
-    px_all, splat_all, a_all, b_all = [], [], [], []
-    # splats grouped by reach, so the common unit-scale ones do not pay for the few magnified ones
-    for r in torch.unique(reach[good]).tolist():
-        sel = torch.nonzero(good & (reach == r)).squeeze(1)
-        off = torch.arange(-r, r + 1)
-        X = torch.floor(cx[sel] + 0.5).long()[:, None, None] + off[None, None, :]
-        Y = torch.floor(cy[sel] + 0.5).long()[:, None, None] + off[None, :, None]
-        X, Y = X.expand(-1, 2 * r + 1, -1), Y.expand(-1, -1, 2 * r + 1)
-        dx, dy = X - cx[sel, None, None], Y - cy[sel, None, None]
-        m = inv[sel]
-        a = m[:, 0, 0, None, None] * dx + m[:, 0, 1, None, None] * dy
-        b = m[:, 1, 0, None, None] * dx + m[:, 1, 1, None, None] * dy
-        ok = (a.abs() <= half) & (b.abs() <= half) & (X >= 0) & (X < W) & (Y >= 0) & (Y < H)
-        px_all.append((Y * W + X)[ok])
-        splat_all.append(sel[:, None, None].expand_as(X)[ok])
-        a_all.append(a[ok])
-        b_all.append(b[ok])
-    if not px_all:
-        return image.reshape(3, H, W), torch.zeros(H, W, dtype=torch.bool), torch.full((H, W), float("inf"))
-    px, k, a, b = torch.cat(px_all), torch.cat(splat_all), torch.cat(a_all), torch.cat(b_all)
-    ia = torch.floor(a + (c - 1) / 2 + 0.5).long().clamp(0, c - 1)
-    ib = torch.floor(b + (c - 1) / 2 + 0.5).long().clamp(0, c - 1)
-    own = ((sp.bits[k] >> (ib * c + ia)) & 1).bool()  # only the pixels the stored cell owns
-    if pixel_ids is not None:
-        own &= pixel_ids.reshape(-1).long()[px] == sp.bank[k]
-    px, k, a, b = px[own], k[own], a[own], b[own]
-    z = sp.depth[k].float() + a * sp.slope[k, 0].float() + b * sp.slope[k, 1].float()
-    front = z > 0
-    px, k, a, b, z = px[front], k[front], a[front], b[front], z[front]
-    # rank on one surface: oldest write first, then how far inside its own cell the pixel lies (0..15)
-    inside = (torch.maximum(a.abs(), b.abs()) / half * 15).clamp(0, 15).long()
-    best = zbuffer(px, z, H * W, sp.age[k].long() * 16 + inside, SURFACE_TOL)
-    hit = best < px.numel()
-    w = best[hit]
-    image[:, hit] = _sample(patches, sp.bits, k[w], a[w], b[w], c).T
-    depth = torch.full((H * W,), float("inf"))
-    depth[hit] = z[w]
-    return image.reshape(3, H, W), hit.reshape(H, W), depth.reshape(H, W)
+    xc, yc = torch.floor(cx + 0.5).long(), torch.floor(cy + 0.5).long()
+    # the square of `reach` around the centre pixel, cut to the footprint's box with half a pixel of slack (far
+    # more than rounding moves a, b; a nearly edge-on splat, whose inverse is large, keeps its whole square)
+    loose = inv.abs().flatten(1).amax(1) > 1e3
+    x0 = torch.maximum(xc - reach, torch.where(loose, xc - reach, torch.ceil(cx - extent[:, 0] - 0.5).long())).clamp(min=0)
+    x1 = torch.minimum(xc + reach, torch.where(loose, xc + reach, torch.floor(cx + extent[:, 0] + 0.5).long())).clamp(max=W - 1)
+    y0 = torch.maximum(yc - reach, torch.where(loose, yc - reach, torch.ceil(cy - extent[:, 1] - 0.5).long())).clamp(min=0)
+    y1 = torch.minimum(yc + reach, torch.where(loose, yc + reach, torch.floor(cy + extent[:, 1] + 0.5).long())).clamp(max=H - 1)
+    nx, ny = (x1 - x0 + 1).clamp(min=0), (y1 - y0 + 1).clamp(min=0)
+    count = torch.where(good, nx * ny, torch.zeros_like(nx))
+    k = torch.repeat_interleave(torch.arange(N), count)
+    local = torch.arange(k.numel()) - (count.cumsum(0) - count)[k]
+    row = local // nx[k]
+    X, Y = x0[k] + (local - row * nx[k]), y0[k] + row
+    dx, dy = X - cx[k], Y - cy[k]
+    a = inv[k, 0, 0] * dx + inv[k, 0, 1] * dy
+    b = inv[k, 1, 0] * dx + inv[k, 1, 1] * dy
+    i = torch.nonzero((a.abs() <= half) & (b.abs() <= half)).squeeze(1)
+    return Y[i] * W + X[i], k[i], a[i], b[i], order
 
 
 def _sample(patches, bits, k, a, b, c):
@@ -120,10 +134,12 @@ def _sample(patches, bits, k, a, b, c):
     out = torch.zeros(k.numel(), 3)
     total = torch.zeros(k.numel())
     mine = bits[k]
+    flat = patches.reshape(-1)
+    base = (k * (3 * c * c))[:, None] + torch.arange(3) * (c * c)  # [M, 3]: each channel's first pixel
     for dx, dy, wgt in ((0, 0, (1 - wx) * (1 - wy)), (1, 0, wx * (1 - wy)), (0, 1, (1 - wx) * wy), (1, 1, wx * wy)):
-        xs, ys = x0 + dx, y0 + dy
-        wgt = wgt * ((mine >> (ys * c + xs)) & 1).float()
-        out += wgt[:, None] * patches[k, :, ys, xs].float()
+        at = (y0 + dy) * c + (x0 + dx)
+        wgt = wgt * ((mine >> at) & 1).float()
+        out += wgt[:, None] * flat[base + at[:, None]].float()
         total += wgt
     return out / total.clamp_min(1e-12)[:, None]
 
