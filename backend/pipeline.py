@@ -191,6 +191,12 @@ class Run:
         return done, memory, stats
 
     def run(self) -> dict:
+        try:
+            return self._run()
+        finally:
+            self.folder.close()
+
+    def _run(self) -> dict:
         t_start = time.perf_counter()
         # by the model that really runs: a resumed "builtin" job must not mix two different default models
         fingerprint = job_fingerprint(dataclasses.replace(self.job, model=self.model.name))
@@ -218,6 +224,7 @@ class Run:
                 rate = elapsed / (gen_frames + seg.index(n) + 1)
                 self.emit("progress", segment=i, segments=len(self.segments), frame=n, done=finished,
                           total=total, eta_s=round(rate * (total - finished), 2))
+            self.folder.flush()  # the segment's frames are on disk before anything says they are
             seconds = time.perf_counter() - t0
             gen_time, gen_frames = gen_time + seconds, gen_frames + len(seg)
             stats.append({"segment": i, "frames": [seg[0], seg[-1]], "seconds": round(seconds, 4),

@@ -3,6 +3,8 @@ the report (run.json). Every file is written atomically, so a crash never leaves
 import hashlib
 import json
 import os
+import queue
+import threading
 from typing import Optional
 
 import numpy as np
@@ -17,9 +19,62 @@ STATE_DIR = "state"
 
 def save_png(image: torch.Tensor, path: str) -> None:
     """[3, H, W] in 0..1 as an 8-bit PNG, written atomically."""
-    arr = (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+    write_png(to_rgb8(image), path)
+
+
+def to_rgb8(image: torch.Tensor) -> np.ndarray:
+    """[3, H, W] in 0..1 -> [H, W, 3] uint8, rounded."""
+    return (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+def write_png(arr: np.ndarray, path: str) -> None:
     # compression level 3: a tenth larger than the default level 6 and much faster
     atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG", compress_level=3))
+
+
+class FrameWriter:
+    """PNGs written on a thread of their own, so the next frame's work does not wait on compression (zlib lets go
+    of the interpreter while it works). At most `queued` frames wait; `flush` returns once every frame handed over
+    is on disk, and raises what a write raised (a full disk)."""
+
+    def __init__(self, queued: int = 2):
+        self._queue = queue.Queue(maxsize=queued)
+        self._error = None
+        self._thread = None
+
+    def put(self, image: torch.Tensor, path: str) -> None:
+        """[3, H, W] in 0..1, written to `path` as soon as the thread gets to it."""
+        self._raise()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="frame-writer", daemon=True)
+            self._thread.start()
+        self._queue.put((to_rgb8(image), path))
+
+    def flush(self) -> None:
+        self._queue.join()
+        self._raise()
+
+    def close(self) -> None:
+        """Wait for the frames handed over, whatever happened to them (a run that stops leaves no file half
+        written behind); what a write raised is dropped (the run is already stopping for another reason)."""
+        self._queue.join()
+        self._error = None
+
+    def _raise(self):
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _work(self):
+        while True:
+            arr, path = self._queue.get()
+            try:
+                if self._error is None:  # after a failure, the rest is dropped: the run stops at the next flush
+                    write_png(arr, path)
+            except Exception as e:  # handed to the loop's thread, which reports it
+                self._error = e
+            finally:
+                self._queue.task_done()
 
 
 def job_fingerprint(job: protocol.Job) -> str:
@@ -51,6 +106,7 @@ class RunFolder:
         self.state_dir = os.path.join(out_dir, STATE_DIR)
         self.memory_path = os.path.join(self.state_dir, "memory.safetensors")
         self.progress_path = os.path.join(self.state_dir, "progress.json")
+        self.writer = FrameWriter()
 
     def create(self):
         os.makedirs(self.frames_dir, exist_ok=True)
@@ -64,7 +120,17 @@ class RunFolder:
         return [os.path.join("frames", protocol.frame_filename(n)) for n in seg]
 
     def save_frame(self, image: torch.Tensor, n: int) -> None:
-        save_png(image, self.frame_path(n))
+        """Frame n's PNG, written on the writer thread: `flush` before anything says it is on disk."""
+        self.writer.put(image, self.frame_path(n))
+
+    def flush(self) -> None:
+        """Wait until every frame handed to save_frame is on disk."""
+        self.writer.flush()
+
+    def close(self) -> None:
+        """Wait for the frames handed to save_frame, without raising (a run that stops for another reason)."""
+        self.writer.close()
+
 
     def progress(self, fingerprint: str, segments: list) -> Optional[tuple]:
         """(segments done, far, stats) of an earlier run of this same job whose frames are all still there, or
