@@ -84,6 +84,10 @@ class Inputs:
         self.known_ids = {0} | {o.id for o in job.objects}
         self._ids = (None, None)
 
+    def add(self, frames) -> None:
+        """More frames of a streamed job (protocol.Frame, checked), as they arrive."""
+        self.frames.update((f.frame, f) for f in frames)
+
     def reference_image(self) -> torch.Tensor:
         """[3, H, W] the user's reference image at the render size."""
         return load_image(self.job.reference.image, self.W, self.H)

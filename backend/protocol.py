@@ -28,6 +28,8 @@ MAX_PIXELS = 4096 * 4096
 BASE_BYTES = 256 * 2**20
 BYTES_PER_PIXEL = 400
 BYTES_PER_PIXEL_FRAME = 16
+# A streamed job's frames after those job.json lists, one JSON object per line (JobStream).
+STREAM_FILE = "inputs/frames.jsonl"
 # Files and folders the backend writes in a job folder; none may be a link that leads out of it.
 OUTPUT_PATHS = ("frames", "state", "state/memory.safetensors", "state/progress.json", "run.json")
 
@@ -85,6 +87,7 @@ JOB_FIELDS = {
     "plane_distance": ((int, float), False),
     "frames": (list, True),
     "objects": (list, False),
+    "frame_count": (int, False),      # a streamed job: how many frames it has, the rest arriving in STREAM_FILE
     "prompt": (str, False),           # text guidance for diffusion models (Wan); others ignore it
     "negative_prompt": (str, False),
 }
@@ -189,6 +192,13 @@ class Frame:
     albedo: Optional[str] = None
     parts: Optional[str] = None
 
+    @classmethod
+    def from_dict(cls, f):
+        """A Frame from a resolved frame dict (paths absolute)."""
+        return cls(frame=f["frame"], K=f["K"], cam_to_world=f["cam_to_world"], depth=f.get("depth"),
+                   objects=None if f.get("objects") is None else {int(k): v for k, v in f["objects"].items()},
+                   ids=f.get("ids"), light=f.get("light"), albedo=f.get("albedo"), parts=f.get("parts"))
+
 
 @dataclass(frozen=True)
 class Job:
@@ -207,21 +217,19 @@ class Job:
     objects: tuple = ()
     prompt: Optional[str] = None
     negative_prompt: Optional[str] = None
+    frame_count: Optional[int] = None
 
     @classmethod
     def from_dict(cls, d):
         """A Job from a resolved job dict (what validate_job checked; paths absolute)."""
-        frames = tuple(Frame(frame=f["frame"], K=f["K"], cam_to_world=f["cam_to_world"], depth=f.get("depth"),
-                             objects=None if f.get("objects") is None else {int(k): v for k, v in f["objects"].items()},
-                             ids=f.get("ids"), light=f.get("light"), albedo=f.get("albedo"), parts=f.get("parts"))
-                       for f in d["frames"])
+        frames = tuple(Frame.from_dict(f) for f in d["frames"])
         ref = d["reference"]
         return cls(version=d["version"], model=d["model"], segment_length=d["segment_length"], width=d["width"],
                    height=d["height"], reference=Reference(ref["image"], ref["frame"], ref.get("depth")),
                    depth_source=d["depth_source"], frames=frames, device=d.get("device", "AUTO"), seed=d.get("seed"),
                    plane_distance=d.get("plane_distance"),
                    objects=tuple(TrackedObject(o["id"], o.get("name", "")) for o in d.get("objects") or ()),
-                   prompt=d.get("prompt"), negative_prompt=d.get("negative_prompt"))
+                   prompt=d.get("prompt"), negative_prompt=d.get("negative_prompt"), frame_count=d.get("frame_count"))
 
     def to_dict(self):
         """The job as a dict of the job format (fields left out where None; paths as resolved)."""
@@ -240,9 +248,16 @@ class Job:
     def frame_numbers(self):
         return [f.frame for f in self.frames]
 
+    @property
+    def total(self) -> int:
+        """How many frames the job has: all listed, or a streamed job's frame_count."""
+        return len(self.frames) if self.frame_count is None else self.frame_count
+
 
 def validate_job(job, job_dir):
-    """Check a job dict; returns (Job with absolute paths resolved, warnings). Raises JobError."""
+    """Check a job dict; returns (Job with absolute paths resolved, warnings). Raises JobError. A streamed job
+    (`frame_count` more than the frames listed) is checked on what it lists; its other frames are checked as they
+    arrive (JobStream)."""
     if not isinstance(job, dict):
         raise JobError("the job must be a JSON object")
     warnings = [f"unknown job field '{k}' ignored" for k in job if k not in JOB_FIELDS]
@@ -255,18 +270,22 @@ def validate_job(job, job_dir):
             raise JobError(f"job field '{key}' has the wrong type")
     if job["version"] != JOB_VERSION:
         raise JobError(f"job version {job['version']} is not supported (this backend reads version {JOB_VERSION})")
-    check_resolution(job["width"], job["height"], len(job["frames"]))
+    frames = job["frames"]
+    count = job.get("frame_count")
+    if count is not None and count < max(len(frames), 1):
+        raise JobError(f"frame_count ({count}) must be at least 1 and the number of frames listed ({len(frames)})")
+    total = len(frames) if count is None else count
+    check_resolution(job["width"], job["height"], total)
     if not MODEL_NAME.fullmatch(job["model"]) or job["model"] in (".", ".."):
         raise JobError(f"model must be the name of a folder in models/, got {job['model']!r}")
     if job.get("device", "AUTO") not in DEVICES:
         raise JobError(f"device must be one of {', '.join(DEVICES)}")
     if job["depth_source"] not in DEPTH_SOURCES:
         raise JobError(f"depth_source must be one of {', '.join(DEPTH_SOURCES)}")
-    frames = job["frames"]
-    if not frames:
+    if not total:
         raise JobError("the job has no frames")
-    if not 1 <= job["segment_length"] <= len(frames):
-        raise JobError(f"segment_length must be between 1 and the number of frames ({len(frames)})")
+    if not 1 <= job["segment_length"] <= total:
+        raise JobError(f"segment_length must be between 1 and the number of frames ({total})")
     out = dict(job)
     ref = dict(job["reference"])
     ref["image"] = _inside(job_dir, ref.get("image"), "reference.image")
@@ -275,15 +294,43 @@ def validate_job(job, job_dir):
     if job["depth_source"] == "IMAGE":
         ref["depth"] = _inside(job_dir, ref.get("depth"), "reference.depth")
     out["reference"] = ref
-    object_ids = _objects(job)
-    seen, resolved = set(), []
-    for i, fr in enumerate(frames):
+    checker = FrameChecker(job, job_dir)
+    out["frames"] = [checker.frame(fr, i) for i, fr in enumerate(frames)]
+    checker.same_maps(out["frames"])
+    if len(frames) == total:
+        checker.has_reference()
+    input_file(ref["image"], "the reference image")
+    if job["depth_source"] == "IMAGE":
+        input_file(ref["depth"], "the reference depth map")
+    for f in out["frames"]:
+        checker.files(f)
+    check_output_links(job_dir)
+    return Job.from_dict(out), warnings
+
+
+class FrameChecker:
+    """The rules each frame of a job must follow, for the frames job.json lists (validate_job) and for those a
+    streamed job adds later (JobStream): every frame is checked the same way, whenever it arrives."""
+
+    MAPS = (("light", "light map"), ("albedo", "surface colour map"), ("parts", "object map"))
+
+    def __init__(self, job: dict, job_dir: str):
+        """job: the job dict, its other fields already checked."""
+        self.job_dir = job_dir
+        self.scene_depth = job["depth_source"] == "SCENE"
+        self.reference = job["reference"]["frame"]
+        self.object_ids = _objects(job)
+        self.seen = set()
+        self.maps = None  # which of MAPS the frames carry, fixed by the first frame
+
+    def frame(self, fr, i: int) -> dict:
+        """frames[i] checked and its paths resolved (absolute); per-frame depth dropped without the Scene source."""
         if not isinstance(fr, dict) or not isinstance(fr.get("frame"), int) or isinstance(fr.get("frame"), bool):
             raise JobError(f"frames[{i}] needs an integer 'frame'")
         n = fr["frame"]
-        if n in seen:
+        if n in self.seen:
             raise JobError(f"frame {n} is listed twice")
-        seen.add(n)
+        self.seen.add(n)
         K = _matrix(fr.get("K"), 3, 3, f"K of frame {n}")
         c2w = _matrix(fr.get("cam_to_world"), 4, 4, f"cam_to_world of frame {n}")
         if K[0][0] <= 0 or K[1][1] <= 0:
@@ -291,38 +338,93 @@ def validate_job(job, job_dir):
         if abs(_det3([row[:3] for row in c2w[:3]])) < 1e-9:
             raise JobError(f"cam_to_world of frame {n} is singular")
         item = dict(fr)
-        if job["depth_source"] == "SCENE":
-            item["depth"] = _inside(job_dir, fr.get("depth"), f"depth of frame {n}")
-        if object_ids:
+        if self.scene_depth:
+            item["depth"] = _inside(self.job_dir, fr.get("depth"), f"depth of frame {n}")
+        else:  # per-frame depth is not used without the Scene source
+            item.pop("depth", None)
+        if self.object_ids:
             poses = fr.get("objects")
-            if not isinstance(poses, dict) or set(poses) != {str(i) for i in object_ids}:
-                raise JobError(f"frame {n} must give the transform of every moving object ({len(object_ids)})")
+            if not isinstance(poses, dict) or set(poses) != {str(i) for i in self.object_ids}:
+                raise JobError(f"frame {n} must give the transform of every moving object ({len(self.object_ids)})")
             for oid, m in poses.items():
                 _matrix(m, 4, 4, f"the transform of object {oid} on frame {n}")
                 if abs(_det3([row[:3] for row in m[:3]])) < 1e-12:
                     raise JobError(f"the transform of object {oid} on frame {n} is singular (zero scale)")
-            item["ids"] = _inside(job_dir, fr.get("ids"), f"object id mask of frame {n}")
-        for key, what in (("light", "light map"), ("albedo", "surface colour map"), ("parts", "object map")):
+            item["ids"] = _inside(self.job_dir, fr.get("ids"), f"object id mask of frame {n}")
+        for key, what in self.MAPS:
             if item.pop(key, None) is not None:
-                item[key] = _inside(job_dir, fr.get(key), f"{what} of frame {n}")
-        resolved.append(item)
-    for key, what in (("light", "a light map"), ("albedo", "a surface colour map"), ("parts", "an object map")):
-        has = [(key in f) for f in resolved]
-        if any(has) and not all(has):
-            raise JobError(f"either every frame has {what} or none does")
-    if job["reference"]["frame"] not in seen:
-        raise JobError(f"reference.frame {job['reference']['frame']} is not one of the job's frames")
-    out["frames"] = resolved
-    if job["depth_source"] != "SCENE":  # per-frame depth is not used without the Scene source
-        out["frames"] = [{k: v for k, v in f.items() if k != "depth"} for f in resolved]
-    input_file(ref["image"], "the reference image")
-    if job["depth_source"] == "IMAGE":
-        input_file(ref["depth"], "the reference depth map")
-    for f in out["frames"]:
-        if "depth" in f:
-            input_file(f["depth"], f"the depth of frame {f['frame']}")
-    check_output_links(job_dir)
-    return Job.from_dict(out), warnings
+                item[key] = _inside(self.job_dir, fr.get(key), f"{what} of frame {n}")
+        return item
+
+    def same_maps(self, items: list) -> None:
+        """Either every frame has a light map (a surface colour map, an object map) or none does."""
+        for item in items:
+            has = tuple(key in item for key, _ in self.MAPS)
+            if self.maps is None:
+                self.maps = has
+            for (key, what), a, b in zip(self.MAPS, self.maps, has):
+                if a != b:
+                    raise JobError(f"either every frame has {'an' if what[0] in 'aeiou' else 'a'} {what} or none does")
+
+    def has_reference(self) -> None:
+        """Once every frame is there: the reference is one of them."""
+        if self.reference not in self.seen:
+            raise JobError(f"reference.frame {self.reference} is not one of the job's frames")
+
+    def files(self, item: dict) -> None:
+        if "depth" in item:
+            input_file(item["depth"], f"the depth of frame {item['frame']}")
+
+
+class JobStream:
+    """The frames a streamed job adds after those job.json lists: the add-on appends one frame object per line
+    (the same objects as job.json's `frames`, paths relative to the job folder) to STREAM_FILE as it exports each
+    frame, the frame's files written first. Each is checked by the rules job.json's frames follow."""
+
+    def __init__(self, job_path: str):
+        with open(job_path, encoding="utf-8") as f:
+            raw = json.load(f)
+        self.job_dir = os.path.dirname(os.path.abspath(job_path))
+        self.path = os.path.join(self.job_dir, STREAM_FILE)
+        self.job, _ = validate_job(raw, self.job_dir)
+        self.checker = FrameChecker(raw, self.job_dir)
+        self.checker.same_maps([self.checker.frame(fr, i) for i, fr in enumerate(raw["frames"])])
+        self.count = len(raw["frames"])
+        self.offset = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.count >= self.job.total
+
+    def more(self) -> list:
+        """The frames (Frame) whose lines were finished since the last call, checked; [] when none."""
+        if self.complete:
+            return []
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1  # a line still being written waits for its end
+        out = []
+        for line in data[:end].splitlines():
+            if not line.strip():
+                continue
+            try:
+                fr = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise JobError(f"line {self.count + 1} of {STREAM_FILE} is not a JSON frame object") from None
+            item = self.checker.frame(fr, self.count)
+            self.checker.same_maps([item])
+            self.checker.files(item)
+            out.append(Frame.from_dict(item))
+            self.count += 1
+            if self.complete:
+                self.checker.has_reference()
+                break
+        self.offset += end
+        return out
 
 
 def input_file(path, what):

@@ -77,24 +77,50 @@ class FrameWriter:
                 self._queue.task_done()
 
 
-def job_fingerprint(job: protocol.Job) -> str:
-    """Hash of everything that decides the frames (a protocol.Job): a changed job must not resume an old run."""
-    h = hashlib.sha256()
-    keep = {k: getattr(job, k) for k in ("model", "seed", "segment_length", "width", "height", "depth_source",
-                                         "plane_distance", "prompt", "negative_prompt") if getattr(job, k) is not None}
-    keep["frames"] = [{"frame": f.frame, "K": f.K, "cam_to_world": f.cam_to_world,
-                       "objects": None if f.objects is None else {str(k): v for k, v in f.objects.items()}}
-                      for f in job.frames]
-    keep["objects"] = [{"id": o.id, "name": o.name} for o in job.objects] if job.objects else None
-    keep["reference_frame"] = job.reference.frame
-    h.update(json.dumps(keep, sort_keys=True).encode())
-    paths = [job.reference.image, job.reference.depth]
-    paths += [p for f in job.frames for p in (f.depth, f.ids, f.light, f.albedo, f.parts)]
-    for p in paths:
-        if p:
-            with open(p, "rb") as f:
-                h.update(hashlib.sha256(f.read()).digest())
-    return h.hexdigest()
+class Fingerprint:
+    """Hashes of everything that decides the frames, one after each segment: the job's fixed part (model, seed,
+    size, depth source, moving objects, the reference image and its frame's camera and files) chained with each
+    segment's frames (cameras, object transforms, their files) in order. A run continues an earlier one when the
+    hash after the segments it finished is the same: what was generated is what this job generates there,
+    whatever comes after (a streamed job's later frames are not known when it resumes)."""
+
+    def __init__(self, job: protocol.Job, reference: protocol.Frame):
+        keep = {k: getattr(job, k) for k in ("model", "seed", "segment_length", "width", "height", "depth_source",
+                                             "plane_distance", "prompt", "negative_prompt") if getattr(job, k) is not None}
+        keep["objects"] = [{"id": o.id, "name": o.name} for o in job.objects] if job.objects else None
+        keep["reference"] = _frame_entry(reference)
+        h = hashlib.sha256(json.dumps(keep, sort_keys=True).encode())
+        for p in (job.reference.image, job.reference.depth) + _frame_files(reference):
+            _hash_file(h, p)
+        self.links = [h.hexdigest()]
+
+    def after(self, segments: list) -> str:
+        """The hash after `segments` (lists of protocol.Frame, the job's first segments in order)."""
+        while len(self.links) <= len(segments):
+            h = hashlib.sha256(self.links[-1].encode())
+            frames = segments[len(self.links) - 1]
+            h.update(json.dumps([_frame_entry(f) for f in frames], sort_keys=True).encode())
+            for f in frames:
+                for p in _frame_files(f):
+                    _hash_file(h, p)
+            self.links.append(h.hexdigest())
+        return self.links[len(segments)]
+
+
+def _frame_entry(f: protocol.Frame) -> dict:
+    return {"frame": f.frame, "K": f.K, "cam_to_world": f.cam_to_world,
+            "objects": None if f.objects is None else {str(k): v for k, v in f.objects.items()}}
+
+
+def _frame_files(f: protocol.Frame) -> tuple:
+    return (f.depth, f.ids, f.light, f.albedo, f.parts)
+
+
+def _hash_file(h, path: Optional[str]) -> None:
+    h.update(b"-" if not path else b"+")
+    if path:
+        with open(path, "rb") as f:
+            h.update(hashlib.sha256(f.read()).digest())
 
 
 class RunFolder:
@@ -131,23 +157,20 @@ class RunFolder:
         """Wait for the frames handed to save_frame, without raising (a run that stops for another reason)."""
         self.writer.close()
 
-
-    def progress(self, fingerprint: str, segments: list) -> Optional[tuple]:
-        """(segments done, far, stats) of an earlier run of this same job whose frames are all still there, or
-        None (the job changed, a frame is missing, the state is unreadable)."""
+    def progress(self) -> Optional[tuple]:
+        """(segments done, their fingerprint, far, stats) of an earlier run in this folder, or None (no state, or
+        unreadable)."""
         try:
             with open(self.progress_path, encoding="utf-8") as f:
                 state = json.load(f)
-            if state.get("fingerprint") != fingerprint:
-                return None
             done = int(state["segments_done"])
-            for seg in segments[:done]:
-                for n in seg:
-                    if not os.path.isfile(self.frame_path(n)):
-                        return None
-            return done, float(state["far"]), state["stats"][:done]
-        except (OSError, ValueError, KeyError, json.JSONDecodeError):
+            return done, str(state["fingerprint"]), float(state["far"]), list(state["stats"][:done])
+        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
             return None
+
+    def has_frames(self, segments: list) -> bool:
+        """Every frame of `segments` (lists of frame numbers) is on disk."""
+        return all(os.path.isfile(self.frame_path(n)) for seg in segments for n in seg)
 
     def save_progress(self, fingerprint: str, done: int, far: float, stats: list) -> None:
         write_json({"fingerprint": fingerprint, "segments_done": done, "far": far, "stats": stats}, self.progress_path)
