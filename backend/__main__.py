@@ -114,6 +114,9 @@ def cmd_run(job_path, jsonl, stop_on_eof, follow=False):
 
 
 def main(argv=None):
+    # idle OpenMP threads sleep instead of spinning: beside Blender exporting, or any other busy process, spinning
+    # threads take the cores the work needs (set before torch loads, which happens only when a job runs)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = argparse.ArgumentParser(prog="python -m backend", description="Mirage world-model backend")
     sub = parser.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="run a job.json")
