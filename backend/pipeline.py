@@ -18,7 +18,7 @@ from .memory import Memory, SceneMemory
 from .models.base import Exemplar, FrameModel, SegmentFrame, SegmentModel
 from .protocol import JobError
 from .relight import Lighting
-from .state import Fingerprint, RunFolder
+from .state import Fingerprint, RunFolder, peak_rss
 from .step import View, frame_step, make_view, seed
 
 
@@ -273,7 +273,7 @@ class Run:
             gen_time, gen_frames = gen_time + seconds, gen_frames + len(seg)
             stats.append({"segment": i, "frames": [seg[0], seg[-1]], "seconds": round(seconds, 4),
                           "seconds_per_frame": round(seconds / len(seg), 4),
-                          "memory_bytes": memory.nbytes(), "memory_cells": len(memory)})
+                          "memory_bytes": memory.nbytes(), "memory_cells": len(memory), "peak_rss_bytes": peak_rss()})
             done_frames.append(seg)
             chain = fingerprint.after([[self.inputs.frames[n] for n in s] for s in done_frames])
             memory.save(self.folder.memory_path)
@@ -294,6 +294,7 @@ class Run:
             "segments": len(stats), "seconds": round(seconds, 4),
             "memory_bytes": stats[-1]["memory_bytes"] if stats else 0,
             "resumed_segments": self.resumed,
+            "peak_rss_bytes": peak_rss(),
             "per_segment": stats,
         }
         self.folder.write_report(report)

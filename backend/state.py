@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import queue
+import sys
 import threading
 from typing import Optional
 
@@ -121,6 +122,16 @@ def _hash_file(h, path: Optional[str]) -> None:
     if path:
         with open(path, "rb") as f:
             h.update(hashlib.sha256(f.read()).digest())
+
+
+def peak_rss() -> Optional[int]:
+    """Bytes of RAM this process has held at most so far, or None where the platform does not say."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS counts bytes, Linux kilobytes
 
 
 class RunFolder:
