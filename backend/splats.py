@@ -111,17 +111,37 @@ def _footprints(sp, c, H, W):
     x1 = torch.minimum(xc + reach, torch.where(loose, xc + reach, torch.floor(cx + extent[:, 0] + 0.5).long())).clamp(max=W - 1)
     y0 = torch.maximum(yc - reach, torch.where(loose, yc - reach, torch.ceil(cy - extent[:, 1] - 0.5).long())).clamp(min=0)
     y1 = torch.minimum(yc + reach, torch.where(loose, yc + reach, torch.floor(cy + extent[:, 1] + 0.5).long())).clamp(max=H - 1)
-    nx, ny = (x1 - x0 + 1).clamp(min=0), (y1 - y0 + 1).clamp(min=0)
-    count = torch.where(good, nx * ny, torch.zeros_like(nx))
-    k = torch.repeat_interleave(torch.arange(N), count)
-    local = torch.arange(k.numel()) - (count.cumsum(0) - count)[k]
-    row = local // nx[k]
-    X, Y = x0[k] + (local - row * nx[k]), y0[k] + row
+    # each row of the box, cut to where the footprint crosses it (|a| and |b| <= half are two bands along the row)
+    ny = torch.where(good, (y1 - y0 + 1).clamp(min=0), torch.zeros_like(y0))
+    kr = torch.repeat_interleave(torch.arange(N), ny)
+    Y = y0[kr] + (torch.arange(kr.numel()) - (ny.cumsum(0) - ny)[kr])
+    dy = Y - cy[kr]
+    lo, hi = _band(inv[kr, 0, 0], inv[kr, 0, 1] * dy, half)
+    lo_b, hi_b = _band(inv[kr, 1, 0], inv[kr, 1, 1] * dy, half)
+    lo, hi = torch.maximum(lo, lo_b), torch.minimum(hi, hi_b)
+    whole = loose[kr]
+    xs0 = torch.where(whole, x0[kr], torch.maximum(x0[kr], torch.ceil(cx[kr] + lo - 0.5).clamp(-1, W).long()))
+    xs1 = torch.where(whole, x1[kr], torch.minimum(x1[kr], torch.floor(cx[kr] + hi + 0.5).clamp(-1, W).long()))
+    nx = (xs1 - xs0 + 1).clamp(min=0)
+    r = torch.repeat_interleave(torch.arange(kr.numel()), nx)
+    k = kr[r]
+    X, Y = xs0[r] + (torch.arange(r.numel()) - (nx.cumsum(0) - nx)[r]), Y[r]
     dx, dy = X - cx[k], Y - cy[k]
     a = inv[k, 0, 0] * dx + inv[k, 0, 1] * dy
     b = inv[k, 1, 0] * dx + inv[k, 1, 1] * dy
     i = torch.nonzero((a.abs() <= half) & (b.abs() <= half)).squeeze(1)
     return Y[i] * W + X[i], k[i], a[i], b[i], order
+
+
+def _band(m, offset, half):
+    """Where along a row m * dx + offset lies within [-half, half]: (lo, hi) in dx, empty when lo > hi."""
+    inf = torch.full_like(offset, float("inf"))
+    safe = torch.where(m == 0, torch.ones_like(m), m)
+    e0, e1 = (-half - offset) / safe, (half - offset) / safe
+    inside = offset.abs() <= half  # m == 0: the whole row or none of it
+    lo = torch.where(m == 0, torch.where(inside, -inf, inf), torch.minimum(e0, e1))
+    hi = torch.where(m == 0, torch.where(inside, inf, -inf), torch.maximum(e0, e1))
+    return lo, hi
 
 
 def _sample(patches, bits, k, a, b, c):
