@@ -54,45 +54,129 @@ def render_splats(patches, sp, H, W, pixel_ids=None):
     z-buffer picks the nearest surface, on it the oldest cell, then the cell the pixel is most inside of, then
     the smaller reach and the earlier splat. With `pixel_ids` [H, W] a pixel only shows splats of its own bank.
     Returns (image [3, H, W], covered [H, W], depth [H, W], inf where uncovered)."""
-    N, _, c, _ = patches.shape
-    image = torch.zeros(3, H * W)
-    depth = torch.full((H * W,), float("inf"))
-    px, k, a, b, order = _footprints(sp, c, H, W)
-    if px.numel():
-        half = c / 2 + SPLAT_MARGIN
-        ia = torch.floor(a + (c - 1) / 2 + 0.5).long().clamp(0, c - 1)
-        ib = torch.floor(b + (c - 1) / 2 + 0.5).long().clamp(0, c - 1)
-        keep = ((sp.bits[k] >> (ib * c + ia)) & 1).bool()  # only the pixels the stored cell owns
-        if pixel_ids is not None:
-            keep &= pixel_ids.reshape(-1).long()[px] == sp.bank[k]
-        z = sp.depth[k].float() + a * sp.slope[k, 0].float() + b * sp.slope[k, 1].float()
-        keep &= z > 0
-        i = torch.nonzero(keep).squeeze(1)
-        px, k, a, b, z = px[i], k[i], a[i], b[i], z[i]
-        # rank on one surface: oldest write first, then how far inside its own cell the pixel lies (0..15), then
-        # the splat's order (a splat reaches a pixel once, so the rank names one candidate per pixel)
-        inside = (torch.maximum(a.abs(), b.abs()) / half * 15).clamp(0, 15).long()
-        rank = (sp.age[k].long() * 16 + inside) * (order.max() + 1) + order[k]
-        zmin = torch.full((H * W,), float("inf")).scatter_reduce(0, px, z, "amin")
-        near = z <= zmin[px] * (1 + SURFACE_TOL)
-        best = torch.full((H * W,), torch.iinfo(torch.int64).max).scatter_reduce(0, px[near], rank[near], "amin")
-        w = torch.nonzero(near & (rank == best[px])).squeeze(1)
-        image[:, px[w]] = _sample(patches, sp.bits, k[w], a[w], b[w], c).T
-        depth[px[w]] = z[w]
-    covered = torch.isfinite(depth)
-    return image.reshape(3, H, W), covered.reshape(H, W), depth.reshape(H, W)
+    return draw_splats(patches, sp, H, W, pixel_ids).result()
 
 
-def _footprints(sp, c, H, W):
+class Drawing:
+    """A read's splats as render_splats draws them, kept with what drawing the same camera's next read needs:
+    every candidate (target pixel, splat, source offsets, depth, rank inside the cell) that passed the tests."""
+
+    def __init__(self, sp, patches, candidates, order, image, depth, size, pixel_ids):
+        self.sp, self.patches, self.candidates, self.order = sp, patches, candidates, order
+        self.image, self.depth, self.size, self.pixel_ids = image, depth, size, pixel_ids
+
+    def result(self):
+        """(image [3, H, W], covered [H, W], depth [H, W]), new tensors."""
+        H, W = self.size
+        return (self.image.reshape(3, H, W).clone(), torch.isfinite(self.depth).reshape(H, W),
+                self.depth.reshape(H, W).clone())
+
+
+def draw_splats(patches, sp, H, W, pixel_ids=None) -> Drawing:
+    """render_splats, keeping the Drawing."""
+    candidates, order = _candidates(sp, patches.shape[-1], H, W, pixel_ids)
+    image, depth = torch.zeros(3, H * W), torch.full((H * W,), float("inf"))
+    _resolve(candidates, sp, patches, order, image, depth)
+    return Drawing(sp, patches, candidates, order, image, depth, (H, W), pixel_ids)
+
+
+# splat fields that decide where and how a splat draws: equal in two reads of one camera, the splat draws the same
+_DRAWN_FIELDS = ("centre", "jac", "depth", "slope", "age", "bits", "bank", "cell")
+
+
+def redraw(before: "Drawing | None", patches, sp, H, W, pixel_ids=None) -> Drawing:
+    """`sp` drawn exactly as draw_splats draws it, from `before`, a drawing of an earlier read of the same camera
+    (the read of a frame's completion, before its new cells were written): only the pixels that splats new,
+    gone or changed (their fields or their decoded pixels) reach are resolved again. Falls back to drawing all
+    when little is shared (another camera)."""
+    if before is None or before.size != (H, W) or before.pixel_ids is not pixel_ids or sp.cell is None \
+            or before.sp.cell is None or patches.shape[1:] != before.patches.shape[1:]:
+        return draw_splats(patches, sp, H, W, pixel_ids)
+    old, N1, N2 = before.sp, before.sp.age.numel(), sp.age.numel()
+    ident = torch.cat([torch.stack([old.bank.long(), old.cell, old.age.long()], 1),
+                       torch.stack([sp.bank.long(), sp.cell, sp.age.long()], 1)])
+    _, group = torch.unique(ident, dim=0, return_inverse=True)
+    old_of = torch.full((int(group.max()) + 1 if group.numel() else 0,), -1, dtype=torch.long)
+    old_of[group[:N1]] = torch.arange(N1)
+    was = old_of[group[N1:]]  # for each splat of `sp`, the same stored cell in `before` (-1: none)
+    new_idx = torch.nonzero(was >= 0).squeeze(1)
+    same = torch.zeros(N2, dtype=torch.bool)
+    if new_idx.numel():
+        o = was[new_idx]
+        eq = (patches[new_idx] == before.patches[o]).flatten(1).all(1)
+        for f in _DRAWN_FIELDS:
+            a, b = getattr(sp, f)[new_idx], getattr(old, f)[o]
+            eq &= (a == b).reshape(new_idx.numel(), -1).all(1)
+        same[new_idx] = eq
+    if int(same.sum()) < N2 // 2:
+        return draw_splats(patches, sp, H, W, pixel_ids)
+    now = torch.full((N1,), -1, dtype=torch.long)  # each old splat's place in `sp`, where it draws the same
+    now[was[same]] = torch.nonzero(same).squeeze(1)
+    added, order = _candidates(sp, patches.shape[-1], H, W, pixel_ids, only=~same)
+    px, k, a, b, z, inside = before.candidates
+    stays = now[k] >= 0
+    touched = torch.zeros(H * W, dtype=torch.bool)
+    touched[px[~stays]] = True
+    touched[added[0]] = True
+    kept = torch.nonzero(stays).squeeze(1)
+    candidates = tuple(torch.cat([x[kept] if j != 1 else now[x[kept]], y]) for j, (x, y)
+                       in enumerate(zip(before.candidates, added)))
+    image, depth = before.image.clone(), before.depth.clone()
+    image[:, touched] = 0
+    depth[touched] = float("inf")
+    at = torch.nonzero(touched[candidates[0]]).squeeze(1)
+    _resolve(tuple(x[at] for x in candidates), sp, patches, order, image, depth)
+    return Drawing(sp, patches, candidates, order, image, depth, (H, W), pixel_ids)
+
+
+def _candidates(sp, c, H, W, pixel_ids=None, only=None):
+    """Every (pixel, splat) pair that can show: inside the footprint (_footprints), a pixel the stored cell owns,
+    of the pixel's own bank (`pixel_ids`), in front of the camera. Returns ((pixel, splat, a, b, depth, inside
+    rank 0..15) [M] each, order [N] of the splats); `only` [N] bool: pairs of these splats alone."""
+    px, k, a, b, order = _footprints(sp, c, H, W, only)
+    half = c / 2 + SPLAT_MARGIN
+    ia = torch.floor(a + (c - 1) / 2 + 0.5).long().clamp(0, c - 1)
+    ib = torch.floor(b + (c - 1) / 2 + 0.5).long().clamp(0, c - 1)
+    keep = ((sp.bits[k] >> (ib * c + ia)) & 1).bool()  # only the pixels the stored cell owns
+    if pixel_ids is not None:
+        keep &= pixel_ids.reshape(-1).long()[px] == sp.bank[k]
+    z = sp.depth[k].float() + a * sp.slope[k, 0].float() + b * sp.slope[k, 1].float()
+    keep &= z > 0
+    i = torch.nonzero(keep).squeeze(1)
+    px, k, a, b, z = px[i], k[i], a[i], b[i], z[i]
+    # rank on one surface: oldest write first, then how far inside its own cell the pixel lies (0..15), then
+    # the splat's order (a splat reaches a pixel once, so the rank names one candidate per pixel)
+    inside = (torch.maximum(a.abs(), b.abs()) / half * 15).clamp(0, 15).long()
+    return (px, k, a, b, z, inside), order
+
+
+def _resolve(candidates, sp, patches, order, image, depth):
+    """The per-pixel z-buffer over `candidates`: each pixel they reach gets its winner's colour in `image`
+    [3, H*W] and depth in `depth` [H*W]."""
+    px, k, a, b, z, inside = candidates
+    if not px.numel():
+        return
+    size = depth.numel()
+    rank = (sp.age[k].long() * 16 + inside) * (order.max() + 1) + order[k]
+    zmin = torch.full((size,), float("inf")).scatter_reduce(0, px, z, "amin")
+    near = z <= zmin[px] * (1 + SURFACE_TOL)
+    best = torch.full((size,), torch.iinfo(torch.int64).max).scatter_reduce(0, px[near], rank[near], "amin")
+    w = torch.nonzero(near & (rank == best[px])).squeeze(1)
+    image[:, px[w]] = _sample(patches, sp.bits, k[w], a[w], b[w], patches.shape[-1]).T
+    depth[px[w]] = z[w]
+
+
+def _footprints(sp, c, H, W, only=None):
     """Every (target pixel, splat) pair where the pixel's centre lies inside the splat's footprint (its cell plus
     SPLAT_MARGIN, mapped through the splat's plane), the footprint cut to SPLAT_REACH cells' width each way and
-    to the image. Returns (pixel [M] (y * W + x), splat [M], source offsets a, b [M] from the splat's centre in
-    source pixels, order [N]: each splat's place when splats are taken by reach (rounded up to a few sizes),
-    then as listed)."""
+    to the image (`only` [N] bool: for these splats alone). Returns (pixel [M] (y * W + x), splat [M], source
+    offsets a, b [M] from the splat's centre in source pixels, order [N]: each splat's place when splats are
+    taken by reach (rounded up to a few sizes), then as listed)."""
     N = sp.age.numel()
     J = sp.jac.float()
     det = J[:, 0, 0] * J[:, 1, 1] - J[:, 0, 1] * J[:, 1, 0]
     good = det > 1e-6  # edge-on or seen from behind: nothing to draw
+    drawn = good if only is None else good & only
     inv = torch.stack([torch.stack([J[:, 1, 1], -J[:, 0, 1]], 1), torch.stack([-J[:, 1, 0], J[:, 0, 0]], 1)], 1)
     inv = inv / torch.where(good, det, torch.ones_like(det))[:, None, None]
     half = c / 2 + SPLAT_MARGIN
@@ -112,7 +196,7 @@ def _footprints(sp, c, H, W):
     y0 = torch.maximum(yc - reach, torch.where(loose, yc - reach, torch.ceil(cy - extent[:, 1] - 0.5).long())).clamp(min=0)
     y1 = torch.minimum(yc + reach, torch.where(loose, yc + reach, torch.floor(cy + extent[:, 1] + 0.5).long())).clamp(max=H - 1)
     # each row of the box, cut to where the footprint crosses it (|a| and |b| <= half are two bands along the row)
-    ny = torch.where(good, (y1 - y0 + 1).clamp(min=0), torch.zeros_like(y0))
+    ny = torch.where(drawn, (y1 - y0 + 1).clamp(min=0), torch.zeros_like(y0))
     kr = torch.repeat_interleave(torch.arange(N), ny)
     Y = y0[kr] + (torch.arange(kr.numel()) - (ny.cumsum(0) - ny)[kr])
     dy = Y - cy[kr]
@@ -268,10 +352,17 @@ def draw_canvases(sp, canvas_patches: Callable, H: int, W: int, pixel_ids: Optio
     source canvas as the model decoded it: canvas_patches(canvas) -> DecodedCanvas. A cell without a canvas
     (written at another resolution) is not drawn. Returns render_splats' (image [3, H, W], covered [H, W],
     depth [H, W])."""
+    patches, sp = canvas_pixels(sp, canvas_patches, c)
+    return render_splats(patches, sp, H, W, pixel_ids)
+
+
+def canvas_pixels(sp, canvas_patches: Callable, c: int = 8) -> tuple:
+    """(patches [N, 3, c, c], splats) for drawing a read: each cell's pixels from its source canvas
+    (canvas_patches(canvas) -> DecodedCanvas); a cell without one gets no footprint (its jac zeroed)."""
     patches = torch.zeros(sp.age.numel(), 3 * c * c)
     have = torch.zeros(sp.age.numel(), dtype=torch.bool)
     for cv in sp.canvases:
         patches[cv.members] = canvas_patches(cv).take(*cv.source).float()
         have[cv.members] = True
     sp = sp._replace(jac=torch.where(have[:, None, None], sp.jac, torch.zeros_like(sp.jac)))
-    return render_splats(patches.reshape(-1, 3, c, c), sp, H, W, pixel_ids)
+    return patches.reshape(-1, 3, c, c), sp

@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..fill import depth_aware_fill, pixel_fill
-from ..splats import CanvasCache, canvas_fill, draw_canvases, place_pixels
+from ..splats import CanvasCache, canvas_fill, canvas_pixels, place_pixels, redraw
 from .base import Completion, FrameModel, ModelError
 
 TILE, TILE_MARGIN = 4, 2  # where only some cells need the encoder or decoder: tiles of 4 x 4 cells, each
@@ -189,6 +189,7 @@ class LearnedModel(FrameModel):
         for net in (self.encoder, self.decoder, self.filler):
             net.to(self.device).eval().requires_grad_(False)
         self._canvases = CanvasCache(frames=CANVAS_FRAMES)
+        self._last_draw = None  # (splats, splats.Drawing) of the last draw
 
     def encode(self, image):
         with torch.no_grad():
@@ -208,8 +209,15 @@ class LearnedModel(FrameModel):
     def draw(self, sp, H, W, pixel_ids=None):
         """The read's splats drawn at pixel precision, each cell's pixels decoded in its source canvas; a cell
         without a canvas (written at another resolution) is left to the grid decode. Returns (image [3, H, W],
-        covered [H, W], depth [H, W])."""
-        return draw_canvases(sp, self.canvas_patches, H, W, pixel_ids)
+        covered [H, W], depth [H, W]). The read a frame's completion drew, drawn again for its rendering, is
+        that drawing; read again after the frame's new cells were written, only what they change is drawn."""
+        last = self._last_draw
+        if last is not None and last[0] is sp and last[1].pixel_ids is pixel_ids and last[1].size == (H, W):
+            return last[1].result()
+        patches, drawn = canvas_pixels(sp, self.canvas_patches)
+        drawing = redraw(last[1] if last is not None else None, patches, drawn, H, W, pixel_ids)
+        self._last_draw = (sp, drawing)
+        return drawing.result()
 
     def render(self, latent, read=None, needs=None, completion=None):
         if read is not None and read.splats is not None:

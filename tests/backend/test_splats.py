@@ -308,3 +308,70 @@ def test_canvas_cache_keeps_what_its_bound_allows():
         model.draw(mem2.read(K, cam(), 18, 32).splats, 144, 256)
         assert cache.nbytes <= cache.limit
     assert len(cache) == CANVAS_FRAMES
+
+
+def test_a_frame_drawn_again_after_its_write_is_the_whole_drawing(tmp_path, monkeypatch):
+    """After a frame writes its new cells, its read is drawn again only where the new (or replaced) cells reach:
+    on every frame of a job with a moving object, exactly the drawing of the whole read."""
+    from backend import protocol
+    from backend import splats as splats_module
+    from backend.models import compact
+    from backend.pipeline import Run
+    from tests.synth import make_job
+    job, _ = protocol.load_job(make_job(str(tmp_path), n=8, segment_length=4, box_xs=[0.12 * i for i in range(8)]))
+    run = Run.load(job, str(tmp_path), lambda *a, **k: None)
+    redraw, whole = compact.redraw, splats_module.draw_splats
+    calls = {"redraw": 0, "whole": 0}
+
+    def counted_whole(*args, **kw):
+        calls["whole"] += 1
+        return whole(*args, **kw)
+
+    def checked(before, patches, sp, H, W, pixel_ids=None):
+        calls["redraw"] += 1
+        out = redraw(before, patches, sp, H, W, pixel_ids)
+        again = whole(patches, sp, H, W, pixel_ids)
+        assert all(torch.equal(x, y) for x, y in zip(out.result(), again.result()))
+        return out
+
+    monkeypatch.setattr(splats_module, "draw_splats", counted_whole)
+    monkeypatch.setattr(compact, "redraw", checked)
+    run.run()
+    assert calls["redraw"] > 8 and calls["whole"] < calls["redraw"] - 3  # several frames drawn again in part
+
+
+def test_drawing_again_follows_replaced_cells_and_their_canvas(monkeypatch):
+    """A write that replaces stored cells changes their frame's canvas (its other cells decode anew): the read
+    drawn again from the drawing before the write is still exactly the whole read's drawing."""
+    from backend import splats as splats_module
+    from backend.splats import canvas_pixels, draw_splats, redraw
+    model = models.load("compact")
+    x = held_out()
+    K = intr(180.0, 127.5, 71.5)
+    mem = LatentMemory(model.channels, 8)
+    depth = torch.full((144, 256), 4.0)
+    mem.write(model.encode(x), torch.full((18, 32), 4.0), K, cam(), pixel_depth=depth)
+    view = cam(rot(0.05), (0.1, 0.0, 0.3))
+    p1, s1 = canvas_pixels(mem.read(K, view, 18, 32).splats, model.canvas_patches)
+    before = draw_splats(p1, s1, 144, 256)
+    part = torch.zeros(18, 32, dtype=torch.bool)
+    part[5:8, 10:14] = True
+    mem.write(model.encode(x.flip(-1)), torch.full((18, 32), 4.0), K, cam(), mask=part, pixel_depth=depth)
+    p2, s2 = canvas_pixels(mem.read(K, view, 18, 32).splats, model.canvas_patches)
+    ident1 = {(int(c), int(a)): i for i, (c, a) in enumerate(zip(s1.cell, s1.age))}
+    shared = [(ident1[(int(c), int(a))], j) for j, (c, a) in enumerate(zip(s2.cell, s2.age)) if (int(c), int(a)) in ident1]
+    assert len(shared) > s2.age.numel() // 2  # most cells are the same stored cells ...
+    i1, j2 = (torch.tensor(t) for t in zip(*shared))
+    assert (p1[i1] != p2[j2]).any()  # ... and some of them decode differently now
+    whole = []
+    monkeypatch.setattr(splats_module, "draw_splats", lambda *a: whole.append(1) or draw_splats(*a))
+    again = redraw(before, p2, s2, 144, 256)
+    assert not whole  # drawn again in part, not as a whole
+    assert all(torch.equal(a, b) for a, b in zip(again.result(), draw_splats(p2, s2, 144, 256).result()))
+    # cells gone from a read (without others in their place): their pixels are resolved again too
+    keep = torch.ones(s1.age.numel(), dtype=torch.bool)
+    keep[::7] = False
+    fewer = s1._replace(**{f: getattr(s1, f)[keep] for f in s1._fields[:-1] if getattr(s1, f) is not None})
+    again = redraw(before, p1[keep], fewer, 144, 256)
+    assert not whole
+    assert all(torch.equal(a, b) for a, b in zip(again.result(), draw_splats(p1[keep], fewer, 144, 256).result()))
