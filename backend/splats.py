@@ -13,6 +13,7 @@ import torch
 from .memory import SURFACE_TOL, zbuffer
 
 SPLAT_REACH = 3    # a splat covers at most 3 cells' width of target pixels each way (bounds a read's cost)
+FOOTPRINT_PART = 1 << 20  # box pixels of the splats whose footprints are worked out together
 SPLAT_MARGIN = 0.25  # source pixels a splat reaches past its cell: closes cracks between neighbouring planes, but
                      # never reaches a neighbour's pixel centre when read back at the writing camera
 
@@ -133,21 +134,23 @@ def _candidates(sp, c, H, W, pixel_ids=None, only=None):
     """Every (pixel, splat) pair that can show: inside the footprint (_footprints), a pixel the stored cell owns,
     of the pixel's own bank (`pixel_ids`), in front of the camera. Returns ((pixel, splat, a, b, depth, inside
     rank 0..15) [M] each, order [N] of the splats); `only` [N] bool: pairs of these splats alone."""
-    px, k, a, b, order = _footprints(sp, c, H, W, only)
     half = c / 2 + SPLAT_MARGIN
-    ia = torch.floor(a + (c - 1) / 2 + 0.5).long().clamp(0, c - 1)
-    ib = torch.floor(b + (c - 1) / 2 + 0.5).long().clamp(0, c - 1)
-    keep = ((sp.bits[k] >> (ib * c + ia)) & 1).bool()  # only the pixels the stored cell owns
-    if pixel_ids is not None:
-        keep &= pixel_ids.reshape(-1).long()[px] == sp.bank[k]
-    z = sp.depth[k].float() + a * sp.slope[k, 0].float() + b * sp.slope[k, 1].float()
-    keep &= z > 0
-    i = torch.nonzero(keep).squeeze(1)
-    px, k, a, b, z = px[i], k[i], a[i], b[i], z[i]
-    # rank on one surface: oldest write first, then how far inside its own cell the pixel lies (0..15), then
-    # the splat's order (a splat reaches a pixel once, so the rank names one candidate per pixel)
-    inside = (torch.maximum(a.abs(), b.abs()) / half * 15).clamp(0, 15).long()
-    return (px, k, a, b, z, inside), order
+    parts, order = [], None
+    for px, k, a, b, order in _footprints(sp, c, H, W, only):
+        ia = torch.floor(a + (c - 1) / 2 + 0.5).long().clamp(0, c - 1)
+        ib = torch.floor(b + (c - 1) / 2 + 0.5).long().clamp(0, c - 1)
+        keep = ((sp.bits[k] >> (ib * c + ia)) & 1).bool()  # only the pixels the stored cell owns
+        if pixel_ids is not None:
+            keep &= pixel_ids.reshape(-1).long()[px] == sp.bank[k]
+        z = sp.depth[k].float() + a * sp.slope[k, 0].float() + b * sp.slope[k, 1].float()
+        keep &= z > 0
+        i = torch.nonzero(keep).squeeze(1)
+        px, k, a, b, z = px[i], k[i], a[i], b[i], z[i]
+        # rank on one surface: oldest write first, then how far inside its own cell the pixel lies (0..15), then
+        # the splat's order (a splat reaches a pixel once, so the rank names one candidate per pixel)
+        inside = (torch.maximum(a.abs(), b.abs()) / half * 15).clamp(0, 15).long()
+        parts.append((px, k, a, b, z, inside))
+    return tuple(torch.cat(x) for x in zip(*parts)), order
 
 
 def _resolve(candidates, sp, patches, order, image, depth):
@@ -169,9 +172,9 @@ def _resolve(candidates, sp, patches, order, image, depth):
 def _footprints(sp, c, H, W, only=None):
     """Every (target pixel, splat) pair where the pixel's centre lies inside the splat's footprint (its cell plus
     SPLAT_MARGIN, mapped through the splat's plane), the footprint cut to SPLAT_REACH cells' width each way and
-    to the image (`only` [N] bool: for these splats alone). Returns (pixel [M] (y * W + x), splat [M], source
-    offsets a, b [M] from the splat's centre in source pixels, order [N]: each splat's place when splats are
-    taken by reach (rounded up to a few sizes), then as listed)."""
+    to the image (`only` [N] bool: for these splats alone). Yields, a part of the splats at a time, (pixel [M]
+    (y * W + x), splat [M], source offsets a, b [M] from the splat's centre in source pixels, order [N]: each
+    splat's place when splats are taken by reach (rounded up to a few sizes), then as listed)."""
     N = sp.age.numel()
     J = sp.jac.float()
     det = J[:, 0, 0] * J[:, 1, 1] - J[:, 0, 1] * J[:, 1, 0]
@@ -195,10 +198,24 @@ def _footprints(sp, c, H, W, only=None):
     x1 = torch.minimum(xc + reach, torch.where(loose, xc + reach, torch.floor(cx + extent[:, 0] + 0.5).long())).clamp(max=W - 1)
     y0 = torch.maximum(yc - reach, torch.where(loose, yc - reach, torch.ceil(cy - extent[:, 1] - 0.5).long())).clamp(min=0)
     y1 = torch.minimum(yc + reach, torch.where(loose, yc + reach, torch.floor(cy + extent[:, 1] + 0.5).long())).clamp(max=H - 1)
-    # each row of the box, cut to where the footprint crosses it (|a| and |b| <= half are two bands along the row)
     ny = torch.where(drawn, (y1 - y0 + 1).clamp(min=0), torch.zeros_like(y0))
-    kr = torch.repeat_interleave(torch.arange(N), ny)
-    Y = y0[kr] + (torch.arange(kr.numel()) - (ny.cumsum(0) - ny)[kr])
+    # a few thousand splats at a time, by the area of their boxes: what one part needs stays small at any size
+    area = (ny * (x1 - x0 + 1).clamp(min=0)).cumsum(0)
+    total = int(area[-1]) if N else 0
+    parts = max(1, -(-total // FOOTPRINT_PART))
+    cuts = [0] + torch.searchsorted(area, torch.arange(1, parts) * FOOTPRINT_PART).tolist() + [N]
+    for s0, s1 in zip(cuts[:-1], cuts[1:]):
+        if s1 > s0 or s0 == 0:  # the first part even when empty: there is always one
+            yield _rows(s0, s1, ny, x0, x1, y0, inv, cx, cy, loose, half, W) + (order,)
+
+
+def _rows(s0, s1, ny, x0, x1, y0, inv, cx, cy, loose, half, W):
+    """_footprints for the splats s0 .. s1 - 1: each row of its box, cut to where the footprint crosses it (|a|
+    and |b| <= half are two bands along the row), then the pixels of those rows that pass."""
+    ny = ny[s0:s1]
+    local = torch.repeat_interleave(torch.arange(s1 - s0), ny)
+    kr = local + s0
+    Y = y0[kr] + (torch.arange(kr.numel()) - (ny.cumsum(0) - ny)[local])
     dy = Y - cy[kr]
     lo, hi = _band(inv[kr, 0, 0], inv[kr, 0, 1] * dy, half)
     lo_b, hi_b = _band(inv[kr, 1, 0], inv[kr, 1, 1] * dy, half)
@@ -214,7 +231,7 @@ def _footprints(sp, c, H, W, only=None):
     a = inv[k, 0, 0] * dx + inv[k, 0, 1] * dy
     b = inv[k, 1, 0] * dx + inv[k, 1, 1] * dy
     i = torch.nonzero((a.abs() <= half) & (b.abs() <= half)).squeeze(1)
-    return Y[i] * W + X[i], k[i], a[i], b[i], order
+    return Y[i] * W + X[i], k[i], a[i], b[i]
 
 
 def _band(m, offset, half):
