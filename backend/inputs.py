@@ -170,17 +170,21 @@ class Inputs:
         if path is None:
             return None
         what = f"the shading map of {self._name(n)}"
+        a = self._channels(path, what, 2, "floats", lambda d: np.issubdtype(d, np.floating)).astype(np.float32)
+        if not np.all(np.isfinite(a)) or (a < 0).any():
+            raise JobError(f"{what} holds NaN, infinite or negative values: {path}")
+        return torch.from_numpy(a).permute(2, 0, 1)
+
+    def _channels(self, path, what, channels, kind, dtype_ok) -> np.ndarray:
+        """An [H, W, channels] array from `path` whose dtype passes `dtype_ok`, or one line naming `what`."""
         try:
             a = np.load(path, allow_pickle=False)
         except (FileNotFoundError, ValueError, OSError) as e:
             raise JobError(f"{what} cannot be read ({e}): {path}") from None
-        if a.shape != (self.H, self.W, 2) or not np.issubdtype(a.dtype, np.floating):
-            raise JobError(f"{what} must be {self.W}x{self.H}x2 floats, "
+        if a.shape != (self.H, self.W, channels) or not dtype_ok(a.dtype):
+            raise JobError(f"{what} must be {self.W}x{self.H}x{channels} {kind}, "
                            f"not {'x'.join(map(str, a.shape[1::-1] + a.shape[2:]))} {a.dtype}: {path}")
-        a = a.astype(np.float32)
-        if not np.all(np.isfinite(a)) or (a < 0).any():
-            raise JobError(f"{what} holds NaN, infinite or negative values: {path}")
-        return torch.from_numpy(a).permute(2, 0, 1)
+        return a
 
     def light(self, n) -> Optional[torch.Tensor]:
         """[H, W] light ratio at camera n as the job gives it, checked, or None."""
@@ -199,11 +203,5 @@ class Inputs:
         if path is None:
             return None
         what = f"the surface colour map of {self._name(n)}"
-        try:
-            a = np.load(path, allow_pickle=False)
-        except (FileNotFoundError, ValueError, OSError) as e:
-            raise JobError(f"{what} cannot be read ({e}): {path}") from None
-        if a.shape != (self.H, self.W, 3) or a.dtype != np.uint8:
-            raise JobError(f"{what} must be {self.W}x{self.H}x3 uint8, "
-                           f"not {'x'.join(map(str, a.shape[1::-1] + a.shape[2:]))} {a.dtype}: {path}")
+        a = self._channels(path, what, 3, "uint8", lambda d: d == np.uint8)
         return torch.from_numpy(a).permute(2, 0, 1).float() / 255.0
