@@ -20,6 +20,8 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 VENV = os.path.join(ROOT, ".venv")
 PY = os.path.join(VENV, "bin", "python")
 REQS = os.path.join(ROOT, "requirements.txt")
+# requirements.txt includes the backend's own list: a change to either means a new install
+REQ_FILES = (REQS, os.path.join(ROOT, "backend", "requirements.txt"))
 STAMP = os.path.join(VENV, ".mirage-requirements.sha256")
 # fixed timestamp so the same sources give the same zip, byte for byte
 ZIP_DATE = (2024, 1, 1, 0, 0, 0)
@@ -35,8 +37,11 @@ def zip_path():
 
 
 def setup():
-    with open(REQS, "rb") as f:
-        want = hashlib.sha256(f.read()).hexdigest()
+    digest = hashlib.sha256()
+    for path in REQ_FILES:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    want = digest.hexdigest()
     if os.path.isfile(STAMP) and os.path.isfile(PY):
         with open(STAMP) as f:
             if f.read().strip() == want:
@@ -67,7 +72,7 @@ def build():
                (os.path.join(ROOT, "LICENSE"), "LICENSE")]
     entries += [(full, os.path.relpath(full, os.path.join(ROOT, "mirage_blender")))
                 for full, _ in _files("mirage_blender", (".py",))]
-    entries += list(_files("backend", (".py",)))
+    entries += list(_files("backend", (".py", "requirements.txt")))
     entries += list(_files("models", (".json", ".safetensors", ".md")))
     tmp = out + ".part"
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:

@@ -14,7 +14,8 @@ import threading
 from .backend import protocol
 
 ENV_PYTHON = "MIRAGE_BACKEND_PYTHON"
-EXT_DIR = os.path.dirname(os.path.abspath(__file__))
+# the folder that holds the backend package: the extension's own folder in the zip
+EXT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(protocol.__file__)))
 
 
 class BackendError(RuntimeError):
@@ -25,7 +26,8 @@ def backend_python(pref_value: str = "") -> str:
     """The interpreter that runs the backend: the environment variable wins over the preference."""
     path = os.environ.get(ENV_PYTHON) or pref_value
     if not path:
-        raise BackendError(f"No backend Python is set: choose one in Preferences > Add-ons > Mirage, or set {ENV_PYTHON}")
+        raise BackendError(f"No backend Python is set: press Set Up Backend in Preferences > Add-ons > Mirage, "
+                           f"choose a Backend Python there, or set {ENV_PYTHON}")
     path = os.path.abspath(os.path.expanduser(path))
     if not os.path.isfile(path) or not os.access(path, os.X_OK):
         raise BackendError(f"The backend Python does not exist or cannot run: {path}")

@@ -10,6 +10,7 @@ import venv
 import pytest
 
 from backend import protocol
+from tests.conftest import BACKEND_PYTHON
 
 CASES_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cases.py")
 NOT_FOUND = "The backend Python does not exist or cannot run"
@@ -76,7 +77,7 @@ def results(extension_zip, tmp_path_factory):
     result = tmp / "result.json"
     proc = subprocess.run([sys.executable, CASES_PY, extension_zip, str(tmp), str(tmp / "cases.json"), str(result)],
                           cwd=str(tmp), capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "MIRAGE_BACKEND_PYTHON": sys.executable})
+                          env={**os.environ, "MIRAGE_BACKEND_PYTHON": BACKEND_PYTHON})
     assert proc.returncode == 0, proc.stderr[-4000:]
     data = {r["name"]: r for r in json.loads(result.read_text())}
     assert list(data) == [c[0] for c in CASES]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT
+from tests.conftest import BACKEND_PYTHON, ROOT
 
 SCENARIO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scenario.py")
 
@@ -19,7 +19,7 @@ def run_scenario(extension_zip, tmp_path, name, **env):
     result = tmp_path / "result.json"
     proc = subprocess.run([sys.executable, SCENARIO, extension_zip, str(tmp_path), name, str(result)],
                           cwd=str(tmp_path), capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "MIRAGE_BACKEND_PYTHON": sys.executable, **env})
+                          env={**os.environ, "MIRAGE_BACKEND_PYTHON": BACKEND_PYTHON, **env})
     data = json.loads(result.read_text()) if result.exists() else None
     return proc, data
 
