@@ -79,7 +79,8 @@ class Backend:
             raise BackendError(f"Cannot start the backend with {python}: {e.strerror or e}") from None
         self._stderr = threading.Thread(target=self._read_stderr, daemon=True)
         self._stderr.start()
-        threading.Thread(target=self._read_stdout, daemon=True).start()
+        self._stdout = threading.Thread(target=self._read_stdout, daemon=True)
+        self._stdout.start()
 
     def _read_stdout(self):
         for line in self.proc.stdout:
@@ -124,6 +125,17 @@ class Backend:
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
+
+    def close(self) -> None:
+        """Once the process has ended: its readers finish and every pipe is closed (the log closes with its
+        reader)."""
+        for reader in (self._stdout, self._stderr):
+            reader.join(timeout=5)
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                pipe.close()
+            except (OSError, ValueError):  # stdin's last write may hit a closed pipe
+                pass
 
     def last_error_line(self) -> str:
         lines = [line for line in self.stderr_tail if line.strip()]

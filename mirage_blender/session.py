@@ -153,6 +153,7 @@ class Session:
             except Exception:
                 self.backend.kill()
             self.backend.proc.wait()
+            self.backend.close()
 
     # -- messages from the backend -----------------------------------------------------------
     def handle(self, msg: dict) -> None:

@@ -22,8 +22,10 @@ def scene_state(scene):
     if ed is not None:
         coll = ed.strips_all if hasattr(ed, "strips_all") else ed.sequences_all
         for s in coll:
-            strips.append({"name": s.name, "channel": s.channel, "start": s.frame_final_start,
-                           "end": s.frame_final_end, "type": s.type,
+            # left_handle/right_handle from Blender 5.1, where frame_final_* are deprecated
+            start, end = (s.left_handle, s.right_handle) if hasattr(s, "left_handle") else \
+                (s.frame_final_start, s.frame_final_end)
+            strips.append({"name": s.name, "channel": s.channel, "start": start, "end": end, "type": s.type,
                            "files": [e.filename for e in s.elements] if s.type == "IMAGE" else [],
                            "directory": getattr(s, "directory", "")})
     return {"frame_current": scene.frame_current, "objects": sorted(o.name for o in scene.objects),
@@ -102,6 +104,23 @@ def main():
         s.reference_image = bad
     elif scenario == "segment_too_long":
         s.segment_length = 500
+    elif scenario == "relative_output":
+        # "rel_out/" without "//": the working folder while unsaved, then the .blend's folder once saved
+        scene.frame_end = 6
+        s.segment_length = 3
+        s.output_dir = "rel_out/"
+        bpy.ops.mirage.generate()
+        result["unsaved_out"] = os.path.abspath("rel_out")
+        os.makedirs(os.path.join(out, "shots"), exist_ok=True)
+        bpy.ops.wm.save_as_mainfile(filepath=os.path.join(out, "shots", "shot.blend"))
+        bpy.ops.mirage.generate()
+        import gc
+        gc.collect()  # anything left unclosed warns now, while the test still reads stderr
+        result["after"] = scene_state(bpy.context.scene)
+        result["status"] = bpy.context.window_manager.mirage.text
+        with open(result_path, "w") as f:
+            json.dump(result, f)
+        return
     elif scenario not in ("ok", "moving", "poll", "poll_moving", "cancel", "cancel_kill", "kill"):
         raise SystemExit(f"unknown scenario {scenario}")
 

@@ -102,6 +102,18 @@ def test_moving_object_gets_its_memory_and_light(extension_zip, tmp_path):
     assert data["status"].startswith("Done: 24 frames") and data["status"].endswith("moving: Crate")
 
 
+def test_relative_output_folder_and_no_unclosed_pipes(extension_zip, tmp_path):
+    # warnings as errors: an unclosed pipe or log of the backend process shows as "ResourceWarning" on stderr
+    proc, data = run_scenario(extension_zip, tmp_path, "relative_output", PYTHONWARNINGS="error::ResourceWarning")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert data["unsaved_out"] == str(tmp_path / "rel_out")  # the working folder (the test runs in tmp_path)
+    assert sorted(os.listdir(tmp_path / "rel_out" / "frames")) == [f"{n:06d}.png" for n in range(1, 7)]
+    saved = tmp_path / "shots" / "rel_out"  # the .blend's folder once saved
+    assert sorted(os.listdir(saved / "frames")) == [f"{n:06d}.png" for n in range(1, 7)]
+    assert (saved / "job.json").is_file() and data["status"].startswith("Done: 6 frames")
+    assert "ResourceWarning" not in proc.stderr, proc.stderr[-3000:]
+
+
 def test_user_frame_is_restored(generated):
     _, data = generated
     assert data["before"]["frame_current"] == 7 and data["after"]["frame_current"] == 7
