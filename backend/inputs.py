@@ -1,7 +1,7 @@
 """Reading a job's inputs: the reference image, per-frame depth, object id masks, light and surface colour
 maps, each checked, with a one-line JobError naming the file when something is wrong."""
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -77,8 +77,10 @@ class Inputs:
     """A job's per-frame inputs, loaded when asked (the id mask of the frame last asked for is kept: the read,
     the light and the material colours of one frame all need it)."""
 
-    def __init__(self, job: protocol.Job):
+    def __init__(self, job: protocol.Job, device: str = "cpu", emit: Optional[Callable] = None):
         self.job = job
+        self.device, self.emit = device, emit
+        self._estimated = None  # MONOCULAR: the reference's depth, estimated once
         self.W, self.H = job.width, job.height
         self.frames = {f.frame: f for f in job.frames}
         self.known_ids = {0} | {o.id for o in job.objects}
@@ -95,7 +97,20 @@ class Inputs:
             return self.scene_depth(ref.frame)
         if src == "IMAGE":
             return load_depth(ref.depth, self.W, self.H, "the reference depth map")
+        if src == "MONOCULAR":
+            return self.estimated_depth()
         return torch.full((self.H, self.W), float(self.plane_distance()))
+
+    def estimated_depth(self) -> torch.Tensor:
+        """[H, W] the reference's depth from the image itself, in scene units (backend/depth.py)."""
+        if self._estimated is None:
+            from . import depth
+            ref = self.job.reference
+            scene = None if ref.scene_depth is None else \
+                load_depth(ref.scene_depth, self.W, self.H, "the scene's depth at the reference frame")
+            distance = self.job.monocular_distance if self.job.monocular_distance is not None else 5.0
+            self._estimated, _ = depth.reference_depth(self.reference_image(), scene, distance, self.device, self.emit)
+        return self._estimated
 
     def plane_distance(self) -> float:
         return self.job.plane_distance if self.job.plane_distance is not None else 5.0

@@ -18,7 +18,7 @@ MESSAGES = ("hello", "progress", "segment_done", "error", "done", "download")
 # add-on -> backend, one JSON object per line on stdin
 COMMANDS = ("cancel",)
 
-DEPTH_SOURCES = ("SCENE", "IMAGE", "PLANE")
+DEPTH_SOURCES = ("SCENE", "IMAGE", "PLANE", "MONOCULAR")
 DEVICES = ("AUTO", "CUDA", "CPU")
 
 # Largest frame the backend accepts; beyond it the latent memory no longer fits a laptop.
@@ -83,6 +83,7 @@ JOB_FIELDS = {
     "reference": (dict, True),
     "depth_source": (str, True),
     "plane_distance": ((int, float), False),
+    "monocular_distance": ((int, float), False),  # MONOCULAR without geometry: how far the image's centre is
     "frames": (list, True),
     "objects": (list, False),
     "prompt": (str, False),           # text guidance for diffusion models (Wan); others ignore it
@@ -161,10 +162,12 @@ def _det3(m):
 
 @dataclass(frozen=True)
 class Reference:
-    """The reference image (absolute path), the frame it shows, and its depth map (depth source IMAGE)."""
+    """The reference image (absolute path), the frame it shows, its depth map (depth source IMAGE), and for
+    MONOCULAR the scene's depth at that frame where the scene has geometry (sets the estimate's scale)."""
     image: str
     frame: int
     depth: Optional[str] = None
+    scene_depth: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,7 @@ class Job:
     device: str = "AUTO"
     seed: Optional[int] = None
     plane_distance: Optional[float] = None
+    monocular_distance: Optional[float] = None
     objects: tuple = ()
     prompt: Optional[str] = None
     negative_prompt: Optional[str] = None
@@ -215,9 +219,10 @@ class Job:
                              ids=f.get("ids"), light=f.get("light"), albedo=f.get("albedo")) for f in d["frames"])
         ref = d["reference"]
         return cls(version=d["version"], model=d["model"], segment_length=d["segment_length"], width=d["width"],
-                   height=d["height"], reference=Reference(ref["image"], ref["frame"], ref.get("depth")),
+                   height=d["height"], reference=Reference(ref["image"], ref["frame"], ref.get("depth"),
+                                                                      ref.get("scene_depth")),
                    depth_source=d["depth_source"], frames=frames, device=d.get("device", "AUTO"), seed=d.get("seed"),
-                   plane_distance=d.get("plane_distance"),
+                   plane_distance=d.get("plane_distance"), monocular_distance=d.get("monocular_distance"),
                    objects=tuple(TrackedObject(o["id"], o.get("name", "")) for o in d.get("objects") or ()),
                    prompt=d.get("prompt"), negative_prompt=d.get("negative_prompt"))
 
@@ -272,6 +277,13 @@ def validate_job(job, job_dir):
         raise JobError("reference.frame must be a frame number")
     if job["depth_source"] == "IMAGE":
         ref["depth"] = _inside(job_dir, ref.get("depth"), "reference.depth")
+    if job["depth_source"] == "MONOCULAR" and ref.get("scene_depth") is not None:
+        ref["scene_depth"] = _inside(job_dir, ref["scene_depth"], "reference.scene_depth")
+    else:
+        ref.pop("scene_depth", None)
+    for key in ("plane_distance", "monocular_distance"):
+        if key in job and not job[key] > 0:
+            raise JobError(f"{key} must be a positive distance")
     out["reference"] = ref
     object_ids = _objects(job)
     seen, resolved = set(), []
@@ -316,6 +328,8 @@ def validate_job(job, job_dir):
     input_file(ref["image"], "the reference image")
     if job["depth_source"] == "IMAGE":
         input_file(ref["depth"], "the reference depth map")
+    if ref.get("scene_depth"):
+        input_file(ref["scene_depth"], "the scene's depth at the reference frame")
     for f in out["frames"]:
         if "depth" in f:
             input_file(f["depth"], f"the depth of frame {f['frame']}")

@@ -95,7 +95,18 @@ class JobBuilder:
         if depth_map is not None:
             np.save(os.path.join(out, "inputs", "reference_depth.npy"), depth_map)
             job["reference"]["depth"] = "inputs/reference_depth.npy"
+        if s.depth_source == "MONOCULAR":
+            self._monocular(job, width, height)
         return job
+
+    def _monocular(self, job, width, height):
+        """Depth from the image: the backend estimates it; the scene's geometry on the reference frame, where
+        there is some, sets its scale, else the distance the user gave for the image's centre."""
+        job["monocular_distance"] = self.settings.monocular_distance
+        ref, = frame_export.iter_frames(self.scene, [self.scene.frame_start], (width, height))
+        if ref.depth is not None and np.isfinite(ref.depth).any():
+            np.save(os.path.join(self.out, "inputs", "reference_scene_depth.npy"), ref.depth.astype(np.float32))
+            job["reference"]["scene_depth"] = "inputs/reference_scene_depth.npy"
 
     def _moving_objects(self, frames):
         """Moving objects get their own memory; they need the scene's geometry for their masks."""

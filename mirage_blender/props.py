@@ -13,7 +13,14 @@ class MirageSettings(bpy.types.PropertyGroup):
         name="Depth", default="SCENE",
         items=[("SCENE", "Scene", "Exact depth of the scene's geometry on every frame"),
                ("IMAGE", "Depth Map", "A depth map of the reference image (same size as the render)"),
+               ("MONOCULAR", "From Image", "Estimate the depth from the reference image itself (Depth Anything V2, "
+                "a 0.1 GB download on first use); scaled by the scene's geometry where the first frame shows some, "
+                "else by Distance"),
                ("PLANE", "Plane", "No geometry: assume a flat wall facing the first camera")])
+    monocular_distance: FloatProperty(
+        name="Distance", default=5.0, min=0.01, subtype="DISTANCE",
+        description="How far away what the reference shows at its centre is (used when the first frame shows no "
+                    "geometry of the scene)")
     depth_image: StringProperty(name="Depth Map", subtype="FILE_PATH",
                                 description="Depth map of the reference image, in scene units (EXR or 16-bit PNG)")
     plane_distance: FloatProperty(name="Distance", default=5.0, min=0.01, subtype="DISTANCE",

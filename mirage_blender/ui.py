@@ -23,6 +23,8 @@ class MiragePanelMixin:
             col.prop(s, "depth_image")
         elif s.depth_source == "PLANE":
             col.prop(s, "plane_distance")
+        elif s.depth_source == "MONOCULAR":
+            col.prop(s, "monocular_distance")
         col.prop(s, "model")
         if models.needs(s.model)["prompt"]:
             col.prop(s, "prompt")
