@@ -42,6 +42,11 @@ def reference_image(settings, width: int, height: int) -> str:
     ref = bpy.path.abspath(settings.reference_image) if settings.reference_image else ""
     if not ref:
         raise InputError("No reference image is set: choose one in Mirage Flythrough > Reference")
+    return checked_reference(ref, width, height)
+
+
+def checked_reference(ref: str, width: int, height: int) -> str:
+    """An image file as the reference: readable, not empty, the render's aspect. Returns its path."""
     check_readable(ref, "the reference image")
     if os.path.getsize(ref) == 0:
         raise InputError(f"The reference image is empty (0 bytes): {ref}")

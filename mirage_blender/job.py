@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import inputs, models
+from . import inputs, models, reference
 from .backend import files, protocol
 from .core.errors import InputError, sentence
 from .core.frame import FrameExport
@@ -48,7 +48,7 @@ class JobBuilder:
         scene, s = self.scene, self.settings
         camera.intrinsics(scene, scene.camera)  # no camera, or not perspective: refuse before any work
         width, height, frames = self._frame_range()
-        ref = inputs.reference_image(s, width, height)
+        ref = reference.check(scene, s, width, height, frames)  # None: an Image or a render, written below
         if s.segment_length > len(frames):
             raise InputError(f"Segment Length ({s.segment_length}) is longer than the frame range ({len(frames)} frames)")
         depth_map = inputs.depth_map(s, width, height)
@@ -57,6 +57,10 @@ class JobBuilder:
             self.notices.append(f"The file is not saved yet: output goes to {out}")
         inputs.make_output_folder(out)
         self.out = out
+        if ref is None:
+            if (status := reference.status(scene, s)) is not None:
+                yield Step(status)
+            ref = reference.write(scene, s, out, width, height, self.notices)
         job = self._job(ref, depth_map, width, height)
         objects = self._moving_objects(frames) if s.depth_source == "SCENE" else []
         self.tracked = [ob.name for ob in objects]
@@ -88,7 +92,7 @@ class JobBuilder:
         shutil.copyfile(ref, os.path.join(out, ref_name))
         job = {"version": protocol.JOB_VERSION, "model": s.model, "device": s.device, "seed": s.seed,
                "segment_length": s.segment_length, "width": width, "height": height,
-               "reference": {"image": ref_name, "frame": self.scene.frame_start},
+               "reference": {"image": ref_name, "frame": reference.frame(self.scene, s)},
                "depth_source": s.depth_source, "plane_distance": s.plane_distance, "frames": []}
         if models.needs(s.model)["prompt"]:
             job.update(prompt=s.prompt, negative_prompt=s.negative_prompt)
@@ -103,7 +107,7 @@ class JobBuilder:
         """Depth from the image: the backend estimates it; the scene's geometry on the reference frame, where
         there is some, sets its scale, else the distance the user gave for the image's centre."""
         job["monocular_distance"] = self.settings.monocular_distance
-        ref, = frame_export.iter_frames(self.scene, [self.scene.frame_start], (width, height))
+        ref, = frame_export.iter_frames(self.scene, [job["reference"]["frame"]], (width, height))
         if ref.depth is not None and np.isfinite(ref.depth).any():
             np.save(os.path.join(self.out, "inputs", "reference_scene_depth.npy"), ref.depth.astype(np.float32))
             job["reference"]["scene_depth"] = "inputs/reference_scene_depth.npy"

@@ -2,10 +2,17 @@
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from . import models
+from . import models, reference
 
 
 class MirageSettings(bpy.types.PropertyGroup):
+    reference_source: EnumProperty(name="Reference From", default="FILE", items=reference.SOURCES,
+                                   description="Where the reference image, what the camera sees on its frame, comes from")
+    reference_datablock: PointerProperty(name="Image", type=bpy.types.Image,
+                                         description="An image already in Blender (packed or not) as the reference")
+    reference_frame: IntProperty(name="Render Frame", default=1,
+                                 description="The scene frame rendered with the scene's engine as the reference; "
+                                             "the render settings are left as they were")
     reference_image: StringProperty(
         name="Reference", subtype="FILE_PATH",
         description="Image of the world as seen from the camera on the first frame (concept art, photo or render)")
@@ -37,6 +44,9 @@ class MirageSettings(bpy.types.PropertyGroup):
                          items=[("AUTO", "Auto", "CUDA when the backend sees a GPU, else the CPU"),
                                 ("CUDA", "CUDA", "NVIDIA GPU only; fail if there is none"),
                                 ("CPU", "CPU", "Always the CPU")])
+    write_mp4: BoolProperty(name="Write MP4", default=True,
+                            description="When the flythrough is finished, also encode <output>/flythrough.mp4 (H.264, "
+                                        "the scene's frame rate) from its frames; the render settings are not touched")
     output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="//mirage/",
                                description="Folder for the frames, the job and the saved memory")
 

@@ -17,7 +17,9 @@ class MiragePanelMixin:
         running = ops._active["session"] is not None
         col = layout.column()
         col.enabled = not running
-        col.prop(s, "reference_image")
+        col.prop(s, "reference_source")
+        col.prop(s, {"FILE": "reference_image", "IMAGE": "reference_datablock",
+                     "RENDER": "reference_frame"}[s.reference_source])
         col.prop(s, "depth_source")
         if s.depth_source == "IMAGE":
             col.prop(s, "depth_image")
@@ -33,6 +35,7 @@ class MiragePanelMixin:
         col.prop(s, "seed")
         col.prop(s, "device")
         col.prop(s, "output_dir")
+        col.prop(s, "write_mp4")
         if context.scene.camera is None:
             layout.label(text="The scene has no camera", icon="ERROR")
         if running:

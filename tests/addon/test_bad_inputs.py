@@ -7,10 +7,11 @@ import subprocess
 import sys
 import venv
 
+import numpy as np
 import pytest
 
 from backend import protocol
-from tests.conftest import BACKEND_PYTHON
+from tests.conftest import BACKEND_PYTHON, backend_has_cuda
 
 CASES_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cases.py")
 NOT_FOUND = "The backend Python does not exist or cannot run"
@@ -52,9 +53,16 @@ CASES = [
     ("backend_silent", "stall_timeout", 1, "The backend stopped responding for 1 s"),
     ("cuda_without_cuda", "device", "CUDA",
      "Device is CUDA, but this backend's torch sees no CUDA device: set Device to Auto or CPU"),
+    ("no_image_datablock", "reference_datablock", None, "No reference image is chosen: pick an Image"),
+    ("image_datablock_without_pixels", "reference_datablock", "missing_file", "The image 'reference.png' has no pixels"),
+    ("render_frame_outside_the_range", "reference_render", 99, "Render Frame 99 is outside the frame range (1 to 3)"),
     # allowed: these must work
     ("still_camera", "still_camera", None, None),
     ("auto_device", "device", "AUTO", None),
+    ("reference_packed_image", "reference_datablock", "packed", None),
+    ("reference_image_from_a_file", "reference_datablock", "file", None),
+    ("reference_painted_image", "reference_datablock", "painted", None),
+    ("reference_render_frame", "reference_render", 2, None),
     # faults: a backend frozen (SIGSTOP) after its first segment, then Generate again on that folder
     ("frozen_backend", "sigstop", 2, "The backend stopped responding for 2 s"),
     ("resume", "resume", None, None),
@@ -91,10 +99,8 @@ def test_enough_distinct_bad_inputs():
 
 @pytest.mark.parametrize("name, expected", [(c[0], c[3]) for c in CASES if c[3] is not None and c[0] != "frozen_backend"])
 def test_bad_input_is_one_clear_line_and_scene_unchanged(results, name, expected):
-    if name == "cuda_without_cuda":
-        import torch
-        if torch.cuda.is_available():
-            pytest.skip("this machine has CUDA")
+    if name == "cuda_without_cuda" and backend_has_cuda():
+        pytest.skip("this machine has CUDA")
     _, data = results
     r = data[name]
     assert r["error"] is not None and not r["error"].startswith("UNEXPECTED"), r["error"]
@@ -118,11 +124,51 @@ def test_auto_device_falls_back_with_a_notice(results):
     _, data = results
     r = data["auto_device"]
     assert r["error"] is None, r["error"]
-    import torch
-    if torch.cuda.is_available():
+    if backend_has_cuda():
         pytest.skip("this machine has CUDA")
     assert "no CUDA device found, running on the CPU" in r["notices"]
     assert len(r["after"]["strips"]) == 2
+
+
+@pytest.mark.parametrize("name", ["reference_packed_image", "reference_image_from_a_file"])
+def test_reference_from_an_image_datablock_is_its_own_file(results, name):
+    tmp, data = results
+    r = data[name]
+    assert r["error"] is None, r["error"]
+    job = json.loads((tmp / name / "job.json").read_text())
+    assert job["reference"] == {"image": "inputs/reference.png", "frame": 1}
+    # the packed bytes (its file was deleted) or the image's file, byte for byte
+    assert (tmp / name / "inputs" / "reference.png").read_bytes() == (tmp / "reference.png").read_bytes()
+    assert len(r["after"]["strips"]) == 2 and r["after"]["reference_datablock"] == r["before"]["reference_datablock"]
+
+
+def test_reference_painted_in_blender_is_saved_from_its_pixels(results):
+    from PIL import Image
+    tmp, data = results
+    assert data["reference_painted_image"]["error"] is None
+    with Image.open(tmp / "reference_painted_image" / "inputs" / "reference.png") as im:
+        px = np.asarray(im.convert("RGB"), dtype=float)
+    assert px.shape == (36, 64, 3)
+    assert px[:, -1, 0].mean() > 200 and px[:, 0, 0].mean() < 30 and px[..., 1:].max() < 30  # the red ramp
+
+
+def test_reference_render_frame_renders_and_restores_the_render_settings(results):
+    tmp, data = results
+    r = data["reference_render_frame"]
+    assert r["error"] is None, r["error"]
+    folder = tmp / "reference_render_frame"
+    job = json.loads((folder / "job.json").read_text())
+    assert job["reference"]["frame"] == 2  # the reference shows the frame that was rendered
+    assert (folder / "reference_render_000002.png").is_file()
+    assert "The reference is frame 2 rendered with Cycles: " in " ".join(r["notices"])
+    assert r["after"]["render"] == r["before"]["render"]
+    assert r["before"]["render"]["filepath"] == "//my_renders/shot_" and "JPEG" in r["before"]["render"]["format"]
+    assert r["after"]["frame_current"] == r["before"]["frame_current"]
+    assert not (tmp / "my_renders").exists()
+    from PIL import Image
+    with Image.open(folder / "inputs" / "reference.png") as ref, Image.open(folder / "frames" / "000002.png") as out:
+        a, b = (np.asarray(im.convert("RGB"), dtype=float) for im in (ref, out))
+    assert a.std() > 5 and 10 * np.log10(255 ** 2 / max(((a - b) ** 2).mean(), 1e-10)) > 20  # frame 2 is the render
 
 
 def test_frozen_backend_is_stopped_and_finished_segments_stay(results):
