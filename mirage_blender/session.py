@@ -5,13 +5,14 @@ The same Session serves the modal operator (driven by a timer, UI stays live) an
 path of `blender -b` (timers never fire there), so both behave identically. Operators only read the
 session's state (status, progress, error, ended, notices) and call tick, cancel and close.
 """
+import json
 import os
 import time
 from collections.abc import Iterator
 
-from . import vse
+from . import video, vse
 from .backend import protocol
-from .core.errors import sentence
+from .core.errors import InputError, sentence
 from .job import JobBuilder
 from .runner import Backend, backend_python
 
@@ -38,6 +39,7 @@ class Session:
         self.status = "Preparing"
         self.channel = None
         self.segments_in_vse = 0
+        self.video = None  # the flythrough.mp4 written when the run finished
         self.started = time.monotonic()
         self.job = JobBuilder(self.scene, self.settings, self.notices)
         self._steps = None  # the preparation while the UI drives it
@@ -154,6 +156,20 @@ class Session:
                 self.backend.kill()
             self.backend.proc.wait()
             self.backend.close()
+        if self.finished and self.settings.write_mp4 and self.video is None and self.error is None:
+            self._write_video()
+
+    def _write_video(self) -> None:
+        """A finished run only (never a cancelled or failed one): its frames as <output>/flythrough.mp4."""
+        with open(self.job.job_path, encoding="utf-8") as f:
+            job = json.load(f)
+        try:
+            self.video = video.encode(self.scene, self.out, [f["frame"] for f in job["frames"]],
+                                      job["width"], job["height"])
+        except InputError as e:
+            self.error = str(e)
+            return
+        self.status += f", {video.NAME} written"
 
     # -- messages from the backend -----------------------------------------------------------
     def handle(self, msg: dict) -> None:

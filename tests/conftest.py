@@ -34,6 +34,13 @@ def extension_zip():
 BACKEND_PYTHON = os.environ.get("MIRAGE_TEST_BACKEND_PYTHON") or sys.executable
 
 
+def backend_has_cuda() -> bool:
+    """Whether the backend's torch sees a CUDA device (asked in BACKEND_PYTHON, which has torch)."""
+    out = subprocess.run([BACKEND_PYTHON, "-c", "import torch; print(torch.cuda.is_available())"],
+                         capture_output=True, text=True, timeout=300)
+    return out.stdout.strip() == "True"
+
+
 @pytest.fixture(scope="session")
 def backend_wheels():
     """A local wheel folder with the backend's requirements for this Python (out/wheels-*, kept between runs):

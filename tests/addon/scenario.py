@@ -33,6 +33,31 @@ def scene_state(scene):
             "frame_start": scene.frame_start, "frame_end": scene.frame_end}
 
 
+def render_state(scene):
+    """The user's render settings, which writing flythrough.mp4 must leave alone."""
+    r = scene.render
+    fmt = r.image_settings
+    return {"filepath": r.filepath, "fps": r.fps, "use_sequencer": r.use_sequencer, "engine": r.engine,
+            "format": [getattr(fmt, k) for k in ("media_type", "file_format") if hasattr(fmt, k)],
+            "codec": r.ffmpeg.codec, "scenes": sorted(sc.name for sc in bpy.data.scenes)}
+
+
+def video_info(path):
+    """flythrough.mp4 read back with Blender's own FFmpeg: frame count, size and frame 1's mean colour."""
+    if not os.path.isfile(path):
+        return None
+    import numpy as np
+    img = bpy.data.images.load(path)
+    w, h = img.size
+    px = np.array(img.pixels[:], dtype=np.float32).reshape(h, w, 4)[::-1, :, :3]
+    info = {"frames": img.frame_duration, "size": [w, h], "first_mean": px.mean(axis=(0, 1)).tolist()}
+    bpy.data.images.remove(img)
+    clip = bpy.data.movieclips.load(path)
+    info["fps"] = clip.fps
+    bpy.data.movieclips.remove(clip)
+    return info
+
+
 def drive_like_the_ui(scenario):
     """What the modal operator does on each timer tick, timed: no call may block Blender for long."""
     import importlib
@@ -121,10 +146,18 @@ def main():
         with open(result_path, "w") as f:
             json.dump(result, f)
         return
+    elif scenario in ("monocular", "monocular_no_weights"):
+        # a camera move and a piece of concept art: no geometry at all (the render stands in for the art)
+        for ob in [o for o in scene.objects if o.type != "CAMERA"]:
+            bpy.data.objects.remove(ob)
+        s.depth_source = "MONOCULAR"
+        s.monocular_distance = 4.0
     elif scenario not in ("ok", "moving", "poll", "poll_moving", "cancel", "cancel_kill", "kill"):
         raise SystemExit(f"unknown scenario {scenario}")
 
     result["before"] = scene_state(scene)
+    scene.render.fps = 12  # the video must follow the scene's frame rate
+    result["render_before"] = render_state(scene)
     if scenario in ("cancel", "cancel_kill", "kill"):
         s.segment_length = 1  # many small segments: the stop lands long before the last one
     if scenario in ("poll", "poll_moving", "cancel", "cancel_kill", "kill"):
@@ -137,6 +170,8 @@ def main():
         bpy.ops.mirage.generate()
         if scenario in ("ok", "user_strip"):
             result["first"] = scene_state(scene)
+            result["render_after"] = render_state(scene)
+            result["video"] = video_info(os.path.join(out, "mirage", "flythrough.mp4"))
             path = os.path.join(out, "saved.blend")
             bpy.ops.wm.save_as_mainfile(filepath=path)
             bpy.ops.mirage.generate()  # a rerun replaces its own strips, never stacks copies

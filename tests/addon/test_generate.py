@@ -114,6 +114,52 @@ def test_relative_output_folder_and_no_unclosed_pipes(extension_zip, tmp_path):
     assert "ResourceWarning" not in proc.stderr, proc.stderr[-3000:]
 
 
+def test_a_finished_generate_writes_the_flythrough_video(generated):
+    tmp, data = generated
+    video = data["video"]
+    assert video is not None, "no flythrough.mp4"
+    assert video["frames"] == 24 and video["fps"] == 12.0 and video["size"] == [128, 72]
+    with Image.open(tmp / "mirage" / "frames" / "000001.png") as im:
+        first = np.asarray(im.convert("RGB"), dtype=float).mean(axis=(0, 1)) / 255
+    assert np.abs(np.array(video["first_mean"]) - first).max() < 0.03  # the frames' colours, not a view transform
+    assert data["render_after"] == data["render_before"]  # the user's render settings and scenes untouched
+    assert not (tmp / "mirage" / "flythrough.part.mp4").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_depth_cache(tmp_path_factory):
+    """A Hugging Face cache with a tiny random Depth Anything V2 (tests/tiny_depth.py), built by the backend's
+    Python, which has torch and transformers."""
+    cache = tmp_path_factory.mktemp("depth") / "hub"
+    code = "import sys; from tests.tiny_depth import build_tiny_depth_cache as b; b(sys.argv[1])"
+    proc = subprocess.run([BACKEND_PYTHON, "-c", code, str(cache)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return cache
+
+
+def test_camera_and_concept_art_only_generates_with_depth_from_the_image(extension_zip, tmp_path, tiny_depth_cache):
+    proc, data = run_scenario(extension_zip, tmp_path, "monocular", HF_HUB_OFFLINE="1",
+                              HF_HUB_CACHE=str(tiny_depth_cache))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert data["before"]["objects"] == ["Camera"]
+    job = json.loads((tmp_path / "mirage" / "job.json").read_text())
+    assert job["depth_source"] == "MONOCULAR" and job["monocular_distance"] == 4.0
+    assert "scene_depth" not in job["reference"]  # no geometry: the distance sets the scale
+    assert sorted(os.listdir(tmp_path / "mirage" / "frames")) == [f"{n:06d}.png" for n in range(1, 25)]
+    assert data["status"].startswith("Done: 24 frames")
+
+
+def test_depth_from_the_image_offline_without_weights_is_one_line(extension_zip, tmp_path):
+    proc, data = run_scenario(extension_zip, tmp_path, "monocular_no_weights", HF_HUB_OFFLINE="1",
+                              HF_HUB_CACHE=str(tmp_path / "empty-cache"))
+    assert proc.returncode != 0
+    line = error_line(proc)
+    assert "Depth Anything V2 Small (depth from the image) needs about 0.1 GB downloaded to " in line, proc.stderr[-2000:]
+    assert "HF_HUB_OFFLINE is set" in line and data["status"] in line
+    assert not os.path.isdir(tmp_path / "mirage" / "frames") or not os.listdir(tmp_path / "mirage" / "frames")
+
+
 def test_user_frame_is_restored(generated):
     _, data = generated
     assert data["before"]["frame_current"] == 7 and data["after"]["frame_current"] == 7
@@ -191,6 +237,7 @@ def test_cancel_keeps_finished_segments_in_the_vse(extension_zip, tmp_path, how)
     for s in strips:
         assert all(f in frames for f in s["files"])
     assert not [f for f in frames if f.endswith(".part")]
+    assert not os.path.exists(os.path.join(data["out"], "flythrough.mp4"))  # a partial run writes no video
 
 
 def test_killed_backend_is_reported_and_segments_stay(extension_zip, tmp_path):
