@@ -240,7 +240,8 @@ class Install:
 
     def _index_args(self, torch=False):
         if self.wheel_folder:
-            return ["--no-index", "--find-links", self.wheel_folder]
+            # that folder only: --isolated also drops pip's own configuration (its find-links and indexes)
+            return ["--isolated", "--no-index", "--find-links", self.wheel_folder]
         args = ["--retries", "2", "--timeout", "30"]
         if torch and sys.platform != "darwin":
             # the PyTorch index holds both builds (and torch's own dependencies); PyPI's Linux torch is CUDA only

@@ -31,9 +31,12 @@ def addon_prefs():
 
 
 def folder_state(base):
-    names = sorted(os.listdir(base)) if os.path.isdir(base) else []
-    marker = os.path.join(base, "venv", MARKER)
-    return {"names": names, "marker": open(marker).read() if os.path.isfile(marker) else None}
+    """What the environment folder holds (the set-up's log aside) and the working environment's files."""
+    names = sorted(n for n in os.listdir(base) if n != "setup.log") if os.path.isdir(base) else []
+    env = os.path.join(base, "venv")
+    files = sorted(os.path.relpath(os.path.join(d, f), env) for d, _, fs in os.walk(env) for f in fs)
+    marker = os.path.join(env, MARKER)
+    return {"names": names, "files": files, "marker": open(marker).read() if os.path.isfile(marker) else None}
 
 
 def generate(out):
