@@ -96,17 +96,22 @@ class MIRAGE_OT_install_backend(bpy.types.Operator):
     bl_description = ("Create a private Python environment for the backend and install torch and the backend's "
                       "packages into it (a download of about 1 to 3 GB)")
 
-    def execute(self, context):
-        # scripts and `blender -b`: synchronous; a failure is one line and the operator fails
+    def _begin(self, context):
+        """A new install, or None (reported) while one runs or when the settings are wrong."""
         if (job := running()) is not None:
             self.report({"ERROR"}, f"Set Up Backend is already running: {job.state.text()}")
-            return {"CANCELLED"}
+            return None
         try:
-            job = _new_install(context)
+            _install["job"] = _new_install(context)
         except setup.SetupError as e:
             self.report({"ERROR"}, str(e))
+            return None
+        return _install["job"]
+
+    def execute(self, context):
+        # scripts and `blender -b`: synchronous; a failure is one line and the operator fails
+        if (job := self._begin(context)) is None:
             return {"CANCELLED"}
-        _install["job"] = job
         try:
             job.run()
         except setup.SetupError as e:
@@ -120,15 +125,8 @@ class MIRAGE_OT_install_backend(bpy.types.Operator):
     def invoke(self, context, event):
         if bpy.app.background:
             return self.execute(context)
-        if (job := running()) is not None:
-            self.report({"WARNING"}, f"Set Up Backend is already running: {job.state.text()}")
+        if (job := self._begin(context)) is None:
             return {"CANCELLED"}
-        try:
-            job = _new_install(context)
-        except setup.SetupError as e:
-            self.report({"ERROR"}, str(e))
-            return {"CANCELLED"}
-        _install["job"] = job
         job.start()
         bpy.types.STATUSBAR_HT_header.append(draw_status)
         bpy.app.timers.register(_poll, first_interval=POLL_S)
@@ -193,8 +191,11 @@ def draw(layout, context):
     sub.enabled = installed
     sub.operator(MIRAGE_OT_remove_backend.bl_idname, text="Remove", icon="TRASH")
     box.label(text=f"Environment: {folder}" if installed else "The backend is not set up yet")
-    if job is not None or (_install["job"] is not None and _install["job"].state.error):
-        box.label(text=_install["job"].state.error, icon="ERROR")
+    last = _install["job"]
+    if last is not None and last.state.error:
+        box.label(text=last.state.error, icon="ERROR")
+    elif last is not None and last.state.result:
+        box.label(text=last.state.result, icon="CHECKMARK")
     p = addon_prefs(context)
     if p is not None:
         col = box.column()
