@@ -172,6 +172,7 @@ def main():
             result["first"] = scene_state(scene)
             result["render_after"] = render_state(scene)
             result["video"] = video_info(os.path.join(out, "mirage", "flythrough.mp4"))
+            result["first_status"] = bpy.context.window_manager.mirage.text
             path = os.path.join(out, "saved.blend")
             bpy.ops.wm.save_as_mainfile(filepath=path)
             bpy.ops.mirage.generate()  # a rerun replaces its own strips, never stacks copies

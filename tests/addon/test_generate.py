@@ -99,7 +99,7 @@ def test_moving_object_gets_its_memory_and_light(extension_zip, tmp_path):
     # the crate's faces and shadow change the light on some pixels, and nothing else does
     assert all(0.001 < (light != 1.0).mean() < 0.5 for light in in_view)
     assert len(os.listdir(tmp_path / "mirage" / "frames")) == 24
-    assert data["status"].startswith("Done: 24 frames") and data["status"].endswith("moving: Crate")
+    assert data["status"].startswith("Done: 24 frames") and ", moving: Crate" in data["status"]
 
 
 def test_relative_output_folder_and_no_unclosed_pipes(extension_zip, tmp_path):
@@ -124,6 +124,7 @@ def test_a_finished_generate_writes_the_flythrough_video(generated):
     assert np.abs(np.array(video["first_mean"]) - first).max() < 0.03  # the frames' colours, not a view transform
     assert data["render_after"] == data["render_before"]  # the user's render settings and scenes untouched
     assert not (tmp / "mirage" / "flythrough.part.mp4").exists()
+    assert data["first_status"].endswith(", flythrough.mp4 written")
 
 
 @pytest.fixture(scope="module")
