@@ -69,3 +69,15 @@ def backend_wheels():
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(part, folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_depth_cache(tmp_path_factory):
+    """A Hugging Face cache with a tiny random Depth Anything V2 (tests/tiny_depth.py), built by the backend's
+    Python, which has torch and transformers."""
+    cache = tmp_path_factory.mktemp("depth") / "hub"
+    code = "import sys; from tests.tiny_depth import build_tiny_depth_cache as b; b(sys.argv[1])"
+    proc = subprocess.run([BACKEND_PYTHON, "-c", code, str(cache)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return cache

@@ -186,6 +186,9 @@ def apply(case, scene, fx, out):
         scene.cycles.samples = 2
         scene.render.filepath = "//my_renders/shot_"
         scene.render.image_settings.file_format = "JPEG"
+    elif name == "monocular":
+        s.depth_source = "MONOCULAR"
+        s.output_dir = os.path.join(out, case["name"])
     elif name == "stall_timeout":
         os.environ["MIRAGE_BACKEND_PYTHON"] = fx["silent"]
         p = addon_prefs()

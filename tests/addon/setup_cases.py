@@ -121,6 +121,8 @@ def main():
                 res["status"] = bpy.context.window_manager.mirage.text
             except RuntimeError as e:
                 res["generate_error"] = str(e)
+            bpy.ops.mirage.remove_backend()
+            res["after_remove"] = {"python_pref": addon_prefs().backend_python, "folder": folder_state(base)}
         results.append(res)
         with open(result_path, "w") as f:
             json.dump(results, f)

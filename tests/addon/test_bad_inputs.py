@@ -63,6 +63,7 @@ CASES = [
     ("reference_image_from_a_file", "reference_datablock", "file", None),
     ("reference_painted_image", "reference_datablock", "painted", None),
     ("reference_render_frame", "reference_render", 2, None),
+    ("monocular_with_geometry", "monocular", None, None),
     # faults: a backend frozen (SIGSTOP) after its first segment, then Generate again on that folder
     ("frozen_backend", "sigstop", 2, "The backend stopped responding for 2 s"),
     ("resume", "resume", None, None),
@@ -75,7 +76,7 @@ def _one_line(error):
 
 
 @pytest.fixture(scope="module")
-def results(extension_zip, tmp_path_factory):
+def results(extension_zip, tmp_path_factory, tiny_depth_cache):
     tmp = tmp_path_factory.mktemp("bad_inputs")
     bare = tmp / "bare-venv"
     venv.create(bare, with_pip=False)
@@ -85,7 +86,8 @@ def results(extension_zip, tmp_path_factory):
     result = tmp / "result.json"
     proc = subprocess.run([sys.executable, CASES_PY, extension_zip, str(tmp), str(tmp / "cases.json"), str(result)],
                           cwd=str(tmp), capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "MIRAGE_BACKEND_PYTHON": BACKEND_PYTHON})
+                          env={**os.environ, "MIRAGE_BACKEND_PYTHON": BACKEND_PYTHON, "HF_HUB_OFFLINE": "1",
+                               "HF_HUB_CACHE": str(tiny_depth_cache)})
     assert proc.returncode == 0, proc.stderr[-4000:]
     data = {r["name"]: r for r in json.loads(result.read_text())}
     assert list(data) == [c[0] for c in CASES]
@@ -169,6 +171,18 @@ def test_reference_render_frame_renders_and_restores_the_render_settings(results
     with Image.open(folder / "inputs" / "reference.png") as ref, Image.open(folder / "frames" / "000002.png") as out:
         a, b = (np.asarray(im.convert("RGB"), dtype=float) for im in (ref, out))
     assert a.std() > 5 and 10 * np.log10(255 ** 2 / max(((a - b) ** 2).mean(), 1e-10)) > 20  # frame 2 is the render
+
+
+def test_depth_from_the_image_is_scaled_by_the_scene_where_it_has_geometry(results):
+    tmp, data = results
+    r = data["monocular_with_geometry"]
+    assert r["error"] is None, r["error"]
+    folder = tmp / "monocular_with_geometry"
+    job = json.loads((folder / "job.json").read_text())
+    assert job["depth_source"] == "MONOCULAR" and "depth" not in job["frames"][0]
+    scene = np.load(folder / job["reference"]["scene_depth"])
+    assert scene.shape == (36, 64) and np.isfinite(scene).mean() > 0.9 and (scene[np.isfinite(scene)] > 0).all()
+    assert sorted(os.listdir(folder / "frames")) == ["000001.png", "000002.png", "000003.png"]
 
 
 def test_frozen_backend_is_stopped_and_finished_segments_stay(results):

@@ -127,18 +127,6 @@ def test_a_finished_generate_writes_the_flythrough_video(generated):
     assert data["first_status"].endswith(", flythrough.mp4 written")
 
 
-@pytest.fixture(scope="module")
-def tiny_depth_cache(tmp_path_factory):
-    """A Hugging Face cache with a tiny random Depth Anything V2 (tests/tiny_depth.py), built by the backend's
-    Python, which has torch and transformers."""
-    cache = tmp_path_factory.mktemp("depth") / "hub"
-    code = "import sys; from tests.tiny_depth import build_tiny_depth_cache as b; b(sys.argv[1])"
-    proc = subprocess.run([BACKEND_PYTHON, "-c", code, str(cache)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return cache
-
-
 def test_camera_and_concept_art_only_generates_with_depth_from_the_image(extension_zip, tmp_path, tiny_depth_cache):
     proc, data = run_scenario(extension_zip, tmp_path, "monocular", HF_HUB_OFFLINE="1",
                               HF_HUB_CACHE=str(tiny_depth_cache))

@@ -54,6 +54,7 @@ def test_set_up_backend_then_generate_with_nothing_set_by_hand(installed):
     assert r.get("generate_error") is None
     assert r["frames"] == ["000001.png", "000002.png", "000003.png"]
     assert r["status"].startswith("Done: 3 frames")
+    assert r["after_remove"] == {"python_pref": "", "folder": {"names": [], "files": [], "marker": None}}
 
 
 def test_second_click_and_cancel_leave_the_working_environment(installed):
