@@ -32,7 +32,10 @@ def env_base(context=None) -> str:
     p = addon_prefs(context)
     if p is not None and p.env_folder.strip():
         return os.path.abspath(bpy.path.abspath(p.env_folder.strip()))
-    return bpy.utils.extension_path_user(__package__, create=True)
+    try:
+        return bpy.utils.extension_path_user(__package__, create=True)
+    except ValueError:  # loaded as a legacy add-on, not as an extension: Blender's user data folder then
+        return bpy.utils.user_resource("DATAFILES", path="mirage_blender", create=True)
 
 
 def env_dir(context=None) -> str:
