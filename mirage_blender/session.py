@@ -182,7 +182,7 @@ class Session:
         elif kind == "download":
             total = msg.get("total_bytes") or 0
             name = msg.get("name") or msg.get("model")
-            self.status = (f"Downloading {name}: {msg.get('done_bytes', 0) / 1e9:.1f} of {total / 1e9:.1f} GB"
+            self.status = (f"Downloading {name}: {_size(msg.get('done_bytes', 0), total)} of {_size(total, total)}"
                            if total else f"Downloading {name}")
         elif kind == "segment_done":
             self.insert(msg)
@@ -237,3 +237,8 @@ class Session:
         vse.add_segment(scene, f"Mirage {msg['segment'] + 1:03d}", self.out, msg["files"],
                         msg["frames"][0], self.channel)
         self.segments_in_vse += 1
+
+
+def _size(n: int, total: int) -> str:
+    """Bytes in GB, or in MB for downloads under a gigabyte (the depth model is 0.1 GB)."""
+    return f"{n / 1e9:.1f} GB" if total >= 1e9 else f"{n / 1e6:.0f} MB"
