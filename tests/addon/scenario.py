@@ -115,7 +115,10 @@ def main():
         # a strip of the user's on channel 1 over the whole range must not be covered or touched
         ed = scene.sequence_editor_create()
         coll = ed.strips if hasattr(ed, "strips") else ed.sequences
-        coll.new_effect(name="UserColor", type="COLOR", channel=1, frame_start=1, length=30)
+        try:
+            coll.new_effect(name="UserColor", type="COLOR", channel=1, frame_start=1, length=30)
+        except TypeError:  # Blender 4.x: the end frame, not the length
+            coll.new_effect(name="UserColor", type="COLOR", channel=1, frame_start=1, frame_end=31)
     elif scenario == "no_camera":
         scene.camera = None
     elif scenario == "ortho":
