@@ -154,12 +154,16 @@ def test_reference_painted_in_blender_is_saved_from_its_pixels(results):
     assert px[:, -1, 0].mean() > 200 and px[:, 0, 0].mean() < 30 and px[..., 1:].max() < 30  # the red ramp
 
 
-def test_reference_render_frame_renders_and_restores_the_render_settings(results):
+def _succeeded(results, name):
+    """(the case's result, its output folder, its job.json) for a case that must succeed."""
     tmp, data = results
-    r = data["reference_render_frame"]
-    assert r["error"] is None, r["error"]
-    folder = tmp / "reference_render_frame"
-    job = json.loads((folder / "job.json").read_text())
+    assert data[name]["error"] is None, data[name]["error"]
+    return data[name], tmp / name, json.loads((tmp / name / "job.json").read_text())
+
+
+def test_reference_render_frame_renders_and_restores_the_render_settings(results):
+    r, folder, job = _succeeded(results, "reference_render_frame")
+    tmp = results[0]
     assert job["reference"]["frame"] == 2  # the reference shows the frame that was rendered
     assert (folder / "reference_render_000002.png").is_file()
     assert "The reference is frame 2 rendered with Cycles: " in " ".join(r["notices"])
@@ -174,11 +178,7 @@ def test_reference_render_frame_renders_and_restores_the_render_settings(results
 
 
 def test_depth_from_the_image_is_scaled_by_the_scene_where_it_has_geometry(results):
-    tmp, data = results
-    r = data["monocular_with_geometry"]
-    assert r["error"] is None, r["error"]
-    folder = tmp / "monocular_with_geometry"
-    job = json.loads((folder / "job.json").read_text())
+    _, folder, job = _succeeded(results, "monocular_with_geometry")
     assert job["depth_source"] == "MONOCULAR" and "depth" not in job["frames"][0]
     scene = np.load(folder / job["reference"]["scene_depth"])
     assert scene.shape == (36, 64) and np.isfinite(scene).mean() > 0.9 and (scene[np.isfinite(scene)] > 0).all()
