@@ -159,16 +159,16 @@ def matrix(args):
     for bpy_version, py_version in MATRIX:
         python = find_python(py_version)
         if python is None:
-            rows.append((bpy_version or "newest", py_version, f"skipped: no Python {py_version} (PATH or pyenv)", 0))
+            rows.append((bpy_version or "newest", py_version, f"skipped: no Python {py_version} (PATH or pyenv)"))
             continue
         bpy_version = bpy_version or newest_bpy(python)
         if bpy_version is None:
-            rows.append(("newest", py_version, "skipped: the registry named no bpy for it", 0))
+            rows.append(("newest", py_version, "skipped: the registry named no bpy for it"))
             continue
         try:
             py = matrix_venv(bpy_version, python)
         except subprocess.CalledProcessError as e:
-            rows.append((bpy_version, py_version, f"FAILED to install: {e}", 0))
+            rows.append((bpy_version, py_version, f"FAILED to install: {e}"))
             failed = True
             continue
         env = dict(os.environ, PYTHONPATH=ROOT, MIRAGE_BACKEND_PYTHON=PY, MIRAGE_TEST_BACKEND_PYTHON=PY)
@@ -177,15 +177,14 @@ def matrix(args):
         t = time.monotonic()
         proc = subprocess.run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", *MATRIX_TESTS, *deselect, *args],
                               cwd=ROOT, env=env, capture_output=True, text=True)
-        seconds = time.monotonic() - t
         sys.stdout.write(proc.stdout[-4000:])
         tail = [line for line in proc.stdout.splitlines() if re.search(r"\d+ (passed|failed|error)", line)]
         rows.append((bpy_version, py_version, ("ok: " if proc.returncode == 0 else "FAILED: ") +
-                     (tail[-1].strip("= ") if tail else f"exit {proc.returncode}"), seconds))
+                     (tail[-1].strip("= ") if tail else f"exit {proc.returncode} after {time.monotonic() - t:.0f} s")))
         failed |= proc.returncode != 0
     print("\nbpy        Python  result")
-    for v, p, result, seconds in rows:
-        print(f"{v:<10} {p:<7} {result}" + (f" ({seconds:.0f} s)" if seconds else ""))
+    for v, p, result in rows:
+        print(f"{v:<10} {p:<7} {result}")
     return 1 if failed else 0
 
 
