@@ -6,6 +6,7 @@
   python3 build.py demo     setup + build + generate the demo flythrough into out/demo/
   python3 build.py test     setup + build + the whole pytest suite
   python3 build.py bench    setup + build + the evaluation scenes, report in out/bench/ (--quick for CI)
+  python3 build.py bench-shots  setup + build + the shots of one set, report in out/bench/shots/ (--quick)
   python3 build.py train    setup + train the compact model into models/compact/
   python3 build.py matrix   setup + build + the add-on's end-to-end tests in the bpy of Blender 4.2 LTS, 4.5 LTS,
                             5.0 and the newest release (Python 3.13 where it needs it), one venv each in .matrix/
@@ -76,6 +77,7 @@ def build():
                 for full, _ in _files("mirage_blender", (".py",))]
     entries += list(_files("backend", (".py", "requirements.txt")))
     entries += list(_files("models", (".json", ".safetensors", ".md")))
+    entries += list(_files("farm", (".js", ".yaml")))  # the Flamenco job type and OpenJD template, for studios
     tmp = out + ".part"
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
         for full, arc in entries:
@@ -206,6 +208,10 @@ def main(argv):
     if cmd == "bench":
         setup()
         return run_py(os.path.join(ROOT, "tools", "bench.py"), "--zip", build(), "--out", os.path.join(ROOT, "out", "bench"), *argv[2:])
+    if cmd == "bench-shots":
+        setup()
+        return run_py(os.path.join(ROOT, "tools", "bench_shots.py"), "--zip", build(), "--out",
+                      os.path.join(ROOT, "out", "bench", "shots"), *argv[2:])
     if cmd == "matrix":
         setup()
         return matrix(argv[2:])

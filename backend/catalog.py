@@ -7,7 +7,11 @@ A model.json holds:
   "title", "description"    what the user reads
   "panel": {"number", "label", "tooltip", "order"}   offered in the add-on's Model menu (number: the saved enum
                             value; order: the menu's order)
-  "needs": {"cuda", "prompt", "gpu_gb", "download_gb"}   what running it takes
+  "needs": {"cuda", "prompt", "gpu_gb", "download_gb"}   what running it takes: a CUDA GPU; a prompt; gpu_gb, the
+                            least free GPU memory in GB (1e9 bytes) the backend accepts a job with at the add-on's
+                            default Segment Length and the model's largest trained resolution (the backend
+                            checks each job's own figure before any work; tests/backend/test_wan.py recomputes
+                            it); download_gb, the weights downloaded on first use, in GB
 or "alias": "other" (plus its own title, description and panel): the name runs the other model.
 """
 import json

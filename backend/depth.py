@@ -104,13 +104,6 @@ def to_depth(disparity: torch.Tensor, scene_depth: Optional[torch.Tensor] = None
     return depth.float(), how
 
 
-def reference_depth(image: torch.Tensor, scene_depth: Optional[torch.Tensor], distance: float,
-                    device: str = "cpu", emit: Optional[Callable] = None) -> tuple:
-    """The reference's depth from the image: (depth [H, W] float32 in scene units, 'scene' or 'distance')."""
-    disparity = load(device, emit).disparity(image)
-    return to_depth(disparity, scene_depth, distance)
-
-
 def save(depth: torch.Tensor, path: str) -> None:
     """The estimated depth beside the job's inputs, for the user to look at (float32 .npy, inf = nothing)."""
     np.save(path, depth.numpy().astype(np.float32))

@@ -74,98 +74,151 @@ def pad_to_cells(t: torch.Tensor, cell: int) -> torch.Tensor:
 
 
 class Inputs:
-    """A job's per-frame inputs, loaded when asked (the id mask of the frame last asked for is kept: the read,
-    the light and the material colours of one frame all need it)."""
+    """A job's per-frame inputs, loaded when asked (the id mask of the camera last asked for is kept: the read,
+    the light and the material colours of one frame all need it). A camera is a frame number or a
+    protocol.Frame (a reference's own camera)."""
 
     def __init__(self, job: protocol.Job, device: str = "cpu", emit: Optional[Callable] = None):
         self.job = job
         self.device, self.emit = device, emit
-        self._estimated = None  # MONOCULAR: the reference's depth, estimated once
+        self._estimated = {}  # MONOCULAR: each reference's depth, estimated once
+        self._depth_model = None
         self.W, self.H = job.width, job.height
         self.frames = {f.frame: f for f in job.frames}
         self.known_ids = {0} | {o.id for o in job.objects}
         self._ids = (None, None)
 
-    def reference_image(self) -> torch.Tensor:
-        """[3, H, W] the user's reference image at the render size."""
-        return load_image(self.job.reference.image, self.W, self.H)
+    def frame(self, n) -> protocol.Frame:
+        """The Frame of a camera: frame number n of the job, or n itself."""
+        return n if isinstance(n, protocol.Frame) else self.frames[n]
 
-    def reference_depth(self) -> torch.Tensor:
-        """[H, W] depth of the reference by the job's depth source (a plane at plane_distance for PLANE)."""
-        src, ref = self.job.depth_source, self.job.reference
+    def view(self, ref: protocol.Reference) -> protocol.Frame:
+        """The camera a reference was painted from: its own, or that of the job's frame it names."""
+        return ref.view if ref.view is not None else self.frames[ref.frame]
+
+    def reference_image(self, ref: Optional[protocol.Reference] = None) -> torch.Tensor:
+        """[3, H, W] the user's reference image (the job's first by default) at the render size."""
+        return load_image((ref or self.job.reference).image, self.W, self.H)
+
+    def reference_depth(self, ref: Optional[protocol.Reference] = None) -> torch.Tensor:
+        """[H, W] depth of a reference (the job's first by default) by the job's depth source (a plane at
+        plane_distance for PLANE)."""
+        src, ref = self.job.depth_source, ref or self.job.reference
         if src == "SCENE":
-            return self.scene_depth(ref.frame)
+            return self.scene_depth(self.view(ref))
         if src == "IMAGE":
             return load_depth(ref.depth, self.W, self.H, "the reference depth map")
         if src == "MONOCULAR":
-            return self.estimated_depth()
+            return self.estimated_depth(ref)
         return torch.full((self.H, self.W), float(self.plane_distance()))
 
-    def estimated_depth(self) -> torch.Tensor:
-        """[H, W] the reference's depth from the image itself, in scene units (backend/depth.py)."""
-        if self._estimated is None:
+    def estimated_depth(self, ref: protocol.Reference) -> torch.Tensor:
+        """[H, W] a reference's depth from its image itself, in scene units (backend/depth.py); the depth model is
+        loaded once for every reference of the job."""
+        if id(ref) not in self._estimated:
             from . import depth
-            ref = self.job.reference
             scene = None if ref.scene_depth is None else \
-                load_depth(ref.scene_depth, self.W, self.H, "the scene's depth at the reference frame")
+                load_depth(ref.scene_depth, self.W, self.H, "the scene's depth at the reference's camera")
             distance = self.job.monocular_distance if self.job.monocular_distance is not None else 5.0
-            self._estimated, _ = depth.reference_depth(self.reference_image(), scene, distance, self.device, self.emit)
-        return self._estimated
+            if self._depth_model is None:
+                self._depth_model = depth.load(self.device, self.emit)
+            disparity = self._depth_model.disparity(self.reference_image(ref))
+            self._estimated[id(ref)] = depth.to_depth(disparity, scene, distance)[0]
+        return self._estimated[id(ref)]
 
     def plane_distance(self) -> float:
         return self.job.plane_distance if self.job.plane_distance is not None else 5.0
 
-    def camera(self, n: int) -> tuple:
-        """(K [3, 3], cam_to_world [4, 4]) float64 of frame n."""
-        f = self.frames[n]
+    def camera(self, n) -> tuple:
+        """(K [3, 3], cam_to_world [4, 4]) float64 of camera n."""
+        f = self.frame(n)
         return torch.tensor(f.K, dtype=torch.float64), torch.tensor(f.cam_to_world, dtype=torch.float64)
 
-    def scene_depth(self, n: int) -> Optional[torch.Tensor]:
-        """[H, W] scene depth of frame n, or None without the Scene depth source."""
+    def _name(self, n) -> str:
+        """How messages name camera n: a frame of the job, or a reference's own camera."""
+        if not isinstance(n, protocol.Frame):
+            return f"frame {n}"
+        return f"frame {n.frame}" if self.frames.get(n.frame) is n else f"the camera of the reference of frame {n.frame}"
+
+    def scene_depth(self, n) -> Optional[torch.Tensor]:
+        """[H, W] scene depth of camera n, or None without the Scene depth source."""
         if self.job.depth_source != "SCENE":
             return None
-        return load_depth(self.frames[n].depth, self.W, self.H, f"the depth of frame {n}")
+        return load_depth(self.frame(n).depth, self.W, self.H, f"the depth of {self._name(n)}")
 
-    def poses(self, n: int) -> dict:
-        """Object id -> object-to-world matrix on frame n (moving objects only)."""
-        objs = self.frames[n].objects or {}
+    def poses(self, n) -> dict:
+        """Object id -> object-to-world matrix at camera n (moving objects only)."""
+        objs = self.frame(n).objects or {}
         return {int(k): torch.tensor(m, dtype=torch.float64) for k, m in objs.items()}
 
-    def object_ids(self, n: int) -> Optional[torch.Tensor]:
-        """[H, W] object id of every pixel on frame n (0 = static world), or None without moving objects."""
+    def object_ids(self, n) -> Optional[torch.Tensor]:
+        """[H, W] object id of every pixel at camera n (0 = static world), or None without moving objects."""
         if not self.job.objects:
             return None
-        if self._ids[0] == n:
+        key = n if not isinstance(n, protocol.Frame) else ("view", id(n))
+        if self._ids[0] == key:
             return self._ids[1]
-        ids = load_array(self.frames[n].ids, self.W, self.H, f"the object id mask of frame {n}")
+        what = f"the object id mask of {self._name(n)}"
+        ids = load_array(self.frame(n).ids, self.W, self.H, what)
         if not np.issubdtype(ids.dtype, np.integer):
-            raise JobError(f"the object id mask of frame {n} must hold integers, not {ids.dtype}")
+            raise JobError(f"{what} must hold integers, not {ids.dtype}")
         unknown = set(np.unique(ids).tolist()) - self.known_ids
         if unknown:
-            raise JobError(f"the object id mask of frame {n} holds ids the job does not list: {sorted(unknown)}")
-        self._ids = (n, torch.from_numpy(ids.astype(np.int64)))
+            raise JobError(f"{what} holds ids the job does not list: {sorted(unknown)}")
+        self._ids = (key, torch.from_numpy(ids.astype(np.int64)))
         return self._ids[1]
 
-    def light(self, n: int) -> Optional[torch.Tensor]:
-        """[H, W] light ratio of frame n as the job gives it, checked, or None."""
-        path = self.frames[n].light
+    def parts(self, n) -> Optional[torch.Tensor]:
+        """[H, W] long: which object each pixel at camera n sees (any object; 0 = none), or None."""
+        path = self.frame(n).parts
         if path is None:
             return None
-        g = load_array(path, self.W, self.H, f"the light map of frame {n}").astype(np.float32)
-        if not np.all(np.isfinite(g)) or (g < 0).any():
-            raise JobError(f"the light map of frame {n} holds NaN, infinite or negative values: {path}")
-        return torch.from_numpy(g)
+        what = f"the object map of {self._name(n)}"
+        a = load_array(path, self.W, self.H, what)
+        if not np.issubdtype(a.dtype, np.integer) or (a < 0).any():
+            raise JobError(f"{what} must hold non-negative integers, not {a.dtype}: {path}")
+        return torch.from_numpy(a.astype(np.int64))
 
-    def albedo(self, n: int) -> Optional[torch.Tensor]:
-        """[3, H, W] surface colour (display values 0..1) of frame n's moving objects from their materials, or None."""
-        path = self.frames[n].albedo
+    def shade(self, n) -> Optional[torch.Tensor]:
+        """[2, H, W] the static world's direct and all-around light at camera n (the add-on's shade map), or None."""
+        path = self.frame(n).shade
         if path is None:
             return None
+        what = f"the shading map of {self._name(n)}"
         try:
             a = np.load(path, allow_pickle=False)
         except (FileNotFoundError, ValueError, OSError) as e:
-            raise JobError(f"the surface colour map of frame {n} cannot be read ({e}): {path}") from None
+            raise JobError(f"{what} cannot be read ({e}): {path}") from None
+        if a.shape != (self.H, self.W, 2) or not np.issubdtype(a.dtype, np.floating):
+            raise JobError(f"{what} must be {self.W}x{self.H}x2 floats, "
+                           f"not {'x'.join(map(str, a.shape[1::-1] + a.shape[2:]))} {a.dtype}: {path}")
+        a = a.astype(np.float32)
+        if not np.all(np.isfinite(a)) or (a < 0).any():
+            raise JobError(f"{what} holds NaN, infinite or negative values: {path}")
+        return torch.from_numpy(a).permute(2, 0, 1)
+
+    def light(self, n) -> Optional[torch.Tensor]:
+        """[H, W] light ratio at camera n as the job gives it, checked, or None."""
+        path = self.frame(n).light
+        if path is None:
+            return None
+        what = f"the light map of {self._name(n)}"
+        g = load_array(path, self.W, self.H, what).astype(np.float32)
+        if not np.all(np.isfinite(g)) or (g < 0).any():
+            raise JobError(f"{what} holds NaN, infinite or negative values: {path}")
+        return torch.from_numpy(g)
+
+    def albedo(self, n) -> Optional[torch.Tensor]:
+        """[3, H, W] surface colour (display values 0..1) of camera n's moving objects from their materials, or None."""
+        path = self.frame(n).albedo
+        if path is None:
+            return None
+        what = f"the surface colour map of {self._name(n)}"
+        try:
+            a = np.load(path, allow_pickle=False)
+        except (FileNotFoundError, ValueError, OSError) as e:
+            raise JobError(f"{what} cannot be read ({e}): {path}") from None
         if a.shape != (self.H, self.W, 3) or a.dtype != np.uint8:
-            raise JobError(f"the surface colour map of frame {n} must be {self.W}x{self.H}x3 uint8, "
+            raise JobError(f"{what} must be {self.W}x{self.H}x3 uint8, "
                            f"not {'x'.join(map(str, a.shape[1::-1] + a.shape[2:]))} {a.dtype}: {path}")
         return torch.from_numpy(a).permute(2, 0, 1).float() / 255.0

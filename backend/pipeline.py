@@ -15,10 +15,10 @@ import torch
 from . import models, protocol
 from .inputs import Inputs, far_distance, pad_to_cells
 from .memory import Memory, SceneMemory
-from .models.base import Exemplar, FrameModel, SegmentModel
+from .models.base import Exemplar, FrameModel, SegmentFrame, SegmentModel
 from .protocol import JobError
 from .relight import Lighting
-from .state import RunFolder, job_fingerprint
+from .state import RunFolder, job_fingerprint, start_digest
 from .step import View, frame_step, make_view, seed
 
 
@@ -59,7 +59,8 @@ class Run:
         self.order = job.frame_numbers()
         self.warnings = list(notices)
         seg_len = job.segment_length
-        if isinstance(model, SegmentModel):  # its own segment rule and resource check, before any work
+        self.segmented = isinstance(model, SegmentModel)  # the one place the loop asks which interface it drives
+        if self.segmented:  # its own segment rule and resource check, before any work
             seg_len, notes = model.plan(self.W, self.H, seg_len, len(self.order))
             self.warnings += notes
         self.device_note = device_note
@@ -83,9 +84,10 @@ class Run:
         a run that never stopped would have drawn there."""
         return torch.Generator().manual_seed((int(self.job.seed or 0) * 1_000_003 + n) % 2 ** 63)
 
-    def view(self, n: int, depth: Optional[torch.Tensor] = None, prefill: bool = False) -> View:
-        """The View of frame n: the scene's depth (or `depth`, for the seed) on the padded grid, with the frame's
-        object ids and poses; with `prefill` also the material colours of its moving objects."""
+    def view(self, n, depth: Optional[torch.Tensor] = None, prefill: bool = False) -> View:
+        """The View of camera n (a frame number, or a reference's own camera, a protocol.Frame): the scene's depth
+        (or `depth`, for the seed) on the padded grid, with its object ids and poses; with `prefill` also the
+        material colours of its moving objects."""
         K, c2w = self.inputs.camera(n)
         depth = self.inputs.scene_depth(n) if depth is None else depth
         v = make_view(K, c2w, (self.H, self.W), self.cell, self.far, depth, self.inputs.object_ids(n),
@@ -94,39 +96,82 @@ class Run:
             v.prefill = self.lighting.prefill(n, v.pixel_ids)
         if prefill:
             v.exemplars = self.exemplars()
+            v.pixel_parts = self._padded(self.inputs.parts(n))
+            v.pixel_shade = self._padded_map(self.inputs.shade(n))
         return v
 
+    def _padded(self, ids):
+        """An [H, W] id map (object ids, parts) padded to whole cells, or None."""
+        return None if ids is None else pad_to_cells(ids.float(), self.cell).long()
+
+    def _padded_map(self, x):
+        """A [C, H, W] map padded to whole cells, or None."""
+        return None if x is None else pad_to_cells(x, self.cell)
+
     def exemplars(self):
-        """The views a frame model may copy unseen content from: the reference as the memory stores it (light
-        taken out), with its depth, camera, object ids and poses. Built once."""
+        """The views a frame model may copy unseen content from: every reference as the memory stores it (light
+        taken out), with its depth, camera, object ids, poses and which object each pixel sees. Built once."""
         if self._exemplars is None:
-            ref = self.job.reference.frame
-            image = self.lighting.relit(pad_to_cells(self.inputs.reference_image(), self.cell), ref, inverse=True)
-            depth = pad_to_cells(self.inputs.reference_depth(), self.cell)
-            ids = self.inputs.object_ids(ref)
-            K, c2w = self.inputs.camera(ref)
-            self._exemplars = (Exemplar(image, depth, K, c2w, None if ids is None else pad_to_cells(ids.float(), self.cell).long(),
-                                        self.inputs.poses(ref)),)
+            out = []
+            for ref in self.job.references:
+                cam = self.inputs.view(ref)
+                image = self.lighting.relit(pad_to_cells(self.inputs.reference_image(ref), self.cell), cam, inverse=True)
+                depth = pad_to_cells(self.inputs.reference_depth(ref), self.cell)
+                K, c2w = self.inputs.camera(cam)
+                out.append(Exemplar(image, depth, K, c2w, self._padded(self.inputs.object_ids(cam)),
+                                    self.inputs.poses(cam), parts=self._padded(self.inputs.parts(cam)),
+                                    shade=self._padded_map(self.inputs.shade(cam))))
+            self._exemplars = tuple(out)
         return self._exemplars
 
+    def far_distance(self) -> float:
+        """Where sky goes: beyond every surface any reference shows (the same for every shot of a set)."""
+        return max(far_distance(self.inputs.reference_depth(ref)) for ref in self.job.references)
+
     def seed_memory(self) -> Memory:
-        """A new memory holding the reference, its light taken out (the memory keeps the scene as lit without its
-        moving objects' shading and shadows)."""
-        ref = self.job.reference.frame
-        image = self.inputs.reference_image()
-        depth = self.inputs.reference_depth()
-        self.far = far_distance(depth)
-        unlit = self.lighting.relit(pad_to_cells(image, self.cell), ref, inverse=True).to(self.device)
+        """A new memory holding every reference, in order, each with its light taken out (the memory keeps the
+        scene as lit without its moving objects' shading and shadows): the set's memory."""
+        self.far = self.far_distance()
         memory = self.memory_cls(self.model.channels, self.cell, device=self.device)
-        seed(self.model, memory, unlit, self.view(ref, depth))
+        for ref in self.job.references:
+            cam = self.inputs.view(ref)
+            depth = self.inputs.reference_depth(ref)
+            unlit = self.lighting.relit(pad_to_cells(self.inputs.reference_image(ref), self.cell), cam, inverse=True)
+            seed(self.model, memory, unlit.to(self.device), self.view(cam, depth))
         return memory
 
+    def start_memory(self) -> Memory:
+        """The memory the shot before this one left (chained shots), checked against this model."""
+        start = self.job.start
+        self.far = self.far_distance()
+        try:
+            memory = self.memory_cls.load(start.memory, device=self.device, object_ids=sorted(self.inputs.known_ids - {0}))
+        except (OSError, ValueError, KeyError) as e:
+            raise JobError(f"the memory this shot starts from cannot be read ({e}): {start.memory}") from None
+        if (memory.channels, memory.cell) != (self.model.channels, self.cell):
+            shot = f" (shot '{start.shot}')" if start.shot else ""
+            raise JobError(f"the memory this shot starts from{shot} was made by another model ({memory.channels} "
+                           f"channels, {memory.cell}-pixel cells; {self.model.name} has {self.model.channels} and "
+                           f"{self.cell}): generate the earlier shots again with this model")
+        return memory
+
+    def reference_shown(self, n: int) -> Optional[protocol.Reference]:
+        """The reference painted from exactly frame n's camera, if any: that frame is the user's own image."""
+        frame = self.inputs.frame(n)
+        for ref in self.job.references:
+            view = ref.view
+            if (view is None and ref.frame == n) or (view is not None and view.frame == n and view.K == frame.K
+                                                     and view.cam_to_world == frame.cam_to_world):
+                return ref
+        return None
+
     def save_frame(self, image: torch.Tensor, n: int) -> None:
-        """A finished frame [3, h*cell, w*cell]: cropped, lit as frame n, saved; the user's own image on the
-        reference frame (not the model's rendition of it)."""
+        """A finished frame [3, h*cell, w*cell]: cropped, lit as frame n, saved; the user's own image on a frame
+        a reference was painted from (not the model's rendition of it)."""
         image = self.lighting.relit(image[:, :self.H, :self.W], n)
-        if n == self.job.reference.frame:
-            image = self.inputs.reference_image()
+        ref = self.reference_shown(n)
+        if ref is not None:
+            image = self.inputs.reference_image(ref)
         self.folder.save_frame(image, n)
 
     # -- one segment ------------------------------------------------------------------------------
@@ -139,14 +184,15 @@ class Run:
             yield n
 
     def segment(self, memory, i, seg, finished):
-        """Segment models (video diffusion): the memory read at the frames the model asks for, the whole segment
-        generated jointly, its new latents written back before anything is decoded. Yields each frame once
-        saved; between denoising steps it checks for a cancel and reports progress with `step` and `steps`."""
+        """Segment models (video diffusion): the memory read at every frame of the segment, the segment generated
+        jointly, the frames the model names for the memory written back, each at its own camera, before anything
+        is saved. Yields each frame once saved; between denoising steps it checks for a cancel and reports
+        progress with `step` and `steps`."""
         if self.cancelled():
             raise Cancelled()
         t0, total = time.perf_counter(), len(self.order)
-        views = [self.view(n) for n in self.model.read_frames(seg)]
-        reads = [v.read(memory, splats=False) for v in views]
+        views = [self.view(n) for n in seg]
+        frames = [SegmentFrame(v.read(memory), v.pixel_ids) for v in views]
 
         def step(s, steps):
             if self.cancelled():
@@ -156,13 +202,15 @@ class Run:
             self.emit("progress", segment=i, segments=len(self.segments), frame=seg[0], done=finished, total=total,
                       eta_s=round(max(eta, 0.0), 2), step=s, steps=steps)
 
-        latents = self.model.generate(reads, prompt=self.job.prompt or "", negative_prompt=self.job.negative_prompt or "",
-                                      generator=self.generator(seg[0]), step=step)
-        for v, read, latent in zip(views, reads, latents):
+        out = self.model.generate(frames, prompt=self.job.prompt or "", negative_prompt=self.job.negative_prompt or "",
+                                  generator=self.generator(seg[0]), step=step)
+        for j, latent in out.writes:
+            # read again: an earlier write of this segment may already hold some of this frame's new cells
+            read = views[j].read(memory, splats=False)
             if read.hole.any():
-                v.write(memory, latent, read, mask=read.hole & ~v.edges)
-        for n, image in zip(seg, self.model.decode(latents, len(seg))):
-            self.folder.save_frame(self.lighting.relit(image[:, :self.H, :self.W], n), n)
+                views[j].write(memory, latent, read, mask=read.hole & ~views[j].edges)
+        for n, image in zip(seg, out.frames):
+            self.save_frame(image, n)
             yield n
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -170,6 +218,11 @@ class Run:
         """(segments done, their memory, their stats) of an earlier run of this same job, or (0, None, [])."""
         prog = self.folder.progress(fingerprint, self.segments)
         if prog is None:
+            earlier = self.folder.saved_state()
+            if earlier and earlier.get("segments_done") and earlier.get("start") != start_digest(self.job):
+                shot = f"shot '{self.job.start.shot}'" if self.job.start and self.job.start.shot else "an earlier shot"
+                self.warnings.append(f"the memory this shot starts from changed since its last run ({shot} was "
+                                     f"generated again, or the shots' order or mode changed): it starts afresh")
             return 0, None, []
         done, far, stats = prog
         try:
@@ -184,26 +237,26 @@ class Run:
         t_start = time.perf_counter()
         # by the model that really runs: a resumed "builtin" job must not mix two different default models
         fingerprint = job_fingerprint(dataclasses.replace(self.job, model=self.model.name))
+        start = start_digest(self.job)
         self.folder.create()
+        done, memory, stats = self.resume_point(fingerprint)  # before hello, which carries its notice
         notices = self.warnings + ([self.device_note] if self.device_note else [])
         self.emit("hello", protocol=protocol.PROTOCOL_VERSION, device=self.device, model=self.job.model,
                   runs=self.model.name, notices=notices, segments=len(self.segments), frames=len(self.order))
-        done, memory, stats = self.resume_point(fingerprint)
         self.resumed = done
         if memory is None:
-            memory = self.seed_memory()
+            memory = self.start_memory() if self.job.start is not None else self.seed_memory()
         else:
             for i, seg in enumerate(self.segments[:done]):
                 self.emit("segment_done", segment=i, frames=[seg[0], seg[-1]], resumed=True,
                           files=self.folder.frame_files(seg))
         total, finished = len(self.order), sum(len(s) for s in self.segments[:done])
         gen_time, gen_frames = 0.0, 0
-        segmented = isinstance(self.model, SegmentModel)
         for i in range(done, len(self.segments)):
             seg = self.segments[i]
             t0 = time.perf_counter()
             memory.begin_segment()
-            for n in (self.segment(memory, i, seg, finished) if segmented else self.per_frame(memory, seg)):
+            for n in (self.segment(memory, i, seg, finished) if self.segmented else self.per_frame(memory, seg)):
                 finished += 1
                 elapsed = gen_time + time.perf_counter() - t0
                 rate = elapsed / (gen_frames + seg.index(n) + 1)
@@ -215,7 +268,7 @@ class Run:
                           "seconds_per_frame": round(seconds / len(seg), 4),
                           "memory_bytes": memory.nbytes(), "memory_cells": len(memory)})
             memory.save(self.folder.memory_path)
-            self.folder.save_progress(fingerprint, i + 1, self.far, stats)
+            self.folder.save_progress(fingerprint, i + 1, self.far, stats, start)
             self.write_report(stats, fingerprint, time.perf_counter() - t_start)
             self.emit("segment_done", segment=i, frames=[seg[0], seg[-1]], seconds=round(seconds, 4),
                       memory_bytes=memory.nbytes(), files=self.folder.frame_files(seg))

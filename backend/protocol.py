@@ -80,7 +80,9 @@ JOB_FIELDS = {
     "segment_length": (int, True),
     "width": (int, True),
     "height": (int, True),
-    "reference": (dict, True),
+    "reference": (dict, False),       # required unless `references` gives the references
+    "references": (list, False),      # reference images painted from cameras of their own (several shots of a set)
+    "start": (dict, False),           # the memory a shot starts from (the shot before it, chained shots)
     "depth_source": (str, True),
     "plane_distance": ((int, float), False),
     "monocular_distance": ((int, float), False),  # MONOCULAR without geometry: how far the image's centre is
@@ -161,16 +163,6 @@ def _det3(m):
 
 
 @dataclass(frozen=True)
-class Reference:
-    """The reference image (absolute path), the frame it shows, its depth map (depth source IMAGE), and for
-    MONOCULAR the scene's depth at that frame where the scene has geometry (sets the estimate's scale)."""
-    image: str
-    frame: int
-    depth: Optional[str] = None
-    scene_depth: Optional[str] = None
-
-
-@dataclass(frozen=True)
 class TrackedObject:
     """A moving object with its own memory bank: its id in the id masks (>= 1) and its name."""
     id: int
@@ -190,6 +182,29 @@ class Frame:
     ids: Optional[str] = None
     light: Optional[str] = None
     albedo: Optional[str] = None
+    parts: Optional[str] = None
+    shade: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference image (absolute path), the scene frame it shows, its depth map (depth source IMAGE), and the
+    camera it was painted from with that camera's maps (`view`, a Frame numbered `frame`), or None: the camera
+    and maps of the job's frame `frame`. For MONOCULAR, the scene's depth through its camera where the scene has
+    geometry there (`scene_depth`: sets the estimate's scale)."""
+    image: str
+    frame: int
+    depth: Optional[str] = None
+    view: Optional[Frame] = None
+    scene_depth: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class StartMemory:
+    """The memory a shot starts from instead of one seeded with its references: the saved memory (absolute path
+    of its static bank; moving objects' banks lie beside it) and the shot that left it."""
+    memory: str
+    shot: str = ""
 
 
 @dataclass(frozen=True)
@@ -200,7 +215,7 @@ class Job:
     segment_length: int
     width: int
     height: int
-    reference: Reference
+    reference: Reference  # the first of `references`
     depth_source: str
     frames: tuple
     device: str = "AUTO"
@@ -210,38 +225,139 @@ class Job:
     objects: tuple = ()
     prompt: Optional[str] = None
     negative_prompt: Optional[str] = None
+    references: tuple = ()  # every reference, `reference` first
+    start: Optional[StartMemory] = None
+
+    def __post_init__(self):
+        if not self.references:  # a job made by hand with its one reference
+            object.__setattr__(self, "references", (self.reference,))
 
     @classmethod
     def from_dict(cls, d):
         """A Job from a resolved job dict (what validate_job checked; paths absolute)."""
-        frames = tuple(Frame(frame=f["frame"], K=f["K"], cam_to_world=f["cam_to_world"], depth=f.get("depth"),
-                             objects=None if f.get("objects") is None else {int(k): v for k, v in f["objects"].items()},
-                             ids=f.get("ids"), light=f.get("light"), albedo=f.get("albedo")) for f in d["frames"])
-        ref = d["reference"]
+        frames = tuple(_frame(f) for f in d["frames"])
+        refs = []
+        if d.get("reference") is not None:
+            ref = d["reference"]
+            refs.append(Reference(ref["image"], ref["frame"], ref.get("depth"), scene_depth=ref.get("scene_depth")))
+        for r in d.get("references") or ():
+            scene_depth = d["depth_source"] == "SCENE"
+            view = _frame({k: v for k, v in r.items() if k != "depth" or scene_depth})
+            refs.append(Reference(r["image"], r["frame"], None if scene_depth else r.get("depth"), view,
+                                  r.get("scene_depth")))
+        start = d.get("start")
         return cls(version=d["version"], model=d["model"], segment_length=d["segment_length"], width=d["width"],
-                   height=d["height"], reference=Reference(ref["image"], ref["frame"], ref.get("depth"),
-                                                                      ref.get("scene_depth")),
+                   height=d["height"], reference=refs[0],
                    depth_source=d["depth_source"], frames=frames, device=d.get("device", "AUTO"), seed=d.get("seed"),
                    plane_distance=d.get("plane_distance"), monocular_distance=d.get("monocular_distance"),
                    objects=tuple(TrackedObject(o["id"], o.get("name", "")) for o in d.get("objects") or ()),
-                   prompt=d.get("prompt"), negative_prompt=d.get("negative_prompt"))
+                   prompt=d.get("prompt"), negative_prompt=d.get("negative_prompt"), references=tuple(refs),
+                   start=None if start is None else StartMemory(start["memory"], start.get("shot", "")))
 
     def to_dict(self):
         """The job as a dict of the job format (fields left out where None; paths as resolved)."""
-        out = {k: v for k, v in asdict(self).items() if v is not None and k not in ("frames", "objects", "reference")}
-        out["reference"] = {k: v for k, v in asdict(self.reference).items() if v is not None}
-        out["frames"] = []
-        for f in self.frames:
-            item = {k: v for k, v in asdict(f).items() if v is not None}
-            if f.objects is not None:
-                item["objects"] = {str(k): v for k, v in f.objects.items()}
-            out["frames"].append(item)
+        out = {k: v for k, v in asdict(self).items()
+               if v is not None and k not in ("frames", "objects", "reference", "references", "start")}
+        out["frames"] = [_frame_dict(f) for f in self.frames]
+        views = []
+        for r in self.references:
+            if r.view is None:
+                out["reference"] = {k: v for k, v in asdict(r).items() if v is not None and k != "view"}
+                continue
+            item = {"image": r.image, **_frame_dict(r.view)}
+            if r.depth is not None:
+                item["depth"] = r.depth
+            if r.scene_depth is not None:
+                item["scene_depth"] = r.scene_depth
+            views.append(item)
+        if views:
+            out["references"] = views
         if self.objects:
             out["objects"] = [asdict(o) for o in self.objects]
+        if self.start is not None:
+            out["start"] = asdict(self.start)
         return out
 
     def frame_numbers(self):
         return [f.frame for f in self.frames]
+
+
+def _frame(f):
+    """A Frame from a resolved frame entry (a job's frame or a reference's camera)."""
+    return Frame(frame=f["frame"], K=f["K"], cam_to_world=f["cam_to_world"], depth=f.get("depth"),
+                 objects=None if f.get("objects") is None else {int(k): v for k, v in f["objects"].items()},
+                 ids=f.get("ids"), light=f.get("light"), albedo=f.get("albedo"), parts=f.get("parts"),
+                 shade=f.get("shade"))
+
+
+def _frame_dict(f):
+    item = {k: v for k, v in asdict(f).items() if v is not None}
+    if f.objects is not None:
+        item["objects"] = {str(k): v for k, v in f.objects.items()}
+    return item
+
+
+# per-pixel inputs a frame may have, each on every frame (and reference camera) or on none
+MAPS = (("light", "a light map"), ("albedo", "a surface colour map"), ("parts", "an object map"),
+        ("shade", "a shading map"))
+
+
+def _camera_entry(fr, job, job_dir, object_ids, label):
+    """Check one camera and its per-pixel inputs (a job's frame, or a reference's own camera) and resolve its
+    paths; `label` names it in messages ("frame 3")."""
+    K = _matrix(fr.get("K"), 3, 3, f"K of {label}")
+    c2w = _matrix(fr.get("cam_to_world"), 4, 4, f"cam_to_world of {label}")
+    if K[0][0] <= 0 or K[1][1] <= 0:
+        raise JobError(f"K of {label} has a non-positive focal length")
+    if abs(_det3([row[:3] for row in c2w[:3]])) < 1e-9:
+        raise JobError(f"cam_to_world of {label} is singular")
+    item = dict(fr)
+    if job["depth_source"] == "SCENE":
+        item["depth"] = _inside(job_dir, fr.get("depth"), f"depth of {label}")
+    if object_ids:
+        poses = fr.get("objects")
+        if not isinstance(poses, dict) or set(poses) != {str(i) for i in object_ids}:
+            raise JobError(f"{label} must give the transform of every moving object ({len(object_ids)})")
+        for oid, m in poses.items():
+            _matrix(m, 4, 4, f"the transform of object {oid} on {label}")
+            if abs(_det3([row[:3] for row in m[:3]])) < 1e-12:
+                raise JobError(f"the transform of object {oid} on {label} is singular (zero scale)")
+        item["ids"] = _inside(job_dir, fr.get("ids"), f"object id mask of {label}")
+    for key, what in (("light", "light map"), ("albedo", "surface colour map"), ("parts", "object map"),
+                      ("shade", "shading map")):
+        if item.pop(key, None) is not None:
+            item[key] = _inside(job_dir, fr.get(key), f"{what} of {label}")
+    return item
+
+
+def _reference_views(job, job_dir, object_ids, frames):
+    """The `references` entries, checked and resolved: each an image with its own camera and maps, like a frame's
+    (its depth is the scene's with depth source SCENE, the user's depth map with IMAGE)."""
+    out = []
+    for i, r in enumerate(job.get("references") or ()):
+        label = f"references[{i}]"
+        if not isinstance(r, dict) or not isinstance(r.get("frame"), int) or isinstance(r.get("frame"), bool):
+            raise JobError(f"{label} needs an integer 'frame'")
+        item = _camera_entry(r, job, job_dir, object_ids, label)
+        item["image"] = _inside(job_dir, r.get("image"), f"{label}.image")
+        if job["depth_source"] == "IMAGE":
+            item["depth"] = _inside(job_dir, r.get("depth"), f"{label}.depth")
+        elif job["depth_source"] in ("PLANE", "MONOCULAR"):
+            item.pop("depth", None)
+        _scene_depth(item, job, job_dir, label)
+        for key, what in MAPS:
+            if (key in item) != (key in frames[0]):
+                raise JobError(f"{label} must have {what} exactly when the frames have one")
+        out.append(item)
+    return out
+
+
+def _scene_depth(entry, job, job_dir, label):
+    """A reference's `scene_depth` (MONOCULAR only, optional) resolved in place; dropped for other depth sources."""
+    if job["depth_source"] == "MONOCULAR" and entry.get("scene_depth") is not None:
+        entry["scene_depth"] = _inside(job_dir, entry["scene_depth"], f"{label}.scene_depth")
+    else:
+        entry.pop("scene_depth", None)
 
 
 def validate_job(job, job_dir):
@@ -271,20 +387,21 @@ def validate_job(job, job_dir):
     if not 1 <= job["segment_length"] <= len(frames):
         raise JobError(f"segment_length must be between 1 and the number of frames ({len(frames)})")
     out = dict(job)
-    ref = dict(job["reference"])
-    ref["image"] = _inside(job_dir, ref.get("image"), "reference.image")
-    if not isinstance(ref.get("frame"), int):
-        raise JobError("reference.frame must be a frame number")
-    if job["depth_source"] == "IMAGE":
-        ref["depth"] = _inside(job_dir, ref.get("depth"), "reference.depth")
-    if job["depth_source"] == "MONOCULAR" and ref.get("scene_depth") is not None:
-        ref["scene_depth"] = _inside(job_dir, ref["scene_depth"], "reference.scene_depth")
-    else:
-        ref.pop("scene_depth", None)
+    if "reference" not in job and not job.get("references"):
+        raise JobError("the job has no 'reference' field")
+    ref = None
+    if "reference" in job:
+        ref = dict(job["reference"])
+        ref["image"] = _inside(job_dir, ref.get("image"), "reference.image")
+        if not isinstance(ref.get("frame"), int):
+            raise JobError("reference.frame must be a frame number")
+        if job["depth_source"] == "IMAGE":
+            ref["depth"] = _inside(job_dir, ref.get("depth"), "reference.depth")
+        _scene_depth(ref, job, job_dir, "reference")
+        out["reference"] = ref
     for key in ("plane_distance", "monocular_distance"):
         if key in job and not job[key] > 0:
             raise JobError(f"{key} must be a positive distance")
-    out["reference"] = ref
     object_ids = _objects(job)
     seen, resolved = set(), []
     for i, fr in enumerate(frames):
@@ -294,45 +411,41 @@ def validate_job(job, job_dir):
         if n in seen:
             raise JobError(f"frame {n} is listed twice")
         seen.add(n)
-        K = _matrix(fr.get("K"), 3, 3, f"K of frame {n}")
-        c2w = _matrix(fr.get("cam_to_world"), 4, 4, f"cam_to_world of frame {n}")
-        if K[0][0] <= 0 or K[1][1] <= 0:
-            raise JobError(f"K of frame {n} has a non-positive focal length")
-        if abs(_det3([row[:3] for row in c2w[:3]])) < 1e-9:
-            raise JobError(f"cam_to_world of frame {n} is singular")
-        item = dict(fr)
-        if job["depth_source"] == "SCENE":
-            item["depth"] = _inside(job_dir, fr.get("depth"), f"depth of frame {n}")
-        if object_ids:
-            poses = fr.get("objects")
-            if not isinstance(poses, dict) or set(poses) != {str(i) for i in object_ids}:
-                raise JobError(f"frame {n} must give the transform of every moving object ({len(object_ids)})")
-            for oid, m in poses.items():
-                _matrix(m, 4, 4, f"the transform of object {oid} on frame {n}")
-                if abs(_det3([row[:3] for row in m[:3]])) < 1e-12:
-                    raise JobError(f"the transform of object {oid} on frame {n} is singular (zero scale)")
-            item["ids"] = _inside(job_dir, fr.get("ids"), f"object id mask of frame {n}")
-        for key, what in (("light", "light map"), ("albedo", "surface colour map")):
-            if item.pop(key, None) is not None:
-                item[key] = _inside(job_dir, fr.get(key), f"{what} of frame {n}")
-        resolved.append(item)
-    for key, what in (("light", "a light map"), ("albedo", "a surface colour map")):
+        resolved.append(_camera_entry(fr, job, job_dir, object_ids, f"frame {n}"))
+    for key, what in MAPS:
         has = [(key in f) for f in resolved]
         if any(has) and not all(has):
             raise JobError(f"either every frame has {what} or none does")
-    if job["reference"]["frame"] not in seen:
-        raise JobError(f"reference.frame {job['reference']['frame']} is not one of the job's frames")
+    if ref is not None and ref["frame"] not in seen:
+        raise JobError(f"reference.frame {ref['frame']} is not one of the job's frames")
+    views = _reference_views(job, job_dir, object_ids, resolved)
+    if views:
+        out["references"] = views
+    start = job.get("start")
+    if start is not None:
+        if not isinstance(start.get("shot", ""), str):
+            raise JobError("start.shot must be the name of a shot")
+        out["start"] = {"memory": _inside(job_dir, start.get("memory"), "start.memory"), "shot": start.get("shot", "")}
     out["frames"] = resolved
     if job["depth_source"] != "SCENE":  # per-frame depth is not used without the Scene source
         out["frames"] = [{k: v for k, v in f.items() if k != "depth"} for f in resolved]
-    input_file(ref["image"], "the reference image")
-    if job["depth_source"] == "IMAGE":
-        input_file(ref["depth"], "the reference depth map")
-    if ref.get("scene_depth"):
-        input_file(ref["scene_depth"], "the scene's depth at the reference frame")
+    if ref is not None:
+        input_file(ref["image"], "the reference image")
+        if job["depth_source"] == "IMAGE":
+            input_file(ref["depth"], "the reference depth map")
+        if ref.get("scene_depth"):
+            input_file(ref["scene_depth"], "the scene's depth at the reference frame")
+    for i, v in enumerate(views):
+        input_file(v["image"], f"the image of references[{i}]")
+        if "depth" in v:
+            input_file(v["depth"], f"the depth of references[{i}]")
+        if "scene_depth" in v:
+            input_file(v["scene_depth"], f"the scene's depth at references[{i}]")
     for f in out["frames"]:
         if "depth" in f:
             input_file(f["depth"], f"the depth of frame {f['frame']}")
+    if start is not None:
+        input_file(out["start"]["memory"], "the memory this shot starts from")
     check_output_links(job_dir)
     return Job.from_dict(out), warnings
 

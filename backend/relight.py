@@ -43,6 +43,14 @@ def soften_edges(g: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return torch.where(obj[0, 0] > 0, total / count.clamp_min(1.0), g)
 
 
+PLAIN = 1.5 / 255  # a baked colour varying less than this over an object's pixels is one plain colour
+
+
+def _patterned(colours):
+    """Whether an object's baked colours [3, N] (display values) on a frame vary: a pattern, not one colour."""
+    return colours.shape[1] > 1 and float(colours.std(1).max()) > PLAIN
+
+
 class MaterialPrefill:
     """A frame model's prefill (models.base.Prefill): moving objects' pixels that nothing drew take their
     material's colour as the reference shows it, so never-seen faces keep their pattern. `lin` [4, H, W]: the
@@ -74,8 +82,9 @@ class Lighting:
         self._levels = None
         self._colour_maps = None
 
-    def light(self, n: int) -> Optional[torch.Tensor]:
-        """[H, W] light ratio of frame n (how moving objects change the light there), or None."""
+    def light(self, n) -> Optional[torch.Tensor]:
+        """[H, W] light ratio at camera n, a frame number or a reference's own camera (how moving objects change
+        the light there), or None."""
         g = self.inputs.light(n)
         if g is None:
             return None
@@ -92,7 +101,7 @@ class Lighting:
         """Object id -> 1 / its median light ratio on the reference (1 where the reference does not show it)."""
         if self._levels is None:
             self._levels = {}
-            ref = self.inputs.job.reference.frame
+            ref = self.inputs.view(self.inputs.job.reference)
             g = self.inputs.light(ref).numpy()
             ids = self.inputs.object_ids(ref)
             for oid in self.inputs.known_ids - {0}:
@@ -101,7 +110,7 @@ class Lighting:
                 self._levels[oid] = 1.0 / float(np.median(vals)) if vals.size else 1.0
         return self._levels
 
-    def relit(self, image: torch.Tensor, n: int, inverse: bool = False) -> torch.Tensor:
+    def relit(self, image: torch.Tensor, n, inverse: bool = False) -> torch.Tensor:
         """Frame n's light applied to (or, inverse, taken out of) an image [3, H, W] of the memory's unchanging
         light. The ratio is one of linear light, so in display values it is a power of it (sRGB-like gamma)."""
         g = self.light(n)
@@ -120,7 +129,7 @@ class Lighting:
         if self._colour_maps is None:
             self._colour_maps = {}
             inputs = self.inputs
-            n = inputs.job.reference.frame
+            n = inputs.view(inputs.job.reference)
             alb = inputs.albedo(n)
             if alb is None:
                 return self._colour_maps
@@ -147,11 +156,15 @@ class Lighting:
 
     def prefill(self, n: int, pixel_ids: Optional[torch.Tensor]) -> Optional[MaterialPrefill]:
         """The MaterialPrefill of frame n (pixel_ids [H, W] padded to whole cells), or None where no moving
-        object has a baked material."""
+        object has a baked material with a pattern. A plain material (one colour: a grey blockout) says nothing
+        a model could not say better from the object's own seen faces, so those objects are left to the model."""
         maps = self.colour_maps() if pixel_ids is not None else {}
         if not maps:
             return None
         alb = pad_to_cells(self.inputs.albedo(n), self.cell)
         baked = alb.sum(0) > 0
+        maps = {oid: m for oid, m in maps.items() if _patterned(alb[:, (pixel_ids == oid) & baked])}
+        if not maps:
+            return None
         lin = torch.cat([alb.double() ** GAMMA, torch.ones(1, *alb.shape[1:], dtype=torch.float64)], 0)
         return MaterialPrefill(lin, baked, maps, pixel_ids)

@@ -1,8 +1,13 @@
 """Drawing what a memory read saw: each stored cell's pixels put where it really lands in the target image.
 
-Torch only. Used by the frame models (patch, compact): the memory decides what is visible (memory.Splats), these
-functions turn it into pixels with a per-pixel z-buffer, deterministic for any thread count.
+Torch only. Used by the models (patch, compact, wan): the memory decides what is visible (memory.Splats), these
+functions turn it into pixels with a per-pixel z-buffer, deterministic for any thread count. Models whose cells
+are learned codes decode each stored frame's canvas (memory.Canvas) once and draw its cells from it
+(`draw_canvases`, `CanvasCache`, `canvas_fill`).
 """
+from collections import OrderedDict
+from typing import Callable, Optional
+
 import torch
 
 from .memory import SURFACE_TOL, zbuffer
@@ -121,3 +126,67 @@ def _sample(patches, bits, k, a, b, c):
         out += wgt[:, None] * patches[k, :, ys, xs].float()
         total += wgt
     return out / total.clamp_min(1e-12)[:, None]
+
+
+def canvas_fill(latent, known):
+    """A canvas's missing cells take their nearest stored neighbour's code (as replicate padding does), not
+    an average of codes: averaged codes decode to texture that was never there."""
+    lat, have = latent.clone(), known.clone()
+    h, w = have.shape
+    while not bool(have.all()):
+        grown = have.clone()
+        # from below, above, the right, the left; a cell takes the first neighbour it finds, in that order
+        for src_rows, dst_rows, src_cols, dst_cols in ((slice(1, h), slice(0, h - 1), slice(None), slice(None)),
+                                                       (slice(0, h - 1), slice(1, h), slice(None), slice(None)),
+                                                       (slice(None), slice(None), slice(1, w), slice(0, w - 1)),
+                                                       (slice(None), slice(None), slice(0, w - 1), slice(1, w))):
+            take = torch.zeros_like(have)
+            take[dst_rows, dst_cols] = have[src_rows, src_cols] & ~grown[dst_rows, dst_cols]
+            moved = torch.zeros_like(lat)
+            moved[:, dst_rows, dst_cols] = lat[:, src_rows, src_cols]
+            lat = torch.where(take[None], moved, lat)
+            grown |= take
+        have = grown
+    return lat
+
+
+class CanvasCache:
+    """Decoded canvases by their content key (memory.Canvas.key), most recently used last: at most `items` of
+    them (None: any number) and `nbytes` in all, the oldest dropped first; the newest is always kept."""
+
+    def __init__(self, nbytes: int, items: Optional[int] = None):
+        self.nbytes, self.items = nbytes, items
+        self._hits = OrderedDict()
+
+    def get(self, key, decode: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The pixels kept for `key`, or decode() once and keep them."""
+        hit = self._hits.pop(key, None)
+        if hit is None:
+            hit = decode()
+        self._hits[key] = hit
+        while len(self._hits) > 1 and ((self.items is not None and len(self._hits) > self.items) or sum(
+                p.numel() * p.element_size() for p in self._hits.values()) > self.nbytes):
+            self._hits.popitem(last=False)
+        return hit
+
+    def clear(self) -> None:
+        self._hits.clear()
+
+    def __len__(self) -> int:
+        return len(self._hits)
+
+
+def draw_canvases(sp, canvas_patches: Callable, H: int, W: int, pixel_ids: Optional[torch.Tensor] = None,
+                  c: int = 8):
+    """A read's splats (memory.Splats, on the CPU) drawn at pixel precision, each cell's pixels taken from its
+    source canvas as the model decoded it: canvas_patches(canvas) -> [3*c*c, h, w]. A cell without a canvas
+    (written at another resolution) is not drawn. Returns render_splats' (image [3, H, W], covered [H, W],
+    depth [H, W])."""
+    patches = torch.zeros(sp.age.numel(), 3, c, c)
+    have = torch.zeros(sp.age.numel(), dtype=torch.bool)
+    for cv in sp.canvases:
+        p = canvas_patches(cv)[:, cv.source[0], cv.source[1]].float()
+        patches[cv.members] = p.T.reshape(-1, 3, c, c)
+        have[cv.members] = True
+    sp = sp._replace(jac=torch.where(have[:, None, None], sp.jac, torch.zeros_like(sp.jac)))
+    return render_splats(patches, sp, H, W, pixel_ids)

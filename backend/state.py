@@ -11,8 +11,7 @@ from PIL import Image
 
 from . import protocol
 from .files import atomic_write, write_json
-
-STATE_DIR = "state"
+from .runstate import MEMORY, STATE_DIR, digest, memory_files
 
 
 def save_png(image: torch.Tensor, path: str) -> None:
@@ -32,14 +31,28 @@ def job_fingerprint(job: protocol.Job) -> str:
                       for f in job.frames]
     keep["objects"] = [{"id": o.id, "name": o.name} for o in job.objects] if job.objects else None
     keep["reference_frame"] = job.reference.frame
+    views = [r.view for r in job.references if r.view is not None]
+    if len(job.references) > 1 or views:  # left out for one reference, so older runs of such jobs still resume
+        keep["references"] = [{"frame": r.frame, "view": None if r.view is None else {
+            "K": r.view.K, "cam_to_world": r.view.cam_to_world,
+            "objects": None if r.view.objects is None else {str(k): v for k, v in r.view.objects.items()}}}
+            for r in job.references]
+    if job.start is not None:
+        keep["start"] = start_digest(job)
     h.update(json.dumps(keep, sort_keys=True).encode())
-    paths = [job.reference.image, job.reference.depth]
-    paths += [p for f in job.frames for p in (f.depth, f.ids, f.light, f.albedo)]
+    paths = [p for r in job.references for p in (r.image, r.depth)]
+    paths += [p for f in job.frames for p in (f.depth, f.ids, f.light, f.albedo, f.parts)]
+    paths += [p for v in views for p in (v.depth, v.ids, v.light, v.albedo, v.parts)]
     for p in paths:
         if p:
             with open(p, "rb") as f:
                 h.update(hashlib.sha256(f.read()).digest())
     return h.hexdigest()
+
+
+def start_digest(job: protocol.Job) -> Optional[str]:
+    """Digest of the memory a shot starts from (every bank file), or None where it starts from its references."""
+    return None if job.start is None else digest(memory_files(job.start.memory))
 
 
 class RunFolder:
@@ -49,7 +62,7 @@ class RunFolder:
         self.out_dir = out_dir
         self.frames_dir = os.path.join(out_dir, "frames")
         self.state_dir = os.path.join(out_dir, STATE_DIR)
-        self.memory_path = os.path.join(self.state_dir, "memory.safetensors")
+        self.memory_path = os.path.join(self.state_dir, MEMORY)
         self.progress_path = os.path.join(self.state_dir, "progress.json")
 
     def create(self):
@@ -66,13 +79,24 @@ class RunFolder:
     def save_frame(self, image: torch.Tensor, n: int) -> None:
         save_png(image, self.frame_path(n))
 
-    def progress(self, fingerprint: str, segments: list) -> Optional[tuple]:
-        """(segments done, far, stats) of an earlier run of this same job whose frames are all still there, or
-        None (the job changed, a frame is missing, the state is unreadable)."""
+    def saved_state(self) -> Optional[dict]:
+        """state/progress.json as an earlier run left it, or None."""
         try:
             with open(self.progress_path, encoding="utf-8") as f:
                 state = json.load(f)
-            if state.get("fingerprint") != fingerprint:
+            return state if isinstance(state, dict) else None
+        except (OSError, ValueError):
+            return None
+
+    def progress(self, fingerprint: str, segments: list) -> Optional[tuple]:
+        """(segments done, far, stats) of an earlier run of this same job whose frames are all still there and
+        whose saved memory is the one its last finished segment left, or None (the job changed, a frame is
+        missing, the memory was saved without its progress, the state is unreadable)."""
+        state = self.saved_state()
+        try:
+            if state is None or state.get("fingerprint") != fingerprint:
+                return None
+            if "memory" in state and state["memory"] != digest(memory_files(self.memory_path)):
                 return None
             done = int(state["segments_done"])
             for seg in segments[:done]:
@@ -80,11 +104,14 @@ class RunFolder:
                     if not os.path.isfile(self.frame_path(n)):
                         return None
             return done, float(state["far"]), state["stats"][:done]
-        except (OSError, ValueError, KeyError, json.JSONDecodeError):
+        except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def save_progress(self, fingerprint: str, done: int, far: float, stats: list) -> None:
-        write_json({"fingerprint": fingerprint, "segments_done": done, "far": far, "stats": stats}, self.progress_path)
+    def save_progress(self, fingerprint: str, done: int, far: float, stats: list, start: Optional[str] = None) -> None:
+        """After a segment and its memory are saved: how far the run got, with the digest of that memory and of
+        the memory the run started from (None: its references)."""
+        write_json({"fingerprint": fingerprint, "segments_done": done, "far": far, "stats": stats,
+                    "memory": digest(memory_files(self.memory_path)), "start": start}, self.progress_path)
 
     def write_report(self, report: dict) -> None:
         write_json(report, os.path.join(self.out_dir, "run.json"))

@@ -23,7 +23,9 @@ class View:
     [h, w] and pixel_ids [H, W] object ids (None without moving objects); edges [h, w] cells on an outline (kept
     out of the memory); pixel_depth [H, W] (sky far); target_depth [h, w] and pixel_target [H, W] the same with
     sky as inf; prefill: a models.base.Prefill; plane_distance: where new content sits without geometry;
-    exemplars: views a model may copy from (the reference as the memory stores it)."""
+    exemplars: views a model may copy from (the reference as the memory stores it); pixel_parts [H, W] which
+    object each pixel sees and pixel_shade [2, H, W] the static world's direct and all-around light (None where
+    the job does not say)."""
     K: torch.Tensor
     cam_to_world: torch.Tensor
     edges: torch.Tensor
@@ -37,6 +39,8 @@ class View:
     prefill: Optional[object] = None
     plane_distance: float = 5.0
     exemplars: tuple = ()
+    pixel_parts: Optional[torch.Tensor] = None
+    pixel_shade: Optional[torch.Tensor] = None
 
     def read(self, memory: Memory, splats: bool = True) -> MemoryRead:
         h, w = self.edges.shape
@@ -108,13 +112,15 @@ def frame_step(model: FrameModel, memory: Memory, view: View,
                        pixel_ids=view.pixel_ids if drawn else None,
                        pixel_target=view.pixel_target if drawn else None,
                        prefill=view.prefill if drawn else None,
-                       K=view.K, cam_to_world=view.cam_to_world, poses=view.poses, exemplars=view.exemplars)
+                       K=view.K, cam_to_world=view.cam_to_world, poses=view.poses, exemplars=view.exemplars,
+                       parts=view.pixel_parts, shade=view.pixel_shade)
     done = model.complete(read, needs, generator)
     full, shown = done.latent, read
-    if read.hole.any():
+    new = read.hole if done.completed is None else done.completed.to(read.hole.device)
+    if new.any():
         # generated frames leave outline cells out of the memory: what a fill painted across an outline is not
         # worth keeping (stored as layers it measured more flicker)
-        keep = read.hole & ~view.edges
+        keep = new & ~view.edges
         if done.from_material is not None:
             keep &= ~material_cells(done.from_material, model.cell).to(keep.device)
         view.write(memory, full, read, mask=keep)

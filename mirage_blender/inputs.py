@@ -39,23 +39,24 @@ def make_output_folder(out: str) -> None:
 
 def reference_image(settings, width: int, height: int) -> str:
     """The absolute path of the reference image, checked: set, readable, not empty, the render's aspect."""
-    ref = bpy.path.abspath(settings.reference_image) if settings.reference_image else ""
-    if not ref:
+    if not settings.reference_image:
         raise InputError("No reference image is set: choose one in Mirage Flythrough > Reference")
-    return checked_reference(ref, width, height)
+    return image_file(settings.reference_image, width, height, "The reference image")
 
 
-def checked_reference(ref: str, width: int, height: int) -> str:
-    """An image file as the reference: readable, not empty, the render's aspect. Returns its path."""
-    check_readable(ref, "the reference image")
+def image_file(path: str, width: int, height: int, what: str) -> str:
+    """The absolute path of a reference image the user chose (`what` names it: "Reference 2"), checked:
+    readable, not empty, the render's aspect."""
+    ref = bpy.path.abspath(path)
+    check_readable(ref, what[:1].lower() + what[1:])
     if os.path.getsize(ref) == 0:
-        raise InputError(f"The reference image is empty (0 bytes): {ref}")
+        raise InputError(f"{what} is empty (0 bytes): {ref}")
     # checked here as well as in the backend, to name the user's file, not the job's copy
-    with _user_image(ref, "The reference image") as img:
+    with _user_image(ref, what) as img:
         w, h = img.size
     if w == 0 or h == 0:
-        raise InputError(f"The reference image cannot be read: {ref}")
-    problem = protocol.aspect_problem(w, h, width, height)
+        raise InputError(f"{what} cannot be read: {ref}")
+    problem = protocol.aspect_problem(w, h, width, height, what[:1].lower() + what[1:])
     if problem:
         raise InputError(sentence(problem))
     return ref
@@ -65,21 +66,28 @@ def depth_map(settings, width: int, height: int) -> np.ndarray | None:
     """The reference's depth map [H, W] float32 (top row first) when Depth is Depth Map, else None."""
     if settings.depth_source != "IMAGE":
         return None
-    path = bpy.path.abspath(settings.depth_image) if settings.depth_image else ""
-    if not path:
+    if not settings.depth_image:
         raise InputError("Depth is set to Depth Map, but no depth map is chosen")
-    check_readable(path, "the depth map")
-    with _user_image(path, "The depth map") as img:
+    return depth_file(settings.depth_image, width, height, "The depth map")
+
+
+def depth_file(path: str, width: int, height: int, what: str) -> np.ndarray:
+    """A depth map the user chose (`what` names it) as [H, W] float32, top row first, checked."""
+    if not path:
+        raise InputError(f"Depth is set to Depth Map, but {what[:1].lower() + what[1:]} is not chosen")
+    path = bpy.path.abspath(path)
+    check_readable(path, what[:1].lower() + what[1:])
+    with _user_image(path, what) as img:
         w, h = img.size
         if (w, h) != (width, height):
-            raise InputError(f"The depth map is {w}x{h}, the render is {width}x{height}")
+            raise InputError(f"{what} is {w}x{h}, the render is {width}x{height}")
         img.colorspace_settings.is_data = True
         px = np.empty(w * h * img.channels, dtype=np.float32)
         img.pixels.foreach_get(px)
         depth = px.reshape(h, w, img.channels)[::-1, :, 0].copy()  # Blender stores pixels bottom-up
     problem = protocol.depth_problem(depth)
     if problem:
-        raise InputError(f"The depth map {problem}: {path}")
+        raise InputError(f"{what} {problem}: {path}")
     return depth
 
 

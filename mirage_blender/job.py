@@ -12,14 +12,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import inputs, models, reference
+from . import inputs, models, reference, shots
 from .backend import files, protocol
 from .core.errors import InputError, sentence
 from .core.frame import FrameExport
-from .gather import camera, frames as frame_export, materials, motion
+from .gather import camera, frames as frame_export, geometry, materials, motion
 
 # the per-frame maps written into inputs/<name>/<frame>.npy, with the type each is stored as
-MAPS = (("depth", np.float32), ("ids", np.uint16), ("light", np.float16), ("albedo", np.uint8))
+MAPS = (("depth", np.float32), ("ids", np.uint16), ("light", np.float16), ("albedo", np.uint8),
+        ("parts", np.uint16), ("shade", np.float16))
 
 
 @dataclass(frozen=True)
@@ -30,39 +31,54 @@ class Step:
 
 
 class JobBuilder:
-    """One job folder from a scene and its Mirage settings. After ``steps()`` has run out: ``out`` (the
-    folder), ``job_path`` (its job.json) and ``tracked`` (the moving objects' names, ids 1, 2, ...).
-    Notices for the user go into ``notices`` as they arise."""
+    """One job folder from a scene and its Mirage settings: one shot of the scene's set (shots.SetPlan; by
+    default the scene's first shot, the whole frame range without camera markers). After ``steps()`` has run
+    out: ``out`` (the folder), ``job_path`` (its job.json) and ``tracked`` (the moving objects' names, ids 1,
+    2, ...). Notices for the user go into ``notices`` as they arise."""
 
-    def __init__(self, scene, settings, notices: list[str]):
+    def __init__(self, scene, settings, notices: list[str], shot: "shots.Shot" = None, plan: "shots.SetPlan" = None):
         self.scene = scene
         self.settings = settings
         self.notices = notices
+        self.shot = shot
+        self.plan = plan
         self.out = None
         self.job_path = None
         self.tracked = []
+        self._part_numbers = None
 
     def steps(self) -> Iterator[Step]:
         """Check the settings and files (InputError or ExportError, one line), then one Step per material
-        bake and per frame; job.json is written after the last."""
+        bake, per reference painted from a camera of its own and per frame; job.json is written after the last."""
         scene, s = self.scene, self.settings
-        camera.intrinsics(scene, scene.camera)  # no camera, or not perspective: refuse before any work
+        if self.plan is None:
+            self.plan = shots.plan(scene, s)
+            self.notices.extend(self.plan.notices)
+        if self.shot is None:
+            self.shot = self.plan.shots[0]
+        shot = self.shot
+        camera.intrinsics(scene, shot.camera)  # no camera, or not a perspective one: refuse before any work
         width, height, frames = self._frame_range()
-        ref = reference.check(scene, s, width, height, frames)  # None: an Image or a render, written below
-        if s.segment_length > len(frames):
-            raise InputError(f"Segment Length ({s.segment_length}) is longer than the frame range ({len(frames)} frames)")
-        depth_map = inputs.depth_map(s, width, height)
-        out, fallback = inputs.output_folder(scene, s)
-        if fallback:
-            self.notices.append(f"The file is not saved yet: output goes to {out}")
+        images = self._reference_images(width, height)
+        segment_length = s.segment_length
+        if segment_length > len(frames):
+            if not shot.name:
+                raise InputError(f"Segment Length ({s.segment_length}) is longer than the frame range "
+                                 f"({len(frames)} frames)")
+            segment_length = len(frames)  # a short shot is one segment
+        refs = self._reference_depths(images, width, height)
+        out = shot.folder
+        if self.plan.fallback:
+            self.notices.append(f"The file is not saved yet: output goes to {self.plan.root}")
         inputs.make_output_folder(out)
         self.out = out
-        if ref is None:
-            if (status := reference.status(scene, s)) is not None:
-                yield Step(status)
-            ref = reference.write(scene, s, out, width, height, self.notices)
-        job = self._job(ref, depth_map, width, height)
-        objects = self._moving_objects(frames) if s.depth_source == "SCENE" else []
+        refs = yield from self._write_reference(refs, width, height)
+        start = shots.start_memory(self.plan, shot)
+        job = self._job(refs, width, height, segment_length)
+        memory = shots.copy_start_memory(start, out)
+        if memory is not None:
+            job["start"] = {"memory": memory, "shot": self.plan.shots[shot.index - 1].name}
+        objects = self._moving_objects(self.plan.frames) if s.depth_source == "SCENE" else []
         self.tracked = [ob.name for ob in objects]
         if objects:
             job["objects"] = [{"id": i, "name": ob.name} for i, ob in enumerate(objects, 1)]
@@ -70,6 +86,9 @@ class JobBuilder:
                 os.makedirs(os.path.join(out, "inputs", folder), exist_ok=True)
         textures = yield from self._bake(objects)
         depth_size = (width, height) if s.depth_source == "SCENE" else None
+        yield from self._export_references(job, refs, depth_size, objects, textures)
+        if s.depth_source == "MONOCULAR":
+            self._monocular(job, refs, width, height)
         yield from self._export_frames(job, frames, depth_size, objects, textures)
         self._write(job)
 
@@ -78,39 +97,127 @@ class JobBuilder:
         if scene.frame_end < scene.frame_start:
             raise InputError("The frame range is empty (End is before Start)")
         width, height = camera.render_size(scene)
-        frames = list(range(scene.frame_start, scene.frame_end + 1))
+        frames = list(self.shot.frames)
         try:  # before any export: a frame too large for memory must not be rasterised first
             protocol.check_resolution(width, height, len(frames))
         except protocol.JobError as e:
             raise InputError(sentence(str(e))) from None
         return width, height, frames
 
-    def _job(self, ref, depth_map, width, height):
-        """The job without its frames; copies the reference (and saves its depth map) into inputs/."""
+    def _reference_images(self, width, height):
+        """Every reference of the set with its image checked: (shots.Reference or None, image path; None for an
+        Image or a render, written once the output folder exists). The first comes from the Reference setting;
+        a set needs at least one."""
+        out = []
+        for ref in self.plan.references or [None]:
+            if ref is None or ref.primary:
+                out.append((ref, reference.check(self.scene, self.settings, width, height, self.plan.frames)))
+                continue
+            camera.intrinsics(self.scene, ref.camera)
+            out.append((ref, inputs.image_file(ref.image, width, height, ref.label)))
+        return out
+
+    def _reference_depths(self, images, width, height):
+        """(reference, image path, its depth map [H, W] or None: depth source Depth Map only), checked."""
+        s, out = self.settings, []
+        for ref, image in images:
+            if ref is None or ref.primary:
+                depth = inputs.depth_map(s, width, height)
+            elif s.depth_source == "IMAGE":
+                depth = inputs.depth_file(ref.depth_image, width, height, f"{ref.label}'s depth map")
+            else:
+                depth = None
+            out.append((ref, image, depth))
+        return out
+
+    def _write_reference(self, refs, width, height):
+        """The first reference from an Image or a rendered frame, written into the set's folder (a render is its
+        own step); once for every shot of this Generate."""
+        out = []
+        for ref, image, depth in refs:
+            if image is None:
+                if "reference" not in self.plan.written:
+                    if (status := reference.status(self.scene, self.settings)) is not None:
+                        yield Step(status)
+                    self.plan.written["reference"] = reference.write(self.scene, self.settings, self.plan.root,
+                                                                     width, height, self.notices)
+                image = self.plan.written["reference"]
+            out.append((ref, image, depth))
+        return out
+
+    def _job(self, refs, width, height, segment_length):
+        """The job without its frames and reference cameras; copies the first reference (and saves its depth
+        map) into inputs/ where it shows a frame of this shot through its camera."""
         s, out = self.settings, self.out
-        ref_name = "inputs/reference" + os.path.splitext(ref)[1].lower()
-        shutil.copyfile(ref, os.path.join(out, ref_name))
         job = {"version": protocol.JOB_VERSION, "model": s.model, "device": s.device, "seed": s.seed,
-               "segment_length": s.segment_length, "width": width, "height": height,
-               "reference": {"image": ref_name, "frame": reference.frame(self.scene, s)},
+               "segment_length": segment_length, "width": width, "height": height,
                "depth_source": s.depth_source, "plane_distance": s.plane_distance, "frames": []}
+        if self._classic(refs[0][0]):
+            ref, image, depth_map = refs[0]
+            ref_name = "inputs/reference" + os.path.splitext(image)[1].lower()
+            shutil.copyfile(image, os.path.join(out, ref_name))
+            job["reference"] = {"image": ref_name, "frame": self.shot.frames[0] if ref is None else ref.frame}
+            if depth_map is not None:
+                np.save(os.path.join(out, "inputs", "reference_depth.npy"), depth_map)
+                job["reference"]["depth"] = "inputs/reference_depth.npy"
         if models.needs(s.model)["prompt"]:
             job.update(prompt=s.prompt, negative_prompt=s.negative_prompt)
-        if depth_map is not None:
-            np.save(os.path.join(out, "inputs", "reference_depth.npy"), depth_map)
-            job["reference"]["depth"] = "inputs/reference_depth.npy"
-        if s.depth_source == "MONOCULAR":
-            self._monocular(job, width, height)
         return job
 
-    def _monocular(self, job, width, height):
-        """Depth from the image: the backend estimates it; the scene's geometry on the reference frame, where
-        there is some, sets its scale, else the distance the user gave for the image's centre."""
+    def _classic(self, ref) -> bool:
+        """Whether a reference shows a frame of this shot through its camera (the first reference, in the first
+        shot, or in the shot of its rendered frame): the job names it by that frame instead of giving it a camera
+        of its own."""
+        return ref is None or (ref.primary and ref.frame in self.shot.frames)
+
+    def _monocular(self, job, refs, width, height):
+        """Depth from the image: the backend estimates each reference's depth; the scene's geometry through the
+        reference's camera, where there is some, sets its scale, else the distance the user gave for the image's
+        centre."""
         job["monocular_distance"] = self.settings.monocular_distance
-        ref, = frame_export.iter_frames(self.scene, [job["reference"]["frame"]], (width, height))
-        if ref.depth is not None and np.isfinite(ref.depth).any():
-            np.save(os.path.join(self.out, "inputs", "reference_scene_depth.npy"), ref.depth.astype(np.float32))
-            job["reference"]["scene_depth"] = "inputs/reference_scene_depth.npy"
+        if "reference" in job:
+            rel = self._scene_depth(job["reference"]["frame"], self.shot.camera, width, height,
+                                    "inputs/reference_scene_depth.npy")
+            if rel is not None:
+                job["reference"]["scene_depth"] = rel
+        views = [r for r in refs if not self._classic(r[0])]
+        for (ref, _, _), entry in zip(views, job.get("references", [])):
+            rel = self._scene_depth(ref.frame, ref.camera, width, height,
+                                    os.path.splitext(entry["image"])[0] + "_scene_depth.npy")
+            if rel is not None:
+                entry["scene_depth"] = rel
+
+    def _scene_depth(self, frame, cam, width, height, rel):
+        """The scene's depth through `cam` on `frame`, saved as `rel` when it shows any geometry (else None)."""
+        fr, = frame_export.iter_frames(self.scene, [frame], (width, height), cameras=[cam])
+        if fr.depth is None or not np.isfinite(fr.depth).any():
+            return None
+        np.save(os.path.join(self.out, rel), fr.depth.astype(np.float32))
+        return rel
+
+    def _export_references(self, job, refs, depth_size, objects, textures):
+        """The references painted from cameras of their own (or from a frame of another shot): each one's camera
+        and maps exported like a frame's, its image (and depth map) copied, one step each."""
+        views = [(i, r) for i, r in enumerate(refs) if not self._classic(r[0])]
+        if not views:
+            return
+        os.makedirs(os.path.join(self.out, "inputs", "references"), exist_ok=True)
+        exported = frame_export.iter_frames(self.scene, [r[0].frame for _, r in views], depth_size, objects,
+                                            textures=textures or None, cameras=[r[0].camera for _, r in views],
+                                            parts=self._parts(depth_size))
+        entries = []
+        for (i, (ref, image, depth_map)), fr in zip(views, exported):
+            name = f"{i + 1:02d}"
+            entry = {"image": f"inputs/references/{name}{os.path.splitext(image)[1].lower()}",
+                     **self._write_frame(fr, name)}
+            shutil.copyfile(image, os.path.join(self.out, entry["image"]))
+            if depth_map is not None:
+                entry["depth"] = f"inputs/references/{name}_user_depth.npy"
+                np.save(os.path.join(self.out, entry["depth"]), depth_map)
+            entries.append(entry)
+            yield Step(f"Exporting {ref.label[:1].lower() + ref.label[1:] if ref.primary else ref.label}: "
+                       f"its camera and maps")
+        job["references"] = entries
 
     def _moving_objects(self, frames):
         """Moving objects get their own memory; they need the scene's geometry for their masks."""
@@ -141,20 +248,35 @@ class JobBuilder:
         """One frame per step, its files written at once. The seam for a streamed export: job.json could
         be written after the first segment's frames and the backend started then."""
         what = f"depth and the light of {len(objects)} moving object(s)" if objects else "depth"
-        exported = frame_export.iter_frames(self.scene, frames, depth_size, objects, textures=textures or None)
+        cameras = [self.shot.camera] * len(frames) if self.shot.name else None
+        exported = frame_export.iter_frames(self.scene, frames, depth_size, objects, textures=textures or None,
+                                            cameras=cameras, parts=self._parts(depth_size))
         for i, fr in enumerate(exported):
             job["frames"].append(self._write_frame(fr))
             yield Step(f"Exporting cameras and {what}: frame {fr.frame}", 0.1 * (i + 1) / len(frames))
 
-    def _write_frame(self, fr: FrameExport) -> dict:
-        """The frame's maps into inputs/, and its entry in job.json."""
+    def _parts(self, depth_size):
+        """Object name -> number, for the map of which object each pixel sees (it guides what a model invents
+        where nothing was seen); None without the scene's geometry. The same numbers for every frame and
+        reference of the set, so that shots agree."""
+        if depth_size is None:
+            return None
+        if self._part_numbers is None:
+            self._part_numbers = geometry.part_numbers(self.scene)
+        return self._part_numbers
+
+    def _write_frame(self, fr: FrameExport, reference: str = None) -> dict:
+        """The frame's maps into inputs/ (a reference's camera: into inputs/references/, named `reference`),
+        and its entry in job.json."""
         entry = {"frame": fr.frame, "K": fr.K.tolist(), "cam_to_world": fr.cam_to_world.tolist()}
         if fr.objects is not None:
             entry["objects"] = {str(oid): m.tolist() for oid, m in fr.objects.items()}
         for key, dtype in MAPS:
             data = getattr(fr, key)
             if data is not None:
-                rel = f"inputs/{key}/{fr.frame:06d}.npy"
+                rel = (f"inputs/{key}/{fr.frame:06d}.npy" if reference is None
+                       else f"inputs/references/{reference}_{key}.npy")
+                os.makedirs(os.path.dirname(os.path.join(self.out, rel)), exist_ok=True)
                 np.save(os.path.join(self.out, rel), data.astype(dtype))
                 entry[key] = rel
         return entry

@@ -1,10 +1,11 @@
-"""Generate and Cancel. The operators see the session's state only; the session does the work."""
+"""Generate and Cancel, and the set's references. The operators see the generation's state only; it does the work."""
 import bpy
+from bpy.props import IntProperty, StringProperty
 
 from . import prefs
 from .core.errors import ExportError, InputError
+from .generation import Generation
 from .runner import BackendError
-from .session import Session
 
 USER_ERRORS = (ExportError, BackendError, InputError, OSError)
 # the running session, so the Cancel button (another operator) can reach it
@@ -24,10 +25,22 @@ def _message(e):
     return str(e)
 
 
+def _generation(context, op) -> Generation:
+    return Generation(context, prefs.python_pref(context), prefs.stall_timeout(context), op.shot, op.shot_number,
+                      log=(lambda line: print(line, flush=True)) if bpy.app.background else None)
+
+
 class MIRAGE_OT_generate(bpy.types.Operator):
     bl_idname = "mirage.generate"
     bl_label = "Generate Flythrough"
-    bl_description = "Generate the flythrough along the scene camera's path into the Video Sequence Editor"
+    bl_description = ("Generate the flythrough of every shot (the scene's camera markers; without them the whole "
+                      "range) into the Video Sequence Editor")
+
+    shot: StringProperty(name="Shot", default="", options={"SKIP_SAVE"},
+                         description="The one shot to generate, by its marker's name (empty: every shot)")
+    shot_number: IntProperty(name="Shot Number", default=0, min=0, options={"SKIP_SAVE"},
+                             description="The one shot to generate, by its place in timeline order (1 is the first; "
+                                         "0: every shot)")
 
     _timer = None
     _session = None
@@ -50,12 +63,12 @@ class MIRAGE_OT_generate(bpy.types.Operator):
 
     def execute(self, context):
         # synchronous: scripts and `blender -b`, where timers and modal handlers never run
-        session = Session(context, prefs.python_pref(context), prefs.stall_timeout(context))
+        session = _generation(context, self)
         _active["session"] = session
         try:
             session.run_blocking()
         except USER_ERRORS as e:
-            session.error = _message(e)
+            session.fail(_message(e))
         finally:
             _active["session"] = None
             _set_status(context, session)
@@ -64,7 +77,7 @@ class MIRAGE_OT_generate(bpy.types.Operator):
     def invoke(self, context, event):
         if bpy.app.background:
             return self.execute(context)
-        self._session = Session(context, prefs.python_pref(context), prefs.stall_timeout(context))
+        self._session = _generation(context, self)
         _active["session"] = self._session
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.1, window=context.window)
@@ -81,7 +94,7 @@ class MIRAGE_OT_generate(bpy.types.Operator):
         try:
             session.tick()  # a few export steps, then Blender breathes; or the backend's messages
         except USER_ERRORS as e:
-            session.error = _message(e)
+            session.fail(_message(e))
         _set_status(context, session)
         context.window_manager.progress_update(session.progress)
         for area in context.screen.areas if context.screen else ():
@@ -121,4 +134,36 @@ class MIRAGE_OT_cancel(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (MIRAGE_OT_generate, MIRAGE_OT_cancel)
+class MIRAGE_OT_reference_add(bpy.types.Operator):
+    bl_idname = "mirage.reference_add"
+    bl_label = "Add Reference"
+    bl_description = "Add a reference image of the set, painted from a camera on a frame (the scene camera, this frame)"
+    bl_options = {"UNDO"}
+
+    def execute(self, context):
+        scene = context.scene
+        item = scene.mirage.references.add()
+        item.camera = scene.camera
+        item.frame = scene.frame_current
+        scene.mirage.references_index = len(scene.mirage.references) - 1
+        return {"FINISHED"}
+
+
+class MIRAGE_OT_reference_remove(bpy.types.Operator):
+    bl_idname = "mirage.reference_remove"
+    bl_label = "Remove Reference"
+    bl_description = "Remove the selected reference image (the file stays)"
+    bl_options = {"UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return len(context.scene.mirage.references) > 0
+
+    def execute(self, context):
+        s = context.scene.mirage
+        s.references.remove(min(s.references_index, len(s.references) - 1))
+        s.references_index = max(0, min(s.references_index, len(s.references) - 1))
+        return {"FINISHED"}
+
+
+classes = (MIRAGE_OT_generate, MIRAGE_OT_cancel, MIRAGE_OT_reference_add, MIRAGE_OT_reference_remove)

@@ -1,8 +1,27 @@
 """Settings saved in the .blend (scene.mirage) and run-time status (window_manager.mirage)."""
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
+                       StringProperty)
 
 from . import models, reference
+
+
+def _is_camera(self, ob):
+    return ob.type == "CAMERA"
+
+
+class MirageReference(bpy.types.PropertyGroup):
+    """One more reference image of the set: a concept painting of it from another place, tied to the camera
+    and frame it shows."""
+    image: StringProperty(name="Image", subtype="FILE_PATH",
+                          description="The image: what this camera sees on this frame (concept art, photo or render)")
+    camera: PointerProperty(name="Camera", type=bpy.types.Object, poll=_is_camera,
+                            description="The camera the image was painted from")
+    frame: IntProperty(name="Frame", default=1,
+                       description="The frame it shows (where the camera and moving objects are); it may lie outside "
+                                   "every shot: it then only seeds the set")
+    depth_image: StringProperty(name="Depth Map", subtype="FILE_PATH",
+                                description="Depth map of this image, in scene units (Depth set to Depth Map only)")
 
 
 class MirageSettings(bpy.types.PropertyGroup):
@@ -11,8 +30,8 @@ class MirageSettings(bpy.types.PropertyGroup):
     reference_datablock: PointerProperty(name="Image", type=bpy.types.Image,
                                          description="An image already in Blender (packed or not) as the reference")
     reference_frame: IntProperty(name="Render Frame", default=1,
-                                 description="The scene frame rendered with the scene's engine as the reference; "
-                                             "the render settings are left as they were")
+                                 description="The scene frame rendered with the scene's engine (through its shot's "
+                                             "camera) as the reference; the render settings are left as they were")
     reference_image: StringProperty(
         name="Reference", subtype="FILE_PATH",
         description="Image of the world as seen from the camera on the first frame (concept art, photo or render)")
@@ -45,10 +64,24 @@ class MirageSettings(bpy.types.PropertyGroup):
                                 ("CUDA", "CUDA", "NVIDIA GPU only; fail if there is none"),
                                 ("CPU", "CPU", "Always the CPU")])
     write_mp4: BoolProperty(name="Write MP4", default=True,
-                            description="When the flythrough is finished, also encode <output>/flythrough.mp4 (H.264, "
-                                        "the scene's frame rate) from its frames; the render settings are not touched")
+                            description="When a shot is finished, also encode flythrough.mp4 (H.264, the scene's "
+                                        "frame rate) from its frames into its folder; the render settings are not "
+                                        "touched")
     output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="//mirage/",
-                               description="Folder for the frames, the job and the saved memory")
+                               description="Folder for the frames, the job and the saved memory (one folder per "
+                                           "shot, named after its marker)")
+    shot_mode: EnumProperty(
+        name="Shots", default="CHAINED",
+        items=[("CHAINED", "Chained", "Each shot starts from the memory the shot before it left: what one shot "
+                                      "invented, the next shows the same (shots run one after another)"),
+               ("PARALLEL", "Parallel", "Every shot starts from the references alone, so a farm can make them at "
+                                        "once; what each shot invents on its own may differ from shot to shot")])
+    references: CollectionProperty(type=MirageReference, name="More References",
+                                   description="More reference images of the set, each from its own camera and frame")
+    references_index: IntProperty(default=0, options={"HIDDEN"})
+    farm_shots: StringProperty(
+        name="Shots for a Farm", get=lambda self: _farm_shots(self), options={"HIDDEN", "SKIP_SAVE"},
+        description="The shots as a farm job needs them: JSON, [{name, frames}] in timeline order")
 
 
 class MirageStatus(bpy.types.PropertyGroup):
@@ -57,7 +90,22 @@ class MirageStatus(bpy.types.PropertyGroup):
     text: StringProperty(default="")
 
 
-classes = (MirageSettings, MirageStatus)
+def _farm_shots(settings) -> str:
+    """JSON list of {"name", "frames"} for the shots of the scene these settings belong to ("[]" when the
+    markers cannot make shots): what the Flamenco job type reads at submission."""
+    import json
+
+    from . import shots
+    from .core.errors import InputError
+    scene = settings.id_data
+    try:
+        plan = shots.plan(scene, settings)
+    except InputError:
+        return "[]"
+    return json.dumps([{"name": s.name, "frames": len(s.frames)} for s in plan.shots])
+
+
+classes = (MirageReference, MirageSettings, MirageStatus)
 
 
 def model_property() -> EnumProperty:

@@ -1,6 +1,6 @@
 """Where the reference comes from: an image file, an Image datablock already in Blender (packed or not), or a frame
-of the scene rendered with the scene's own engine. All but a file are written into the output folder first, and
-the user's render settings are put back after a render."""
+of the scene rendered with the scene's own engine. All but a file are written into the output folder first (once
+for every shot a Generate makes), and the user's render settings are put back after a render."""
 import os
 import shutil
 
@@ -17,9 +17,15 @@ SOURCES = [("FILE", "File", "An image file on disk (concept art, photo or render
 READABLE = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp", "TARGA": ".tga"}
 
 
-def frame(scene, settings) -> int:
-    """The scene frame the reference shows."""
-    return settings.reference_frame if settings.reference_source == "RENDER" else scene.frame_start
+def frame(settings, first: int) -> int:
+    """The scene frame the reference shows: the rendered one, else `first` (the first shot's first frame)."""
+    return settings.reference_frame if settings.reference_source == "RENDER" else first
+
+
+def is_set(settings) -> bool:
+    """Whether the Reference setting gives a reference at all (a File needs its path; an Image or a render is
+    checked in ``check``)."""
+    return settings.reference_source != "FILE" or bool(settings.reference_image)
 
 
 def check(scene, settings, width: int, height: int, frames: list[int]) -> str | None:
@@ -51,7 +57,8 @@ def status(scene, settings) -> str | None:
 
 
 def write(scene, settings, out: str, width: int, height: int, notices: list[str]) -> str:
-    """The reference of an Image or a render written into `out` and checked like a file; returns its path."""
+    """The reference of an Image or a render written into `out` (the set's folder) and checked like a file;
+    returns its path."""
     if settings.reference_source == "IMAGE":
         path = _image_file(settings.reference_datablock, out)
     else:
@@ -59,7 +66,7 @@ def write(scene, settings, out: str, width: int, height: int, notices: list[str]
         path = os.path.join(out, f"reference_render_{n:06d}.png")
         render_frame(scene, n, path)
         notices.append(f"The reference is frame {n} rendered with {_engine_name(scene)}: {path}")
-    return inputs.checked_reference(path, width, height)
+    return inputs.image_file(path, width, height, "The reference image")
 
 
 def _engine_name(scene) -> str:

@@ -23,7 +23,12 @@ CANCEL_GRACE = 10
 
 
 class Session:
-    def __init__(self, context, python_pref: str = "", stall_timeout: float = DEFAULT_STALL_TIMEOUT):
+    """One job: one shot of the scene (`shot` of the set `plan`, shots.py; by default the scene's first shot)
+    exported, generated and landed in the Sequencer on `channel` (None: the first one free over the shot).
+    `listeners` are called with every message the backend sends."""
+
+    def __init__(self, context, python_pref: str = "", stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+                 shot=None, plan=None, channel: int = None):
         self.scene = context.scene
         self.settings = self.scene.mirage
         self.python_pref = python_pref
@@ -37,11 +42,12 @@ class Session:
         self.notices = []
         self.progress = 0.0
         self.status = "Preparing"
-        self.channel = None
+        self.channel = channel
         self.segments_in_vse = 0
         self.video = None  # the flythrough.mp4 written when the run finished
         self.started = time.monotonic()
-        self.job = JobBuilder(self.scene, self.settings, self.notices)
+        self.listeners = []
+        self.job = JobBuilder(self.scene, self.settings, self.notices, shot, plan)
         self._steps = None  # the preparation while the UI drives it
 
     @property
@@ -160,7 +166,7 @@ class Session:
             self._write_video()
 
     def _write_video(self) -> None:
-        """A finished run only (never a cancelled or failed one): its frames as <output>/flythrough.mp4."""
+        """A finished run only (never a cancelled or failed one): its frames as flythrough.mp4 in its folder."""
         with open(self.job.job_path, encoding="utf-8") as f:
             job = json.load(f)
         try:
@@ -175,6 +181,8 @@ class Session:
     def handle(self, msg: dict) -> None:
         kind = msg["type"]
         self.last_message = time.monotonic()
+        for listener in self.listeners:
+            listener(msg)
         if kind == "hello":
             self._hello(msg)
         elif kind == "progress":
@@ -230,11 +238,12 @@ class Session:
             self.status += f", moving: {names}"
 
     def insert(self, msg: dict) -> None:
-        scene = self.scene
-        if self.channel is None:
+        scene, shot = self.scene, self.job.shot
+        if not self.segments_in_vse:
             vse.remove_previous(scene, self.out)
-            self.channel = vse.free_channel(scene, scene.frame_start, scene.frame_end)
-        vse.add_segment(scene, f"Mirage {msg['segment'] + 1:03d}", self.out, msg["files"],
+        if self.channel is None:
+            self.channel = vse.free_channel(scene, shot.frames[0], shot.frames[-1])
+        vse.add_segment(scene, f"{shot.label} {msg['segment'] + 1:03d}", self.out, msg["files"],
                         msg["frames"][0], self.channel)
         self.segments_in_vse += 1
 

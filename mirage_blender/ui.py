@@ -1,8 +1,45 @@
 """The Mirage panel, in Properties > Output and in the 3D View's sidebar."""
 import bpy
 
-from . import models, ops
+from . import models, ops, render_farm, shots
+from .core.errors import InputError
 from .gather.geometry import SURFACE_TYPES
+
+STATE_ICONS = {shots.DONE: "CHECKMARK", shots.PARTIAL: "SEQ_STRIP_DUPLICATE", shots.NOT_STARTED: "DOT"}
+
+
+class MIRAGE_UL_references(bpy.types.UIList):
+    """The set's other reference images: image, camera and frame each."""
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
+        row = layout.row(align=True)
+        row.label(text=f"{index + 2}")
+        row.prop(item, "image", text="")
+        row.prop(item, "camera", text="")
+        row.prop(item, "frame", text="")
+
+
+def draw_shots(layout, context, running):
+    """The scene's shots with their state and a Generate button each, or the line saying why there are none."""
+    scene = context.scene
+    try:
+        plan = shots.plan(scene, scene.mirage)
+    except InputError as e:
+        layout.label(text=str(e), icon="ERROR")
+        return
+    if not plan.has_markers:
+        layout.label(text="One shot: the whole range (camera markers start shots)", icon="INFO")
+        return
+    col = layout.column(align=True)
+    col.enabled = not running
+    for shot in plan.shots:
+        state = shots.state(shot)
+        row = col.row(align=True)
+        row.label(text=f"{shot.name}  {shot.frames[0]}-{shot.frames[-1]}  {getattr(shot.camera, 'name', '?')}",
+                  icon=STATE_ICONS[state])
+        row.label(text=state)
+        op = row.operator(ops.MIRAGE_OT_generate.bl_idname, text="", icon="RENDER_ANIMATION")
+        op.shot = shot.name
 
 
 class MiragePanelMixin:
@@ -36,8 +73,23 @@ class MiragePanelMixin:
         col.prop(s, "device")
         col.prop(s, "output_dir")
         col.prop(s, "write_mp4")
-        if context.scene.camera is None:
+        col.prop(s, "shot_mode")
+        if context.scene.camera is None and not context.scene.timeline_markers:
             layout.label(text="The scene has no camera", icon="ERROR")
+        box = layout.box()
+        box.label(text="Shots")
+        draw_shots(box, context, running)
+        box = layout.box()
+        box.label(text="More References")
+        row = box.row()
+        row.enabled = not running
+        row.template_list("MIRAGE_UL_references", "", s, "references", s, "references_index", rows=2)
+        side = row.column(align=True)
+        side.operator(ops.MIRAGE_OT_reference_add.bl_idname, text="", icon="ADD")
+        side.operator(ops.MIRAGE_OT_reference_remove.bl_idname, text="", icon="REMOVE")
+        if s.depth_source == "IMAGE" and len(s.references):
+            item = s.references[min(s.references_index, len(s.references) - 1)]
+            box.prop(item, "depth_image")
         if running:
             layout.progress(factor=st.progress, type="BAR", text=st.text or "Working")
             layout.operator(ops.MIRAGE_OT_cancel.bl_idname, icon="CANCEL")
@@ -46,6 +98,15 @@ class MiragePanelMixin:
             layout.operator(ops.MIRAGE_OT_generate.bl_idname, icon="RENDER_ANIMATION")
             if st.text:
                 layout.label(text=st.text)
+            box = layout.box()
+            box.label(text="Render Farm")
+            row = box.row(align=True)
+            row.operator(render_farm.MIRAGE_OT_write_openjd_job.bl_idname, icon="EXPORT")
+            if render_farm.flamenco_present():
+                row.operator(render_farm.MIRAGE_OT_submit_flamenco.bl_idname, icon="NETWORK_DRIVE")
+            else:
+                box.label(text="Submit to Flamenco: the Flamenco add-on is not enabled", icon="INFO")
+            box.operator(render_farm.MIRAGE_OT_load_shots.bl_idname, icon="SEQUENCE")
 
 
 class MIRAGE_PT_output(MiragePanelMixin, bpy.types.Panel):
@@ -79,4 +140,4 @@ class MIRAGE_PT_object(bpy.types.Panel):
         self.layout.prop(context.object, "mirage_dynamic")
 
 
-classes = (MIRAGE_PT_output, MIRAGE_PT_sidebar, MIRAGE_PT_object)
+classes = (MIRAGE_UL_references, MIRAGE_PT_output, MIRAGE_PT_sidebar, MIRAGE_PT_object)

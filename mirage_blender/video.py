@@ -1,5 +1,6 @@
-"""The flythrough as one video: <output>/flythrough.mp4 (H.264, the scene's frame rate) encoded with Blender's own
-FFmpeg from the generated frames. The encode runs in a scene of its own, made and removed here, so the user's
+"""A shot's flythrough as one video: flythrough.mp4 in its job folder (<output>/ without camera markers,
+<output>/<marker>/ for each shot of a set; H.264, the scene's frame rate) encoded with Blender's own FFmpeg from
+the generated frames. The encode runs in a scene of its own, made and removed here, so the user's
 scene, its render settings and its Sequencer are never touched."""
 import os
 

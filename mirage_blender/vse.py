@@ -24,10 +24,11 @@ def span(strip) -> tuple[int, int]:
     return strip.frame_final_start, strip.frame_final_end
 
 
-def free_channel(scene, start: int, end: int) -> int:
-    """Lowest channel with nothing between start and end, so strips never cover the user's."""
+def free_channel(scene, start: int, end: int, replacing=()) -> int:
+    """Lowest channel with nothing between start and end, so strips never cover the user's; strips made from the
+    output folders in `replacing` do not count (they are about to be replaced)."""
     _, strips = strips_of(scene)
-    used = {s.channel for s in strips if span(s)[0] <= end and span(s)[1] > start}
+    used = {s.channel for s in strips if span(s)[0] <= end and span(s)[1] > start and s.get(TAG) not in replacing}
     channel = 1
     while channel in used:
         channel += 1

@@ -27,12 +27,25 @@ FULL = {
     "pillar": {"builder": "pillar", "width": 256, "height": 144, "frames": 48, "segment_length": 8},
     "loop": {"builder": "loop", "width": 256, "height": 144, "loop_frames": 40, "loops": 4, "segment_length": 8},
     "objects": {"builder": "objects", "width": 256, "height": 144, "frames": 48, "segment_length": 8},
+    "hall": {"builder": "hall", "width": 256, "height": 144, "frames": 48, "segment_length": 8,
+             "baselines": ["pointcloud"]},
+    "studio": {"builder": "studio", "width": 256, "height": 144, "frames": 48, "segment_length": 8,
+               "baselines": ["pointcloud"]},
 }
 QUICK = {
     "pillar": {"builder": "pillar", "width": 128, "height": 72, "frames": 24, "segment_length": 4},
     "loop": {"builder": "loop", "width": 128, "height": 72, "loop_frames": 16, "loops": 4, "segment_length": 4},
     "objects": {"builder": "objects", "width": 128, "height": 72, "frames": 24, "segment_length": 4},
+    "hall": {"builder": "hall", "width": 128, "height": 72, "frames": 24, "segment_length": 4,
+             "baselines": ["pointcloud"]},
+    "studio": {"builder": "studio", "width": 128, "height": 72, "frames": 24, "segment_length": 4,
+               "baselines": ["pointcloud"]},
 }
+# baselines run on a static scene unless its spec names fewer (no memory answers revisits: the new scenes have none)
+BASELINES = ("pointcloud", "nomemory")
+# as built: the scene's own materials; blockout: every material one grey before the add-on sees the scene
+# (ground truth and reference keep the real materials: the reference is the concept art, the scene is shapes)
+MODES = ("built", "blockout")
 
 TARGETS = {
     "covisible_gap_db": ("covisible PSNR within 1.5 dB of the oracle", "<=", 1.5),
@@ -46,7 +59,22 @@ TARGETS = {
     "object_psnr_db": ("moving object PSNR >= 26 dB in every segment (worst segment)", ">=", 26.0),
     "object_gain_db": ("moving object PSNR above the static-only memory (worst segment, 'clearly': 3 dB)", ">=", 3.0),
     "uncovered_gap_db": ("background an object uncovered as good as background it never covered", "<=", 1.0),
+    # invented pixels (what no reference showed), every scene, both modes
+    "invented_vs_flat_db": ("invented PSNR >= the flat mean colour + 0.5 dB", ">=", 0.5),
+    "detail_ratio": ("invented detail ratio between 0.6 and 1.6", "between", (0.6, 1.6)),
+    "swd_texture_ratio": ("invented texture SWD within 10 % of the ground truth shifted 4 px (ratio)", "<=", 1.10),
+    "swd_raw": ("invented raw SWD <= 5.0", "<=", 5.0),
+    "consistency_gap_db": ("self-consistency across segments within 1.5 dB of the ground truth's own", "<=", 1.5),
+    "blockout_object_mean_db": ("moving object in blockout: PSNR >= 24 dB (mean over the frames it is seen)", ">=", 24.0),
+    "blockout_object_worst_db": ("moving object in blockout: PSNR >= 20 dB in every frame it is seen (worst)", ">=", 20.0),
 }
+# the report's column heads for the invented pixels' targets
+INVENTED_TARGETS = {"invented_vs_flat_db": "PSNR above flat mean, dB (>= 0.5)",
+                    "detail_ratio": "detail ratio (0.6 to 1.6)",
+                    "swd_texture_ratio": "texture SWD / shifted ground truth's (<= 1.1)",
+                    "swd_raw": "raw SWD (<= 5.0)",
+                    "consistency_gap_db": "self-consistency below the ground truth's, dB (<= 1.5)"}
+OBJECT_MIN_SHARE = 0.001  # a frame counts as showing the object when it covers at least 0.1 % of the pixels
 
 
 def gt_frames_needed(spec):
@@ -64,7 +92,7 @@ def gt_frame_for(spec, n):
 
 def cache_dir(cache_root, name, spec, scenes_version, blender):
     """Ground truth depends on the scene, its size, the renderer settings and Blender: all in the key."""
-    keep = {k: v for k, v in spec.items() if k != "segment_length"}
+    keep = {k: v for k, v in spec.items() if k not in ("segment_length", "baselines")}
     key = json.dumps({"scene": keep, "samples": SAMPLES, "denoise": DENOISE, "scenes_version": scenes_version,
                       "blender": blender}, sort_keys=True)
     return os.path.join(cache_root, f"{name}-{spec['width']}x{spec['height']}-{hashlib.sha256(key.encode()).hexdigest()[:12]}")
@@ -83,12 +111,12 @@ def blender_session(task_path):
     t0 = time.perf_counter()
     scenes.install_extension(task["zip"])
     spec = task["spec"]
-    if spec["builder"] == "pillar":
-        scene = scenes.build_pillar_revisit(spec["width"], spec["height"], spec["frames"])
-    elif spec["builder"] == "objects":
-        scene = scenes.build_moving_crate(spec["width"], spec["height"], spec["frames"])
-    else:
+    if spec["builder"] == "loop":
         scene = scenes.build_loop(spec["width"], spec["height"], spec["loop_frames"], spec["loops"])
+    else:
+        build = {"pillar": scenes.build_pillar_revisit, "objects": scenes.build_moving_crate,
+                 "hall": scenes.build_hall, "studio": scenes.build_studio}[spec["builder"]]
+        scene = build(spec["width"], spec["height"], spec["frames"])
     result["build_seconds"] = round(time.perf_counter() - t0, 2)
 
     # ground truth: Cycles on the CPU, cached by scene parameters
@@ -114,10 +142,9 @@ def blender_session(task_path):
     result["gt_rendered"] = rendered
     result["gt_seconds"] = round(time.perf_counter() - t0, 2)
 
-    # the product: the add-on's Generate (export cameras + exact depth, backend subprocess)
+    # the product: the add-on's Generate (export cameras + exact depth, backend subprocess), once per mode
     s = scene.mirage
     s.reference_image = os.path.join(task["cache"], f"{scene.frame_start:06d}.png")
-    s.output_dir = task["job_dir"]
     s.segment_length = spec["segment_length"]
     s.device = "CPU"
     offered = {e.identifier for e in s.bl_rna.properties["model"].enum_items}
@@ -140,12 +167,20 @@ def blender_session(task_path):
         os.environ["MIRAGE_MODELS_DIR"] = alias
         s.model = stand_in
         result["model_alias"] = f"{task['model']} run as the add-on's '{stand_in}'"
-    t0 = time.perf_counter()
-    ret = bpy.ops.mirage.generate()
-    result["generate_seconds"] = round(time.perf_counter() - t0, 2)
-    result["generate_result"] = sorted(ret)
-    result["status"] = bpy.context.window_manager.mirage.text
-    result["ok"] = ret == {"FINISHED"}
+    result["modes"] = {}
+    for mode in task["modes"]:  # "built" first: the blockout replaces the materials for good
+        if mode == "blockout":
+            scenes.blockout(scene)
+        s.output_dir = task["job_dirs"][mode]
+        t0 = time.perf_counter()
+        ret = bpy.ops.mirage.generate()
+        result["modes"][mode] = {"generate_seconds": round(time.perf_counter() - t0, 2),
+                                 "generate_result": sorted(ret), "status": bpy.context.window_manager.mirage.text,
+                                 "ok": ret == {"FINISHED"}}
+        if not result["modes"][mode]["ok"]:
+            result["status"] = f"{mode}: {result['modes'][mode]['status']}"
+            break
+    result["ok"] = all(m["ok"] for m in result["modes"].values()) and len(result["modes"]) == len(task["modes"])
     with open(task["result"], "w") as f:
         json.dump(result, f)
     return 0 if result["ok"] else 1
@@ -172,13 +207,21 @@ def blender_version():
         return "unknown"
 
 
+def mode_dir(scene_dir, mode):
+    """Where a mode's runs go: the scene's folder as built, <scene>/blockout/ for the blockout."""
+    return scene_dir if mode == "built" else os.path.join(scene_dir, mode)
+
+
 def run_blender(name, spec, args, scene_dir, cache):
-    job_dir = os.path.join(scene_dir, "mirage")
-    shutil.rmtree(job_dir, ignore_errors=True)  # a fresh run: never resume an older one
+    """One Blender session for the scene: ground truth, then Generate once per mode. Returns ({mode: job
+    folder}, the session's result)."""
+    job_dirs = {m: os.path.join(mode_dir(scene_dir, m), "mirage") for m in args.modes}
+    for d in job_dirs.values():
+        shutil.rmtree(d, ignore_errors=True)  # a fresh run: never resume an older one
     os.makedirs(scene_dir, exist_ok=True)
     task = {"zip": os.path.abspath(args.zip), "spec": spec, "cache": cache, "samples": SAMPLES, "denoise": DENOISE,
-            "gt_frames": gt_frames_needed(spec), "job_dir": job_dir, "model": args.model,
-            "result": os.path.join(scene_dir, "blender_result.json")}
+            "gt_frames": gt_frames_needed(spec), "job_dirs": job_dirs, "modes": list(args.modes),
+            "model": args.model, "result": os.path.join(scene_dir, "blender_result.json")}
     task_path = os.path.join(scene_dir, "blender_task.json")
     with open(task_path, "w") as f:
         json.dump(task, f, indent=1)
@@ -198,7 +241,33 @@ def run_blender(name, spec, args, scene_dir, cache):
     if rc != 0 or not res.get("ok"):
         raise SystemExit(f"bench: the Blender session for '{name}' failed ({res.get('error') or res.get('status')}); "
                          f"see {os.path.join(scene_dir, 'blender.log')}")
-    return job_dir, res
+    return job_dirs, res
+
+
+# -- the bench's calls into the backend, in one place -------------------------------------------------
+def run_segments(job, out_dir, memory=None, model=None):
+    """Run a job (a dict of the job format) through the product's own segment loop (backend.pipeline.Run) in
+    this process, with another memory (a baseline of tools/baselines.py) or another model (the compared
+    model); returns its run.json content."""
+    from backend.memory import SceneMemory
+    from backend.pipeline import Run
+    from backend.protocol import Job
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.makedirs(out_dir)
+    if model is not None:
+        job = dict(job, model=model)
+    return Run.load(Job.from_dict(job), out_dir, lambda *a, **k: None, memory=memory or SceneMemory).run()
+
+
+def runs_model(name):
+    """The model a name really loads (an alias such as 'builtin' names another model)."""
+    from backend import catalog
+    return catalog.describe(name).runs
+
+
+def load_model(name):
+    from backend import models
+    return models.load(name, "cpu")
 
 
 def load_job(job_dir):
@@ -207,16 +276,12 @@ def load_job(job_dir):
     return protocol.load_job(os.path.join(job_dir, "job.json"))[0].to_dict()
 
 
-def run_baseline(job, out_dir, memory):
-    """The job (a dict) through the product's own segment loop, with another memory (tools/baselines.py)."""
-    from backend.memory import SceneMemory
-    from backend.pipeline import Run
-    from backend.protocol import Job
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.makedirs(out_dir)
-    return Run.load(Job.from_dict(job), out_dir, lambda *a, **k: None, memory=memory or SceneMemory).run()
+def frame_path(folder, n):
+    from backend import protocol
+    return os.path.join(folder, "frames", protocol.frame_filename(n))
 
 
+# ---------------------------------------------------------------------------------------------------
 def load_rgb(path):
     import numpy as np
     from PIL import Image
@@ -235,26 +300,13 @@ def pooled_psnr(sq_errors, counts):
     return metrics.psnr_from_mse(sum(sq_errors) / n) if n else float("nan")
 
 
-def evaluate_scene(name, spec, args, out_root, cache_root):
+def load_run(name, spec, args, job_dir, cache):
+    """What every figure needs from one Generate: the job, cameras, exact depth, ground truth and frames."""
     import numpy as np
-    import torch
-    import metrics
-    from backend import models, protocol
-    from baselines import NoMemory, PointCloudMemory
-
-    scene_dir = os.path.join(out_root, name)
-    cache = cache_dir(cache_root, name, spec, scenes_version(), blender_version())
-    log(f"{name}: Blender session (install zip, build scene, Cycles ground truth, Generate)")
-    job_dir, bres = run_blender(name, spec, args, scene_dir, cache)
-    log(f"{name}: {bres['gt_rendered']} ground-truth frames rendered in {bres['gt_seconds']} s, "
-        f"Generate took {bres['generate_seconds']} s")
     job = load_job(job_dir)
     job["model"] = args.model  # the add-on may have run it under an offered name (see blender_session)
-    if bres.get("model_alias"):
-        log(f"{name}: {bres['model_alias']}")
     with open(os.path.join(job_dir, "run.json")) as f:
-        mirage_run = json.load(f)
-
+        run = json.load(f)
     order = [fr["frame"] for fr in job["frames"]]
     K = {fr["frame"]: np.array(fr["K"]) for fr in job["frames"]}
     c2w = {fr["frame"]: np.array(fr["cam_to_world"]) for fr in job["frames"]}
@@ -264,9 +316,48 @@ def evaluate_scene(name, spec, args, out_root, cache_root):
         if g != n and not np.allclose(c2w[n], c2w[g], atol=1e-5):
             raise SystemExit(f"bench: frame {n} of '{name}' does not repeat the pose of frame {g}")
     gt = {n: load_rgb(os.path.join(cache, f"{gt_frame_for(spec, n):06d}.png")) for n in order}
+    frames = {n: load_rgb(frame_path(job_dir, n)) for n in order}
+    return {"job": job, "job_dir": job_dir, "run": run, "order": order, "K": K, "c2w": c2w, "depth": depth,
+            "gt": gt, "frames": frames, "ref": job["reference"]["frame"]}
 
+
+def evaluate(name, spec, args, out_root, cache_root):
+    """One scene: a Blender session (ground truth, Generate per mode), then per mode the figures. As built, the
+    memory's figures (baselines, covisible, revisit, flicker, memory, speed; or the moving object's); in every
+    mode the invented pixels' figures and the contact sheet."""
+    scene_dir = os.path.join(out_root, name)
+    cache = cache_dir(cache_root, name, spec, scenes_version(), blender_version())
+    log(f"{name}: Blender session (install zip, build scene, Cycles ground truth, Generate {', '.join(args.modes)})")
+    job_dirs, bres = run_blender(name, spec, args, scene_dir, cache)
+    log(f"{name}: {bres['gt_rendered']} ground-truth frames rendered in {bres['gt_seconds']} s, Generate took "
+        + ", ".join(f"{m['generate_seconds']} s {mode}" for mode, m in bres["modes"].items()))
+    if bres.get("model_alias"):
+        log(f"{name}: {bres['model_alias']}")
+    objects = spec["builder"] == "objects"
+    result = {"scene": name, "spec": spec, "kind": "objects" if objects else "static", "model": args.model,
+              "model_alias": bres.get("model_alias")}
+    modes, earlier = {}, {}
+    for mode in args.modes:
+        run = load_run(name, spec, args, job_dirs[mode], cache)
+        if mode == "built":
+            result.update((object_figures if objects else memory_figures)(name, spec, args, scene_dir, run, bres))
+        modes[mode] = invention_figures(name, mode, args, mode_dir(scene_dir, mode), run, out_root, earlier)
+        del run
+    result["modes"] = modes
+    return result
+
+
+def memory_figures(name, spec, args, scene_dir, run, bres):
+    """The memory's figures on a static scene, as built: the product against two baseline memories run through
+    the same segment loop on the same job, and an oracle reprojection."""
+    import numpy as np
+    import torch
+    import metrics
+    from baselines import NoMemory, PointCloudMemory
+
+    job, mirage_run, order, K, c2w, depth, gt = (run[k] for k in ("job", "run", "order", "K", "c2w", "depth", "gt"))
     # baselines through the same segment loop, on the same job
-    model = models.load(job["model"], "cpu")
+    model = load_model(job["model"])
     by_pose = {np.asarray(c2w[n], np.float64).round(6).tobytes(): n for n in order}
 
     def depth_lookup(K_, c2w_):
@@ -274,11 +365,13 @@ def evaluate_scene(name, spec, args, out_root, cache_root):
         return None if n is None else torch.from_numpy(depth[n])
 
     runs = {"mirage": mirage_run}
-    dirs = {"mirage": job_dir}
-    for method, cls in (("pointcloud", PointCloudMemory.bind(model, depth_lookup)), ("nomemory", NoMemory)):
+    dirs = {"mirage": run["job_dir"]}
+    classes = {"pointcloud": PointCloudMemory.bind(model, depth_lookup), "nomemory": NoMemory}
+    for method in spec.get("baselines", BASELINES):
+        cls = classes[method]
         t0 = time.perf_counter()
         dirs[method] = os.path.join(scene_dir, method)
-        runs[method] = run_baseline(job, dirs[method], cls)
+        runs[method] = run_segments(job, dirs[method], memory=cls)
         log(f"{name}: baseline {method} ran in {time.perf_counter() - t0:.1f} s")
 
     # metrics: one torch thread. They are many small ops, and on a loaded machine the OpenMP threads of
@@ -288,7 +381,7 @@ def evaluate_scene(name, spec, args, out_root, cache_root):
     t0 = time.perf_counter()
     ref = job["reference"]["frame"]
     H, W = job["height"], job["width"]
-    gen = {m: {n: load_rgb(os.path.join(dirs[m], "frames", protocol.frame_filename(n))) for n in order} for m in dirs}
+    gen = {m: run["frames"] if m == "mirage" else {n: load_rgb(frame_path(dirs[m], n)) for n in order} for m in dirs}
     methods = list(dirs) + ["oracle"]
     per = {m: {"covis_psnr": [], "covis_ssim": [], "psnr": []} for m in methods}
     covis_frac, acc = [], {m: ([], []) for m in methods}
@@ -341,7 +434,6 @@ def evaluate_scene(name, spec, args, out_root, cache_root):
         summary[m]["full_psnr_db"] = finite_mean(per[m]["psnr"][1:])
     summary["gt"] = {"flicker_mae": finite_mean(flick["gt"])}
     return {
-        "scene": name, "spec": spec, "model": args.model, "model_alias": bres.get("model_alias"),
         "frames": len(order),
         "segments": len(runs["mirage"]["per_segment"]), "width": W, "height": H, "reference_frame": ref,
         "latent": mirage_run.get("latent"),
@@ -349,49 +441,36 @@ def evaluate_scene(name, spec, args, out_root, cache_root):
         "covisible_fraction": covis_frac, "per_frame": {m: per[m] for m in methods}, "order": order,
         "flicker_per_pair": flick, "summary": summary,
         "timing": {"blender_session_s": bres["wall_seconds"], "gt_render_s": bres["gt_seconds"],
-                   "gt_frames_rendered": bres["gt_rendered"], "generate_s": bres["generate_seconds"],
+                   "gt_frames_rendered": bres["gt_rendered"], "generate_s": bres["modes"]["built"]["generate_seconds"],
                    "mirage_backend_s": mirage_run.get("seconds"),
-                   "pointcloud_s": runs["pointcloud"]["seconds"], "nomemory_s": runs["nomemory"]["seconds"],
+                   **{f"{m}_s": runs[m]["seconds"] for m in runs if m != "mirage"},
                    "metrics_s": round(metric_seconds, 2)},
     }
 
 
-def evaluate_objects(name, spec, args, out_root, cache_root):
-    """The moving-crate scene: the product (one memory bank per moving object) against the same memory
-    with the crate baked into the static world, on the crate's pixels and on what it uncovered."""
+def object_figures(name, spec, args, scene_dir, run, bres):
+    """The moving-crate scene as built: the product (one memory bank per moving object) against the same
+    memory with the crate baked into the static world, on the crate's pixels and on what it uncovered."""
     import numpy as np
     import metrics
-    from backend import protocol
 
-    scene_dir = os.path.join(out_root, name)
-    cache = cache_dir(cache_root, name, spec, scenes_version(), blender_version())
-    log(f"{name}: Blender session (install zip, build scene, Cycles ground truth, Generate)")
-    job_dir, bres = run_blender(name, spec, args, scene_dir, cache)
-    job = load_job(job_dir)
-    job["model"] = args.model
+    job, tracked_run, order, K, c2w, depth, gt = (run[k] for k in ("job", "run", "order", "K", "c2w", "depth", "gt"))
     if not job.get("objects"):
         raise SystemExit(f"bench: the add-on found no moving object in '{name}'")
     oid = job["objects"][0]["id"]
-    with open(os.path.join(job_dir, "run.json")) as f:
-        tracked_run = json.load(f)
     baked = dict(job)
     baked.pop("objects")
     baked["frames"] = [{k: v for k, v in fr.items() if k not in ("objects", "ids", "light", "albedo")} for fr in job["frames"]]
     t0 = time.perf_counter()
     baked_dir = os.path.join(scene_dir, "static_only")
-    run_baseline(baked, baked_dir, None)  # the product's memory, the crate in its static world
+    run_segments(baked, baked_dir)  # the product's memory, the crate in its static world
     log(f"{name}: static-only baseline ran in {time.perf_counter() - t0:.1f} s")
 
-    order = [fr["frame"] for fr in job["frames"]]
     fr = {f["frame"]: f for f in job["frames"]}
-    K = {n: np.array(fr[n]["K"]) for n in order}
-    c2w = {n: np.array(fr[n]["cam_to_world"]) for n in order}
-    depth = {n: np.load(fr[n]["depth"]).astype(np.float64) for n in order}
     ids = {n: np.load(fr[n]["ids"]) for n in order}
-    gt = {n: load_rgb(os.path.join(cache, f"{n:06d}.png")) for n in order}
-    dirs = {"tracked": job_dir, "static_only": baked_dir}
-    gen = {m: {n: load_rgb(os.path.join(d, "frames", protocol.frame_filename(n))) for n in order} for m, d in dirs.items()}
-    ref = job["reference"]["frame"]
+    dirs = {"tracked": run["job_dir"], "static_only": baked_dir}
+    gen = {"tracked": run["frames"], "static_only": {n: load_rgb(frame_path(baked_dir, n)) for n in order}}
+    ref = run["ref"]
 
     acc = {m: {k: ([], []) for k in ("object", "uncovered", "never_covered")} for m in dirs}
     per_seg = {m: [] for m in dirs}
@@ -453,28 +532,137 @@ def evaluate_objects(name, spec, args, out_root, cache_root):
     for key, a in seen_acc.items():
         summary["tracked"][f"object_{key}_psnr_per_segment"] = [pooled_psnr(*a[i]) if i in a else None for i in segs]
         summary["tracked"][f"object_{key}_pixels_per_segment"] = [sum(a[i][1]) if i in a else 0 for i in segs]
-    return {"scene": name, "spec": spec, "kind": "objects", "model": args.model, "frames": len(order),
+    return {"frames": len(order),
             "segments": len(tracked_run["per_segment"]), "width": job["width"], "height": job["height"],
             "object": job["objects"][0]["name"], "uncovered_pixels": covered_px, "summary": summary,
             "memory_bytes": tracked_run["per_segment"][-1]["memory_bytes"],
             "timing": {"blender_session_s": bres["wall_seconds"], "gt_render_s": bres["gt_seconds"],
-                       "generate_s": bres["generate_seconds"]}}
+                       "generate_s": bres["modes"]["built"]["generate_seconds"]}}
+
+
+def compare_frames(name, mode, args, out_dir, run):
+    """The compared model's frames on the same job through the same segment loop, or the product's own frames
+    when both names load the same model. Returns (frames, note)."""
+    if runs_model(args.compare) == runs_model(args.model):
+        return run["frames"], f"`{args.compare}` is the model itself (`{args.model}` runs `{runs_model(args.model)}`)"
+    folder = os.path.join(out_dir, f"compare-{args.compare}")
+    t0 = time.perf_counter()
+    run_segments(run["job"], folder, model=args.compare)
+    log(f"{name} ({mode}): compared model {args.compare} ran in {time.perf_counter() - t0:.1f} s")
+    return {n: load_rgb(frame_path(folder, n)) for n in run["order"]}, None
+
+
+def invention_figures(name, mode, args, out_dir, run, out_root, earlier):
+    """The invented pixels' figures of one mode (docs/benchmarks.md) for the model, the compared model and the
+    rows made from the ground truth; the moving object's PSNR per frame; the contact sheet.
+
+    earlier: {frames digest: (mode, figures)} of the scene's modes so far; a mode whose frames are byte for byte
+    those of an earlier one (a static scene when no model reads the materials) takes its figures."""
+    import numpy as np
+    import torch
+    import invented
+    import sheet
+
+    job, order, gt, ref = run["job"], run["order"], run["gt"], run["ref"]
+    images = {"model": run["frames"]}
+    note = None
+    if args.compare:
+        images["compare"], note = compare_frames(name, mode, args, out_dir, run)
+    digest = hashlib.sha256()
+    for key in images:
+        for n in order:
+            digest.update(images[key][n].tobytes())
+    digest = digest.hexdigest()
+    t0 = time.perf_counter()
+    views = {n: (run["depth"][n], run["K"][n], run["c2w"][n]) for n in order}
+    ids = poses = static = None
+    if job.get("objects"):
+        fr = {f["frame"]: f for f in job["frames"]}
+        ids = {n: np.load(fr[n]["ids"]) for n in order}
+        poses = {n: {int(k): np.array(v) for k, v in (fr[n].get("objects") or {}).items()} for n in order}
+        static = {n: ids[n] == 0 for n in order}
+    masks = invented.frame_masks(order, views, [ref], ids, poses)
+    masks[ref] = np.zeros_like(masks[ref])  # the reference frame is the reference
+    frames = [n for n in order if n != ref]
+    if digest in earlier:
+        same, out = earlier[digest]
+        out = dict(out, same_frames_as=same)
+        log(f"{name} ({mode}): the frames are those of {same}, and so are the figures")
+    else:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # many small ops: see memory_figures
+        figures = invented.image_figures(frames, gt, masks, images, gt[ref])
+        segment_of = {n: i for i, sg in enumerate(run["run"]["per_segment"]) for n in order
+                      if sg["frames"][0] <= n <= sg["frames"][1]}
+        pairs = invented.partners(order, views, segment_of, masks, static)
+        consistency = invented.self_consistency(pairs, views, masks, dict(images, gt=gt), static)
+        out = {"compare": args.compare, "compare_note": note, "figures": figures, "consistency": consistency,
+               "pairs": {str(n): m for n, m in pairs.items()},
+               "invented_share": {str(n): float(masks[n].mean()) for n in frames},
+               "mean_invented_share": float(np.mean([masks[n].mean() for n in frames]))}
+        if ids is not None:
+            out["object"] = object_per_frame(job, order, ref, ids, gt, images)
+        torch.set_num_threads(threads)
+        earlier[digest] = (mode, out)
+    shown = sheet.spread(order, 6, skip={ref})
+    rows = [("ground truth", gt), (f"{args.model}\n(this model)", images["model"])]
+    if args.compare:
+        rows.append((f"{args.compare}\n(compared)", images["compare"]))
+    rows.append(("invented pixels\n(the rest dimmed)", sheet.mask_row(gt, masks, shown)))
+    out["sheet"] = sheet.contact_sheet(os.path.join(out_root, f"sheet_{name}_{mode}.png"), shown, rows, masks,
+                                       f"{name}, {mode}: invented pixels (no reference saw them) outlined in magenta")
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    f, c = out["figures"], out["consistency"]["psnr_db"]
+    x = f["model"]
+    log(f"{name} ({mode}): {100 * out['mean_invented_share']:.0f} % of the pixels invented; there PSNR "
+        f"{fmt(x['psnr_db'])} dB (flat mean {fmt(f['flat_mean']['psnr_db'])}), detail {fmt(x['detail_ratio'])}, "
+        f"SWD {fmt(x['swd_raw'])} / texture {fmt(x['swd_texture'])} (shifted ground truth "
+        f"{fmt(f['gt_shifted']['swd_texture'])}); self-consistency {fmt(c['model'])} dB (ground truth "
+        f"{fmt(c['gt'])}) in {out['seconds']} s")
+    return out
+
+
+def object_per_frame(job, order, ref, ids, gt, images):
+    """PSNR on each moving object's pixels per frame that shows it (at least OBJECT_MIN_SHARE of the pixels;
+    the reference frame left out): {image set: {"per_frame", "mean_db", "worst_db", "worst_frame"}}."""
+    import metrics
+    oid = job["objects"][0]["id"]
+    out = {}
+    for key, imgs in images.items():
+        per = {}
+        for n in order:
+            mask = ids[n] == oid
+            if n != ref and mask.mean() >= OBJECT_MIN_SHARE:
+                per[str(n)] = metrics.psnr(imgs[n], gt[n], mask)
+        worst = min(per, key=per.get) if per else None
+        out[key] = {"per_frame": per, "mean_db": finite_mean(per.values()) if per else None,
+                    "worst_db": per[worst] if per else None, "worst_frame": int(worst) if worst else None}
+    return out
+
+
+def passes(op, thr, value):
+    if value is None or not math.isfinite(value):
+        return None
+    if op == "between":
+        return thr[0] <= value <= thr[1]
+    return value <= thr if op == "<=" else value >= thr
 
 
 def targets(results):
     """Each target measured where it is defined; value and pass/miss."""
-    p, lp = results.get("pillar"), results.get("loop")
+    lp = results.get("loop") if "summary" in results.get("loop", {}) else None
     out = {}
 
     def put(key, value, where):
         desc, op, thr = TARGETS[key]
-        ok = None if value is None or not math.isfinite(value) else (value <= thr if op == "<=" else value >= thr)
         out.setdefault(key, []).append({"target": desc, "scene": where, "value": value, "threshold": thr,
-                                        "op": op, "pass": ok})
+                                        "op": op, "pass": passes(op, thr, value)})
 
     for name, r in results.items():
-        s = r["summary"]
-        if r.get("kind") == "objects":
+        s = r.get("summary")
+        if s is None:
+            pass
+        elif r.get("kind") == "objects":
             t, b = s["tracked"]["object_psnr_per_segment"], s["static_only"]["object_psnr_per_segment"]
             pairs = [(x, y) for x, y in zip(t, b) if x is not None]
             if pairs:
@@ -482,16 +670,16 @@ def targets(results):
                 put("object_gain_db", min(x - y for x, y in pairs), name)
             if s["tracked"]["uncovered_psnr_db"] is not None:
                 put("uncovered_gap_db", s["tracked"]["never_covered_psnr_db"] - s["tracked"]["uncovered_psnr_db"], name)
-            continue
-        put("covisible_gap_db", s["oracle"]["covisible_psnr_db"] - s["mirage"]["covisible_psnr_db"], name)
-        put("revisit_psnr_db", s["mirage"]["revisit_psnr_db"], name)
-        if s["mirage"]["revisit_psnr_db"] is not None:
-            put("revisit_gain_db", s["mirage"]["revisit_psnr_db"] - s["nomemory"]["revisit_psnr_db"], name)
-        put("flicker_ratio", s["mirage"]["flicker_ratio"], name)
-        mem, pc = s["mirage"]["memory_bytes"], s["pointcloud"]["memory_bytes"]
-        if len(mem) >= 5:
-            put("memory_ratio_5seg", pc[4] / mem[4], name)
-        put("fps", s["mirage"]["median_fps"], name)
+        else:
+            put("covisible_gap_db", s["oracle"]["covisible_psnr_db"] - s["mirage"]["covisible_psnr_db"], name)
+            if r["revisit_frames"]:  # the new scenes never come back to a pose
+                put("revisit_psnr_db", s["mirage"]["revisit_psnr_db"], name)
+                put("revisit_gain_db", s["mirage"]["revisit_psnr_db"] - s["nomemory"]["revisit_psnr_db"], name)
+            put("flicker_ratio", s["mirage"]["flicker_ratio"], name)
+            mem, pc = s["mirage"]["memory_bytes"], s["pointcloud"]["memory_bytes"]
+            if len(mem) >= 5:
+                put("memory_ratio_5seg", pc[4] / mem[4], name)
+            put("fps", s["mirage"]["median_fps"], name)
     if lp:
         s = lp["summary"]["mirage"]
         per_loop = lp["spec"]["loop_frames"] // lp["spec"]["segment_length"]
@@ -504,6 +692,26 @@ def targets(results):
         med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
         if len(spf) >= 8:
             put("slowdown", med(spf[-4:]) / med(spf[1:5]), f"loop (median of last 4 / median of segments 2-5)")
+    for mode in MODES:  # the invented pixels, scene by scene, as built and as a blockout
+        for name, r in results.items():
+            m = r.get("modes", {}).get(mode)
+            if m is None:
+                continue
+            where = f"{name} ({mode})"
+            f, c = m["figures"], m["consistency"]["psnr_db"]
+            x = f["model"]
+            if x["psnr_db"] is not None:
+                put("invented_vs_flat_db", x["psnr_db"] - f["flat_mean"]["psnr_db"], where)
+                put("detail_ratio", x["detail_ratio"], where)
+            if x["swd_texture"] is not None and f["gt_shifted"]["swd_texture"]:
+                put("swd_texture_ratio", x["swd_texture"] / f["gt_shifted"]["swd_texture"], where)
+                put("swd_raw", x["swd_raw"], where)
+            if c["model"] is not None:
+                put("consistency_gap_db", c["gt"] - c["model"], where)
+            if mode == "blockout" and m.get("object"):
+                o = m["object"]["model"]
+                put("blockout_object_mean_db", o["mean_db"], where)
+                put("blockout_object_worst_db", o["worst_db"], f"{where}, frame {o['worst_frame']}")
     return out
 
 
@@ -524,6 +732,7 @@ def plots(results, out_root):
     labels = {"mirage": "Mirage (latent memory)", "pointcloud": "RGB point cloud", "nomemory": "no memory",
               "oracle": "oracle (exact reprojection)"}
     files = []
+    results = {k: r for k, r in results.items() if "summary" in r}  # the memory's figures are as built only
     for name, r in results.items():
         if r.get("kind") != "objects":
             continue
@@ -549,7 +758,7 @@ def plots(results, out_root):
 
     fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
     for ax, (name, r) in zip(axes[0], results.items()):
-        for m in ("mirage", "pointcloud", "nomemory"):
+        for m in [k for k in ("mirage", "pointcloud", "nomemory") if k in r["summary"]]:
             s = r["summary"][m]
             ax.plot(s["frames_after_segment"], s["memory_bytes"], "o-", color=colours[m], label=labels[m], ms=3)
         ax.set_yscale("log")
@@ -569,7 +778,7 @@ def plots(results, out_root):
 
     fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
     for ax, (name, r) in zip(axes[0], results.items()):
-        for m in ("mirage", "pointcloud", "nomemory"):
+        for m in [k for k in ("mirage", "pointcloud", "nomemory") if k in r["summary"]]:
             s = r["summary"][m]
             ax.plot(range(1, len(s["seconds_per_frame"]) + 1), [1000 * x for x in s["seconds_per_frame"]], "o-",
                     color=colours[m], label=labels[m], ms=3)
@@ -590,9 +799,9 @@ def plots(results, out_root):
         fig, (a1, a2) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
         order = r["order"]
         cap = lambda v: None if v is None else min(v, 50.0)  # noqa: E731  identical frames plot at 50 dB
-        for m in ("oracle", "mirage", "pointcloud", "nomemory"):
+        for m in [k for k in ("oracle", "mirage", "pointcloud", "nomemory") if k in r["summary"]]:
             a1.plot(order, [cap(v) for v in r["per_frame"][m]["covis_psnr"]], "-", color=colours[m], label=labels[m])
-        for m in ("mirage", "pointcloud", "nomemory"):
+        for m in [k for k in ("mirage", "pointcloud", "nomemory") if k in r["summary"]]:
             a2.plot(order, [cap(v) for v in r["per_frame"][m]["psnr"]], "-", color=colours[m], label=labels[m])
         rv = sorted(int(k) for k in r["revisit_frames"])
         for ax in (a1, a2):
@@ -614,20 +823,73 @@ def plots(results, out_root):
     return files
 
 
+def invention_lines(name, r, meta):
+    """The report's tables of a scene's invented pixels, one per mode."""
+    import invented
+    L = []
+    for mode, m in r.get("modes", {}).items():
+        f, c = m["figures"], m["consistency"]
+        L += ["", f"### `{name}`, {mode}: invented pixels ({100 * m['mean_invented_share']:.0f} % of a frame's pixels "
+                  f"on average; self-consistency over {c['pairs']} frame pairs, {c['pixels']} pixels)", "",
+              "| image | invented PSNR dB | detail ratio | SWD raw | SWD texture | self-consistency across segments dB |",
+              "|---|---|---|---|---|---|"]
+        rows = [("model", f"`{meta['model']}` (this model)")]
+        if "compare" in f:
+            rows.append(("compare", f"`{m['compare']}` (compared)"))
+        rows += [(k, invented.ROW_LABELS[k]) for k in invented.REFERENCE_ROWS]
+        for key, label in rows:
+            x = f[key]
+            own = fmt(c["psnr_db"].get(key)) if key in c["psnr_db"] else ""
+            L.append(f"| {label} | {fmt(x['psnr_db'])} | {fmt(x['detail_ratio'])} | {fmt(x['swd_raw'])} | "
+                     f"{fmt(x['swd_texture'])} | {own} |")
+        L.append(f"| ground truth (its own frames) | | 1.00 | 0.00 | 0.00 | {fmt(c['psnr_db']['gt'])} |")
+        if m.get("compare_note"):
+            L += ["", f"The compared row: {m['compare_note']}."]
+        if m.get("same_frames_as"):
+            L += ["", f"Every frame is byte for byte that of {m['same_frames_as']}: the add-on and the model read "
+                      f"no material of this scene."]
+        if m.get("object"):
+            L += ["", f"Moving object, PSNR per frame it is seen (at least {100 * OBJECT_MIN_SHARE:.1f} % of the "
+                      f"pixels; the reference frame left out):", "",
+                  "| image | mean dB | worst frame dB | frames |", "|---|---|---|---|"]
+            for key, o in m["object"].items():
+                label = f"`{meta['model']}`" if key == "model" else f"`{m['compare']}` (compared)"
+                L.append(f"| {label} | {fmt(o['mean_db'])} | {fmt(o['worst_db'])} (frame {o['worst_frame']}) | "
+                         f"{len(o['per_frame'])} |")
+    return L
+
+
 def write_report(results, tg, meta, out_root):
     L = [f"# Mirage bench ({meta['mode']} mode)", "",
          f"model `{meta['model']}` (files sha256 {meta.get('model_digest', 'n/a')}), {meta['machine']}, total {meta['total_seconds']:.0f} s, {meta['date']}", "",
          f"Model: {(meta.get('model_config') or {}).get('description', 'n/a')}. Ground truth: Cycles CPU, "
          f"{meta['samples']} samples, denoiser {'on' if meta['denoise'] else 'off'}.", "",
          "## Targets", "", "| target | scene | value | pass |", "|---|---|---|---|"]
+    verdict = lambda row: "n/a" if row["pass"] is None else ("PASS" if row["pass"] else "MISS")  # noqa: E731
     for key, rows in tg.items():
+        if key in INVENTED_TARGETS:
+            continue
         for row in rows:
             v = row["value"]
             shown = f"{100 * v:.1f} %" if key == "loop_growth" and v is not None else fmt(v)
-            L.append(f"| {row['target']} | {row['scene']} | {shown} | "
-                     f"{'n/a' if row['pass'] is None else ('PASS' if row['pass'] else 'MISS')} |")
+            L.append(f"| {row['target']} | {row['scene']} | {shown} | {verdict(row)} |")
+    # the invented pixels' targets: one row per scene and mode, one column per target
+    where = list(dict.fromkeys(row["scene"] for key in INVENTED_TARGETS for row in tg.get(key, [])))
+    if where:
+        L += ["", "Invented pixels (what no reference showed; docs/benchmarks.md defines each figure):", "",
+              "| scene (mode) | " + " | ".join(INVENTED_TARGETS.values()) + " |",
+              "|---|" + "---|" * len(INVENTED_TARGETS)]
+        for w in where:
+            cells = []
+            for key in INVENTED_TARGETS:
+                row = next((x for x in tg.get(key, []) if x["scene"] == w), None)
+                cells.append("n/a" if row is None else f"{fmt(row['value'])} {verdict(row)}")
+            L.append(f"| {w} | " + " | ".join(cells) + " |")
     for name, r in results.items():
-        s = r["summary"]
+        s = r.get("summary")
+        if s is None:
+            L += invention_lines(name, r, meta)
+            continue
         if r.get("kind") == "objects":
             L += ["", f"## Scene `{name}`: {r['frames']} frames at {r['width']}x{r['height']}, {r['segments']} segments, "
                       f"moving object '{r['object']}'", "",
@@ -649,13 +911,14 @@ def write_report(results, tg, meta, out_root):
             L += ["", f"Uncovered background: {r['uncovered_pixels']} pixel-frames that the reference saw and the "
                       f"object later stood in front of; never-covered: the reference's other static pixels. "
                       f"Segments without the object in view show n/a. Memory at the end: {r['memory_bytes']} bytes."]
+            L += invention_lines(name, r, meta)
             continue
         L += ["", f"## Scene `{name}`: {r['frames']} frames at {r['width']}x{r['height']}, "
                   f"{r['segments']} segments of {r['spec']['segment_length']}, latent {r['latent']}", "",
               "| method | covisible PSNR dB | covisible SSIM | whole-frame PSNR dB | revisit PSNR dB (frames) | "
               "revisit vs own earlier frame dB | flicker (MAE, x GT) | memory after 5 seg | memory at end | "
               "median ms/frame |", "|---|---|---|---|---|---|---|---|---|---|"]
-        for m in ("mirage", "oracle", "pointcloud", "nomemory"):
+        for m in [k for k in ("mirage", "oracle", "pointcloud", "nomemory") if k in s]:
             x = s[m]
             if m == "oracle":
                 L.append(f"| oracle | {fmt(x['covisible_psnr_db'])} | {fmt(x['covisible_ssim'], 3)} | | | | | | | |")
@@ -671,8 +934,13 @@ def write_report(results, tg, meta, out_root):
         t = r["timing"]
         L += ["", f"Timing: Blender session {t['blender_session_s']} s (ground truth {t['gt_render_s']} s for "
                   f"{t['gt_frames_rendered']} new frames, Generate {t['generate_s']} s of which backend "
-                  f"{t['mirage_backend_s']} s); point cloud {t['pointcloud_s']} s; no memory {t['nomemory_s']} s; "
+                  f"{t['mirage_backend_s']} s); point cloud {t.get('pointcloud_s', 'not run')} s; "
+                  f"no memory {t.get('nomemory_s', 'not run')} s; "
                   f"metrics {t['metrics_s']} s."]
+        L += invention_lines(name, r, meta)
+    sheets = [m["sheet"] for r in results.values() for m in r.get("modes", {}).values()]
+    L += ["", "## Contact sheets", "", "Rows: ground truth, this model, the compared model, the ground truth with "
+          "all but the invented pixels dimmed; invented pixels outlined in magenta.", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in sheets]
     L += ["", "## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in meta["plots"]]
     L += ["", "Definitions: docs/benchmarks.md."]
     with open(os.path.join(out_root, "report.md"), "w", encoding="utf-8") as f:
@@ -686,11 +954,22 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small scenes for CI (about 2 minutes)")
     ap.add_argument("--model", default="builtin", help="model to generate with (default builtin)")
     ap.add_argument("--cache", help="ground-truth cache folder (default <out>/cache)")
-    ap.add_argument("--scenes", default="pillar,loop,objects", help="comma-separated subset of: pillar, loop, objects")
+    ap.add_argument("--scenes", default=",".join(FULL), help=f"comma-separated subset of: {', '.join(FULL)}")
+    ap.add_argument("--compare", default="compact",
+                    help="model run beside it on the same job, for the invented pixels and the contact sheets "
+                         "(default compact, the previous default; 'none' to skip)")
+    ap.add_argument("--modes", default=",".join(MODES),
+                    help="as built and/or as a grey blockout (default built,blockout)")
     ap.add_argument("--blender-session", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.blender_session:
         return blender_session(args.blender_session)
+    asked = {x.strip() for x in args.modes.split(",") if x.strip()}
+    if not asked or asked - set(MODES):
+        ap.error(f"--modes takes a comma-separated subset of {', '.join(MODES)}, got {args.modes!r}")
+    args.modes = [m for m in MODES if m in asked]  # as built first: the blockout replaces the materials
+    if args.compare.lower() == "none":
+        args.compare = None
     if not args.zip:
         ap.error("--zip is required (python3 build.py bench passes it)")
     sys.path.insert(0, ROOT)
@@ -703,21 +982,28 @@ def main(argv=None):
     for n in names:
         if n not in specs:
             ap.error(f"unknown scene {n!r}")
+    from backend.protocol import ModelError
+    for name in (args.model, args.compare):
+        try:
+            if name:
+                runs_model(name)
+        except ModelError as e:
+            ap.error(str(e))
     results = {}
     for name in names:
-        evaluate = evaluate_objects if specs[name]["builder"] == "objects" else evaluate_scene
         results[name] = evaluate(name, specs[name], args, out_root,
                                  os.path.abspath(args.cache or os.path.join(out_root, "cache")))
     tg = targets(results)
     import torch
-    meta = {"mode": "quick" if args.quick else "full", "model": args.model,
+    meta = {"mode": "quick" if args.quick else "full", "model": args.model, "compare": args.compare,
+            "modes": args.modes,
             "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
                        f"Blender {blender_version()}",
             "date": time.strftime("%Y-%m-%d %H:%M"), "samples": SAMPLES, "denoise": DENOISE}
     try:
         with open(os.path.join(ROOT, "models", args.model, "model.json"), encoding="utf-8") as f:
             cfg = json.load(f)
-        meta["model_config"] = {k: cfg.get(k) for k in ("kind", "args", "description")}
+        meta["model_config"] = {k: cfg.get(k) for k in ("class", "alias", "args", "description")}
         h = hashlib.sha256()
         folder = os.path.join(ROOT, "models", args.model)
         for fn in sorted(os.listdir(folder)):

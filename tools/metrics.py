@@ -228,3 +228,172 @@ def occluded_by(depth, K, c2w, other_depth, other_ids, oid, K_other, c2w_other, 
     od = _t(other_depth)[vi, ui]
     oi = torch.as_tensor(np.asarray(other_ids).astype(np.int64))[vi, ui]
     return (inside & (oi == oid) & (od < z * (1 - tol))).numpy()
+
+
+# -- invented content: what no reference image showed ---------------------------------------------------
+INVENTED_TOL = 0.02   # depth agreement for "the reference saw this point"
+INVENTED_ERODE = 3    # pixels taken off the invented mask's edge (the seen/unseen boundary is not invention)
+SWD_DIRECTIONS = 128
+SWD_PATCH = 7
+SWD_MAX_PATCHES = 4096
+
+
+def unseen(depth, K, c2w, refs, tol=INVENTED_TOL):
+    """[H, W] bool: pixels with a surface (finite depth) whose point none of the reference views saw.
+
+    refs: a list of (depth [Hr, Wr], K, c2w) views; a point is seen by a view when it projects inside it, in
+    front, and that view's own depth there agrees within `tol` (relative)."""
+    seen = np.zeros(np.asarray(depth).shape, bool)
+    for ref_depth, K_ref, c2w_ref in refs:
+        seen |= covisible(ref_depth, K_ref, c2w_ref, depth, K, c2w, tol)
+    return np.isfinite(np.asarray(depth, np.float64)) & ~seen
+
+
+def erode(mask, radius=INVENTED_ERODE):
+    """Binary erosion by a (2 radius + 1)^2 square; outside the image counts as inside the mask, so a region
+    that reaches the border keeps its border pixels."""
+    m = torch.as_tensor(np.asarray(mask, bool))
+    if radius <= 0:
+        return m.numpy().copy()
+    out = -F.max_pool2d(-(m.float()[None, None]), 2 * radius + 1, stride=1, padding=radius)
+    return (out[0, 0] > 0.5).numpy()
+
+
+def invented_mask(depth, K, c2w, refs, tol=INVENTED_TOL, radius=INVENTED_ERODE):
+    """[H, W] bool: the invented pixels of a frame: `unseen` by every reference view, eroded by `radius`."""
+    return erode(unseen(depth, K, c2w, refs, tol), radius)
+
+
+def luminance(img):
+    """[H, W, 3] -> [H, W] mean of R, G and B."""
+    return np.asarray(img, np.float64).mean(-1)
+
+
+def gradient_energy(img, mask):
+    """sum of |grad L|^2 over the mask with forward differences (a difference counts when both of its pixels
+    are in the mask)."""
+    L, m = luminance(img), np.asarray(mask, bool)
+    gx = np.diff(L, axis=1) ** 2 * (m[:, 1:] & m[:, :-1])
+    gy = np.diff(L, axis=0) ** 2 * (m[1:] & m[:-1])
+    return float(gx.sum() + gy.sum())
+
+
+def detail_ratio(img, gt, mask):
+    """gradient_energy of img over that of gt on the same pixels: blur -> 0, the ground truth -> 1, noise > 1;
+    nan where the ground truth has no gradient there."""
+    den = gradient_energy(gt, mask)
+    return gradient_energy(img, mask) / den if den > 0 else float("nan")
+
+
+def patch_centres(mask, size=SWD_PATCH, limit=SWD_MAX_PATCHES, seed=0):
+    """(v, u) int arrays of mask pixels whose size x size patch lies inside the image; at most `limit`, drawn
+    with a fixed seed so every image of the same frame is sampled at the same pixels."""
+    m = np.asarray(mask, bool).copy()
+    r = size // 2
+    m[:r], m[m.shape[0] - r:], m[:, :r], m[:, m.shape[1] - r:] = False, False, False, False
+    v, u = np.nonzero(m)
+    if len(v) > limit:
+        keep = np.sort(np.random.default_rng(seed).choice(len(v), limit, replace=False))
+        v, u = v[keep], u[keep]
+    return v, u
+
+
+def patches(img, v, u, size=SWD_PATCH, remove_mean=False):
+    """[N, size * size * 3] flattened patches of img centred at (v, u); with remove_mean each patch's mean
+    colour (per channel) is subtracted, leaving its texture."""
+    a = np.asarray(img, np.float64)
+    r = size // 2
+    dv, du = np.meshgrid(np.arange(-r, r + 1), np.arange(-r, r + 1), indexing="ij")
+    p = a[v[:, None, None] + dv, u[:, None, None] + du]  # [N, size, size, 3]
+    if remove_mean:
+        p = p - p.mean((1, 2), keepdims=True)
+    return p.reshape(len(v), -1)
+
+
+def swd_directions(dim, n=SWD_DIRECTIONS, seed=0):
+    """[dim, n] fixed random unit directions."""
+    d = np.random.default_rng(seed).standard_normal((dim, n))
+    return d / np.linalg.norm(d, axis=0, keepdims=True)
+
+
+def sorted_projections(a, directions):
+    """[N, D] vectors -> [N, n] their projections on the directions [D, n], each column sorted (float32)."""
+    return np.sort(np.asarray(a, np.float32) @ np.asarray(directions, np.float32), axis=0)
+
+
+def sliced_wasserstein(a, b, directions=None):
+    """Sliced Wasserstein-1 distance x100 between two equal-size sets of vectors [N, D]: each set projected on
+    fixed random unit directions, sorted, mean absolute difference of the sorted projections."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape or not len(a):
+        raise ValueError(f"sliced_wasserstein needs two non-empty sets of the same shape, got {a.shape}, {b.shape}")
+    d = swd_directions(a.shape[1]) if directions is None else directions
+    return swd_of_projections(sorted_projections(a, d), sorted_projections(b, d))
+
+
+def swd_of_projections(pa, pb):
+    """SWD x100 from two sets' sorted_projections."""
+    return 100.0 * float(np.abs(pa - pb).mean())
+
+
+class PatchSWD:
+    """SWD of many images against one ground truth at the same pixels: the ground truth's patches are projected
+    once. raw: colour and texture; texture: each patch's mean colour removed."""
+
+    def __init__(self, gt, mask, seed=0):
+        self.v, self.u = patch_centres(mask, seed=seed)
+        self.count = len(self.v)
+        self.directions = swd_directions(SWD_PATCH * SWD_PATCH * 3)
+        self.gt = self._project(gt) if self.count else None
+
+    def _project(self, img):
+        return (sorted_projections(patches(img, self.v, self.u), self.directions),
+                sorted_projections(patches(img, self.v, self.u, remove_mean=True), self.directions))
+
+    def __call__(self, img):
+        """(raw, texture) SWD of img; (nan, nan) when no patch fits."""
+        if not self.count:
+            return float("nan"), float("nan")
+        raw, tex = self._project(img)
+        return swd_of_projections(raw, self.gt[0]), swd_of_projections(tex, self.gt[1])
+
+
+def patch_swd(img, gt, mask, seed=0):
+    """(raw, texture-only) SWD between the 7x7x3 patches of img and of gt at the same invented pixels, and the
+    number of patches used; (nan, nan, 0) when no patch fits."""
+    swd = PatchSWD(gt, mask, seed)
+    return (*swd(img), swd.count)
+
+
+def shifted(img, dx=4):
+    """The image moved dx pixels to the right, its first column repeated into the gap."""
+    a = np.asarray(img, np.float64)
+    return np.concatenate([np.repeat(a[:, :1], dx, axis=1), a[:, :-dx]], axis=1) if dx else a.copy()
+
+
+def gaussian_blur(img, sigma=3.0):
+    """Separable Gaussian blur (radius 3 sigma, reflect padding) of an [H, W, 3] image."""
+    x = _t(img, torch.float32).permute(2, 0, 1)[None]
+    r = int(math.ceil(3 * sigma))
+    g = _gauss(2 * r + 1, sigma).float()
+    C = x.shape[1]
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), g[None, None, None, :].repeat(C, 1, 1, 1), groups=C)
+    x = F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), g[None, None, :, None].repeat(C, 1, 1, 1), groups=C)
+    return x[0].permute(1, 2, 0).double().numpy()
+
+
+def visible_from(points, K, c2w, depth, tol=DEPTH_TOL):
+    """[N] bool: world points [N, 3] (numpy) that the camera (K, c2w) with its depth map sees: inside the image,
+    in front, its depth at the nearest pixel within tol. Cheap partner search for self-consistency."""
+    M = np.linalg.inv(np.asarray(c2w, np.float64))
+    pc = points @ M[:3, :3].T + M[:3, 3]
+    z = pc[:, 2]
+    K = np.asarray(K, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = np.round(K[0, 0] * pc[:, 0] / z + K[0, 2])
+        v = np.round(K[1, 1] * pc[:, 1] / z + K[1, 2])
+    H, W = np.asarray(depth).shape
+    ok = (z > 1e-6) & (u >= 0) & (u <= W - 1) & (v >= 0) & (v <= H - 1)
+    d = np.full(len(z), np.inf)
+    d[ok] = np.asarray(depth)[v[ok].astype(int), u[ok].astype(int)]
+    return ok & np.isfinite(d) & (np.abs(d - z) <= tol * z)

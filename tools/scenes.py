@@ -286,3 +286,203 @@ def build_moving_crate(width=256, height=144, frames=48):
         crate.keyframe_insert("location", frame=frame)
         crate.keyframe_insert("rotation_euler", frame=frame)
     return scene
+
+
+# -- varied bench scenes: other room shapes, textures and light ----------------------------------------
+# Surfaces are built in world coordinates (identity object transform), so a texture's scale is in scene
+# units on every wall and floor alike; each material maps the two axes of its plane to the texture's X/Y.
+_PLANE_AXES = {"xy": ("X", "Y", "Z"), "xz": ("X", "Z", "Y"), "yz": ("Y", "Z", "X")}
+
+
+def _slab(name, lo, hi, mat):
+    """An axis-aligned box from corner lo to corner hi, vertices in world coordinates."""
+    (x0, y0, z0), (x1, y1, z1) = lo, hi
+    verts = [(x0, y0, z0), (x1, y0, z0), (x1, y1, z0), (x0, y1, z0),
+             (x0, y0, z1), (x1, y0, z1), (x1, y1, z1), (x0, y1, z1)]
+    faces = [(0, 3, 2, 1), (4, 5, 6, 7), (0, 1, 5, 4), (1, 2, 6, 5), (2, 3, 7, 6), (3, 0, 4, 7)]
+    mesh = bpy.data.meshes.new(name)
+    mesh.from_pydata(verts, [], faces)
+    mesh.update()
+    mesh.materials.append(mat)
+    ob = bpy.data.objects.new(name, mesh)
+    bpy.context.scene.collection.objects.link(ob)
+    return ob
+
+
+def _surface(name, kind, c1, c2=None, scale=1.0, plane="xy", roughness=0.8, **opts):
+    """A Principled BSDF driven by a procedural texture on the object coordinates of `plane`.
+
+    kind: "paint" (flat c1), "brick" (c1 bricks, c2 mortar), "checker", "wood" (wave bands through a
+    two-colour ramp), "plaster" (fine noise) or "dots" (voronoi cells)."""
+    mat = bpy.data.materials.new(name)
+    mat.use_nodes = True
+    nt = mat.node_tree
+    bsdf = nt.nodes.get("Principled BSDF")
+    bsdf.inputs["Roughness"].default_value = roughness
+    if kind == "paint":
+        bsdf.inputs["Base Color"].default_value = (*c1, 1.0)
+        return mat
+    coords = nt.nodes.new("ShaderNodeTexCoord")
+    sep = nt.nodes.new("ShaderNodeSeparateXYZ")
+    comb = nt.nodes.new("ShaderNodeCombineXYZ")
+    nt.links.new(coords.outputs["Object"], sep.inputs["Vector"])
+    for axis_in, axis_out in zip(_PLANE_AXES[plane], ("X", "Y", "Z")):
+        nt.links.new(sep.outputs[axis_in], comb.inputs[axis_out])
+    c2 = c2 or tuple(0.45 * c for c in c1)
+    if kind in ("brick", "checker"):
+        tex = nt.nodes.new("ShaderNodeTexBrick" if kind == "brick" else "ShaderNodeTexChecker")
+        tex.inputs["Color1"].default_value = (*c1, 1.0)
+        tex.inputs["Color2"].default_value = (*tuple(0.8 * c for c in c1), 1.0) if kind == "brick" else (*c2, 1.0)
+        if kind == "brick":
+            tex.inputs["Mortar"].default_value = (*c2, 1.0)
+            tex.inputs["Mortar Size"].default_value = opts.get("mortar", 0.02)
+            tex.inputs["Brick Width"].default_value = opts.get("brick_width", 0.5)
+            tex.inputs["Row Height"].default_value = opts.get("row_height", 0.25)
+        tex.inputs["Scale"].default_value = scale
+        nt.links.new(comb.outputs["Vector"], tex.inputs["Vector"])
+        nt.links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
+        return mat
+    if kind == "wood":
+        tex = nt.nodes.new("ShaderNodeTexWave")
+        tex.bands_direction = opts.get("direction", "X")
+        tex.inputs["Distortion"].default_value = opts.get("distortion", 6.0)
+        tex.inputs["Detail"].default_value = 3.0
+        fac = tex.outputs["Fac"]
+    elif kind == "plaster":
+        tex = nt.nodes.new("ShaderNodeTexNoise")
+        tex.inputs["Detail"].default_value = 6.0
+        fac = tex.outputs["Fac"]
+    elif kind == "dots":
+        tex = nt.nodes.new("ShaderNodeTexVoronoi")
+        fac = tex.outputs["Distance"]
+    else:
+        raise ValueError(f"unknown surface kind {kind!r}")
+    tex.inputs["Scale"].default_value = scale
+    nt.links.new(comb.outputs["Vector"], tex.inputs["Vector"])
+    ramp = nt.nodes.new("ShaderNodeValToRGB")
+    ramp.color_ramp.elements[0].position = opts.get("low", 0.3)
+    ramp.color_ramp.elements[1].position = opts.get("high", 0.7)
+    ramp.color_ramp.elements[0].color = (*c2, 1.0)
+    ramp.color_ramp.elements[1].color = (*c1, 1.0)
+    nt.links.new(fac, ramp.inputs["Fac"])
+    nt.links.new(ramp.outputs["Color"], bsdf.inputs["Base Color"])
+    return mat
+
+
+def _empty_scene(width, height, frames, world_colour, lens):
+    bpy.ops.wm.read_homefile(use_empty=True)
+    scene = bpy.context.scene
+    scene.render.resolution_x, scene.render.resolution_y = width, height
+    scene.render.resolution_percentage = 100
+    scene.frame_start, scene.frame_end = 1, frames
+    scene.world = bpy.data.worlds.new("World")
+    scene.world.color = world_colour
+    background = scene.world.node_tree.nodes.get("Background") if scene.world.node_tree else None
+    if background is not None:  # a new world renders its Background node, not World.color
+        background.inputs["Color"].default_value = (*world_colour, 1.0)
+    cam = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
+    cam.data.lens = lens
+    scene.collection.objects.link(cam)
+    scene.camera = cam
+    return scene, cam
+
+
+def _lamp(scene, name, kind, energy, location=(0, 0, 0), rotation=(0, 0, 0), colour=(1, 1, 1), **opts):
+    lamp = bpy.data.objects.new(name, bpy.data.lights.new(name, kind))
+    lamp.data.energy = energy
+    lamp.data.color = colour
+    for k, v in opts.items():
+        setattr(lamp.data, k, v)
+    lamp.location = location
+    lamp.rotation_euler = tuple(math.radians(a) for a in rotation)
+    scene.collection.objects.link(lamp)
+    return lamp
+
+
+def _walk(frames, waypoints):
+    """Camera keys spread over `frames` from waypoints (fraction of the path, location, (pitch, yaw))."""
+    keys, last = [], 0
+    for t, loc, rot in waypoints:
+        n = max(last + 1, 1 + round(t * (frames - 1)))
+        keys.append((n, loc, rot))
+        last = n
+    return keys
+
+
+def build_hall(width=256, height=144, frames=48):
+    """An L-shaped hall open to a blue sky, lit by a low warm sun: a long leg of red brick (small bricks),
+    sage paint and large stone blocks on a wooden floor, turning into a second leg (wood panelling, fine
+    plaster, deep-blue paint) that the first frame never sees. The camera walks down the first leg, turns
+    into the second and ends looking back at the first leg's other wall."""
+    scene, cam = _empty_scene(width, height, frames, (0.45, 0.6, 0.85), 22)
+    T, Hh = 0.2, 4.0
+    _slab("Floor", (-7.5, -2.5, -0.1), (5.5, 10.5, 0.0),
+          _surface("Wood", "wood", (0.55, 0.33, 0.16), (0.25, 0.13, 0.05), scale=0.6, plane="xy", direction="Y"))
+    brick = _surface("Brick", "brick", (0.55, 0.16, 0.1), (0.75, 0.72, 0.66), scale=2.0, plane="xz")
+    _slab("WallSouth", (-7.5, -2.0 - T, 0), (5.5, -2.0, Hh), brick)
+    _slab("WallNorthA", (-7.5, 2.0, 0), (1.0, 2.0 + T, Hh), _surface("Sage", "paint", (0.42, 0.55, 0.4)))
+    _slab("WallWest", (-7.0 - T, -2.0, 0), (-7.0, 2.0, Hh),
+          _surface("Stone", "brick", (0.6, 0.58, 0.52), (0.3, 0.28, 0.25), scale=0.5, plane="yz",
+                   mortar=0.015, brick_width=0.6, row_height=0.4))
+    _slab("WallEast", (5.0, -2.0, 0), (5.0 + T, 10.0, Hh),
+          _surface("Plaster", "plaster", (0.85, 0.8, 0.7), (0.62, 0.56, 0.48), scale=6.0, plane="yz"))
+    _slab("WallWestB", (1.0 - T, 2.0, 0), (1.0, 10.0, Hh),
+          _surface("Panels", "wood", (0.7, 0.5, 0.3), (0.4, 0.24, 0.12), scale=1.2, plane="yz", direction="X",
+                   distortion=2.0))
+    _slab("WallNorthB", (1.0, 10.0, 0), (5.0, 10.0 + T, Hh), _surface("Blue", "paint", (0.12, 0.2, 0.5)))
+    _slab("Plinth", (-3.2, -1.6, 0), (-2.4, -0.8, 1.1), _surface("PlinthPaint", "paint", (0.8, 0.78, 0.74)))
+    _slab("Bench", (2.0, 5.0, 0), (2.6, 7.5, 0.5),
+          _surface("BenchWood", "wood", (0.35, 0.2, 0.1), (0.18, 0.1, 0.05), scale=2.0, plane="xz"))
+    _lamp(scene, "Sun", "SUN", 4.0, rotation=(62, 0, -125), colour=(1.0, 0.86, 0.7))
+    waypoints = [(0.0, (-5.5, -0.6, 1.6), (86, -70)), (0.3, (-1.5, 0.4, 1.6), (86, -95)),
+                 (0.55, (2.4, 0.3, 1.6), (86, -30)), (0.75, (3.0, 3.5, 1.6), (86, 10)),
+                 (1.0, (3.2, 6.0, 1.6), (86, 140))]
+    _keyframe_camera(cam, _walk(frames, waypoints))
+    return scene
+
+
+def build_studio(width=256, height=144, frames=48):
+    """A small closed room under a ceiling, lit from inside by a warm ceiling lamp and a cool window-like
+    area light: large floor tiles, a wall of small tiles, yellow paint, fine blue plaster and a dotted
+    wallpaper. The camera stands near the south wall, walks to the middle and turns to face the wall behind it."""
+    scene, cam = _empty_scene(width, height, frames, (0.03, 0.03, 0.035), 20)
+    T, X, Y, Hh = 0.15, 2.4, 1.9, 2.6
+    _slab("Floor", (-X, -Y, -0.1), (X, Y, 0.0),
+          _surface("Tiles", "checker", (0.82, 0.8, 0.76), (0.15, 0.15, 0.17), scale=0.8, plane="xy"))
+    _slab("Ceiling", (-X, -Y, Hh), (X, Y, Hh + 0.1), _surface("White", "paint", (0.9, 0.9, 0.88)))
+    _slab("WallN", (-X, Y, 0), (X, Y + T, Hh),
+          _surface("SmallTiles", "brick", (0.3, 0.55, 0.55), (0.9, 0.9, 0.86), scale=5.0, plane="xz",
+                   mortar=0.04, brick_width=0.5, row_height=0.5))
+    _slab("WallE", (X, -Y, 0), (X + T, Y, Hh), _surface("Yellow", "paint", (0.85, 0.7, 0.25)))
+    _slab("WallS", (-X, -Y - T, 0), (X, -Y, Hh),
+          _surface("BluePlaster", "plaster", (0.45, 0.55, 0.75), (0.25, 0.32, 0.5), scale=14.0, plane="xz"))
+    _slab("WallW", (-X - T, -Y, 0), (-X, Y, Hh),
+          _surface("Wallpaper", "dots", (0.85, 0.75, 0.7), (0.45, 0.2, 0.25), scale=7.0, plane="yz",
+                   low=0.1, high=0.5))
+    _slab("Table", (0.6, 0.7, 0.0), (1.6, 1.5, 0.75), _surface("TableWood", "wood", (0.45, 0.28, 0.14),
+                                                             (0.2, 0.11, 0.05), scale=2.5, plane="xy"))
+    _slab("Cabinet", (-2.3, -1.0, 0.0), (-1.8, 0.2, 1.4), _surface("CabinetPaint", "paint", (0.3, 0.25, 0.35)))
+    _lamp(scene, "Ceiling lamp", "POINT", 40.0, location=(0.3, 0.2, 2.3), colour=(1.0, 0.85, 0.65))
+    _lamp(scene, "Window", "AREA", 40.0, location=(2.3, -0.8, 1.5), rotation=(0, 90, 0), colour=(0.8, 0.9, 1.0),
+          size=1.2)
+    waypoints = [(0.0, (-0.8, -1.5, 1.55), (78, -10)), (0.35, (-0.5, -0.9, 1.55), (78, -45)),
+                 (0.7, (-0.2, -0.2, 1.55), (78, -120)), (1.0, (0.2, 0.4, 1.55), (78, -175))]
+    _keyframe_camera(cam, _walk(frames, waypoints))
+    return scene
+
+
+def blockout(scene):
+    """Replace every material of the scene's objects by one plain grey (a previz blockout)."""
+    grey = bpy.data.materials.new("Blockout grey")
+    grey.use_nodes = True
+    bsdf = grey.node_tree.nodes.get("Principled BSDF")
+    bsdf.inputs["Base Color"].default_value = (0.5, 0.5, 0.5, 1.0)
+    bsdf.inputs["Roughness"].default_value = 0.8
+    for ob in scene.objects:
+        if ob.type not in {"MESH", "CURVE", "SURFACE", "META", "FONT"}:
+            continue
+        if not ob.material_slots:
+            ob.data.materials.append(grey)
+        for slot in ob.material_slots:
+            slot.material = grey
+    return grey

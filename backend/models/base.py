@@ -1,14 +1,14 @@
 """The two model interfaces the segment loop drives, and the small values they exchange with it.
 
 A frame model completes one frame at a time from a memory read (encode, complete, render); a segment model
-generates a whole segment jointly from one read per frame it asks for (plan, generate, decode). The loop branches
-once, on which of the two a model is. Nothing here imports torch at run time, so the registry can name and check
-model classes without loading them.
+generates a whole segment jointly from the memory read at each of its frames (plan, generate) and names the
+frames the memory keeps. The loop branches once, on which of the two a model is. Nothing here imports torch at
+run time, so the registry can name and check model classes without loading them.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence
 
 from ..protocol import ModelError  # noqa: F401  (models raise it; the registry re-exports it)
@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 class Exemplar:
     """A view to copy from: image [3, H, W] in 0..1, depth [H, W] (inf where nothing), K [3, 3] and cam_to_world
     [4, 4] (OpenCV), object ids [H, W] (None: all static world), poses: object id -> [4, 4] object-to-world at this
-    view, usable [H, W] bool: the pixels that may be copied (None: every pixel with a depth)."""
+    view, usable [H, W] bool: the pixels that may be copied (None: every pixel with a depth), parts [H, W] which
+    object each pixel sees (any object, moving or still; None: not known), shade [2, H, W] the static world's
+    direct and all-around light there (None: not known)."""
     image: "torch.Tensor"
     depth: "torch.Tensor"
     K: "torch.Tensor"
@@ -31,6 +33,8 @@ class Exemplar:
     ids: Optional["torch.Tensor"] = None
     poses: Optional[dict] = None
     usable: Optional["torch.Tensor"] = None
+    parts: Optional["torch.Tensor"] = None
+    shade: Optional["torch.Tensor"] = None
 
 
 class Prefill(Protocol):
@@ -47,7 +51,10 @@ class FrameNeeds:
 
     target_depth [h, w]: the scene's per-cell depth (inf = sky); ids [h, w]: per-cell object id (0 = static
     world); pixel_ids [H, W] and pixel_target [H, W] (pixel depth, inf = sky) where the read has splats; prefill:
-    pixels to keep and fill the rest from."""
+    pixels to keep and fill the rest from; K [3, 3] and cam_to_world [4, 4]: the frame's camera, poses: its moving
+    objects' transforms; exemplars: views to copy from where nothing is known (Exemplar: the reference, as the
+    memory stores it); parts [H, W]: which object each pixel sees, moving or still (0 = none); shade [2, H, W]:
+    the static world's direct and all-around light on each pixel."""
     target_depth: Optional["torch.Tensor"] = None
     ids: Optional["torch.Tensor"] = None
     pixel_ids: Optional["torch.Tensor"] = None
@@ -57,6 +64,8 @@ class FrameNeeds:
     cam_to_world: Optional["torch.Tensor"] = None
     poses: Optional[dict] = None
     exemplars: Sequence = ()
+    parts: Optional["torch.Tensor"] = None
+    shade: Optional["torch.Tensor"] = None
 
 
 @dataclass
@@ -64,10 +73,14 @@ class Completion:
     """Everything a frame model's `complete` produced. latent [C, h, w]: the read with its holes completed (known
     cells exactly as read); pixels [3, H, W]: what it painted where no stored cell reaches, when it painted
     pixels (render shows them rather than decoding the latent again); from_material [H, W] bool: the pixels the
-    prefill painted (kept out of the memory: painted again on every frame)."""
+    prefill painted (kept out of the memory: painted again on every frame); completed [h, w] bool: the cells it
+    completed and asks to store, where that is more than the read's holes (None: the read's holes); exact [H, W]
+    bool: pixels it paints the same on every frame by a rule of the scene, shown as painted wherever they are."""
     latent: "torch.Tensor"
     pixels: Optional["torch.Tensor"] = None
     from_material: Optional["torch.Tensor"] = None
+    completed: Optional["torch.Tensor"] = None
+    exact: Optional["torch.Tensor"] = None
 
 
 class FrameModel(ABC):
@@ -95,9 +108,33 @@ class FrameModel(ABC):
         its own bank (needs.pixel_ids); without, the latent grid is decoded as it is."""
 
 
+@dataclass
+class SegmentFrame:
+    """One frame of a segment as a segment model gets it: `read`, the memory read at the frame's camera (with its
+    splats where the memory keeps them), and `pixel_ids` [H, W], the frame's object id mask on the grid padded to
+    whole cells (None without moving objects), which keeps each pixel to its own bank when the read is drawn."""
+    read: "MemoryRead"
+    pixel_ids: Optional["torch.Tensor"] = None
+
+
+@dataclass
+class SegmentResult:
+    """What a segment model generated for one segment of n frames. frames [n, 3, H, W] in 0..1: the frames at the
+    job's size padded to whole cells, in the memory's light (the loop relights and crops them); writes: the
+    frames to remember, in order, as (index in the segment, latent [C, H/cell, W/cell]), each written at that
+    frame's camera where the memory still has holes then."""
+    frames: "torch.Tensor"
+    writes: list[tuple[int, "torch.Tensor"]] = field(default_factory=list)
+
+
 class SegmentModel(ABC):
-    """Generates a whole segment jointly (video diffusion): the loop asks `plan` once, reads the memory at the
-    frames `read_frames` names, hands the reads to `generate`, writes the generated latents back, then `decode`s."""
+    """Generates a whole segment jointly (video diffusion). The loop asks `plan` once, before any work; for each
+    segment it reads the memory at every frame, hands the reads to `generate`, writes the latents it returns back
+    (each at its own frame's camera, read again first, so a frame stores only what earlier writes of the segment
+    left unknown), then relights and saves the frames.
+
+    `cell` pixels per latent cell along each side, `channels` latent channels per cell, `name` the model folder
+    that runs. Constructed by the registry as Class(name, folder=..., device=..., emit=..., **model.json args)."""
     name: str = ""
     cell: int = 8
     channels: int = 0
@@ -108,19 +145,12 @@ class SegmentModel(ABC):
 
     @abstractmethod
     def plan(self, width: int, height: int, segment_length: int, frames: int) -> tuple:
-        """Before any work: (segment length to use, notices); raises ModelError when the job cannot run."""
+        """Before any work, for a width x height job of `frames` frames: (segment length to use, notices for
+        hello); raises ModelError when the job cannot run here."""
 
     @abstractmethod
-    def read_frames(self, segment: Sequence[int]) -> list:
-        """The frames of `segment` (frame numbers) the memory is read at, one per latent frame generated."""
-
-    @abstractmethod
-    def generate(self, reads: Sequence["MemoryRead"], prompt: str = "", negative_prompt: str = "",
+    def generate(self, frames: Sequence[SegmentFrame], prompt: str = "", negative_prompt: str = "",
                  generator: Optional["torch.Generator"] = None,
-                 step: Optional[Callable[[int, int], None]] = None) -> "torch.Tensor":
-        """Latents [T, C, h, w] for the segment, one per read; step(i, steps) before each denoising step (it may
-        raise to cancel)."""
-
-    @abstractmethod
-    def decode(self, latents: "torch.Tensor", n: int) -> "torch.Tensor":
-        """The segment's latents [T, C, h, w] -> its first n frames [n, 3, H, W] in 0..1."""
+                 step: Optional[Callable[[int, int], None]] = None) -> SegmentResult:
+        """One segment, jointly, from the memory read at each of its frames (in order); step(i, steps) before each
+        denoising step (it may raise to cancel)."""

@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..fill import depth_aware_fill, pixel_fill
-from ..splats import place_pixels, render_splats
+from ..splats import CanvasCache, canvas_fill, draw_canvases, place_pixels
 from .base import Completion, FrameModel, ModelError
 
 TILE, TILE_MARGIN = 4, 2  # where only some cells need the encoder or decoder: tiles of 4 x 4 cells, each
@@ -107,28 +107,6 @@ def tiled(net, x, need, cin, cout):
     return out if out is not None else x.new_zeros(0)
 
 
-def canvas_fill(latent, known):
-    """A canvas's missing cells take their nearest stored neighbour's code (as replicate padding does), not
-    an average of codes: averaged codes decode to texture that was never there."""
-    lat, have = latent.clone(), known.clone()
-    h, w = have.shape
-    while not bool(have.all()):
-        grown = have.clone()
-        # from below, above, the right, the left; a cell takes the first neighbour it finds, in that order
-        for src_rows, dst_rows, src_cols, dst_cols in ((slice(1, h), slice(0, h - 1), slice(None), slice(None)),
-                                                       (slice(0, h - 1), slice(1, h), slice(None), slice(None)),
-                                                       (slice(None), slice(None), slice(1, w), slice(0, w - 1)),
-                                                       (slice(None), slice(None), slice(0, w - 1), slice(1, w))):
-            take = torch.zeros_like(have)
-            take[dst_rows, dst_cols] = have[src_rows, src_cols] & ~grown[dst_rows, dst_cols]
-            moved = torch.zeros_like(lat)
-            moved[:, dst_rows, dst_cols] = lat[:, src_rows, src_cols]
-            lat = torch.where(take[None], moved, lat)
-            grown |= take
-        have = grown
-    return lat
-
-
 def _log_depth(d, med, valid):
     x = torch.log(d.clamp_min(1e-6) / med).clamp(-3.0, 3.0)
     return torch.where(valid, x, torch.zeros_like(x))
@@ -211,7 +189,7 @@ class LearnedModel(FrameModel):
             raise ModelError(f"model '{name}': weights file {path} is corrupt or incompatible: {msg}") from None
         for net in (self.encoder, self.decoder, self.filler):
             net.to(self.device).eval().requires_grad_(False)
-        self._canvases = {}
+        self._canvases = CanvasCache(CANVAS_CACHE_BYTES, CANVAS_CACHE)
 
     def encode(self, image):
         with torch.no_grad():
@@ -221,30 +199,18 @@ class LearnedModel(FrameModel):
         """[3*64, h, w] pixels of a source canvas, decoded once and reused while its content stays the same
         (the reference's canvas serves every frame that sees it). Cells the memory no longer holds take
         their nearest stored neighbour's code (canvas_fill)."""
-        hit = self._canvases.pop(cv.key, None)
-        if hit is None:
+        def decode():
             lat = cv.latent if bool(cv.known.all()) else canvas_fill(cv.latent, cv.known)
             with torch.no_grad():  # a later frame's canvas is mostly cells other frames hold: decode its own
                 img = tiled(self.decoder, lat.float().to(self.device), cv.known, 1, 8).clamp(0, 1)
-            hit = F.pixel_unshuffle(img[None], 8)[0].cpu().half()  # float16: below half a grey level
-        self._canvases[cv.key] = hit  # most recently used last
-        while len(self._canvases) > 1 and (len(self._canvases) > CANVAS_CACHE or sum(
-                p.numel() * p.element_size() for p in self._canvases.values()) > CANVAS_CACHE_BYTES):
-            self._canvases.pop(next(iter(self._canvases)))
-        return hit
+            return F.pixel_unshuffle(img[None], 8)[0].cpu().half()  # float16: below half a grey level
+        return self._canvases.get(cv.key, decode)
 
     def draw(self, sp, H, W, pixel_ids=None):
-        """The read's splats drawn at pixel precision, each cell's pixels decoded in its source canvas.
-        Returns (image [3, H, W], covered [H, W], depth [H, W])."""
-        patches = torch.zeros(sp.age.numel(), 3, 8, 8)
-        have = torch.zeros(sp.age.numel(), dtype=torch.bool)
-        for cv in sp.canvases:
-            p = self.canvas_patches(cv)[:, cv.source[0], cv.source[1]].float()
-            patches[cv.members] = p.T.reshape(-1, 3, 8, 8)
-            have[cv.members] = True
-        # a cell without a canvas (written at another resolution) is left to the grid decode
-        sp = sp._replace(jac=torch.where(have[:, None, None], sp.jac, torch.zeros_like(sp.jac)))
-        return render_splats(patches, sp, H, W, pixel_ids)
+        """The read's splats drawn at pixel precision, each cell's pixels decoded in its source canvas; a cell
+        without a canvas (written at another resolution) is left to the grid decode. Returns (image [3, H, W],
+        covered [H, W], depth [H, W])."""
+        return draw_canvases(sp, self.canvas_patches, H, W, pixel_ids)
 
     def render(self, latent, read=None, needs=None, completion=None):
         if read is not None and read.splats is not None:

@@ -1,5 +1,6 @@
 """Model weights from the Hugging Face Hub: the standard cache, offline mode, a disk check before a download,
-and download progress as protocol messages. Used by the Wan model; no torch here."""
+and download progress as protocol messages. Used by the Wan model; no torch here (only huggingface_hub, and
+the tqdm it brings)."""
 import os
 import shutil
 import time
@@ -9,18 +10,23 @@ from .base import ModelError
 GB = 1e9
 # what a diffusers snapshot needs: configs, safetensors weights and the tokenizer; never pickled weights
 FILES = ["*.json", "*.safetensors", "*.model", "*.txt"]
+OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
-def gb(n):
+def gb(n: float) -> str:
     return f"{n / GB:.1f} GB"
 
 
-def offline():
-    """HF_HUB_OFFLINE, read when asked (not at import) so a change of the environment is seen."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+def offline_var() -> str | None:
+    """The variable that switches the Hub off (HF_HUB_OFFLINE, or transformers' own TRANSFORMERS_OFFLINE), read
+    when asked (not at import) so a change of the environment is seen; None when online."""
+    for var in OFFLINE_VARS:
+        if os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+            return var
+    return None
 
 
-def hf_cache_dir():
+def hf_cache_dir() -> str:
     """The standard Hugging Face cache: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub."""
     if os.environ.get("HF_HUB_CACHE"):
         return os.path.expanduser(os.environ["HF_HUB_CACHE"])
@@ -28,8 +34,8 @@ def hf_cache_dir():
     return os.path.join(os.path.expanduser(home), "hub")
 
 
-def check_disk(need, folder, title):
-    """Refuse a download that does not fit, with the exact number of bytes it needs."""
+def check_disk(need: int, folder: str, title: str) -> int:
+    """Refuse a download that does not fit, with the exact number of bytes it needs. Returns the free bytes."""
     probe = os.path.abspath(folder)
     while not os.path.isdir(probe) and os.path.dirname(probe) != probe:
         probe = os.path.dirname(probe)
@@ -72,18 +78,37 @@ def _progress_class(emit, model, title):
     return Progress
 
 
-def fetch_weights(repo, revision, title, approx_bytes, emit=None, model=""):
+def _incomplete(e: BaseException) -> str | None:
+    """'N file(s) are missing (...)' from huggingface_hub's IncompleteSnapshotError, else None."""
+    from huggingface_hub.errors import IncompleteSnapshotError
+    if not isinstance(e, IncompleteSnapshotError):
+        return None
+    text = str(e)
+    start = text.find(" is incomplete: ")
+    if start < 0:
+        return "some files are missing"
+    part = text[start + len(" is incomplete: "):]
+    end = part.find("). ")
+    return part[:end + 1] if end >= 0 else part.split(". ")[0]
+
+
+def fetch_weights(repo: str, revision: str | None, title: str, approx_bytes: float, emit=None, model: str = "") -> str:
     """The snapshot folder of repo@revision in the Hugging Face cache, downloading it first when it is missing.
     Every refusal is one line that says what is missing, how big it is and where it goes."""
     from huggingface_hub import snapshot_download
     cache = hf_cache_dir()
+    missing = None
     try:
         return snapshot_download(repo, revision=revision, cache_dir=cache, local_files_only=True, allow_patterns=FILES)
-    except Exception:  # not cached (LocalEntryNotFoundError, IncompleteSnapshotError, ...): download below
-        pass
-    if offline():
+    except Exception as e:  # not cached (LocalEntryNotFoundError) or cut short (IncompleteSnapshotError): download
+        missing = _incomplete(e)
+    var = offline_var()
+    if var and missing:
+        raise ModelError(f"{title}: the copy in {cache} is incomplete ({missing}) and {var} is set: run once "
+                         f"online to finish the download (about {gb(approx_bytes)} in all)")
+    if var:
         raise ModelError(f"{title} needs about {gb(approx_bytes)} downloaded to {cache}; it is not there and "
-                         f"HF_HUB_OFFLINE is set: run once online (or copy that cache from a machine that has it)")
+                         f"{var} is set: run once online (or copy that cache from a machine that has it)")
     try:
         plan = snapshot_download(repo, revision=revision, cache_dir=cache, dry_run=True, allow_patterns=FILES)
     except Exception as e:
@@ -102,6 +127,7 @@ def fetch_weights(repo, revision, title, approx_bytes, emit=None, model=""):
     return folder
 
 
-def first_line(e):
+def first_line(e: BaseException) -> str:
+    """An exception's first line (its type name when it has no text)."""
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__

@@ -15,11 +15,15 @@ class Maps:
 
     depth: [H, W] float32 planar depth (inf where nothing is hit); ids: [H, W] uint16 moving-object id
     (0 = static world or nothing); light: [H, W] float32 light ratio (core/light.py); albedo: [H, W, 3]
-    uint8 surface colour of moving objects with a baked texture (core/albedo.py)."""
+    uint8 surface colour of moving objects with a baked texture (core/albedo.py); parts: [H, W] uint16
+    the object each pixel sees (Triangles.parts; 0 for nothing); shade: [H, W, 2] float32 the static world's
+    direct and all-around light (core/light.shade_map)."""
     depth: np.ndarray
     ids: np.ndarray = None
     light: np.ndarray = None
     albedo: np.ndarray = None
+    parts: np.ndarray = None
+    shade: np.ndarray = None
 
 
 @dataclass
@@ -28,7 +32,7 @@ class FrameExport:
 
     K: [3, 3] float64 intrinsics and cam_to_world: [4, 4] float64 pose, both OpenCV (core/camera.py);
     objects: {id: [4, 4] float64 object-to-world} of the moving objects (ids 1, 2, ...); depth, ids,
-    light, albedo: the frame's Maps."""
+    light, albedo, parts, shade: the frame's Maps."""
     frame: int
     K: np.ndarray
     cam_to_world: np.ndarray
@@ -37,30 +41,44 @@ class FrameExport:
     ids: np.ndarray = None
     light: np.ndarray = None
     albedo: np.ndarray = None
+    parts: np.ndarray = None
+    shade: np.ndarray = None
 
 
 def render_maps(tris: Triangles, K: np.ndarray, c2w: np.ndarray, size: tuple[int, int], ids: bool = False,
-                lighting: Lighting = None, textures: list = None) -> Maps:
+                lighting: Lighting = None, textures: list = None, parts: bool = False,
+                shading: Lighting = None) -> Maps:
     """The maps of a camera (K [3, 3] for an image of ``size`` = (W, H), c2w [4, 4], both OpenCV) over the
     frame's world triangles: depth always; ids when asked; the light ratio with ``lighting``; the
-    surface colour with ``textures`` (the baked textures that tris.surface indexes)."""
+    surface colour with ``textures`` (the baked textures that tris.surface indexes); the object each pixel
+    sees with ``parts`` (tris.parts); the static world's light with ``shading`` (the scene's lamps)."""
     width, height = size
     w2c = np.linalg.inv(c2w)
     world = tris.world
     cam_tris = world @ w2c[:3, :3].T + w2c[:3, 3] if len(world) else world
-    if not ids and lighting is None and textures is None:
+    if not ids and lighting is None and textures is None and not parts and shading is None:
         return Maps(depth=raster.depth_map(cam_tris, K, width, height).astype(np.float32))
     # which triangle each pixel sees (index + 1), for the ids, the light's normals and the surface colour
     depth, hit = raster.depth_and_hit(cam_tris, K, width, height)
     maps = Maps(depth=depth.astype(np.float32))
     if ids:
-        maps.ids = (np.where(hit > 0, tris.ids[np.maximum(hit - 1, 0)], 0).astype(np.uint16) if len(world)
-                    else hit.astype(np.uint16))
+        maps.ids = _per_pixel(tris.ids, hit)
+    if parts:
+        maps.parts = _per_pixel(tris.parts, hit)
     # world position of every pixel that sees a triangle, shared by the light and the surface colour
     rows, cols = np.nonzero(hit > 0)
     hits = Hits(rows, cols, hit[rows, cols] - 1, camera.world_points(K, c2w, rows, cols, depth[rows, cols]))
     if lighting is not None:
         maps.light = light.light_map(tris, hits, depth, K, c2w, lighting)
+    if shading is not None:
+        maps.shade = light.shade_map(tris, hits, depth, K, c2w, shading)
     if textures is not None:
         maps.albedo = albedo.albedo_map(tris, hits, textures, (height, width))
     return maps
+
+
+def _per_pixel(values, hit):
+    """[H, W] uint16: the value of the triangle each pixel sees (hit: index + 1), 0 where it sees none."""
+    if not len(values):
+        return hit.astype(np.uint16)
+    return np.where(hit > 0, values[np.maximum(hit - 1, 0)], 0).astype(np.uint16)

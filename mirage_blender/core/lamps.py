@@ -14,7 +14,8 @@ def luminance(rgb) -> float:
 @dataclass
 class Lamp:
     """A sun (`direction` [3] toward it, `power` its irradiance) or a local lamp at `position` [3]
-    (point, spot or area; `power` in watts) shining along `axis` [3], with a spot's cone angle and blend."""
+    (point, spot or area; `power` in watts) shining along `axis` [3], with a spot's cone angle and blend, and
+    `radius` the size of a local lamp (an area lamp's half width): its light stays finite close to it."""
     kind: str  # "SUN", "POINT", "SPOT" or "AREA"
     power: float
     direction: np.ndarray = None
@@ -22,6 +23,7 @@ class Lamp:
     axis: np.ndarray = None
     cone: float = None
     blend: float = 0.0
+    radius: float = 0.0
 
     def incoming(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Unit vectors toward the lamp [N, 3] and the irradiance it would give a surface facing it [N],
@@ -31,6 +33,8 @@ class Lamp:
         to = self.position - points
         dist2 = np.maximum((to * to).sum(1), 1e-12)
         d = to / np.sqrt(dist2)[:, None]
+        # a lamp of radius r lights a point at distance d about as a disc does: as 1 / (d^2 + r^2)
+        dist2 = dist2 + self.radius * self.radius
         if self.kind == "AREA":  # a one-sided Lambertian emitter: intensity P / pi along its axis
             return d, self.power / math.pi * np.clip(-(d @ self.axis), 0.0, None) / dist2
         e = self.power / (4.0 * math.pi) / dist2  # a point (or spot) of power P: intensity P / (4 pi)

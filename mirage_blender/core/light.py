@@ -78,6 +78,38 @@ def light_map(tris: Triangles, hits: Hits, depth: np.ndarray, K: np.ndarray, c2w
     return out
 
 
+def shade_map(tris: Triangles, hits: Hits, depth: np.ndarray, K: np.ndarray, c2w: np.ndarray,
+              lighting: Lighting) -> np.ndarray:
+    """[H, W, 2] float32: the light on each pixel of the static world as the scene gives it, the moving objects
+    left out: the lamps' direct light with the world's own shadows, and the light from all around (sky and
+    bounce). 0 on moving objects and where nothing is. With it a model can tell a surface's colour from its
+    light: a shadow is not copied where the sun shines, and an invented floor gets the shadows that fall on it.
+    The two parts apart, so the backend can weigh them against what the reference shows."""
+    H, W = depth.shape
+    out = np.zeros((H, W, 2), dtype=np.float32)
+    v, u, t, points = hits.rows, hits.cols, hits.tri, hits.points
+    static = tris.ids[t] == 0
+    v, u, t, points = v[static], u[static], t[static], points[static]
+    if not len(v):
+        return out
+    texel = float(np.median(depth[v, u])) / K[0, 0]
+    world = tris.world
+    fixed = world[tris.ids == 0]
+    n = _normals(world[t], points, c2w)
+    sky = lighting.sky * math.pi
+    bounce = _bounce(points, lighting)
+    direct = np.zeros(len(points))
+    for lamp in lighting.lamps:
+        toward, e = lamp.incoming(points)
+        d = e * np.clip((n * toward).sum(1), 0.0, None)
+        lit = d > 0
+        d[lit] *= visibility(points[lit], n[lit], fixed, lamp, toward[lit], texel)
+        direct += d
+    out[v, u, 0] = direct
+    out[v, u, 1] = sky * (1.0 + n[:, 2]) / 2.0 + bounce * (3.0 - n[:, 2]) / 4.0
+    return out
+
+
 def _bounce(points, lighting):
     """Light bounced by the scene: a share of the sky's and the lamps' average direct light on what the
     camera sees (points [M, 3]), as if from all around."""

@@ -10,11 +10,13 @@ class Triangles:
 
     world: [N, 3, 3] float64 corners; ids: [N] uint16 moving-object id (0 = the static world);
     surface: [N] int32 index of the object's baked texture (-1 = none); uvs: [N, 3, 2] float64 corner
-    UVs (zero where surface is -1)."""
+    UVs (zero where surface is -1); parts: [N] uint16 the index of the object a triangle belongs to, any
+    object, moving or still (0 = not numbered)."""
     world: np.ndarray
     ids: np.ndarray
     surface: np.ndarray
     uvs: np.ndarray
+    parts: np.ndarray = None
 
     def __len__(self) -> int:
         return len(self.world)

@@ -43,14 +43,22 @@ def surface_objects(scene) -> list:
     return [ob for ob in scene.objects if ob.type in SURFACE_TYPES and renders(ob, visible)]
 
 
-def triangles(depsgraph, object_ids: dict = None, surfaces: dict = None) -> Triangles:
+def part_numbers(scene) -> dict[str, int]:
+    """Object name -> its number (1, 2, ... by name) for every render-visible object with surfaces: which
+    object a pixel sees, the same number on every frame of a job."""
+    names = sorted(ob.name for ob in surface_objects(scene))
+    return {name: i for i, name in enumerate(names[:0xFFFF], 1)}
+
+
+def triangles(depsgraph, object_ids: dict = None, surfaces: dict = None, parts: dict = None) -> Triangles:
     """All render-visible evaluated triangles at the current frame, in world space.
 
     object_ids: object name -> moving-object id (others get 0; instanced geometry takes its instancer's
     id). surfaces: object name -> index of its baked texture; those objects' triangles get the index and
-    their corner UVs from the active UV map (instances and objects without a UV map get -1)."""
+    their corner UVs from the active UV map (instances and objects without a UV map get -1). parts: object
+    name -> number (part_numbers); each triangle gets its object's, instances their instancer's (0 without)."""
     visible = render_visible(depsgraph.view_layer)
-    chunks, id_chunks, surf_chunks, uv_chunks = [], [], [], []
+    chunks, id_chunks, surf_chunks, uv_chunks, part_chunks = [], [], [], [], []
     for inst in depsgraph.object_instances:
         ob = inst.object
         if ob.type not in SURFACE_TYPES or not _instance_renders(inst, visible):
@@ -71,11 +79,13 @@ def triangles(depsgraph, object_ids: dict = None, surfaces: dict = None) -> Tria
         surf_chunks.append(np.full(len(tri), surf, dtype=np.int32))
         oid = 0 if object_ids is None else object_ids.get(ob.original.name, object_ids.get(owner.name, 0))
         id_chunks.append(np.full(len(tri), oid, dtype=np.uint16))
+        part = 0 if parts is None else parts.get(ob.original.name, parts.get(owner.name, 0))
+        part_chunks.append(np.full(len(tri), part, dtype=np.uint16))
     if not chunks:
         return Triangles(np.empty((0, 3, 3), dtype=np.float64), np.zeros(0, dtype=np.uint16),
-                         np.empty(0, dtype=np.int32), np.empty((0, 3, 2)))
+                         np.empty(0, dtype=np.int32), np.empty((0, 3, 2)), np.zeros(0, dtype=np.uint16))
     return Triangles(np.concatenate(chunks, axis=0), np.concatenate(id_chunks), np.concatenate(surf_chunks),
-                     np.concatenate(uv_chunks))
+                     np.concatenate(uv_chunks), np.concatenate(part_chunks))
 
 
 def _instance_renders(inst, visible):

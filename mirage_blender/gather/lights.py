@@ -43,5 +43,17 @@ def scene_lighting(scene, visible_names: set[str]) -> Lighting:
         elif light.type in ("POINT", "SPOT", "AREA"):
             lamps.append(Lamp(light.type, power, position=m[:3, 3].copy(), axis=-z,
                               cone=float(getattr(light, "spot_size", math.pi)),
-                              blend=float(getattr(light, "spot_blend", 0.0))))
+                              blend=float(getattr(light, "spot_blend", 0.0)), radius=_radius(light, m)))
     return Lighting(lamps=lamps, sky=world_radiance(scene.world))
+
+
+def _radius(light, m):
+    """A local lamp's size in world units where it changes the falloff: an area lamp's half width (the mean of
+    its two sides, scaled by the object). A point or spot lamp is a sphere, which lights what lies outside it
+    exactly as a point of the same power does: 0."""
+    if light.type != "AREA":
+        return 0.0
+    scale = float(np.cbrt(abs(np.linalg.det(m[:3, :3])))) or 1.0
+    sx = float(light.size)
+    sy = float(light.size_y) if light.shape in ("RECTANGLE", "ELLIPSE") else sx
+    return 0.25 * (sx + sy) * scale

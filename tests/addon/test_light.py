@@ -186,3 +186,58 @@ def test_no_uv_map_no_surface_colour(scene):
     two_tone(bpy.data.objects["Crate"])  # a material, but nothing to bake it onto
     assert all(item.albedo is None for item in export(scene).values())
     assert materials.why_not(bpy.data.objects["Crate"]) == "has no UV map"
+
+
+def test_shade_map_keeps_the_still_worlds_shadows_and_leaves_the_moving_crate_out(scene):
+    # a still pillar beside the moving crate: its shadow is in the direct light, the crate's is not (the light
+    # ratio carries that one), and the crate itself has no shading (0)
+    pillar = cube("Pillar", (-1.6, 1.2, 1.0))
+    pillar.scale = (1.0, 1.0, 4.0)
+    geometry = addon_module("gather.geometry")
+    scene.frame_set(1)
+    maps = export_frames.frame_maps(scene, scene.camera, (W, H), objects={"Crate": 1},
+                                    parts=geometry.part_numbers(scene))
+    shade, ids, parts = maps.shade, maps.ids, maps.parts
+    assert shade.shape == (H, W, 2) and np.isfinite(shade).all() and (shade >= 0).all()
+    assert np.all(shade[ids == 1] == 0)
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    item = export(scene)[1]
+    pts = world_points(item)
+    to = Vector((0.5, 0.0, math.sqrt(0.75)))
+    ground = (ids == 0) & (parts == geometry.part_numbers(scene)["Ground"])
+    by_pillar = np.zeros((H, W), bool)
+    for v, u in zip(*np.nonzero(ground)):
+        hit, _, _, _, ob, _ = scene.ray_cast(depsgraph, Vector(pts[v, u]) + to * 1e-3, to)
+        by_pillar[v, u] = hit and ob.name == "Pillar"
+    sure = np.ones((H, W), bool)
+    for dv in range(-2, 3):
+        for du in range(-2, 3):
+            sure &= np.roll(np.roll(by_pillar, dv, 0), du, 1) == by_pillar
+    dark, lit = ground & by_pillar & sure, ground & ~by_pillar & sure
+    assert dark.sum() > 30 and lit.sum() > 1000
+    direct = shade[..., 0]
+    assert direct[dark].max() < 0.05 * direct[lit].min()
+    # the crate's shadow is not in this map: the lit ground's direct light is the sun's, 3 x cos 30 degrees
+    assert (np.abs(direct[lit] - 3.0 * math.sqrt(0.75)) < 1e-4).mean() > 0.99
+    assert shade[..., 1][ground].min() > 0  # sky and bounce reach the shadow too
+
+
+def test_an_area_lamps_size_keeps_its_light_finite_close_to_it(scene):
+    lights = addon_module("gather.lights")
+    bpy.data.objects.remove(bpy.data.objects["Sun"])
+    ob = bpy.data.objects.new("Panel", bpy.data.lights.new("Panel", "AREA"))
+    ob.data.energy, ob.data.size = 100.0, 2.0
+    ob.location = (0.0, 0.0, 0.05)
+    scene.collection.objects.link(ob)
+    scene.frame_set(1)
+    lamp, = lights.scene_lighting(scene, {"Panel"}).lamps
+    assert lamp.radius == pytest.approx(1.0)
+    near, far = np.array([[0.0, 0.0, -0.01]]), np.array([[0.0, 0.0, -10.0]])
+    e_near, e_far = lamp.incoming(near)[1][0], lamp.incoming(far)[1][0]
+    assert e_near == pytest.approx(100.0 / math.pi / (0.06 ** 2 + 1.0), rel=1e-6)  # a disc's falloff, not 1/d^2
+    assert e_far == pytest.approx(100.0 / math.pi / (10.05 ** 2 + 1.0), rel=1e-6)
+    point = bpy.data.lights.new("Bulb", "POINT")
+    point.shadow_soft_size = 0.5
+    bulb = bpy.data.objects.new("Bulb", point)
+    scene.collection.objects.link(bulb)
+    assert [lp.radius for lp in lights.scene_lighting(scene, {"Bulb"}).lamps] == [0.0]  # a sphere lights as a point

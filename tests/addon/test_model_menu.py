@@ -22,7 +22,8 @@ EXTRA = {"class": "wan:WanVACEModel", "title": "Prompted test model", "descripti
          "needs": {"cuda": True, "prompt": True}}
 # what the menu offered before it was read from model.json: (name, label, number)
 SHIPPED = [("builtin", "Built-in", 0), ("compact", "Compact (trained)", 1), ("patch", "Exact Patches", 4),
-           ("wan-vace-1.3b", "Wan2.1 VACE 1.3B", 2), ("wan-vace-14b", "Wan2.1 VACE 14B", 3)]
+           ("wan-vace-1.3b", "Wan2.1 VACE 1.3B", 2), ("wan-vace-14b", "Wan2.1 VACE 14B", 3),
+           ("synth", "Invent (synthesis)", 5)]
 
 
 @pytest.fixture
@@ -60,8 +61,8 @@ def test_menu_lists_each_model_json_with_a_panel_entry(registered):
             tooltip = json.load(f)["panel"]["tooltip"]
         assert (name, label, tooltip, number) in items
     assert len(items) == len(SHIPPED) + 1
-    # the menu's order comes from the panel entries: the order it had before it was read from model.json
-    assert [n for n in names if n in dict((s[0], s) for s in SHIPPED)] == ["builtin", "patch", "compact",
+    # the menu's order comes from the panel entries (their "order"), not from the folders' names
+    assert [n for n in names if n in dict((s[0], s) for s in SHIPPED)] == ["builtin", "synth", "patch", "compact",
                                                                            "wan-vace-1.3b", "wan-vace-14b"]
     assert names[-1] == "test-prompted"  # no order given: after the ordered ones
     assert registered.mirage.model == "builtin"  # the default

@@ -139,7 +139,7 @@ def test_objects_that_change_shape_are_found(scene):
 def test_frame_export_has_one_shape(scene):
     frame_export = addon_module("core.frame").FrameExport
     fields = [f.name for f in dataclasses.fields(frame_export)]
-    assert fields == ["frame", "K", "cam_to_world", "objects", "depth", "ids", "light", "albedo"]
+    assert fields == ["frame", "K", "cam_to_world", "objects", "depth", "ids", "light", "albedo", "parts", "shade"]
     objects = motion.moving_objects(scene, range(1, 7))
     cameras = export.export_cameras(scene, [2])[0]
     depth = next(export.iter_frames(scene, [2], depth_size=(96, 64)))
@@ -149,10 +149,11 @@ def test_frame_export_has_one_shape(scene):
         assert type(item) is frame_export and item.frame == 2
         assert item.K.shape == (3, 3) and item.cam_to_world.shape == (4, 4)
     # a field is None exactly when it was not exported
-    assert [f for f in fields if getattr(cameras, f) is None] == ["objects", "depth", "ids", "light", "albedo"]
-    assert [f for f in fields if getattr(depth, f) is None] == ["objects", "ids", "light", "albedo"]
-    assert [f for f in fields if getattr(poses, f) is None] == ["depth", "ids", "light", "albedo"]
-    assert [f for f in fields if getattr(full, f) is None] == ["albedo"]  # no textures baked
+    maps = ["parts", "shade"]  # the object map and the still world's light come with parts= only
+    assert [f for f in fields if getattr(cameras, f) is None] == ["objects", "depth", "ids", "light", "albedo"] + maps
+    assert [f for f in fields if getattr(depth, f) is None] == ["objects", "ids", "light", "albedo"] + maps
+    assert [f for f in fields if getattr(poses, f) is None] == ["depth", "ids", "light", "albedo"] + maps
+    assert [f for f in fields if getattr(full, f) is None] == ["albedo"] + maps  # no textures baked
     assert full.depth.shape == full.ids.shape == full.light.shape == (64, 96)
     assert full.depth.dtype == np.float32 and full.ids.dtype == np.uint16 and full.light.dtype == np.float32
     assert sorted(full.objects) == list(range(1, len(objects) + 1))

@@ -111,3 +111,31 @@ def test_offline_without_the_weights_is_one_line_naming_the_model(tmp_path, monk
     assert errors[0].startswith(f"{depth.TITLE} needs about 0.1 GB downloaded to {tmp_path / 'empty-cache'}")
     assert "HF_HUB_OFFLINE is set" in errors[0]
     assert not os.path.exists(tmp_path / "job" / "frames") or not os.listdir(tmp_path / "job" / "frames")
+
+
+def test_every_reference_is_estimated_and_scaled_by_the_scene_through_its_own_camera(tmp_path, tiny_cache, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tiny_cache))
+    job = monocular_job(tmp_path / "job")
+    data = json.loads(open(job).read())
+    # a second reference painted from frame 4's camera, on frame 4, with the scene's depth through that camera
+    fr = data["frames"][3]
+    scene = np.full((48, 64), np.inf, np.float32)
+    scene[:, 32:] = 4.0
+    os.makedirs(tmp_path / "job" / "inputs" / "references")
+    np.save(tmp_path / "job" / "inputs" / "references" / "02_scene_depth.npy", scene)
+    image = "inputs/references/02" + os.path.splitext(data["reference"]["image"])[1]
+    (tmp_path / "job" / image).write_bytes((tmp_path / "job" / data["reference"]["image"]).read_bytes())
+    data["references"] = [{"image": image, "frame": fr["frame"], "K": fr["K"], "cam_to_world": fr["cam_to_world"],
+                           "scene_depth": "inputs/references/02_scene_depth.npy"}]
+    (tmp_path / "job" / "job.json").write_text(json.dumps(data))
+    proc, msgs = run_backend(job, "--jsonl")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from backend import protocol
+    from backend.inputs import Inputs
+    loaded = protocol.load_job(job)[0]
+    assert loaded.to_dict()["references"][0]["scene_depth"].endswith("02_scene_depth.npy")
+    inputs = Inputs(loaded)
+    first, second = (inputs.reference_depth(r) for r in loaded.references)
+    assert torch.equal(second[:, 32:], torch.full((48, 32), 4.0))  # its own scene depth, kept exactly
+    assert torch.isfinite(first).all() and not torch.equal(first, second)  # the first: by the distance

@@ -135,6 +135,10 @@ BAD = [
     (lambda d, fr: fr.pop("light"), "either every frame has a light map or none does"),
     (lambda d, fr: np.save(d / fr["albedo"], np.zeros((H, W), np.uint8)), "surface colour map of frame 2 must be 64x48x3 uint8"),
     (lambda d, fr: fr.pop("albedo"), "either every frame has a surface colour map or none does"),
+    (lambda d, fr: np.save(d / fr["shade"], np.ones((H, W), np.float16)), "shading map of frame 2 must be 64x48x2 floats"),
+    (lambda d, fr: np.save(d / fr["shade"], -np.ones((H, W, 2), np.float16)), "shading map of frame 2 holds NaN, infinite or negative"),
+    (lambda d, fr: (d / fr["shade"]).write_bytes(b"not a map"), "shading map of frame 2 cannot be read"),
+    (lambda d, fr: fr.pop("shade"), "either every frame has a shading map or none does"),
 ]
 
 
@@ -142,6 +146,10 @@ BAD = [
 def test_bad_light_or_surface_colour_map_is_a_clear_error(tmp_path, mutate, message):
     path, job = lit_job(tmp_path)
     with_albedo(tmp_path, job, path, np.array([[200, 40, 40], [30, 60, 220]], np.uint8))
+    os.makedirs(tmp_path / "inputs" / "shade")
+    for fr in job["frames"]:  # the still world's direct and all-around light
+        fr["shade"] = f"inputs/shade/{fr['frame']:06d}.npy"
+        np.save(tmp_path / fr["shade"], np.full((H, W, 2), 0.5, np.float16))
     mutate(tmp_path, job["frames"][1])
     with open(path, "w") as f:
         json.dump(job, f)
