@@ -5,7 +5,8 @@
   python3 build.py setup    create/update .venv (idempotent)
   python3 build.py demo     setup + build + generate the demo flythrough into out/demo/
   python3 build.py test     setup + build + the whole pytest suite
-  python3 build.py bench    setup + build + the evaluation scenes, report in out/bench/ (--quick for CI)
+  python3 build.py bench    setup + build + the evaluation scenes, report in out/bench/ (--quick for CI;
+                            --resolution 1280x720,1920x1080: cost per frame at those sizes beside Cycles)
   python3 build.py bench-shots  setup + build + the shots of one set, report in out/bench/shots/ (--quick)
   python3 build.py train    setup + train the compact model into models/compact/
   python3 build.py matrix   setup + build + the add-on's end-to-end tests in the bpy of Blender 4.2 LTS, 4.5 LTS,
@@ -207,7 +208,9 @@ def main(argv):
         return run_py("-m", "pytest", "-q", "tests", *argv[2:])
     if cmd == "bench":
         setup()
-        return run_py(os.path.join(ROOT, "tools", "bench.py"), "--zip", build(), "--out", os.path.join(ROOT, "out", "bench"), *argv[2:])
+        # --resolution WxH[,WxH]: cost at production sizes beside Cycles (tools/bench_resolution.py)
+        tool = "bench_resolution.py" if any(a.split("=")[0] == "--resolution" for a in argv[2:]) else "bench.py"
+        return run_py(os.path.join(ROOT, "tools", tool), "--zip", build(), "--out", os.path.join(ROOT, "out", "bench"), *argv[2:])
     if cmd == "bench-shots":
         setup()
         return run_py(os.path.join(ROOT, "tools", "bench_shots.py"), "--zip", build(), "--out",

@@ -2,6 +2,7 @@
 
   python -m backend run JOB.json            human-readable progress on stderr (scripts, render farms)
   python -m backend run JOB.json --jsonl    protocol messages on stdout, commands on stdin (the add-on)
+  ... --follow                              a streamed job: wait for the frames still being exported
   python -m backend check                   one JSON line: can this interpreter run the backend?
 
 Exit codes: 0 done, 1 the job failed (one line on stderr says why), 2 usage, 3 cancelled.
@@ -82,7 +83,7 @@ def error_message(e):
     return f"internal error: {type(e).__name__}: {e}"
 
 
-def cmd_run(job_path, jsonl, stop_on_eof):
+def cmd_run(job_path, jsonl, stop_on_eof, follow=False):
     emit = _emitter(jsonl)
     cancel = threading.Event()
     if jsonl:
@@ -99,7 +100,7 @@ def cmd_run(job_path, jsonl, stop_on_eof):
         return 1
     from .pipeline import Cancelled, run_job
     try:
-        run_job(job_path, emit, cancel.is_set)
+        run_job(job_path, emit, cancel.is_set, follow=follow)
     except Cancelled:
         emit("done", cancelled=True, stats={})
         return 3
@@ -113,17 +114,22 @@ def cmd_run(job_path, jsonl, stop_on_eof):
 
 
 def main(argv=None):
+    # idle OpenMP threads sleep instead of spinning: beside Blender exporting, or any other busy process, spinning
+    # threads take the cores the work needs (set before torch loads, which happens only when a job runs)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = argparse.ArgumentParser(prog="python -m backend", description="Mirage world-model backend")
     sub = parser.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="run a job.json")
     run.add_argument("job")
     run.add_argument("--jsonl", action="store_true", help="speak the JSON-lines protocol on stdout/stdin")
     run.add_argument("--stop-on-eof", action="store_true", help="cancel when stdin closes (the caller died)")
+    run.add_argument("--follow", action="store_true",
+                     help="a streamed job: wait for the frames the add-on is still exporting")
     sub.add_parser("check", help="report whether this interpreter can run the backend")
     args = parser.parse_args(argv)
     if args.cmd == "check":
         return cmd_check()
-    return cmd_run(os.path.abspath(args.job), args.jsonl, args.stop_on_eof)
+    return cmd_run(os.path.abspath(args.job), args.jsonl, args.stop_on_eof, args.follow)
 
 
 if __name__ == "__main__":

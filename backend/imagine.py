@@ -13,9 +13,18 @@ maps: random surface points of the right kind and, for moving objects, the objec
 vertical axis (a box's faces often share their pattern); the best few are refined by a local search. What one
 map cannot cover (the source surface ends) is the next piece of the region, with a map of its own.
 
-Guidance comes from what Blender gives exactly: depth, object ids and poses. The result is written into the
-memory once; later frames read it back, and their new regions match against it, so invented content continues
-from frame to frame. Torch only; deterministic for a given generator.
+Before the regions, the still world's planes (backend/planes.py): a floor or wall the reference shows is
+continued through its own measured repeat, so a pattern keeps its phase, and a plane nobody saw copies a
+seen plane of its kind (its own object's first) at the same height; the painting is a function of the
+surface point, so every frame paints the same point the same way. With the shading map the copying happens
+on colour with the light divided out (the all-around light's weight read from the reference) and the
+frame's own light is put back: a shadow is not copied into the sun, an invented floor gets the shadows
+that fall on it.
+
+Guidance comes from what Blender gives exactly: depth, object ids and poses, which object each pixel sees
+and the still world's light. The result is written into the memory once; later frames read it back, and
+their new regions match against it, so invented content continues from frame to frame. Torch only;
+deterministic for a given generator.
 """
 import torch
 import torch.nn.functional as F

@@ -92,6 +92,10 @@ class Inputs:
         """The Frame of a camera: frame number n of the job, or n itself."""
         return n if isinstance(n, protocol.Frame) else self.frames[n]
 
+    def add(self, frames) -> None:
+        """More frames of a streamed job (protocol.Frame, checked), as they arrive."""
+        self.frames.update((f.frame, f) for f in frames)
+
     def view(self, ref: protocol.Reference) -> protocol.Frame:
         """The camera a reference was painted from: its own, or that of the job's frame it names."""
         return ref.view if ref.view is not None else self.frames[ref.frame]

@@ -44,8 +44,9 @@ Canvas = namedtuple("Canvas", "latent known members source key")
 # target pixel (x, y) of its centre, `jac` [N, 2, 2] target pixels per source pixel (columns: along the source
 # row, along the source column), `depth` [N] its depth there and `slope` [N, 2] depth per source pixel,
 # `age` [N] its write number, `bits` [N] which of its pixels it owns (bit y * cell + x), `bank` [N] the object
-# id of its bank (0 = static world), `canvases` its source frames (Canvas).
-Splats = namedtuple("Splats", "lat centre jac depth slope age bits bank canvases")
+# id of its bank (0 = static world), `cell` [N] its key in its bank (with bank and age it names the stored cell),
+# `canvases` its source frames (Canvas).
+Splats = namedtuple("Splats", "lat centre jac depth slope age bits bank cell canvases")
 _TOKENS = itertools.count()
 
 
@@ -423,7 +424,8 @@ class LatentMemory:
 
         centre = torch.stack([fxp * X / Z + cxp, fyp * Y / Z + cyp], 1)
         return cells, Splats(self.lat[cells], centre, torch.stack([image_step(du), image_step(dv)], 2), Z,
-                             torch.stack([du[:, 2], dv[:, 2]], 1), self.age[cells], self.bits[cells], None, None)
+                             torch.stack([du[:, 2], dv[:, 2]], 1), self.age[cells], self.bits[cells], None,
+                             self.keys[cells], None)
 
     def read(self, K, cam_to_world, h, w, cull=True, splats=True):
         """Project the memory into a camera (BankRead; depth float32). With `splats` also every cell it sees as
@@ -585,6 +587,8 @@ class SceneMemory:
         every bank that has pixels in it (by `pixel_ids`), and where its pixels lie on two surfaces, once per
         surface: each copy at its own pixels' depth, owning only those. Without it, whole cells by the
         cell's id (`ids`) at the cell's `depth`. Returns cells stored."""
+        if mask is not None and not bool(mask.any()):
+            return 0
         if pixel_depth is None:
             if ids is None or not poses:
                 return self.static.write(latent, depth, K, cam_to_world, mask)

@@ -18,12 +18,15 @@ from .memory import Memory, SceneMemory
 from .models.base import Exemplar, FrameModel, SegmentFrame, SegmentModel
 from .protocol import JobError
 from .relight import Lighting
-from .state import RunFolder, job_fingerprint, start_digest
+from .state import Fingerprint, RunFolder, peak_rss, start_digest
 from .step import View, frame_step, make_view, seed
 
 
 class Cancelled(Exception):
     pass
+
+
+FOLLOW_POLL = 0.05  # seconds between looks for a streamed job's next frames
 
 
 def resolve_device(requested: str) -> tuple:
@@ -48,8 +51,10 @@ class Run:
 
     def __init__(self, job: protocol.Job, model: "FrameModel | SegmentModel", out_dir: str, emit: Callable,
                  cancelled: Callable[[], bool] = lambda: False, memory: type = SceneMemory, device: str = "cpu",
-                 notices: Sequence[str] = (), device_note: Optional[str] = None):
+                 notices: Sequence[str] = (), device_note: Optional[str] = None,
+                 stream: Optional[protocol.JobStream] = None, follow: bool = False):
         self.job, self.model, self.emit, self.cancelled = job, model, emit, cancelled
+        self.stream, self.follow = stream, follow
         self.memory_cls, self.device = memory, device
         self.inputs = Inputs(job, device=device, emit=emit)
         self.cell = model.cell
@@ -61,10 +66,11 @@ class Run:
         seg_len = job.segment_length
         self.segmented = isinstance(model, SegmentModel)  # the one place the loop asks which interface it drives
         if self.segmented:  # its own segment rule and resource check, before any work
-            seg_len, notes = model.plan(self.W, self.H, seg_len, len(self.order))
+            seg_len, notes = model.plan(self.W, self.H, seg_len, job.total)
             self.warnings += notes
         self.device_note = device_note
-        self.segments = protocol.segments(self.order, seg_len)
+        # segments by position: a streamed job's frame numbers arrive with its frames (frames_of)
+        self.segments = protocol.segments(list(range(job.total)), seg_len)
         self.folder = RunFolder(out_dir)
         self.far = None
         self.resumed = 0
@@ -72,11 +78,39 @@ class Run:
 
     @classmethod
     def load(cls, job: protocol.Job, out_dir: str, emit: Callable, cancelled: Callable[[], bool] = lambda: False,
-             warnings: Sequence[str] = (), memory: type = SceneMemory) -> "Run":
+             warnings: Sequence[str] = (), memory: type = SceneMemory, stream: Optional[protocol.JobStream] = None,
+             follow: bool = False) -> "Run":
         device, note = resolve_device(job.device)
         model = models.load(job.model, device, emit=emit)
         return cls(job, model, out_dir, emit, cancelled, memory=memory, device=device, notices=warnings,
-                   device_note=note)
+                   device_note=note, stream=stream, follow=follow)
+
+    # -- a streamed job's frames ------------------------------------------------------------------
+    def arrive(self, count: int) -> None:
+        """Until the job has its first `count` frames: a streamed job's frames come as the add-on exports them
+        (with `follow`; without, what is not there yet never will be)."""
+        while len(self.order) < count:
+            more = self.stream.more() if self.stream is not None else []
+            if more:
+                self.job = dataclasses.replace(self.job, frames=self.job.frames + tuple(more))
+                self.inputs.add(more)
+                self.order += [f.frame for f in more]
+            elif self.follow and self.stream is not None:
+                if self.cancelled():
+                    raise Cancelled()
+                time.sleep(FOLLOW_POLL)
+            else:
+                raise JobError(f"the job lists {len(self.order)} of its {self.job.total} frames (its export did not "
+                               f"finish): generate again from Blender")
+
+    def frames_of(self, i: int) -> list:
+        """The frame numbers of segment i, once they have arrived."""
+        self.arrive(self.segments[i][-1] + 1)
+        return [self.order[p] for p in self.segments[i]]
+
+    def reference_arrived(self) -> None:
+        while self.job.reference.view is None and self.job.reference.frame not in self.inputs.frames:
+            self.arrive(len(self.order) + 1)
 
     # -- what one frame needs -------------------------------------------------------------------
     def generator(self, n: int) -> torch.Generator:
@@ -190,7 +224,7 @@ class Run:
         progress with `step` and `steps`."""
         if self.cancelled():
             raise Cancelled()
-        t0, total = time.perf_counter(), len(self.order)
+        t0, total = time.perf_counter(), self.job.total
         views = [self.view(n) for n in seg]
         frames = [SegmentFrame(v.read(memory), v.pixel_ids) for v in views]
 
@@ -214,17 +248,27 @@ class Run:
             yield n
 
     # -- the loop ---------------------------------------------------------------------------------
-    def resume_point(self, fingerprint):
+    def start_changed(self) -> None:
+        """A notice when an earlier run here started from another memory than this one does (the shot before was
+        generated again): the fingerprint then differs too, and the shot starts afresh."""
+        earlier = self.folder.saved_state()
+        if earlier and earlier.get("segments_done") and earlier.get("start") != start_digest(self.job):
+            shot = f"shot '{self.job.start.shot}'" if self.job.start and self.job.start.shot else "an earlier shot"
+            self.warnings.append(f"the memory this shot starts from changed since its last run ({shot} was "
+                                 f"generated again, or the shots' order or mode changed): it starts afresh")
+
+    def resume_point(self, fingerprint: Fingerprint):
         """(segments done, their memory, their stats) of an earlier run of this same job, or (0, None, [])."""
-        prog = self.folder.progress(fingerprint, self.segments)
+        prog = self.folder.progress()
         if prog is None:
-            earlier = self.folder.saved_state()
-            if earlier and earlier.get("segments_done") and earlier.get("start") != start_digest(self.job):
-                shot = f"shot '{self.job.start.shot}'" if self.job.start and self.job.start.shot else "an earlier shot"
-                self.warnings.append(f"the memory this shot starts from changed since its last run ({shot} was "
-                                     f"generated again, or the shots' order or mode changed): it starts afresh")
             return 0, None, []
-        done, far, stats = prog
+        done, before, far, stats = prog
+        if not 0 < done <= len(self.segments):
+            return 0, None, []
+        segments = [self.frames_of(i) for i in range(done)]
+        if fingerprint.after([[self.inputs.frames[n] for n in seg] for seg in segments]) != before \
+                or not self.folder.has_frames(segments):
+            return 0, None, []
         try:
             memory = self.memory_cls.load(self.folder.memory_path, device=self.device,
                                           object_ids=sorted(self.inputs.known_ids - {0}))
@@ -234,26 +278,37 @@ class Run:
         return done, memory, stats
 
     def run(self) -> dict:
+        try:
+            return self._run()
+        finally:
+            self.folder.close()
+
+    def _run(self) -> dict:
         t_start = time.perf_counter()
-        # by the model that really runs: a resumed "builtin" job must not mix two different default models
-        fingerprint = job_fingerprint(dataclasses.replace(self.job, model=self.model.name))
         start = start_digest(self.job)
         self.folder.create()
-        done, memory, stats = self.resume_point(fingerprint)  # before hello, which carries its notice
+        self.start_changed()  # before hello, which carries its notice
         notices = self.warnings + ([self.device_note] if self.device_note else [])
         self.emit("hello", protocol=protocol.PROTOCOL_VERSION, device=self.device, model=self.job.model,
-                  runs=self.model.name, notices=notices, segments=len(self.segments), frames=len(self.order))
+                  runs=self.model.name, notices=notices, segments=len(self.segments), frames=self.job.total)
+        self.reference_arrived()  # a streamed job's fingerprint starts with the reference's camera and files
+        # by the model that really runs: a resumed "builtin" job must not mix two different default models
+        fingerprint = Fingerprint(dataclasses.replace(self.job, model=self.model.name),
+                                  self.inputs.view(self.job.reference))
+        done, memory, stats = self.resume_point(fingerprint)
         self.resumed = done
         if memory is None:
             memory = self.start_memory() if self.job.start is not None else self.seed_memory()
         else:
-            for i, seg in enumerate(self.segments[:done]):
+            for i in range(done):
+                seg = self.frames_of(i)
                 self.emit("segment_done", segment=i, frames=[seg[0], seg[-1]], resumed=True,
                           files=self.folder.frame_files(seg))
-        total, finished = len(self.order), sum(len(s) for s in self.segments[:done])
+        total, finished = self.job.total, sum(len(s) for s in self.segments[:done])
         gen_time, gen_frames = 0.0, 0
+        done_frames = [self.frames_of(i) for i in range(done)]
         for i in range(done, len(self.segments)):
-            seg = self.segments[i]
+            seg = self.frames_of(i)
             t0 = time.perf_counter()
             memory.begin_segment()
             for n in (self.segment(memory, i, seg, finished) if self.segmented else self.per_frame(memory, seg)):
@@ -262,17 +317,21 @@ class Run:
                 rate = elapsed / (gen_frames + seg.index(n) + 1)
                 self.emit("progress", segment=i, segments=len(self.segments), frame=n, done=finished,
                           total=total, eta_s=round(rate * (total - finished), 2))
+            self.folder.flush()  # the segment's frames are on disk before anything says they are
             seconds = time.perf_counter() - t0
             gen_time, gen_frames = gen_time + seconds, gen_frames + len(seg)
             stats.append({"segment": i, "frames": [seg[0], seg[-1]], "seconds": round(seconds, 4),
                           "seconds_per_frame": round(seconds / len(seg), 4),
-                          "memory_bytes": memory.nbytes(), "memory_cells": len(memory)})
+                          "memory_bytes": memory.nbytes(), "memory_cells": len(memory), "peak_rss_bytes": peak_rss()})
+            done_frames.append(seg)
+            chain = fingerprint.after([[self.inputs.frames[n] for n in s] for s in done_frames])
             memory.save(self.folder.memory_path)
-            self.folder.save_progress(fingerprint, i + 1, self.far, stats, start)
-            self.write_report(stats, fingerprint, time.perf_counter() - t_start)
+            self.folder.save_progress(chain, i + 1, self.far, stats, start)
+            self.write_report(stats, chain, time.perf_counter() - t_start)
             self.emit("segment_done", segment=i, frames=[seg[0], seg[-1]], seconds=round(seconds, 4),
                       memory_bytes=memory.nbytes(), files=self.folder.frame_files(seg))
-        report = self.write_report(stats, fingerprint, time.perf_counter() - t_start)
+        chain = fingerprint.after([[self.inputs.frames[n] for n in s] for s in done_frames])
+        report = self.write_report(stats, chain, time.perf_counter() - t_start)
         self.emit("done", stats={k: report[k] for k in ("frames", "segments", "seconds", "memory_bytes", "resumed_segments")})
         return report
 
@@ -284,13 +343,18 @@ class Run:
             "segments": len(stats), "seconds": round(seconds, 4),
             "memory_bytes": stats[-1]["memory_bytes"] if stats else 0,
             "resumed_segments": self.resumed,
+            "peak_rss_bytes": peak_rss(),
             "per_segment": stats,
         }
         self.folder.write_report(report)
         return report
 
 
-def run_job(job_path: str, emit: Callable, cancelled: Callable[[], bool] = lambda: False) -> dict:
-    """Load, check and run a job.json with the model it names."""
+def run_job(job_path: str, emit: Callable, cancelled: Callable[[], bool] = lambda: False,
+            follow: bool = False) -> dict:
+    """Load, check and run a job.json with the model it names. A streamed job (protocol: frame_count) takes its
+    later frames from the job folder's stream; with `follow`, as they arrive (the add-on still exports them)."""
     job, warnings = protocol.load_job(job_path)
-    return Run.load(job, os.path.dirname(os.path.abspath(job_path)), emit, cancelled, warnings).run()
+    stream = protocol.JobStream(job_path) if len(job.frames) < job.total else None
+    return Run.load(job, os.path.dirname(os.path.abspath(job_path)), emit, cancelled, warnings, stream=stream,
+                    follow=follow).run()

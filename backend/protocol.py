@@ -28,6 +28,8 @@ MAX_PIXELS = 4096 * 4096
 BASE_BYTES = 256 * 2**20
 BYTES_PER_PIXEL = 400
 BYTES_PER_PIXEL_FRAME = 16
+# A streamed job's frames after those job.json lists, one JSON object per line (JobStream).
+STREAM_FILE = "inputs/frames.jsonl"
 # Files and folders the backend writes in a job folder; none may be a link that leads out of it.
 OUTPUT_PATHS = ("frames", "state", "state/memory.safetensors", "state/progress.json", "run.json")
 
@@ -88,6 +90,7 @@ JOB_FIELDS = {
     "monocular_distance": ((int, float), False),  # MONOCULAR without geometry: how far the image's centre is
     "frames": (list, True),
     "objects": (list, False),
+    "frame_count": (int, False),      # a streamed job: how many frames it has, the rest arriving in STREAM_FILE
     "prompt": (str, False),           # text guidance for diffusion models (Wan); others ignore it
     "negative_prompt": (str, False),
 }
@@ -227,6 +230,7 @@ class Job:
     negative_prompt: Optional[str] = None
     references: tuple = ()  # every reference, `reference` first
     start: Optional[StartMemory] = None
+    frame_count: Optional[int] = None
 
     def __post_init__(self):
         if not self.references:  # a job made by hand with its one reference
@@ -252,7 +256,8 @@ class Job:
                    plane_distance=d.get("plane_distance"), monocular_distance=d.get("monocular_distance"),
                    objects=tuple(TrackedObject(o["id"], o.get("name", "")) for o in d.get("objects") or ()),
                    prompt=d.get("prompt"), negative_prompt=d.get("negative_prompt"), references=tuple(refs),
-                   start=None if start is None else StartMemory(start["memory"], start.get("shot", "")))
+                   start=None if start is None else StartMemory(start["memory"], start.get("shot", "")),
+                   frame_count=d.get("frame_count"))
 
     def to_dict(self):
         """The job as a dict of the job format (fields left out where None; paths as resolved)."""
@@ -280,6 +285,11 @@ class Job:
 
     def frame_numbers(self):
         return [f.frame for f in self.frames]
+
+    @property
+    def total(self) -> int:
+        """How many frames the job has: all listed, or a streamed job's frame_count."""
+        return len(self.frames) if self.frame_count is None else self.frame_count
 
 
 def _frame(f):
@@ -346,7 +356,7 @@ def _reference_views(job, job_dir, object_ids, frames):
             item.pop("depth", None)
         _scene_depth(item, job, job_dir, label)
         for key, what in MAPS:
-            if (key in item) != (key in frames[0]):
+            if frames and (key in item) != (key in frames[0]):
                 raise JobError(f"{label} must have {what} exactly when the frames have one")
         out.append(item)
     return out
@@ -361,7 +371,9 @@ def _scene_depth(entry, job, job_dir, label):
 
 
 def validate_job(job, job_dir):
-    """Check a job dict; returns (Job with absolute paths resolved, warnings). Raises JobError."""
+    """Check a job dict; returns (Job with absolute paths resolved, warnings). Raises JobError. A streamed job
+    (`frame_count` more than the frames listed) is checked on what it lists; its other frames are checked as they
+    arrive (JobStream)."""
     if not isinstance(job, dict):
         raise JobError("the job must be a JSON object")
     warnings = [f"unknown job field '{k}' ignored" for k in job if k not in JOB_FIELDS]
@@ -374,18 +386,22 @@ def validate_job(job, job_dir):
             raise JobError(f"job field '{key}' has the wrong type")
     if job["version"] != JOB_VERSION:
         raise JobError(f"job version {job['version']} is not supported (this backend reads version {JOB_VERSION})")
-    check_resolution(job["width"], job["height"], len(job["frames"]))
+    frames = job["frames"]
+    count = job.get("frame_count")
+    if count is not None and count < max(len(frames), 1):
+        raise JobError(f"frame_count ({count}) must be at least 1 and the number of frames listed ({len(frames)})")
+    total = len(frames) if count is None else count
+    check_resolution(job["width"], job["height"], total)
     if not MODEL_NAME.fullmatch(job["model"]) or job["model"] in (".", ".."):
         raise JobError(f"model must be the name of a folder in models/, got {job['model']!r}")
     if job.get("device", "AUTO") not in DEVICES:
         raise JobError(f"device must be one of {', '.join(DEVICES)}")
     if job["depth_source"] not in DEPTH_SOURCES:
         raise JobError(f"depth_source must be one of {', '.join(DEPTH_SOURCES)}")
-    frames = job["frames"]
-    if not frames:
+    if not total:
         raise JobError("the job has no frames")
-    if not 1 <= job["segment_length"] <= len(frames):
-        raise JobError(f"segment_length must be between 1 and the number of frames ({len(frames)})")
+    if not 1 <= job["segment_length"] <= total:
+        raise JobError(f"segment_length must be between 1 and the number of frames ({total})")
     out = dict(job)
     if "reference" not in job and not job.get("references"):
         raise JobError("the job has no 'reference' field")
@@ -402,23 +418,12 @@ def validate_job(job, job_dir):
     for key in ("plane_distance", "monocular_distance"):
         if key in job and not job[key] > 0:
             raise JobError(f"{key} must be a positive distance")
-    object_ids = _objects(job)
-    seen, resolved = set(), []
-    for i, fr in enumerate(frames):
-        if not isinstance(fr, dict) or not isinstance(fr.get("frame"), int) or isinstance(fr.get("frame"), bool):
-            raise JobError(f"frames[{i}] needs an integer 'frame'")
-        n = fr["frame"]
-        if n in seen:
-            raise JobError(f"frame {n} is listed twice")
-        seen.add(n)
-        resolved.append(_camera_entry(fr, job, job_dir, object_ids, f"frame {n}"))
-    for key, what in MAPS:
-        has = [(key in f) for f in resolved]
-        if any(has) and not all(has):
-            raise JobError(f"either every frame has {what} or none does")
-    if ref is not None and ref["frame"] not in seen:
-        raise JobError(f"reference.frame {ref['frame']} is not one of the job's frames")
-    views = _reference_views(job, job_dir, object_ids, resolved)
+    checker = FrameChecker(job, job_dir)
+    resolved = [checker.frame(fr, i) for i, fr in enumerate(frames)]
+    checker.same_maps(resolved)
+    if len(frames) == total:
+        checker.has_reference()
+    views = _reference_views(job, job_dir, checker.object_ids, resolved)
     if views:
         out["references"] = views
     start = job.get("start")
@@ -427,8 +432,6 @@ def validate_job(job, job_dir):
             raise JobError("start.shot must be the name of a shot")
         out["start"] = {"memory": _inside(job_dir, start.get("memory"), "start.memory"), "shot": start.get("shot", "")}
     out["frames"] = resolved
-    if job["depth_source"] != "SCENE":  # per-frame depth is not used without the Scene source
-        out["frames"] = [{k: v for k, v in f.items() if k != "depth"} for f in resolved]
     if ref is not None:
         input_file(ref["image"], "the reference image")
         if job["depth_source"] == "IMAGE":
@@ -442,12 +445,107 @@ def validate_job(job, job_dir):
         if "scene_depth" in v:
             input_file(v["scene_depth"], f"the scene's depth at references[{i}]")
     for f in out["frames"]:
-        if "depth" in f:
-            input_file(f["depth"], f"the depth of frame {f['frame']}")
+        checker.files(f)
     if start is not None:
         input_file(out["start"]["memory"], "the memory this shot starts from")
     check_output_links(job_dir)
     return Job.from_dict(out), warnings
+
+
+class FrameChecker:
+    """The rules each frame of a job must follow, for the frames job.json lists (validate_job) and for those a
+    streamed job adds later (JobStream): every frame is checked the same way, whenever it arrives."""
+
+    def __init__(self, job: dict, job_dir: str):
+        """job: the job dict, its other fields already checked."""
+        self.job, self.job_dir = job, job_dir
+        self.reference = (job.get("reference") or {}).get("frame")
+        self.object_ids = _objects(job)
+        self.seen = set()
+        self.maps = None  # which of MAPS the frames carry, fixed by the first frame
+
+    def frame(self, fr, i: int) -> dict:
+        """frames[i] checked and its paths resolved (absolute); per-frame depth dropped without the Scene source."""
+        if not isinstance(fr, dict) or not isinstance(fr.get("frame"), int) or isinstance(fr.get("frame"), bool):
+            raise JobError(f"frames[{i}] needs an integer 'frame'")
+        n = fr["frame"]
+        if n in self.seen:
+            raise JobError(f"frame {n} is listed twice")
+        self.seen.add(n)
+        item = _camera_entry(fr, self.job, self.job_dir, self.object_ids, f"frame {n}")
+        if self.job["depth_source"] != "SCENE":  # per-frame depth is not used without the Scene source
+            item.pop("depth", None)
+        return item
+
+    def same_maps(self, items: list) -> None:
+        """Either every frame has a light map (a surface colour map, an object map, a shading map) or none does."""
+        for item in items:
+            has = tuple(key in item for key, _ in MAPS)
+            if self.maps is None:
+                self.maps = has
+            for (key, what), a, b in zip(MAPS, self.maps, has):
+                if a != b:
+                    raise JobError(f"either every frame has {what} or none does")
+
+    def has_reference(self) -> None:
+        """Once every frame is there: the reference is one of them."""
+        if self.reference is not None and self.reference not in self.seen:
+            raise JobError(f"reference.frame {self.reference} is not one of the job's frames")
+
+    def files(self, item: dict) -> None:
+        if "depth" in item:
+            input_file(item["depth"], f"the depth of frame {item['frame']}")
+
+
+class JobStream:
+    """The frames a streamed job adds after those job.json lists: the add-on appends one frame object per line
+    (the same objects as job.json's `frames`, paths relative to the job folder) to STREAM_FILE as it exports each
+    frame, the frame's files written first. Each is checked by the rules job.json's frames follow."""
+
+    def __init__(self, job_path: str):
+        with open(job_path, encoding="utf-8") as f:
+            raw = json.load(f)
+        self.job_dir = os.path.dirname(os.path.abspath(job_path))
+        self.path = os.path.join(self.job_dir, STREAM_FILE)
+        self.job, _ = validate_job(raw, self.job_dir)
+        self.checker = FrameChecker(raw, self.job_dir)
+        self.checker.same_maps([self.checker.frame(fr, i) for i, fr in enumerate(raw["frames"])])
+        self.count = len(raw["frames"])
+        self.offset = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.count >= self.job.total
+
+    def more(self) -> list:
+        """The frames (Frame) whose lines were finished since the last call, checked; [] when none."""
+        if self.complete:
+            return []
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1  # a line still being written waits for its end
+        out = []
+        for line in data[:end].splitlines():
+            if not line.strip():
+                continue
+            try:
+                fr = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise JobError(f"line {self.count + 1} of {STREAM_FILE} is not a JSON frame object") from None
+            item = self.checker.frame(fr, self.count)
+            self.checker.same_maps([item])
+            self.checker.files(item)
+            out.append(_frame(item))
+            self.count += 1
+            if self.complete:
+                self.checker.has_reference()
+                break
+        self.offset += end
+        return out
 
 
 def input_file(path, what):

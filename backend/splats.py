@@ -13,6 +13,7 @@ import torch
 from .memory import SURFACE_TOL, zbuffer
 
 SPLAT_REACH = 3    # a splat covers at most 3 cells' width of target pixels each way (bounds a read's cost)
+FOOTPRINT_PART = 1 << 20  # box pixels of the splats whose footprints are worked out together
 SPLAT_MARGIN = 0.25  # source pixels a splat reaches past its cell: closes cracks between neighbouring planes, but
                      # never reaches a neighbour's pixel centre when read back at the writing camera
 
@@ -51,63 +52,197 @@ def render_splats(patches, sp, H, W, pixel_ids=None):
     """Draw each splat's pixels (`patches` [N, 3, c, c]) as the small tilted plane it is (memory.Splats): every
     target pixel inside a splat's footprint maps back through the plane to the source pixel it shows (so a
     magnified surface stays closed and a slanted floor is not a row of upright cards), and a per-pixel
-    z-buffer picks the nearest surface, on it the oldest cell, then the cell the pixel is most inside of.
-    With `pixel_ids` [H, W] a pixel only shows splats of its own bank. Returns (image [3, H, W], covered [H, W],
-    depth [H, W], inf where uncovered)."""
-    N, _, c, _ = patches.shape
-    image = torch.zeros(3, H * W)
-    if N == 0:
-        return image.reshape(3, H, W), torch.zeros(H, W, dtype=torch.bool), torch.full((H, W), float("inf"))
+    z-buffer picks the nearest surface, on it the oldest cell, then the cell the pixel is most inside of, then
+    the smaller reach and the earlier splat. With `pixel_ids` [H, W] a pixel only shows splats of its own bank.
+    Returns (image [3, H, W], covered [H, W], depth [H, W], inf where uncovered)."""
+    return draw_splats(patches, sp, H, W, pixel_ids).result()
+
+
+class Drawing:
+    """A read's splats as render_splats draws them, kept with what drawing the same camera's next read needs:
+    every candidate (target pixel, splat, source offsets, depth, rank inside the cell) that passed the tests."""
+
+    def __init__(self, sp, patches, candidates, order, image, depth, size, pixel_ids):
+        self.sp, self.patches, self.candidates, self.order = sp, patches, candidates, order
+        self.image, self.depth, self.size, self.pixel_ids = image, depth, size, pixel_ids
+
+    def result(self):
+        """(image [3, H, W], covered [H, W], depth [H, W]), new tensors."""
+        H, W = self.size
+        return (self.image.reshape(3, H, W).clone(), torch.isfinite(self.depth).reshape(H, W),
+                self.depth.reshape(H, W).clone())
+
+
+def draw_splats(patches, sp, H, W, pixel_ids=None) -> Drawing:
+    """render_splats, keeping the Drawing."""
+    candidates, order = _candidates(sp, patches.shape[-1], H, W, pixel_ids)
+    image, depth = torch.zeros(3, H * W), torch.full((H * W,), float("inf"))
+    _resolve(candidates, sp, patches, order, image, depth)
+    return Drawing(sp, patches, candidates, order, image, depth, (H, W), pixel_ids)
+
+
+# splat fields that decide where and how a splat draws: equal in two reads of one camera, the splat draws the same
+_DRAWN_FIELDS = ("centre", "jac", "depth", "slope", "age", "bits", "bank", "cell")
+
+
+def redraw(before: "Drawing | None", patches, sp, H, W, pixel_ids=None) -> Drawing:
+    """`sp` drawn exactly as draw_splats draws it, from `before`, a drawing of an earlier read of the same camera
+    (the read of a frame's completion, before its new cells were written): only the pixels that splats new,
+    gone or changed (their fields or their decoded pixels) reach are resolved again. Falls back to drawing all
+    when little is shared (another camera)."""
+    if before is None or before.size != (H, W) or before.pixel_ids is not pixel_ids or sp.cell is None \
+            or before.sp.cell is None or patches.shape[1:] != before.patches.shape[1:]:
+        return draw_splats(patches, sp, H, W, pixel_ids)
+    old, N1, N2 = before.sp, before.sp.age.numel(), sp.age.numel()
+    ident = torch.cat([torch.stack([old.bank.long(), old.cell, old.age.long()], 1),
+                       torch.stack([sp.bank.long(), sp.cell, sp.age.long()], 1)])
+    _, group = torch.unique(ident, dim=0, return_inverse=True)
+    old_of = torch.full((int(group.max()) + 1 if group.numel() else 0,), -1, dtype=torch.long)
+    old_of[group[:N1]] = torch.arange(N1)
+    was = old_of[group[N1:]]  # for each splat of `sp`, the same stored cell in `before` (-1: none)
+    new_idx = torch.nonzero(was >= 0).squeeze(1)
+    same = torch.zeros(N2, dtype=torch.bool)
+    if new_idx.numel():
+        o = was[new_idx]
+        eq = (patches[new_idx] == before.patches[o]).flatten(1).all(1)
+        for f in _DRAWN_FIELDS:
+            a, b = getattr(sp, f)[new_idx], getattr(old, f)[o]
+            eq &= (a == b).reshape(new_idx.numel(), -1).all(1)
+        same[new_idx] = eq
+    if int(same.sum()) < N2 // 2:
+        return draw_splats(patches, sp, H, W, pixel_ids)
+    now = torch.full((N1,), -1, dtype=torch.long)  # each old splat's place in `sp`, where it draws the same
+    now[was[same]] = torch.nonzero(same).squeeze(1)
+    added, order = _candidates(sp, patches.shape[-1], H, W, pixel_ids, only=~same)
+    px, k, a, b, z, inside = before.candidates
+    stays = now[k] >= 0
+    touched = torch.zeros(H * W, dtype=torch.bool)
+    touched[px[~stays]] = True
+    touched[added[0]] = True
+    kept = torch.nonzero(stays).squeeze(1)
+    candidates = tuple(torch.cat([x[kept] if j != 1 else now[x[kept]], y]) for j, (x, y)
+                       in enumerate(zip(before.candidates, added)))
+    image, depth = before.image.clone(), before.depth.clone()
+    image[:, touched] = 0
+    depth[touched] = float("inf")
+    at = torch.nonzero(touched[candidates[0]]).squeeze(1)
+    _resolve(tuple(x[at] for x in candidates), sp, patches, order, image, depth)
+    return Drawing(sp, patches, candidates, order, image, depth, (H, W), pixel_ids)
+
+
+def _candidates(sp, c, H, W, pixel_ids=None, only=None):
+    """Every (pixel, splat) pair that can show: inside the footprint (_footprints), a pixel the stored cell owns,
+    of the pixel's own bank (`pixel_ids`), in front of the camera. Returns ((pixel, splat, a, b, depth, inside
+    rank 0..15) [M] each, order [N] of the splats); `only` [N] bool: pairs of these splats alone."""
+    half = c / 2 + SPLAT_MARGIN
+    parts, order = [], None
+    for px, k, a, b, order in _footprints(sp, c, H, W, only):
+        ia = torch.floor(a + (c - 1) / 2 + 0.5).long().clamp(0, c - 1)
+        ib = torch.floor(b + (c - 1) / 2 + 0.5).long().clamp(0, c - 1)
+        keep = ((sp.bits[k] >> (ib * c + ia)) & 1).bool()  # only the pixels the stored cell owns
+        if pixel_ids is not None:
+            keep &= pixel_ids.reshape(-1).long()[px] == sp.bank[k]
+        z = sp.depth[k].float() + a * sp.slope[k, 0].float() + b * sp.slope[k, 1].float()
+        keep &= z > 0
+        i = torch.nonzero(keep).squeeze(1)
+        px, k, a, b, z = px[i], k[i], a[i], b[i], z[i]
+        # rank on one surface: oldest write first, then how far inside its own cell the pixel lies (0..15), then
+        # the splat's order (a splat reaches a pixel once, so the rank names one candidate per pixel)
+        inside = (torch.maximum(a.abs(), b.abs()) / half * 15).clamp(0, 15).long()
+        parts.append((px, k, a, b, z, inside))
+    return tuple(torch.cat(x) for x in zip(*parts)), order
+
+
+def _resolve(candidates, sp, patches, order, image, depth):
+    """The per-pixel z-buffer over `candidates`: each pixel they reach gets its winner's colour in `image`
+    [3, H*W] and depth in `depth` [H*W]."""
+    px, k, a, b, z, inside = candidates
+    if not px.numel():
+        return
+    size = depth.numel()
+    rank = (sp.age[k].long() * 16 + inside) * (order.max() + 1) + order[k]
+    zmin = torch.full((size,), float("inf")).scatter_reduce(0, px, z, "amin")
+    near = z <= zmin[px] * (1 + SURFACE_TOL)
+    best = torch.full((size,), torch.iinfo(torch.int64).max).scatter_reduce(0, px[near], rank[near], "amin")
+    w = torch.nonzero(near & (rank == best[px])).squeeze(1)
+    image[:, px[w]] = _sample(patches, sp.bits, k[w], a[w], b[w], patches.shape[-1]).T
+    depth[px[w]] = z[w]
+
+
+def _footprints(sp, c, H, W, only=None):
+    """Every (target pixel, splat) pair where the pixel's centre lies inside the splat's footprint (its cell plus
+    SPLAT_MARGIN, mapped through the splat's plane), the footprint cut to SPLAT_REACH cells' width each way and
+    to the image (`only` [N] bool: for these splats alone). Yields, a part of the splats at a time, (pixel [M]
+    (y * W + x), splat [M], source offsets a, b [M] from the splat's centre in source pixels, order [N]: each
+    splat's place when splats are taken by reach (rounded up to a few sizes), then as listed)."""
+    N = sp.age.numel()
     J = sp.jac.float()
     det = J[:, 0, 0] * J[:, 1, 1] - J[:, 0, 1] * J[:, 1, 0]
     good = det > 1e-6  # edge-on or seen from behind: nothing to draw
+    drawn = good if only is None else good & only
     inv = torch.stack([torch.stack([J[:, 1, 1], -J[:, 0, 1]], 1), torch.stack([-J[:, 1, 0], J[:, 0, 0]], 1)], 1)
     inv = inv / torch.where(good, det, torch.ones_like(det))[:, None, None]
     half = c / 2 + SPLAT_MARGIN
-    reach = torch.stack([J[:, 0].abs().sum(1), J[:, 1].abs().sum(1)], 1) * half  # footprint half-size, x and y
-    reach = torch.ceil(reach.clamp(max=SPLAT_REACH * c)).long().amax(1)
-    # a few window sizes, so the loop below runs a handful of times rather than once per distinct reach
+    extent = torch.stack([J[:, 0].abs().sum(1), J[:, 1].abs().sum(1)], 1) * half  # footprint half-size, x and y
+    reach = torch.ceil(extent.clamp(max=SPLAT_REACH * c)).long().amax(1)
     levels = torch.tensor(sorted({int(c // 2 + 1), c, int(1.5 * c), 2 * c, SPLAT_REACH * c}))
-    reach = levels[torch.searchsorted(levels, reach).clamp(max=levels.numel() - 1)]
+    level = torch.searchsorted(levels, reach).clamp(max=levels.numel() - 1)
+    reach = levels[level]
+    order = level * N + torch.arange(N)
     cx, cy = sp.centre[:, 0].float(), sp.centre[:, 1].float()
-    px_all, splat_all, a_all, b_all = [], [], [], []
-    # splats grouped by reach, so the common unit-scale ones do not pay for the few magnified ones
-    for r in torch.unique(reach[good]).tolist():
-        sel = torch.nonzero(good & (reach == r)).squeeze(1)
-        off = torch.arange(-r, r + 1)
-        X = torch.floor(cx[sel] + 0.5).long()[:, None, None] + off[None, None, :]
-        Y = torch.floor(cy[sel] + 0.5).long()[:, None, None] + off[None, :, None]
-        X, Y = X.expand(-1, 2 * r + 1, -1), Y.expand(-1, -1, 2 * r + 1)
-        dx, dy = X - cx[sel, None, None], Y - cy[sel, None, None]
-        m = inv[sel]
-        a = m[:, 0, 0, None, None] * dx + m[:, 0, 1, None, None] * dy
-        b = m[:, 1, 0, None, None] * dx + m[:, 1, 1, None, None] * dy
-        ok = (a.abs() <= half) & (b.abs() <= half) & (X >= 0) & (X < W) & (Y >= 0) & (Y < H)
-        px_all.append((Y * W + X)[ok])
-        splat_all.append(sel[:, None, None].expand_as(X)[ok])
-        a_all.append(a[ok])
-        b_all.append(b[ok])
-    if not px_all:
-        return image.reshape(3, H, W), torch.zeros(H, W, dtype=torch.bool), torch.full((H, W), float("inf"))
-    px, k, a, b = torch.cat(px_all), torch.cat(splat_all), torch.cat(a_all), torch.cat(b_all)
-    ia = torch.floor(a + (c - 1) / 2 + 0.5).long().clamp(0, c - 1)
-    ib = torch.floor(b + (c - 1) / 2 + 0.5).long().clamp(0, c - 1)
-    own = ((sp.bits[k] >> (ib * c + ia)) & 1).bool()  # only the pixels the stored cell owns
-    if pixel_ids is not None:
-        own &= pixel_ids.reshape(-1).long()[px] == sp.bank[k]
-    px, k, a, b = px[own], k[own], a[own], b[own]
-    z = sp.depth[k].float() + a * sp.slope[k, 0].float() + b * sp.slope[k, 1].float()
-    front = z > 0
-    px, k, a, b, z = px[front], k[front], a[front], b[front], z[front]
-    # rank on one surface: oldest write first, then how far inside its own cell the pixel lies (0..15)
-    inside = (torch.maximum(a.abs(), b.abs()) / half * 15).clamp(0, 15).long()
-    best = zbuffer(px, z, H * W, sp.age[k].long() * 16 + inside, SURFACE_TOL)
-    hit = best < px.numel()
-    w = best[hit]
-    image[:, hit] = _sample(patches, sp.bits, k[w], a[w], b[w], c).T
-    depth = torch.full((H * W,), float("inf"))
-    depth[hit] = z[w]
-    return image.reshape(3, H, W), hit.reshape(H, W), depth.reshape(H, W)
+    xc, yc = torch.floor(cx + 0.5).long(), torch.floor(cy + 0.5).long()
+    # the square of `reach` around the centre pixel, cut to the footprint's box with half a pixel of slack (far
+    # more than rounding moves a, b; a nearly edge-on splat, whose inverse is large, keeps its whole square)
+    loose = inv.abs().flatten(1).amax(1) > 1e3
+    x0 = torch.maximum(xc - reach, torch.where(loose, xc - reach, torch.ceil(cx - extent[:, 0] - 0.5).long())).clamp(min=0)
+    x1 = torch.minimum(xc + reach, torch.where(loose, xc + reach, torch.floor(cx + extent[:, 0] + 0.5).long())).clamp(max=W - 1)
+    y0 = torch.maximum(yc - reach, torch.where(loose, yc - reach, torch.ceil(cy - extent[:, 1] - 0.5).long())).clamp(min=0)
+    y1 = torch.minimum(yc + reach, torch.where(loose, yc + reach, torch.floor(cy + extent[:, 1] + 0.5).long())).clamp(max=H - 1)
+    ny = torch.where(drawn, (y1 - y0 + 1).clamp(min=0), torch.zeros_like(y0))
+    # a few thousand splats at a time, by the area of their boxes: what one part needs stays small at any size
+    area = (ny * (x1 - x0 + 1).clamp(min=0)).cumsum(0)
+    total = int(area[-1]) if N else 0
+    parts = max(1, -(-total // FOOTPRINT_PART))
+    cuts = [0] + torch.searchsorted(area, torch.arange(1, parts) * FOOTPRINT_PART).tolist() + [N]
+    for s0, s1 in zip(cuts[:-1], cuts[1:]):
+        if s1 > s0 or s0 == 0:  # the first part even when empty: there is always one
+            yield _rows(s0, s1, ny, x0, x1, y0, inv, cx, cy, loose, half, W) + (order,)
+
+
+def _rows(s0, s1, ny, x0, x1, y0, inv, cx, cy, loose, half, W):
+    """_footprints for the splats s0 .. s1 - 1: each row of its box, cut to where the footprint crosses it (|a|
+    and |b| <= half are two bands along the row), then the pixels of those rows that pass."""
+    ny = ny[s0:s1]
+    local = torch.repeat_interleave(torch.arange(s1 - s0), ny)
+    kr = local + s0
+    Y = y0[kr] + (torch.arange(kr.numel()) - (ny.cumsum(0) - ny)[local])
+    dy = Y - cy[kr]
+    lo, hi = _band(inv[kr, 0, 0], inv[kr, 0, 1] * dy, half)
+    lo_b, hi_b = _band(inv[kr, 1, 0], inv[kr, 1, 1] * dy, half)
+    lo, hi = torch.maximum(lo, lo_b), torch.minimum(hi, hi_b)
+    whole = loose[kr]
+    xs0 = torch.where(whole, x0[kr], torch.maximum(x0[kr], torch.ceil(cx[kr] + lo - 0.5).clamp(-1, W).long()))
+    xs1 = torch.where(whole, x1[kr], torch.minimum(x1[kr], torch.floor(cx[kr] + hi + 0.5).clamp(-1, W).long()))
+    nx = (xs1 - xs0 + 1).clamp(min=0)
+    r = torch.repeat_interleave(torch.arange(kr.numel()), nx)
+    k = kr[r]
+    X, Y = xs0[r] + (torch.arange(r.numel()) - (nx.cumsum(0) - nx)[r]), Y[r]
+    dx, dy = X - cx[k], Y - cy[k]
+    a = inv[k, 0, 0] * dx + inv[k, 0, 1] * dy
+    b = inv[k, 1, 0] * dx + inv[k, 1, 1] * dy
+    i = torch.nonzero((a.abs() <= half) & (b.abs() <= half)).squeeze(1)
+    return Y[i] * W + X[i], k[i], a[i], b[i]
+
+
+def _band(m, offset, half):
+    """Where along a row m * dx + offset lies within [-half, half]: (lo, hi) in dx, empty when lo > hi."""
+    inf = torch.full_like(offset, float("inf"))
+    safe = torch.where(m == 0, torch.ones_like(m), m)
+    e0, e1 = (-half - offset) / safe, (half - offset) / safe
+    inside = offset.abs() <= half  # m == 0: the whole row or none of it
+    lo = torch.where(m == 0, torch.where(inside, -inf, inf), torch.minimum(e0, e1))
+    hi = torch.where(m == 0, torch.where(inside, inf, -inf), torch.maximum(e0, e1))
+    return lo, hi
 
 
 def _sample(patches, bits, k, a, b, c):
@@ -120,57 +255,109 @@ def _sample(patches, bits, k, a, b, c):
     out = torch.zeros(k.numel(), 3)
     total = torch.zeros(k.numel())
     mine = bits[k]
+    flat = patches.reshape(-1)
+    base = (k * (3 * c * c))[:, None] + torch.arange(3) * (c * c)  # [M, 3]: each channel's first pixel
     for dx, dy, wgt in ((0, 0, (1 - wx) * (1 - wy)), (1, 0, wx * (1 - wy)), (0, 1, (1 - wx) * wy), (1, 1, wx * wy)):
-        xs, ys = x0 + dx, y0 + dy
-        wgt = wgt * ((mine >> (ys * c + xs)) & 1).float()
-        out += wgt[:, None] * patches[k, :, ys, xs].float()
+        at = (y0 + dy) * c + (x0 + dx)
+        wgt = wgt * ((mine >> at) & 1).float()
+        out += wgt[:, None] * flat[base + at[:, None]].float()
         total += wgt
     return out / total.clamp_min(1e-12)[:, None]
 
 
 def canvas_fill(latent, known):
     """A canvas's missing cells take their nearest stored neighbour's code (as replicate padding does), not
-    an average of codes: averaged codes decode to texture that was never there."""
-    lat, have = latent.clone(), known.clone()
-    h, w = have.shape
-    while not bool(have.all()):
-        grown = have.clone()
-        # from below, above, the right, the left; a cell takes the first neighbour it finds, in that order
-        for src_rows, dst_rows, src_cols, dst_cols in ((slice(1, h), slice(0, h - 1), slice(None), slice(None)),
-                                                       (slice(0, h - 1), slice(1, h), slice(None), slice(None)),
-                                                       (slice(None), slice(None), slice(1, w), slice(0, w - 1)),
-                                                       (slice(None), slice(None), slice(0, w - 1), slice(1, w))):
-            take = torch.zeros_like(have)
-            take[dst_rows, dst_cols] = have[src_rows, src_cols] & ~grown[dst_rows, dst_cols]
-            moved = torch.zeros_like(lat)
-            moved[:, dst_rows, dst_cols] = lat[:, src_rows, src_cols]
-            lat = torch.where(take[None], moved, lat)
-            grown |= take
-        have = grown
-    return lat
+    an average of codes: averaged codes decode to texture that was never there. Nearest in steps between
+    neighbouring cells; of the neighbours one step nearer, a cell takes the one below, above, to the right or to
+    the left, in that order (what growing the stored cells one ring at a time gives)."""
+    if bool(known.all()) or not bool(known.any()):
+        return latent
+    h, w = known.shape
+    d = grid_distance(known)
+    far = torch.full((h + 2, w + 2), float("inf"))
+    far[1:-1, 1:-1] = d
+    index = torch.full((h + 2, w + 2), -1, dtype=torch.long)
+    index[1:-1, 1:-1] = torch.arange(h * w).reshape(h, w)
+    src = index[1:-1, 1:-1].clone()
+    chosen = known.clone()
+    for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        take = ~chosen & (far[1 + dr:h + 1 + dr, 1 + dc:w + 1 + dc] == d - 1)
+        src = torch.where(take, index[1 + dr:h + 1 + dr, 1 + dc:w + 1 + dc], src)
+        chosen |= take
+    src = src.reshape(-1)
+    steps = int(d.max())
+    while steps > 0:  # each cell's chain of neighbours, followed by doubling, ends at the stored cell it copies
+        src = src[src]
+        steps //= 2
+    return latent.reshape(latent.shape[0], -1)[:, src].reshape(latent.shape)
+
+
+def grid_distance(known):
+    """[h, w] bool -> [h, w] float32: steps between neighbouring cells (up, down, left, right) to the nearest True
+    cell, exact (inf where there is none): along each row, then two sweeps along the columns."""
+    h, w = known.shape
+    cols = torch.arange(w, dtype=torch.float32).expand(h, w)
+    inf = torch.full_like(cols, float("inf"))
+    before = torch.where(known, cols, -inf).cummax(1).values
+    after = torch.where(known, cols, inf).flip(1).cummin(1).values.flip(1)
+    g = torch.minimum(cols - before, after - cols)
+    for r in range(1, h):
+        g[r] = torch.minimum(g[r], g[r - 1] + 1)
+    for r in range(h - 2, -1, -1):
+        g[r] = torch.minimum(g[r], g[r + 1] + 1)
+    return g
+
+
+class DecodedCanvas:
+    """A canvas's decoded pixels for the cells it holds only: `cells` [n, 3*c*c] float16 (below half a grey level),
+    `row` [h, w] int32 each held cell's row in `cells` (-1 elsewhere). A later frame's canvas holds only the cells
+    that frame added, so it costs what it holds, not a whole frame."""
+
+    def __init__(self, pixels: torch.Tensor, known: torch.Tensor):
+        """pixels [3*c*c, h, w] (a decode, pixel-unshuffled), known [h, w] the cells the canvas holds."""
+        known = known.cpu()
+        self.cells = pixels.cpu()[:, known].T.half().contiguous()
+        self.row = torch.full(known.shape, -1, dtype=torch.int32)
+        self.row[known] = torch.arange(self.cells.shape[0], dtype=torch.int32)
+
+    def take(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """[n, 3*c*c] float16 pixels of the held cells at (rows, cols)."""
+        return self.cells[self.row[rows.long(), cols.long()].long()]
+
+    def nbytes(self) -> int:
+        return self.cells.numel() * self.cells.element_size() + self.row.numel() * self.row.element_size()
 
 
 class CanvasCache:
-    """Decoded canvases by their content key (memory.Canvas.key), most recently used last: at most `items` of
-    them (None: any number) and `nbytes` in all, the oldest dropped first; the newest is always kept."""
+    """Decoded canvases (DecodedCanvas) by their content key (memory.Canvas.key), most recently used last, the
+    oldest dropped first; the newest is always kept. Bound: `frames` whole frames of the size seen (every cell of
+    the grid held), or `nbytes` in all."""
 
-    def __init__(self, nbytes: int, items: Optional[int] = None):
-        self.nbytes, self.items = nbytes, items
+    def __init__(self, frames: Optional[int] = None, nbytes: Optional[int] = None):
+        if (frames is None) == (nbytes is None):
+            raise ValueError("CanvasCache needs either frames or nbytes")
+        self.frames, self.limit = frames, nbytes
+        self.nbytes = 0
         self._hits = OrderedDict()
 
-    def get(self, key, decode: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """The pixels kept for `key`, or decode() once and keep them."""
-        hit = self._hits.pop(key, None)
+    def get(self, cv, decode: Callable[[], torch.Tensor]) -> DecodedCanvas:
+        """The canvas `cv` (memory.Canvas) as decoded: what is kept for its key, or decode() -> [3*c*c, h, w]
+        once, kept for the cells it holds."""
+        hit = self._hits.pop(cv.key, None)
         if hit is None:
-            hit = decode()
-        self._hits[key] = hit
-        while len(self._hits) > 1 and ((self.items is not None and len(self._hits) > self.items) or sum(
-                p.numel() * p.element_size() for p in self._hits.values()) > self.nbytes):
-            self._hits.popitem(last=False)
+            hit = DecodedCanvas(decode(), cv.known)
+            self.nbytes += hit.nbytes()
+            if self.limit is None:
+                h, w = hit.row.shape
+                self.limit = self.frames * h * w * (hit.cells.shape[1] * hit.cells.element_size() + hit.row.element_size())
+        self._hits[cv.key] = hit
+        while len(self._hits) > 1 and self.nbytes > self.limit:
+            self.nbytes -= self._hits.popitem(last=False)[1].nbytes()
         return hit
 
     def clear(self) -> None:
         self._hits.clear()
+        self.nbytes = 0
 
     def __len__(self) -> int:
         return len(self._hits)
@@ -179,14 +366,20 @@ class CanvasCache:
 def draw_canvases(sp, canvas_patches: Callable, H: int, W: int, pixel_ids: Optional[torch.Tensor] = None,
                   c: int = 8):
     """A read's splats (memory.Splats, on the CPU) drawn at pixel precision, each cell's pixels taken from its
-    source canvas as the model decoded it: canvas_patches(canvas) -> [3*c*c, h, w]. A cell without a canvas
+    source canvas as the model decoded it: canvas_patches(canvas) -> DecodedCanvas. A cell without a canvas
     (written at another resolution) is not drawn. Returns render_splats' (image [3, H, W], covered [H, W],
     depth [H, W])."""
-    patches = torch.zeros(sp.age.numel(), 3, c, c)
+    patches, sp = canvas_pixels(sp, canvas_patches, c)
+    return render_splats(patches, sp, H, W, pixel_ids)
+
+
+def canvas_pixels(sp, canvas_patches: Callable, c: int = 8) -> tuple:
+    """(patches [N, 3, c, c], splats) for drawing a read: each cell's pixels from its source canvas
+    (canvas_patches(canvas) -> DecodedCanvas); a cell without one gets no footprint (its jac zeroed)."""
+    patches = torch.zeros(sp.age.numel(), 3 * c * c)
     have = torch.zeros(sp.age.numel(), dtype=torch.bool)
     for cv in sp.canvases:
-        p = canvas_patches(cv)[:, cv.source[0], cv.source[1]].float()
-        patches[cv.members] = p.T.reshape(-1, 3, c, c)
+        patches[cv.members] = canvas_patches(cv).take(*cv.source).float()
         have[cv.members] = True
     sp = sp._replace(jac=torch.where(have[:, None, None], sp.jac, torch.zeros_like(sp.jac)))
-    return render_splats(patches, sp, H, W, pixel_ids)
+    return patches.reshape(-1, 3, c, c), sp

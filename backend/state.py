@@ -3,6 +3,9 @@ the report (run.json). Every file is written atomically, so a crash never leaves
 import hashlib
 import json
 import os
+import queue
+import sys
+import threading
 from typing import Optional
 
 import numpy as np
@@ -16,38 +19,125 @@ from .runstate import MEMORY, STATE_DIR, digest, memory_files
 
 def save_png(image: torch.Tensor, path: str) -> None:
     """[3, H, W] in 0..1 as an 8-bit PNG, written atomically."""
-    arr = (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+    write_png(to_rgb8(image), path)
+
+
+def to_rgb8(image: torch.Tensor) -> np.ndarray:
+    """[3, H, W] in 0..1 -> [H, W, 3] uint8, rounded."""
+    return (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+def write_png(arr: np.ndarray, path: str) -> None:
     # compression level 3: a tenth larger than the default level 6 and much faster
     atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG", compress_level=3))
 
 
-def job_fingerprint(job: protocol.Job) -> str:
-    """Hash of everything that decides the frames (a protocol.Job): a changed job must not resume an old run."""
-    h = hashlib.sha256()
-    keep = {k: getattr(job, k) for k in ("model", "seed", "segment_length", "width", "height", "depth_source",
-                                         "plane_distance", "prompt", "negative_prompt") if getattr(job, k) is not None}
-    keep["frames"] = [{"frame": f.frame, "K": f.K, "cam_to_world": f.cam_to_world,
-                       "objects": None if f.objects is None else {str(k): v for k, v in f.objects.items()}}
-                      for f in job.frames]
-    keep["objects"] = [{"id": o.id, "name": o.name} for o in job.objects] if job.objects else None
-    keep["reference_frame"] = job.reference.frame
-    views = [r.view for r in job.references if r.view is not None]
-    if len(job.references) > 1 or views:  # left out for one reference, so older runs of such jobs still resume
-        keep["references"] = [{"frame": r.frame, "view": None if r.view is None else {
-            "K": r.view.K, "cam_to_world": r.view.cam_to_world,
-            "objects": None if r.view.objects is None else {str(k): v for k, v in r.view.objects.items()}}}
-            for r in job.references]
-    if job.start is not None:
-        keep["start"] = start_digest(job)
-    h.update(json.dumps(keep, sort_keys=True).encode())
-    paths = [p for r in job.references for p in (r.image, r.depth)]
-    paths += [p for f in job.frames for p in (f.depth, f.ids, f.light, f.albedo, f.parts)]
-    paths += [p for v in views for p in (v.depth, v.ids, v.light, v.albedo, v.parts)]
-    for p in paths:
-        if p:
-            with open(p, "rb") as f:
-                h.update(hashlib.sha256(f.read()).digest())
-    return h.hexdigest()
+class FrameWriter:
+    """PNGs written on a thread of their own, so the next frame's work does not wait on compression (zlib lets go
+    of the interpreter while it works). At most `queued` frames wait; `flush` returns once every frame handed over
+    is on disk, and raises what a write raised (a full disk)."""
+
+    def __init__(self, queued: int = 2):
+        self._queue = queue.Queue(maxsize=queued)
+        self._error = None
+        self._thread = None
+
+    def put(self, image: torch.Tensor, path: str) -> None:
+        """[3, H, W] in 0..1, written to `path` as soon as the thread gets to it."""
+        self._raise()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="frame-writer", daemon=True)
+            self._thread.start()
+        self._queue.put((to_rgb8(image), path))
+
+    def flush(self) -> None:
+        self._queue.join()
+        self._raise()
+
+    def close(self) -> None:
+        """Wait for the frames handed over, whatever happened to them (a run that stops leaves no file half
+        written behind); what a write raised is dropped (the run is already stopping for another reason)."""
+        self._queue.join()
+        self._error = None
+
+    def _raise(self):
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _work(self):
+        while True:
+            arr, path = self._queue.get()
+            try:
+                if self._error is None:  # after a failure, the rest is dropped: the run stops at the next flush
+                    write_png(arr, path)
+            except Exception as e:  # handed to the loop's thread, which reports it
+                self._error = e
+            finally:
+                self._queue.task_done()
+
+
+class Fingerprint:
+    """Hashes of everything that decides the frames, one after each segment: the job's fixed part (model, seed,
+    size, depth source, moving objects, the reference image and its frame's camera and files) chained with each
+    segment's frames (cameras, object transforms, their files) in order. A run continues an earlier one when the
+    hash after the segments it finished is the same: what was generated is what this job generates there,
+    whatever comes after (a streamed job's later frames are not known when it resumes)."""
+
+    def __init__(self, job: protocol.Job, reference: protocol.Frame):
+        keep = {k: getattr(job, k) for k in ("model", "seed", "segment_length", "width", "height", "depth_source",
+                                             "plane_distance", "prompt", "negative_prompt") if getattr(job, k) is not None}
+        keep["objects"] = [{"id": o.id, "name": o.name} for o in job.objects] if job.objects else None
+        keep["reference"] = _frame_entry(reference)
+        views = [r.view for r in job.references if r.view is not None]
+        if len(job.references) > 1 or views:
+            keep["references"] = [{"frame": r.frame, "view": None if r.view is None else _frame_entry(r.view)}
+                                  for r in job.references]
+        if job.start is not None:  # a shot that starts from another's memory: that memory decides its frames
+            keep["start"] = start_digest(job)
+        h = hashlib.sha256(json.dumps(keep, sort_keys=True).encode())
+        paths = [p for r in job.references for p in (r.image, r.depth)] + list(_frame_files(reference))
+        for p in paths + [p for v in views for p in _frame_files(v)]:
+            _hash_file(h, p)
+        self.links = [h.hexdigest()]
+
+    def after(self, segments: list) -> str:
+        """The hash after `segments` (lists of protocol.Frame, the job's first segments in order)."""
+        while len(self.links) <= len(segments):
+            h = hashlib.sha256(self.links[-1].encode())
+            frames = segments[len(self.links) - 1]
+            h.update(json.dumps([_frame_entry(f) for f in frames], sort_keys=True).encode())
+            for f in frames:
+                for p in _frame_files(f):
+                    _hash_file(h, p)
+            self.links.append(h.hexdigest())
+        return self.links[len(segments)]
+
+
+def _frame_entry(f: protocol.Frame) -> dict:
+    return {"frame": f.frame, "K": f.K, "cam_to_world": f.cam_to_world,
+            "objects": None if f.objects is None else {str(k): v for k, v in f.objects.items()}}
+
+
+def _frame_files(f: protocol.Frame) -> tuple:
+    return (f.depth, f.ids, f.light, f.albedo, f.parts, f.shade)
+
+
+def _hash_file(h, path: Optional[str]) -> None:
+    h.update(b"-" if not path else b"+")
+    if path:
+        with open(path, "rb") as f:
+            h.update(hashlib.sha256(f.read()).digest())
+
+
+def peak_rss() -> Optional[int]:
+    """Bytes of RAM this process has held at most so far, or None where the platform does not say."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS counts bytes, Linux kilobytes
 
 
 def start_digest(job: protocol.Job) -> Optional[str]:
@@ -64,6 +154,7 @@ class RunFolder:
         self.state_dir = os.path.join(out_dir, STATE_DIR)
         self.memory_path = os.path.join(self.state_dir, MEMORY)
         self.progress_path = os.path.join(self.state_dir, "progress.json")
+        self.writer = FrameWriter()
 
     def create(self):
         os.makedirs(self.frames_dir, exist_ok=True)
@@ -77,7 +168,16 @@ class RunFolder:
         return [os.path.join("frames", protocol.frame_filename(n)) for n in seg]
 
     def save_frame(self, image: torch.Tensor, n: int) -> None:
-        save_png(image, self.frame_path(n))
+        """Frame n's PNG, written on the writer thread: `flush` before anything says it is on disk."""
+        self.writer.put(image, self.frame_path(n))
+
+    def flush(self) -> None:
+        """Wait until every frame handed to save_frame is on disk."""
+        self.writer.flush()
+
+    def close(self) -> None:
+        """Wait for the frames handed to save_frame, without raising (a run that stops for another reason)."""
+        self.writer.close()
 
     def saved_state(self) -> Optional[dict]:
         """state/progress.json as an earlier run left it, or None."""
@@ -88,24 +188,24 @@ class RunFolder:
         except (OSError, ValueError):
             return None
 
-    def progress(self, fingerprint: str, segments: list) -> Optional[tuple]:
-        """(segments done, far, stats) of an earlier run of this same job whose frames are all still there and
-        whose saved memory is the one its last finished segment left, or None (the job changed, a frame is
-        missing, the memory was saved without its progress, the state is unreadable)."""
+    def progress(self) -> Optional[tuple]:
+        """(segments done, their fingerprint, far, stats) of an earlier run in this folder whose saved memory is
+        the one its last finished segment left, or None (no state, the memory was saved without its progress,
+        the state is unreadable)."""
         state = self.saved_state()
         try:
-            if state is None or state.get("fingerprint") != fingerprint:
+            if state is None:
                 return None
             if "memory" in state and state["memory"] != digest(memory_files(self.memory_path)):
                 return None
             done = int(state["segments_done"])
-            for seg in segments[:done]:
-                for n in seg:
-                    if not os.path.isfile(self.frame_path(n)):
-                        return None
-            return done, float(state["far"]), state["stats"][:done]
+            return done, str(state["fingerprint"]), float(state["far"]), list(state["stats"][:done])
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+    def has_frames(self, segments: list) -> bool:
+        """Every frame of `segments` (lists of frame numbers) is on disk."""
+        return all(os.path.isfile(self.frame_path(n)) for seg in segments for n in seg)
 
     def save_progress(self, fingerprint: str, done: int, far: float, stats: list, start: Optional[str] = None) -> None:
         """After a segment and its memory are saved: how far the run got, with the digest of that memory and of

@@ -123,10 +123,10 @@ def frame_step(model: FrameModel, memory: Memory, view: View,
         keep = new & ~view.edges
         if done.from_material is not None:
             keep &= ~material_cells(done.from_material, model.cell).to(keep.device)
-        view.write(memory, full, read, mask=keep)
-        if drawn:
+        stored = view.write(memory, full, read, mask=keep)
+        if drawn and stored:
             # the frame shows what the memory now holds, drawn as any later read of it will be: coming back to
-            # this pose gives this frame again
+            # this pose gives this frame again (with nothing stored, the read is what the memory holds)
             shown = view.read(memory)
             full = torch.where(shown.hole[None], full, shown.latent.to(full.dtype))
     return model.render(full, shown, needs, done)

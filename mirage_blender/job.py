@@ -2,9 +2,11 @@
 (docs/job-format.md), checked with the backend's own rules before the backend starts.
 
 Building is a generator of steps (one material bake or one frame each) so the modal operator keeps the
-UI responsive. Each frame's files are written as soon as it is exported and job.json last; a streamed
-export would start the backend once the first segment's frames are on disk (see ``_export_frames``).
+UI responsive. The export is streamed: job.json is written before the first frame with the number of frames to
+come, the backend starts then, and each frame's entry is appended to inputs/frames.jsonl once its files are on
+disk, so generation overlaps the export; the whole job.json is written after the last frame.
 """
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -25,9 +27,11 @@ MAPS = (("depth", np.float32), ("ids", np.uint16), ("light", np.float16), ("albe
 
 @dataclass(frozen=True)
 class Step:
-    """One step done: what the status line says now, and the share of the whole run done (or None)."""
+    """One step done: what the status line says now, the share of the whole run done (or None), and whether
+    the job folder can be run from now on (`ready`: job.json is there, the frames follow as they are exported)."""
     status: str
     progress: float = None
+    ready: bool = False
 
 
 class JobBuilder:
@@ -46,10 +50,14 @@ class JobBuilder:
         self.job_path = None
         self.tracked = []
         self._part_numbers = None
+        self._stream = None
+        self._checker = None
 
     def steps(self) -> Iterator[Step]:
         """Check the settings and files (InputError or ExportError, one line), then one Step per material
-        bake, per reference painted from a camera of its own and per frame; job.json is written after the last."""
+        bake and per reference painted from a camera of its own, one that says the job can start (a streamed
+        job.json: its frames follow one by one, each appended to inputs/frames.jsonl once its files are
+        written), and one per frame; the whole job.json is written after the last."""
         scene, s = self.scene, self.settings
         if self.plan is None:
             self.plan = shots.plan(scene, s)
@@ -89,6 +97,8 @@ class JobBuilder:
         yield from self._export_references(job, refs, depth_size, objects, textures)
         if s.depth_source == "MONOCULAR":
             self._monocular(job, refs, width, height)
+        self._start(job, len(frames))
+        yield Step("Starting the backend", ready=True)
         yield from self._export_frames(job, frames, depth_size, objects, textures)
         self._write(job)
 
@@ -244,15 +254,31 @@ class JobBuilder:
             yield Step(f"Baking the material of {ob.name}")
         return textures
 
+    def _start(self, job, count):
+        """job.json as a streamed job (no frame listed yet, `frame_count` to come), checked like the backend
+        checks it; a stream left by an earlier run goes first, so no backend ever reads its frames."""
+        self.job_path = os.path.join(self.out, "job.json")
+        self._stream = os.path.join(self.out, protocol.STREAM_FILE)
+        if os.path.lexists(self._stream):
+            os.remove(self._stream)
+        streamed = dict(job, frame_count=count)
+        self._check(lambda: protocol.validate_job(streamed, self.out))
+        self._checker = protocol.FrameChecker(streamed, self.out)
+        files.write_json(streamed, self.job_path)
+
     def _export_frames(self, job, frames, depth_size, objects, textures):
-        """One frame per step, its files written at once. The seam for a streamed export: job.json could
-        be written after the first segment's frames and the backend started then."""
+        """One frame per step: its files written at once, then its entry checked and appended to the stream,
+        where the running backend takes it."""
         what = f"depth and the light of {len(objects)} moving object(s)" if objects else "depth"
         cameras = [self.shot.camera] * len(frames) if self.shot.name else None
         exported = frame_export.iter_frames(self.scene, frames, depth_size, objects, textures=textures or None,
                                             cameras=cameras, parts=self._parts(depth_size))
         for i, fr in enumerate(exported):
-            job["frames"].append(self._write_frame(fr))
+            entry = self._write_frame(fr)
+            self._check(lambda: self._checked(entry, len(job["frames"])))
+            with open(self._stream, "a", encoding="utf-8") as f:
+                f.write(json.dumps(entry) + "\n")  # one write: the backend takes whole lines only
+            job["frames"].append(entry)
             yield Step(f"Exporting cameras and {what}: frame {fr.frame}", 0.1 * (i + 1) / len(frames))
 
     def _parts(self, depth_size):
@@ -264,6 +290,11 @@ class JobBuilder:
         if self._part_numbers is None:
             self._part_numbers = geometry.part_numbers(self.scene)
         return self._part_numbers
+
+    def _checked(self, entry, i):
+        item = self._checker.frame(entry, i)
+        self._checker.same_maps([item])
+        self._checker.files(item)
 
     def _write_frame(self, fr: FrameExport, reference: str = None) -> dict:
         """The frame's maps into inputs/ (a reference's camera: into inputs/references/, named `reference`),
@@ -282,10 +313,14 @@ class JobBuilder:
         return entry
 
     def _write(self, job):
-        # the add-on checks the job with the same rules as the backend, so errors show before it starts
-        self.job_path = os.path.join(self.out, "job.json")
+        """The whole job.json, every frame listed: a folder that runs on its own (a farm, a later resume)."""
+        self._check(lambda: protocol.validate_job(job, self.out))
+        files.write_json(job, self.job_path)
+
+    @staticmethod
+    def _check(check):
+        # the add-on checks the job with the same rules as the backend, so errors show in one line here
         try:
-            protocol.validate_job(job, self.out)
+            check()
         except protocol.JobError as e:
             raise InputError(sentence(str(e))) from None
-        files.write_json(job, self.job_path)

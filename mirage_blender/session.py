@@ -48,7 +48,10 @@ class Session:
         self.started = time.monotonic()
         self.listeners = []
         self.job = JobBuilder(self.scene, self.settings, self.notices, shot, plan)
-        self._steps = None  # the preparation while the UI drives it
+        self._steps = None  # the preparation while it runs
+        self.exported = False  # every frame is in the job folder
+        self._export = (0.0, "")  # share of the whole run and status of the export, while it runs beside the backend
+        self._generation = (0.0, "")  # the same of the backend's work
 
     @property
     def out(self) -> str:
@@ -64,40 +67,60 @@ class Session:
         return self.finished or self.error is not None or self.cancelled
 
     # -- preparing the job folder ------------------------------------------------------------
-    def prepare(self) -> Iterator[None]:
-        """Generator: yields between export steps so the modal operator can keep the UI responsive."""
+    def prepare(self) -> Iterator:
+        """Generator of the job builder's steps (job.Step): one material bake or one frame each, and the step
+        after which the backend can start while the frames are still being exported."""
         self.python = backend_python(self.python_pref)
         for step in self.job.steps():
-            self.status = step.status
-            if step.progress is not None:
-                self.progress = step.progress
-            yield
+            self._export = (step.progress if step.progress is not None else self._export[0], step.status)
+            self._show()
+            yield step
+        self.exported = True
+        self._export = (0.1, "")
 
     def start(self) -> None:
-        self.backend = Backend(self.python, self.job.job_path, os.path.join(self.out, "backend.log"))
-        self.status = "Starting the backend"
+        self.backend = Backend(self.python, self.job.job_path, os.path.join(self.out, "backend.log"),
+                               follow=not self.exported)
+        self._generation = (0.0, "Starting the backend")
+        self._show()
         self.last_message = time.monotonic()
+
+    def _show(self) -> None:
+        """Progress and status of the export and the backend, which run side by side once the backend started."""
+        (done, export), (generated, generation) = self._export, self._generation
+        self.progress = done + generated
+        if self.backend is None or not generation:
+            self.status = export or generation
+        else:
+            self.status = generation + (f" ({export[0].lower() + export[1:]})" if export else "")
 
     # -- driving it ----------------------------------------------------------------------------
     def tick(self, budget: float = 0.05) -> list[dict]:
-        """One timer tick of the UI: export steps for about `budget` seconds (at least one; after the last
-        the backend starts), or the backend's messages so far, handled and returned. Never waits on the
-        backend."""
-        if self.backend is not None:
-            return self.poll()
+        """One timer tick of the UI: the backend's messages so far, handled and returned, then export steps for
+        about `budget` seconds (at least one) while frames remain; the backend starts at the step that says the
+        job can start. Never waits on the backend."""
+        handled = self.poll() if self.backend is not None else []
+        if self.exported or self.ended:
+            return handled
+        if self.cancel_requested_at is not None:  # the backend was asked to stop: so is the export
+            self._close_steps()
+            return handled
         if self._steps is None:
             self._steps = self.prepare()
         deadline = time.monotonic() + budget
         while not self.ended:
             try:
-                next(self._steps)
+                step = next(self._steps)
             except StopIteration:
                 self._steps = None
-                self.start()
+                if self.backend is None:
+                    self.start()
                 break
+            if step.ready and self.backend is None:
+                self.start()
             if time.monotonic() >= deadline:
                 break
-        return []
+        return handled
 
     def poll(self) -> list[dict]:
         """Handle the backend's messages that arrived so far, without waiting; returns them."""
@@ -111,13 +134,22 @@ class Session:
         return handled
 
     def run_blocking(self, stall_timeout: float = None) -> None:
-        """The path for `blender -b` and scripts: no timers, just wait on the backend's messages."""
+        """The path for `blender -b` and scripts: no timers. The export runs step by step on this thread while
+        the backend generates beside it (its messages handled between steps), then this waits on the backend."""
         if stall_timeout is not None:
             self.stall_timeout = stall_timeout
-        for _ in self.prepare():
-            pass
-        self.start()
         try:
+            self._steps = self.prepare()
+            for step in self._steps:
+                if step.ready and self.backend is None:
+                    self.start()
+                if self.backend is not None:
+                    self.poll()
+                if self.ended or self.cancel_requested_at is not None:
+                    break
+            self._close_steps()
+            if self.backend is None and not self.ended:
+                self.start()
             while not self.ended:
                 for msg in self.backend.wait(timeout=min(1.0, self.stall_timeout or 1.0)):
                     self.handle(msg)
@@ -133,7 +165,8 @@ class Session:
         that did not stop in time after Cancel."""
         if self.backend is None or self.ended:
             return
-        if self.stall_timeout and time.monotonic() - self.last_message > self.stall_timeout \
+        # while frames are still being exported, a quiet backend may be waiting for them
+        if self.exported and self.stall_timeout and time.monotonic() - self.last_message > self.stall_timeout \
                 and self.backend.proc.poll() is None:
             self.backend.kill()
             self.error = (f"The backend stopped responding for {self.stall_timeout:g} s and was stopped; "
@@ -148,12 +181,15 @@ class Session:
         else:
             self.backend.cancel()
 
+    def _close_steps(self) -> None:
+        if self._steps is not None:
+            self._steps.close()  # an export stopped halfway puts the user's current frame back
+            self._steps = None
+
     def close(self) -> None:
         """Stop whatever still runs: an export stopped halfway puts the user's current frame back; a
         backend gets a cancel, and is killed when it does not end within 10 s."""
-        if self._steps is not None:
-            self._steps.close()
-            self._steps = None
+        self._close_steps()
         if self.backend is not None:
             self.backend.cancel()
             try:
@@ -166,12 +202,12 @@ class Session:
             self._write_video()
 
     def _write_video(self) -> None:
-        """A finished run only (never a cancelled or failed one): its frames as flythrough.mp4 in its folder."""
+        """A finished run only (never a cancelled or failed one): its frames as flythrough.mp4 in its folder.
+        The frames are the shot's: job.json may still be the streamed one, which lists none of them."""
         with open(self.job.job_path, encoding="utf-8") as f:
             job = json.load(f)
         try:
-            self.video = video.encode(self.scene, self.out, [f["frame"] for f in job["frames"]],
-                                      job["width"], job["height"])
+            self.video = video.encode(self.scene, self.out, list(self.job.shot.frames), job["width"], job["height"])
         except InputError as e:
             self.error = str(e)
             return
@@ -213,16 +249,18 @@ class Session:
                 self.backend.kill()
             return
         self.notices.extend(msg.get("notices") or [])
-        self.status = f"Generating on {msg.get('device', '?').upper()} with {msg.get('model')}"
+        self._generation = (self._generation[0], f"Generating on {msg.get('device', '?').upper()} with {msg.get('model')}")
+        self._show()
 
     def _progress(self, msg):
-        self.progress = 0.1 + 0.9 * msg["done"] / max(msg["total"], 1)
         where = f"Segment {msg['segment'] + 1}/{msg['segments']}"
         if "step" in msg:  # segment-level models report their denoising steps
-            self.status = (f"{where}: step {msg['step'] + 1}/{msg['steps']} "
-                           f"({msg['done']}/{msg['total']} frames), about {msg['eta_s']:.0f} s left")
+            status = (f"{where}: step {msg['step'] + 1}/{msg['steps']} "
+                      f"({msg['done']}/{msg['total']} frames), about {msg['eta_s']:.0f} s left")
         else:
-            self.status = f"{where}, frame {msg['frame']} ({msg['done']}/{msg['total']}), about {msg['eta_s']:.0f} s left"
+            status = f"{where}, frame {msg['frame']} ({msg['done']}/{msg['total']}), about {msg['eta_s']:.0f} s left"
+        self._generation = (0.9 * msg["done"] / max(msg["total"], 1), status)
+        self._show()
 
     def _done(self, msg):
         if msg.get("cancelled"):

@@ -11,13 +11,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..fill import depth_aware_fill, pixel_fill
-from ..splats import CanvasCache, canvas_fill, draw_canvases, place_pixels
+from ..splats import CanvasCache, canvas_fill, canvas_pixels, place_pixels, redraw
 from .base import Completion, FrameModel, ModelError
 
 TILE, TILE_MARGIN = 4, 2  # where only some cells need the encoder or decoder: tiles of 4 x 4 cells, each
                           # seen with 2 cells of context around it
-CANVAS_CACHE = 48               # decoded source canvases kept (float16: 0.2 MB each at 256 x 144) ...
-CANVAS_CACHE_BYTES = 128 << 20  # ... and at most this much of them (12 MB each at 1920 x 1080)
+CANVAS_FRAMES = 8  # decoded canvases kept: as many cells as this many whole frames (docs/benchmarks.md)
 FAR_RATIO = 10.0   # a read or target depth beyond this many times the median known depth counts as sky
 
 
@@ -189,28 +188,36 @@ class LearnedModel(FrameModel):
             raise ModelError(f"model '{name}': weights file {path} is corrupt or incompatible: {msg}") from None
         for net in (self.encoder, self.decoder, self.filler):
             net.to(self.device).eval().requires_grad_(False)
-        self._canvases = CanvasCache(CANVAS_CACHE_BYTES, CANVAS_CACHE)
+        self._canvases = CanvasCache(frames=CANVAS_FRAMES)
+        self._last_draw = None  # (splats, splats.Drawing) of the last draw
 
     def encode(self, image):
         with torch.no_grad():
             return self.encoder(image.float().to(self.device)[None])[0].to(image.device)
 
     def canvas_patches(self, cv):
-        """[3*64, h, w] pixels of a source canvas, decoded once and reused while its content stays the same
-        (the reference's canvas serves every frame that sees it). Cells the memory no longer holds take
+        """A source canvas's pixels (splats.DecodedCanvas), decoded once and reused while its content stays the
+        same (the reference's canvas serves every frame that sees it). Cells the memory no longer holds take
         their nearest stored neighbour's code (canvas_fill)."""
         def decode():
             lat = cv.latent if bool(cv.known.all()) else canvas_fill(cv.latent, cv.known)
             with torch.no_grad():  # a later frame's canvas is mostly cells other frames hold: decode its own
                 img = tiled(self.decoder, lat.float().to(self.device), cv.known, 1, 8).clamp(0, 1)
             return F.pixel_unshuffle(img[None], 8)[0].cpu().half()  # float16: below half a grey level
-        return self._canvases.get(cv.key, decode)
+        return self._canvases.get(cv, decode)
 
     def draw(self, sp, H, W, pixel_ids=None):
         """The read's splats drawn at pixel precision, each cell's pixels decoded in its source canvas; a cell
         without a canvas (written at another resolution) is left to the grid decode. Returns (image [3, H, W],
-        covered [H, W], depth [H, W])."""
-        return draw_canvases(sp, self.canvas_patches, H, W, pixel_ids)
+        covered [H, W], depth [H, W]). The read a frame's completion drew, drawn again for its rendering, is
+        that drawing; read again after the frame's new cells were written, only what they change is drawn."""
+        last = self._last_draw
+        if last is not None and last[0] is sp and last[1].pixel_ids is pixel_ids and last[1].size == (H, W):
+            return last[1].result()
+        patches, drawn = canvas_pixels(sp, self.canvas_patches)
+        drawing = redraw(last[1] if last is not None else None, patches, drawn, H, W, pixel_ids)
+        self._last_draw = (sp, drawing)
+        return drawing.result()
 
     def render(self, latent, read=None, needs=None, completion=None):
         if read is not None and read.splats is not None:

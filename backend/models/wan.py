@@ -24,7 +24,7 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..splats import CanvasCache, canvas_fill, draw_canvases
+from ..splats import CanvasCache, DecodedCanvas, canvas_fill, draw_canvases
 from . import wan_gpu
 from .base import ModelError, SegmentFrame, SegmentModel, SegmentResult
 from .hub import fetch_weights, first_line, gb
@@ -195,7 +195,7 @@ class WanVACEModel(SegmentModel):
         self.flow_shift = float(self.trained[0]["flow_shift"])
         self.text_on = self.device
         self.embeds, self._gray, self._sizes = {}, {}, {}
-        self._canvases = CanvasCache(CANVAS_CACHE_BYTES)
+        self._canvases = CanvasCache(nbytes=CANVAS_CACHE_BYTES)
         if self.device.type == "cuda":
             self.vae.enable_tiling()  # the estimate's VAE constants are those of the tiled VAE
 
@@ -357,8 +357,8 @@ class WanVACEModel(SegmentModel):
         return self._gray[(frames, H, W)]
 
     # -- the memory, drawn at every frame ----------------------------------------------------------
-    def canvas_patches(self, cv) -> torch.Tensor:
-        """[3*64, gh, gw] pixels (float16, CPU) of a stored frame's canvas, decoded around the cells it still holds
+    def canvas_patches(self, cv) -> DecodedCanvas:
+        """A stored frame's canvas (its cells' pixels, float16, CPU), decoded around the cells it still holds
         (their missing neighbours take the nearest stored code) and kept while its content stays the same."""
         def decode():
             known = cv.known.cpu()
@@ -370,7 +370,7 @@ class WanVACEModel(SegmentModel):
             pixels = torch.zeros(3 * SPATIAL * SPATIAL, *known.shape, dtype=torch.float16)
             pixels[:, r0:r1, c0:c1] = F.pixel_unshuffle(image[None], SPATIAL)[0].half()
             return pixels
-        return self._canvases.get(cv.key, decode)
+        return self._canvases.get(cv, decode)
 
     def draw(self, frame: SegmentFrame) -> tuple[torch.Tensor, torch.Tensor]:
         """What the memory shows at one frame, at pixel precision: (image [3, H, W] in 0..1, gray where unknown;

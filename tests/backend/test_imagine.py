@@ -216,3 +216,24 @@ def test_the_all_around_lights_weight_is_read_from_the_reference():
         step = float(AMBIENT_WEIGHTS[1] / AMBIENT_WEIGHTS[0])
         assert w / step <= got <= w * step, (w, got)
     assert ambient_weight([Exemplar(image, torch.full((H, W), 4.0), torch.eye(3), torch.eye(4))]) is None
+
+
+def test_a_planes_measured_repeat_maps_its_pattern_onto_itself():
+    # the checker wall and floor of checker_view: each plane's repeats must be symmetries of its pattern (the
+    # product of sines repeats under (2p, 0), (0, 2p) and (p, p)), whatever shortest pair the search picks
+    from backend.imagine import Surface
+    period = 0.5
+    img, depth, K, c2w = checker_view(look_camera(0.0), period=period)
+    s = Surface(Exemplar(img, depth, K, c2w))
+    found, _ = s.planes()
+    wall = [p for p in found if abs(float(p.n[2])) > 0.9]
+    floor = [p for p in found if abs(float(p.n[1])) > 0.9]
+    assert wall and floor
+    for plane, axes in ((wall[0], (0, 1)), (floor[0], (0, 2))):
+        assert plane.s1 is not None and plane.s2 is not None
+        for shift in (plane.s1, plane.s2):
+            a, b = (float(shift[i]) / period for i in axes)
+            assert abs(float(shift[[i for i in range(3) if i not in axes][0]])) < 1e-3  # along the plane
+            # a symmetry: (a, b) is an integer pair with a + b even (within a tenth of the period)
+            ra, rb = round(a), round(b)
+            assert abs(a - ra) < 0.1 and abs(b - rb) < 0.1 and (ra + rb) % 2 == 0 and (ra, rb) != (0, 0), (a, b)

@@ -9,9 +9,9 @@ from safetensors.torch import save_file
 from backend import models
 from backend.memory import LatentMemory, SceneMemory, cell_bits, cell_slopes, member_depth
 from backend.models.base import FrameNeeds
-from backend.models.compact import tiled
+from backend.models.compact import CANVAS_FRAMES, tiled
 from backend.models.patch import PatchModel
-from backend.splats import render_splats
+from backend.splats import canvas_fill, render_splats
 from tests.backend.test_learned import held_out
 from tests.backend.test_memory import cam, intr, rot
 
@@ -245,3 +245,133 @@ def test_pixels_between_source_pixels_are_interpolated():
     # inside a cell the ramp is exact; at a cell's last pixel there is no right neighbour to blend with
     # (measured: mean error 0.0006; nearest-pixel sampling is off by 0.005 everywhere)
     assert err.max() < 0.0051 and err.mean() < 0.001, (err.max(), err.mean())
+
+
+def grow_rings(latent, known):
+    """canvas_fill's definition: the stored cells grow one ring at a time, a cell taking the first of its
+    neighbours below, above, to the right, to the left that was already filled."""
+    lat, have = latent.clone(), known.clone()
+    h, w = have.shape
+    while not bool(have.all()):
+        grown = have.clone()
+        for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+            for r in range(h):
+                for c in range(w):
+                    rr, cc = r + dr, c + dc
+                    if not grown[r, c] and 0 <= rr < h and 0 <= cc < w and have[rr, cc]:
+                        lat[:, r, c] = lat[:, rr, cc]
+                        grown[r, c] = True
+        have = grown
+    return lat
+
+
+def test_canvas_fill_is_growing_rings():
+    g = torch.Generator().manual_seed(3)
+    for trial in range(40):
+        h, w = (int(x) for x in torch.randint(1, 14, (2,), generator=g))
+        known = torch.rand(h, w, generator=g) < float(torch.rand(1, generator=g)) ** 3
+        known.view(-1)[int(torch.randint(0, h * w, (1,), generator=g))] = True
+        lat = torch.randn(3, h, w, generator=g)
+        assert torch.equal(canvas_fill(lat, known), grow_rings(lat, known)), (h, w, known)
+    # ties between directions: the cell between two stored cells takes the one below it
+    known = torch.zeros(3, 1, dtype=torch.bool)
+    known[0, 0] = known[2, 0] = True
+    lat = torch.tensor([[[1.0], [0.0], [2.0]]])
+    assert canvas_fill(lat, known)[0, 1, 0] == 2.0
+
+
+def test_canvas_cache_keeps_what_its_bound_allows():
+    """The decoded canvases kept never take more than the cells of CANVAS_FRAMES whole frames, whatever the frame
+    size; a canvas holding a few cells costs those cells, not a frame."""
+    model = models.load("compact")
+    K = intr(180.0, 127.5, 71.5)
+    mem = LatentMemory(model.channels, 8)
+    g = torch.Generator().manual_seed(0)
+    few = torch.zeros(18, 32, dtype=torch.bool)
+    few[2:4, 3:6] = True
+    mem.write(torch.randn(model.channels, 18, 32, generator=g), torch.full((18, 32), 4.0), K, cam())
+    for i in range(2 * CANVAS_FRAMES):
+        mem.write(torch.randn(model.channels, 18, 32, generator=g), torch.full((18, 32), 4.0 - 0.1 * (i + 1)), K,
+                  cam(), mask=few)
+    sp = mem.read(K, cam(), 18, 32).splats
+    assert len(sp.canvases) == 2 * CANVAS_FRAMES + 1
+    cache = model._canvases
+    cache.clear()
+    model.draw(sp, 144, 256)
+    whole = 18 * 32 * (3 * 64 * 2 + 4)  # float16 pixels and the row map of every cell of one frame
+    assert cache.limit == CANVAS_FRAMES * whole
+    assert len(cache) == 2 * CANVAS_FRAMES + 1 and cache.nbytes < 2 * whole  # one whole canvas, the rest small
+    assert cache.nbytes == sum(c.nbytes() for c in cache._hits.values())
+    for i in range(3 * CANVAS_FRAMES):  # whole frames, one after the other: the oldest go
+        mem2 = LatentMemory(model.channels, 8)
+        mem2.write(torch.randn(model.channels, 18, 32, generator=g), torch.full((18, 32), 4.0), K, cam())
+        model.draw(mem2.read(K, cam(), 18, 32).splats, 144, 256)
+        assert cache.nbytes <= cache.limit
+    assert len(cache) == CANVAS_FRAMES
+
+
+def test_a_frame_drawn_again_after_its_write_is_the_whole_drawing(tmp_path, monkeypatch):
+    """After a frame writes its new cells, its read is drawn again only where the new (or replaced) cells reach:
+    on every frame of a job with a moving object, exactly the drawing of the whole read."""
+    from backend import protocol
+    from backend import splats as splats_module
+    from backend.models import compact
+    from backend.pipeline import Run
+    from tests.synth import make_job
+    job, _ = protocol.load_job(make_job(str(tmp_path), n=8, segment_length=4, box_xs=[0.12 * i for i in range(8)]))
+    run = Run.load(job, str(tmp_path), lambda *a, **k: None)
+    redraw, whole = compact.redraw, splats_module.draw_splats
+    calls = {"redraw": 0, "whole": 0}
+
+    def counted_whole(*args, **kw):
+        calls["whole"] += 1
+        return whole(*args, **kw)
+
+    def checked(before, patches, sp, H, W, pixel_ids=None):
+        calls["redraw"] += 1
+        out = redraw(before, patches, sp, H, W, pixel_ids)
+        again = whole(patches, sp, H, W, pixel_ids)
+        assert all(torch.equal(x, y) for x, y in zip(out.result(), again.result()))
+        return out
+
+    monkeypatch.setattr(splats_module, "draw_splats", counted_whole)
+    monkeypatch.setattr(compact, "redraw", checked)
+    run.run()
+    assert calls["redraw"] > 8 and calls["whole"] < calls["redraw"] - 3  # several frames drawn again in part
+
+
+def test_drawing_again_follows_replaced_cells_and_their_canvas(monkeypatch):
+    """A write that replaces stored cells changes their frame's canvas (its other cells decode anew): the read
+    drawn again from the drawing before the write is still exactly the whole read's drawing."""
+    from backend import splats as splats_module
+    from backend.splats import canvas_pixels, draw_splats, redraw
+    model = models.load("compact")
+    x = held_out()
+    K = intr(180.0, 127.5, 71.5)
+    mem = LatentMemory(model.channels, 8)
+    depth = torch.full((144, 256), 4.0)
+    mem.write(model.encode(x), torch.full((18, 32), 4.0), K, cam(), pixel_depth=depth)
+    view = cam(rot(0.05), (0.1, 0.0, 0.3))
+    p1, s1 = canvas_pixels(mem.read(K, view, 18, 32).splats, model.canvas_patches)
+    before = draw_splats(p1, s1, 144, 256)
+    part = torch.zeros(18, 32, dtype=torch.bool)
+    part[5:8, 10:14] = True
+    mem.write(model.encode(x.flip(-1)), torch.full((18, 32), 4.0), K, cam(), mask=part, pixel_depth=depth)
+    p2, s2 = canvas_pixels(mem.read(K, view, 18, 32).splats, model.canvas_patches)
+    ident1 = {(int(c), int(a)): i for i, (c, a) in enumerate(zip(s1.cell, s1.age))}
+    shared = [(ident1[(int(c), int(a))], j) for j, (c, a) in enumerate(zip(s2.cell, s2.age)) if (int(c), int(a)) in ident1]
+    assert len(shared) > s2.age.numel() // 2  # most cells are the same stored cells ...
+    i1, j2 = (torch.tensor(t) for t in zip(*shared))
+    assert (p1[i1] != p2[j2]).any()  # ... and some of them decode differently now
+    whole = []
+    monkeypatch.setattr(splats_module, "draw_splats", lambda *a: whole.append(1) or draw_splats(*a))
+    again = redraw(before, p2, s2, 144, 256)
+    assert not whole  # drawn again in part, not as a whole
+    assert all(torch.equal(a, b) for a, b in zip(again.result(), draw_splats(p2, s2, 144, 256).result()))
+    # cells gone from a read (without others in their place): their pixels are resolved again too
+    keep = torch.ones(s1.age.numel(), dtype=torch.bool)
+    keep[::7] = False
+    fewer = s1._replace(**{f: getattr(s1, f)[keep] for f in s1._fields[:-1] if getattr(s1, f) is not None})
+    again = redraw(before, p1[keep], fewer, 144, 256)
+    assert not whole
+    assert all(torch.equal(a, b) for a, b in zip(again.result(), draw_splats(p1[keep], fewer, 144, 256).result()))
