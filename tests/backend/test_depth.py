@@ -139,3 +139,20 @@ def test_every_reference_is_estimated_and_scaled_by_the_scene_through_its_own_ca
     first, second = (inputs.reference_depth(r) for r in loaded.references)
     assert torch.equal(second[:, 32:], torch.full((48, 32), 4.0))  # its own scene depth, kept exactly
     assert torch.isfinite(first).all() and not torch.equal(first, second)  # the first: by the distance
+
+
+def test_a_changed_distance_starts_afresh_and_an_unchanged_job_resumes(tmp_path, tiny_cache, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tiny_cache))
+    job = monocular_job(tmp_path / "job")
+
+    def resumed():
+        proc, msgs = run_backend(job, "--jsonl")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return [m["stats"]["resumed_segments"] for m in msgs if m["type"] == "done"]
+    assert resumed() == [0]
+    assert resumed() == [2]  # the same job: both segments kept
+    data = json.loads(open(job).read())
+    data["monocular_distance"] = 6.0  # the estimate's scale, so every frame, changes
+    (tmp_path / "job" / "job.json").write_text(json.dumps(data))
+    assert resumed() == [0]
