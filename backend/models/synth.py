@@ -54,10 +54,10 @@ class SynthModel(LearnedModel):
                                           # is painted again (cells on outlines, never stored) comes out the same
                                           generator=torch.Generator().manual_seed(SEED))
             filled = torch.where((cells | exact)[None], filled, base).to(self.device)
-            # cells with invented pixels are completed too where the read knew them (a moving object's outline
-            # layer kept only its own pixels there): encoded and stored, so later frames show the same
-            h, w = hole.shape
-            done = hole | cells.reshape(h, 8, w, 8).any(3).any(1)
+            # only the read's hole cells are encoded and stored: a cell the memory holds keeps its canvas (replacing
+            # it would change an earlier frame's canvas, decoded again at the next read); what such a cell does
+            # not reach is painted again by the next frame, the planes' part the same way (a function of the point)
+            done = hole
             full = latent
             if done.any():
                 full = torch.where(done[None], tiled(self.encoder, filled, done, 8, 1), latent)

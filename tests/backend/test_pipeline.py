@@ -28,7 +28,7 @@ def test_run_speaks_the_protocol_and_writes_every_frame(tmp_path):
     kinds = [m["type"] for m in msgs]
     assert kinds[0] == "hello" and kinds[-1] == "done"
     assert msgs[0]["protocol"] == 1 and msgs[0]["device"] == "cpu" and msgs[0]["model"] == "builtin"
-    assert msgs[0]["runs"] == "compact"  # what 'builtin' names: the trained model
+    assert msgs[0]["runs"] == "synth"  # what 'builtin' names: the compact codec that invents
     seg = [m for m in msgs if m["type"] == "segment_done"]
     assert [m["frames"] for m in seg] == [[1, 4], [5, 8], [9, 10]]
     assert kinds.count("progress") == 10

@@ -169,7 +169,7 @@ def test_a_start_memory_of_another_model_is_one_clear_line(tmp_path):
     assert proc.returncode == 1
     errors = [m["message"] for m in msgs if m["type"] == "error"]
     assert len(errors) == 1 and errors[0].startswith("the memory this shot starts from (shot 'A') was made by another "
-                                                     "model (48 channels, 4-pixel cells; compact has"), errors
+                                                     "model (48 channels, 4-pixel cells; synth has"), errors
     shutil.rmtree(os.path.join(b, "inputs", "start"))
     proc, msgs = run_backend(os.path.join(b, "job.json"), "--jsonl")
     errors = [m["message"] for m in msgs if m["type"] == "error"]
