@@ -1,7 +1,7 @@
 """Reading a job's inputs: the reference image, per-frame depth, object id masks, light and surface colour
 maps, each checked, with a one-line JobError naming the file when something is wrong."""
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -78,8 +78,11 @@ class Inputs:
     the light and the material colours of one frame all need it). A camera is a frame number or a
     protocol.Frame (a reference's own camera)."""
 
-    def __init__(self, job: protocol.Job):
+    def __init__(self, job: protocol.Job, device: str = "cpu", emit: Optional[Callable] = None):
         self.job = job
+        self.device, self.emit = device, emit
+        self._estimated = {}  # MONOCULAR: each reference's depth, estimated once
+        self._depth_model = None
         self.W, self.H = job.width, job.height
         self.frames = {f.frame: f for f in job.frames}
         self.known_ids = {0} | {o.id for o in job.objects}
@@ -109,7 +112,23 @@ class Inputs:
             return self.scene_depth(self.view(ref))
         if src == "IMAGE":
             return load_depth(ref.depth, self.W, self.H, "the reference depth map")
+        if src == "MONOCULAR":
+            return self.estimated_depth(ref)
         return torch.full((self.H, self.W), float(self.plane_distance()))
+
+    def estimated_depth(self, ref: protocol.Reference) -> torch.Tensor:
+        """[H, W] a reference's depth from its image itself, in scene units (backend/depth.py); the depth model is
+        loaded once for every reference of the job."""
+        if id(ref) not in self._estimated:
+            from . import depth
+            scene = None if ref.scene_depth is None else \
+                load_depth(ref.scene_depth, self.W, self.H, "the scene's depth at the reference's camera")
+            distance = self.job.monocular_distance if self.job.monocular_distance is not None else 5.0
+            if self._depth_model is None:
+                self._depth_model = depth.load(self.device, self.emit)
+            disparity = self._depth_model.disparity(self.reference_image(ref))
+            self._estimated[id(ref)] = depth.to_depth(disparity, scene, distance)[0]
+        return self._estimated[id(ref)]
 
     def plane_distance(self) -> float:
         return self.job.plane_distance if self.job.plane_distance is not None else 5.0

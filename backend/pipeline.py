@@ -56,7 +56,7 @@ class Run:
         self.job, self.model, self.emit, self.cancelled = job, model, emit, cancelled
         self.stream, self.follow = stream, follow
         self.memory_cls, self.device = memory, device
-        self.inputs = Inputs(job)
+        self.inputs = Inputs(job, device=device, emit=emit)
         self.cell = model.cell
         self.lighting = Lighting(self.inputs, self.cell)
         self.W, self.H = job.width, job.height

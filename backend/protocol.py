@@ -18,7 +18,7 @@ MESSAGES = ("hello", "progress", "segment_done", "error", "done", "download")
 # add-on -> backend, one JSON object per line on stdin
 COMMANDS = ("cancel",)
 
-DEPTH_SOURCES = ("SCENE", "IMAGE", "PLANE")
+DEPTH_SOURCES = ("SCENE", "IMAGE", "PLANE", "MONOCULAR")
 DEVICES = ("AUTO", "CUDA", "CPU")
 
 # Largest frame the backend accepts; beyond it the latent memory no longer fits a laptop.
@@ -87,6 +87,7 @@ JOB_FIELDS = {
     "start": (dict, False),           # the memory a shot starts from (the shot before it, chained shots)
     "depth_source": (str, True),
     "plane_distance": ((int, float), False),
+    "monocular_distance": ((int, float), False),  # MONOCULAR without geometry: how far the image's centre is
     "frames": (list, True),
     "objects": (list, False),
     "frame_count": (int, False),      # a streamed job: how many frames it has, the rest arriving in STREAM_FILE
@@ -192,11 +193,13 @@ class Frame:
 class Reference:
     """A reference image (absolute path), the scene frame it shows, its depth map (depth source IMAGE), and the
     camera it was painted from with that camera's maps (`view`, a Frame numbered `frame`), or None: the camera
-    and maps of the job's frame `frame`."""
+    and maps of the job's frame `frame`. For MONOCULAR, the scene's depth through its camera where the scene has
+    geometry there (`scene_depth`: sets the estimate's scale)."""
     image: str
     frame: int
     depth: Optional[str] = None
     view: Optional[Frame] = None
+    scene_depth: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -221,6 +224,7 @@ class Job:
     device: str = "AUTO"
     seed: Optional[int] = None
     plane_distance: Optional[float] = None
+    monocular_distance: Optional[float] = None
     objects: tuple = ()
     prompt: Optional[str] = None
     negative_prompt: Optional[str] = None
@@ -239,16 +243,17 @@ class Job:
         refs = []
         if d.get("reference") is not None:
             ref = d["reference"]
-            refs.append(Reference(ref["image"], ref["frame"], ref.get("depth")))
+            refs.append(Reference(ref["image"], ref["frame"], ref.get("depth"), scene_depth=ref.get("scene_depth")))
         for r in d.get("references") or ():
             scene_depth = d["depth_source"] == "SCENE"
             view = _frame({k: v for k, v in r.items() if k != "depth" or scene_depth})
-            refs.append(Reference(r["image"], r["frame"], None if scene_depth else r.get("depth"), view))
+            refs.append(Reference(r["image"], r["frame"], None if scene_depth else r.get("depth"), view,
+                                  r.get("scene_depth")))
         start = d.get("start")
         return cls(version=d["version"], model=d["model"], segment_length=d["segment_length"], width=d["width"],
                    height=d["height"], reference=refs[0],
                    depth_source=d["depth_source"], frames=frames, device=d.get("device", "AUTO"), seed=d.get("seed"),
-                   plane_distance=d.get("plane_distance"),
+                   plane_distance=d.get("plane_distance"), monocular_distance=d.get("monocular_distance"),
                    objects=tuple(TrackedObject(o["id"], o.get("name", "")) for o in d.get("objects") or ()),
                    prompt=d.get("prompt"), negative_prompt=d.get("negative_prompt"), references=tuple(refs),
                    start=None if start is None else StartMemory(start["memory"], start.get("shot", "")),
@@ -267,6 +272,8 @@ class Job:
             item = {"image": r.image, **_frame_dict(r.view)}
             if r.depth is not None:
                 item["depth"] = r.depth
+            if r.scene_depth is not None:
+                item["scene_depth"] = r.scene_depth
             views.append(item)
         if views:
             out["references"] = views
@@ -345,13 +352,22 @@ def _reference_views(job, job_dir, object_ids, frames):
         item["image"] = _inside(job_dir, r.get("image"), f"{label}.image")
         if job["depth_source"] == "IMAGE":
             item["depth"] = _inside(job_dir, r.get("depth"), f"{label}.depth")
-        elif job["depth_source"] == "PLANE":
+        elif job["depth_source"] in ("PLANE", "MONOCULAR"):
             item.pop("depth", None)
+        _scene_depth(item, job, job_dir, label)
         for key, what in MAPS:
             if frames and (key in item) != (key in frames[0]):
                 raise JobError(f"{label} must have {what} exactly when the frames have one")
         out.append(item)
     return out
+
+
+def _scene_depth(entry, job, job_dir, label):
+    """A reference's `scene_depth` (MONOCULAR only, optional) resolved in place; dropped for other depth sources."""
+    if job["depth_source"] == "MONOCULAR" and entry.get("scene_depth") is not None:
+        entry["scene_depth"] = _inside(job_dir, entry["scene_depth"], f"{label}.scene_depth")
+    else:
+        entry.pop("scene_depth", None)
 
 
 def validate_job(job, job_dir):
@@ -397,7 +413,11 @@ def validate_job(job, job_dir):
             raise JobError("reference.frame must be a frame number")
         if job["depth_source"] == "IMAGE":
             ref["depth"] = _inside(job_dir, ref.get("depth"), "reference.depth")
+        _scene_depth(ref, job, job_dir, "reference")
         out["reference"] = ref
+    for key in ("plane_distance", "monocular_distance"):
+        if key in job and not job[key] > 0:
+            raise JobError(f"{key} must be a positive distance")
     checker = FrameChecker(job, job_dir)
     resolved = [checker.frame(fr, i) for i, fr in enumerate(frames)]
     checker.same_maps(resolved)
@@ -416,10 +436,14 @@ def validate_job(job, job_dir):
         input_file(ref["image"], "the reference image")
         if job["depth_source"] == "IMAGE":
             input_file(ref["depth"], "the reference depth map")
+        if ref.get("scene_depth"):
+            input_file(ref["scene_depth"], "the scene's depth at the reference frame")
     for i, v in enumerate(views):
         input_file(v["image"], f"the image of references[{i}]")
         if "depth" in v:
             input_file(v["depth"], f"the depth of references[{i}]")
+        if "scene_depth" in v:
+            input_file(v["scene_depth"], f"the scene's depth at references[{i}]")
     for f in out["frames"]:
         checker.files(f)
     if start is not None:

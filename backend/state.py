@@ -79,14 +79,16 @@ class FrameWriter:
 
 class Fingerprint:
     """Hashes of everything that decides the frames, one after each segment: the job's fixed part (model, seed,
-    size, depth source, moving objects, the reference image and its frame's camera and files) chained with each
+    size, depth source and distances, moving objects, the reference image and its frame's camera and files, the
+    scene depths that scale a depth estimated from the image) chained with each
     segment's frames (cameras, object transforms, their files) in order. A run continues an earlier one when the
     hash after the segments it finished is the same: what was generated is what this job generates there,
     whatever comes after (a streamed job's later frames are not known when it resumes)."""
 
     def __init__(self, job: protocol.Job, reference: protocol.Frame):
         keep = {k: getattr(job, k) for k in ("model", "seed", "segment_length", "width", "height", "depth_source",
-                                             "plane_distance", "prompt", "negative_prompt") if getattr(job, k) is not None}
+                                             "plane_distance", "monocular_distance", "prompt", "negative_prompt")
+                if getattr(job, k) is not None}
         keep["objects"] = [{"id": o.id, "name": o.name} for o in job.objects] if job.objects else None
         keep["reference"] = _frame_entry(reference)
         views = [r.view for r in job.references if r.view is not None]
@@ -97,6 +99,7 @@ class Fingerprint:
             keep["start"] = start_digest(job)
         h = hashlib.sha256(json.dumps(keep, sort_keys=True).encode())
         paths = [p for r in job.references for p in (r.image, r.depth)] + list(_frame_files(reference))
+        paths += [r.scene_depth for r in job.references if r.scene_depth]  # MONOCULAR only: older runs still resume
         for p in paths + [p for v in views for p in _frame_files(v)]:
             _hash_file(h, p)
         self.links = [h.hexdigest()]

@@ -1,9 +1,9 @@
 """Mirage: consistent camera flythroughs from a reference image, generated into the Sequencer."""
 import bpy
 
-from . import ops, prefs, props, render_farm, ui
+from . import ops, prefs, props, render_farm, setup_ops, ui
 
-_classes = prefs.classes + ops.classes + render_farm.classes + ui.classes
+_classes = prefs.classes + setup_ops.classes + ops.classes + render_farm.classes + ui.classes
 
 
 def register():
@@ -13,6 +13,7 @@ def register():
 
 
 def unregister():
+    setup_ops.unregister()
     for c in reversed(_classes):
         bpy.utils.unregister_class(c)
     props.unregister()

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Optional
 
-from . import shots, vse
+from . import shots, video, vse
 from .core.errors import sentence
 from .session import DEFAULT_STALL_TIMEOUT, Session
 
@@ -87,6 +87,8 @@ class Generation:
     def _shot_ended(self) -> None:
         """Take over the ended shot's outcome; start the next one where it finished."""
         s = self.session
+        if s.finished and s.error is None:
+            s.close()  # its backend has ended: the pipes closed and, with Write MP4, the shot's video written
         shot = s.job.shot
         self._notice(*(f"{shot.label}: {sentence(n)}" if self.plan.has_markers else n for n in s.notices))
         if s.error:
@@ -111,6 +113,8 @@ class Generation:
         frames = sum(len(s.job.shot.frames) for s in self.done)
         self.status = (f"Done: {len(self.done)} shots, {frames} frames in {time.monotonic() - self.started:.1f} s "
                        f"({', '.join(s.job.shot.name for s in self.done)})")
+        if all(s.video for s in self.done):
+            self.status += f", {video.NAME} written in each shot's folder"
 
     def _refresh(self) -> None:
         s = self.session

@@ -11,12 +11,19 @@ from .core.errors import InputError, sentence
 
 
 def output_folder(scene, settings) -> tuple[str, bool]:
-    """The run's folder, and whether it is the fallback for an unsaved file."""
-    path = settings.output_dir.strip() or "//mirage/"
-    if path.startswith("//") and not bpy.data.filepath:
-        # an unsaved file has no folder for "//": keep the run beside Blender's temp files
-        return os.path.join(tempfile.gettempdir(), "mirage", bpy.path.clean_name(scene.name)), True
-    return os.path.normpath(bpy.path.abspath(path)), False
+    """The run's folder, always absolute (the one place a relative Output is resolved), and whether it is the
+    fallback for an unsaved file. "//mirage/" is the .blend's folder; a relative path without "//" ("mirage/")
+    is too, or Blender's working folder when the file is not saved yet."""
+    path = os.path.expanduser(settings.output_dir.strip() or "//mirage/")
+    if path.startswith("//"):
+        if not bpy.data.filepath:
+            # an unsaved file has no folder for "//": keep the run beside Blender's temp files
+            return os.path.join(tempfile.gettempdir(), "mirage", bpy.path.clean_name(scene.name)), True
+        path = bpy.path.abspath(path)
+    elif not os.path.isabs(path):
+        base = os.path.dirname(bpy.path.abspath(bpy.data.filepath)) if bpy.data.filepath else os.getcwd()
+        path = os.path.join(base, path)
+    return os.path.normpath(os.path.abspath(path)), False
 
 
 def make_output_folder(out: str) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import inputs, models, shots
+from . import inputs, models, reference, shots
 from .backend import files, protocol
 from .core.errors import InputError, sentence
 from .core.frame import FrameExport
@@ -80,6 +80,7 @@ class JobBuilder:
             self.notices.append(f"The file is not saved yet: output goes to {self.plan.root}")
         inputs.make_output_folder(out)
         self.out = out
+        refs = yield from self._write_reference(refs, width, height)
         start = shots.start_memory(self.plan, shot)
         job = self._job(refs, width, height, segment_length)
         memory = shots.copy_start_memory(start, out)
@@ -94,6 +95,8 @@ class JobBuilder:
         textures = yield from self._bake(objects)
         depth_size = (width, height) if s.depth_source == "SCENE" else None
         yield from self._export_references(job, refs, depth_size, objects, textures)
+        if s.depth_source == "MONOCULAR":
+            self._monocular(job, refs, width, height)
         self._start(job, len(frames))
         yield Step("Starting the backend", ready=True)
         yield from self._export_frames(job, frames, depth_size, objects, textures)
@@ -112,12 +115,13 @@ class JobBuilder:
         return width, height, frames
 
     def _reference_images(self, width, height):
-        """Every reference of the set with its image checked: (shots.Reference or None, image path). The first
-        comes from the Reference setting; a set needs at least one."""
+        """Every reference of the set with its image checked: (shots.Reference or None, image path; None for an
+        Image or a render, written once the output folder exists). The first comes from the Reference setting;
+        a set needs at least one."""
         out = []
         for ref in self.plan.references or [None]:
             if ref is None or ref.primary:
-                out.append((ref, inputs.reference_image(self.settings, width, height)))
+                out.append((ref, reference.check(self.scene, self.settings, width, height, self.plan.frames)))
                 continue
             camera.intrinsics(self.scene, ref.camera)
             out.append((ref, inputs.image_file(ref.image, width, height, ref.label)))
@@ -136,18 +140,33 @@ class JobBuilder:
             out.append((ref, image, depth))
         return out
 
+    def _write_reference(self, refs, width, height):
+        """The first reference from an Image or a rendered frame, written into the set's folder (a render is its
+        own step); once for every shot of this Generate."""
+        out = []
+        for ref, image, depth in refs:
+            if image is None:
+                if "reference" not in self.plan.written:
+                    if (status := reference.status(self.scene, self.settings)) is not None:
+                        yield Step(status)
+                    self.plan.written["reference"] = reference.write(self.scene, self.settings, self.plan.root,
+                                                                     width, height, self.notices)
+                image = self.plan.written["reference"]
+            out.append((ref, image, depth))
+        return out
+
     def _job(self, refs, width, height, segment_length):
         """The job without its frames and reference cameras; copies the first reference (and saves its depth
-        map) into inputs/ where it shows this shot's first frame."""
+        map) into inputs/ where it shows a frame of this shot through its camera."""
         s, out = self.settings, self.out
         job = {"version": protocol.JOB_VERSION, "model": s.model, "device": s.device, "seed": s.seed,
                "segment_length": segment_length, "width": width, "height": height,
                "depth_source": s.depth_source, "plane_distance": s.plane_distance, "frames": []}
         if self._classic(refs[0][0]):
-            _, image, depth_map = refs[0]
+            ref, image, depth_map = refs[0]
             ref_name = "inputs/reference" + os.path.splitext(image)[1].lower()
             shutil.copyfile(image, os.path.join(out, ref_name))
-            job["reference"] = {"image": ref_name, "frame": self.shot.frames[0]}
+            job["reference"] = {"image": ref_name, "frame": self.shot.frames[0] if ref is None else ref.frame}
             if depth_map is not None:
                 np.save(os.path.join(out, "inputs", "reference_depth.npy"), depth_map)
                 job["reference"]["depth"] = "inputs/reference_depth.npy"
@@ -156,9 +175,35 @@ class JobBuilder:
         return job
 
     def _classic(self, ref) -> bool:
-        """Whether a reference shows this shot's first frame through its camera (the first reference, in the
-        first shot): the job names it by that frame instead of giving it a camera of its own."""
-        return ref is None or (ref.primary and self.shot.index == 0)
+        """Whether a reference shows a frame of this shot through its camera (the first reference, in the first
+        shot, or in the shot of its rendered frame): the job names it by that frame instead of giving it a camera
+        of its own."""
+        return ref is None or (ref.primary and ref.frame in self.shot.frames)
+
+    def _monocular(self, job, refs, width, height):
+        """Depth from the image: the backend estimates each reference's depth; the scene's geometry through the
+        reference's camera, where there is some, sets its scale, else the distance the user gave for the image's
+        centre."""
+        job["monocular_distance"] = self.settings.monocular_distance
+        if "reference" in job:
+            rel = self._scene_depth(job["reference"]["frame"], self.shot.camera, width, height,
+                                    "inputs/reference_scene_depth.npy")
+            if rel is not None:
+                job["reference"]["scene_depth"] = rel
+        views = [r for r in refs if not self._classic(r[0])]
+        for (ref, _, _), entry in zip(views, job.get("references", [])):
+            rel = self._scene_depth(ref.frame, ref.camera, width, height,
+                                    os.path.splitext(entry["image"])[0] + "_scene_depth.npy")
+            if rel is not None:
+                entry["scene_depth"] = rel
+
+    def _scene_depth(self, frame, cam, width, height, rel):
+        """The scene's depth through `cam` on `frame`, saved as `rel` when it shows any geometry (else None)."""
+        fr, = frame_export.iter_frames(self.scene, [frame], (width, height), cameras=[cam])
+        if fr.depth is None or not np.isfinite(fr.depth).any():
+            return None
+        np.save(os.path.join(self.out, rel), fr.depth.astype(np.float32))
+        return rel
 
     def _export_references(self, job, refs, depth_size, objects, textures):
         """The references painted from cameras of their own (or from a frame of another shot): each one's camera

@@ -3,7 +3,7 @@ import bpy
 from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
                        StringProperty)
 
-from . import models
+from . import models, reference
 
 
 def _is_camera(self, ob):
@@ -25,6 +25,13 @@ class MirageReference(bpy.types.PropertyGroup):
 
 
 class MirageSettings(bpy.types.PropertyGroup):
+    reference_source: EnumProperty(name="Reference From", default="FILE", items=reference.SOURCES,
+                                   description="Where the reference image, what the camera sees on its frame, comes from")
+    reference_datablock: PointerProperty(name="Image", type=bpy.types.Image,
+                                         description="An image already in Blender (packed or not) as the reference")
+    reference_frame: IntProperty(name="Render Frame", default=1,
+                                 description="The scene frame rendered with the scene's engine (through its shot's "
+                                             "camera) as the reference; the render settings are left as they were")
     reference_image: StringProperty(
         name="Reference", subtype="FILE_PATH",
         description="Image of the world as seen from the camera on the first frame (concept art, photo or render)")
@@ -32,7 +39,14 @@ class MirageSettings(bpy.types.PropertyGroup):
         name="Depth", default="SCENE",
         items=[("SCENE", "Scene", "Exact depth of the scene's geometry on every frame"),
                ("IMAGE", "Depth Map", "A depth map of the reference image (same size as the render)"),
+               ("MONOCULAR", "From Image", "Estimate the depth from the reference image itself (Depth Anything V2, "
+                "a 0.1 GB download on first use); scaled by the scene's geometry where the first frame shows some, "
+                "else by Distance"),
                ("PLANE", "Plane", "No geometry: assume a flat wall facing the first camera")])
+    monocular_distance: FloatProperty(
+        name="Distance", default=5.0, min=0.01, subtype="DISTANCE",
+        description="How far away what the reference shows at its centre is (used when the first frame shows no "
+                    "geometry of the scene)")
     depth_image: StringProperty(name="Depth Map", subtype="FILE_PATH",
                                 description="Depth map of the reference image, in scene units (EXR or 16-bit PNG)")
     plane_distance: FloatProperty(name="Distance", default=5.0, min=0.01, subtype="DISTANCE",
@@ -49,6 +63,10 @@ class MirageSettings(bpy.types.PropertyGroup):
                          items=[("AUTO", "Auto", "CUDA when the backend sees a GPU, else the CPU"),
                                 ("CUDA", "CUDA", "NVIDIA GPU only; fail if there is none"),
                                 ("CPU", "CPU", "Always the CPU")])
+    write_mp4: BoolProperty(name="Write MP4", default=True,
+                            description="When a shot is finished, also encode flythrough.mp4 (H.264, the scene's "
+                                        "frame rate) from its frames into its folder; the render settings are not "
+                                        "touched")
     output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="//mirage/",
                                description="Folder for the frames, the job and the saved memory (one folder per "
                                            "shot, named after its marker)")

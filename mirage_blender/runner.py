@@ -14,7 +14,8 @@ import threading
 from .backend import protocol
 
 ENV_PYTHON = "MIRAGE_BACKEND_PYTHON"
-EXT_DIR = os.path.dirname(os.path.abspath(__file__))
+# the folder that holds the backend package: the extension's own folder in the zip
+EXT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(protocol.__file__)))
 
 
 class BackendError(RuntimeError):
@@ -25,7 +26,8 @@ def backend_python(pref_value: str = "") -> str:
     """The interpreter that runs the backend: the environment variable wins over the preference."""
     path = os.environ.get(ENV_PYTHON) or pref_value
     if not path:
-        raise BackendError(f"No backend Python is set: choose one in Preferences > Add-ons > Mirage, or set {ENV_PYTHON}")
+        raise BackendError(f"No backend Python is set: press Set Up Backend in Preferences > Add-ons > Mirage, "
+                           f"choose a Backend Python there, or set {ENV_PYTHON}")
     path = os.path.abspath(os.path.expanduser(path))
     if not os.path.isfile(path) or not os.access(path, os.X_OK):
         raise BackendError(f"The backend Python does not exist or cannot run: {path}")
@@ -78,7 +80,8 @@ class Backend:
             raise BackendError(f"Cannot start the backend with {python}: {e.strerror or e}") from None
         self._stderr = threading.Thread(target=self._read_stderr, daemon=True)
         self._stderr.start()
-        threading.Thread(target=self._read_stdout, daemon=True).start()
+        self._stdout = threading.Thread(target=self._read_stdout, daemon=True)
+        self._stdout.start()
 
     def _read_stdout(self):
         for line in self.proc.stdout:
@@ -123,6 +126,17 @@ class Backend:
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
+
+    def close(self) -> None:
+        """Once the process has ended: its readers finish and every pipe is closed (the log closes with its
+        reader)."""
+        for reader in (self._stdout, self._stderr):
+            reader.join(timeout=5)
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                pipe.close()
+            except (OSError, ValueError):  # stdin's last write may hit a closed pipe
+                pass
 
     def last_error_line(self) -> str:
         lines = [line for line in self.stderr_tail if line.strip()]

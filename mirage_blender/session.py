@@ -5,13 +5,14 @@ The same Session serves the modal operator (driven by a timer, UI stays live) an
 path of `blender -b` (timers never fire there), so both behave identically. Operators only read the
 session's state (status, progress, error, ended, notices) and call tick, cancel and close.
 """
+import json
 import os
 import time
 from collections.abc import Iterator
 
-from . import vse
+from . import video, vse
 from .backend import protocol
-from .core.errors import sentence
+from .core.errors import InputError, sentence
 from .job import JobBuilder
 from .runner import Backend, backend_python
 
@@ -43,6 +44,7 @@ class Session:
         self.status = "Preparing"
         self.channel = channel
         self.segments_in_vse = 0
+        self.video = None  # the flythrough.mp4 written when the run finished
         self.started = time.monotonic()
         self.listeners = []
         self.job = JobBuilder(self.scene, self.settings, self.notices, shot, plan)
@@ -195,6 +197,21 @@ class Session:
             except Exception:
                 self.backend.kill()
             self.backend.proc.wait()
+            self.backend.close()
+        if self.finished and self.settings.write_mp4 and self.video is None and self.error is None:
+            self._write_video()
+
+    def _write_video(self) -> None:
+        """A finished run only (never a cancelled or failed one): its frames as flythrough.mp4 in its folder.
+        The frames are the shot's: job.json may still be the streamed one, which lists none of them."""
+        with open(self.job.job_path, encoding="utf-8") as f:
+            job = json.load(f)
+        try:
+            self.video = video.encode(self.scene, self.out, list(self.job.shot.frames), job["width"], job["height"])
+        except InputError as e:
+            self.error = str(e)
+            return
+        self.status += f", {video.NAME} written"
 
     # -- messages from the backend -----------------------------------------------------------
     def handle(self, msg: dict) -> None:
@@ -209,7 +226,7 @@ class Session:
         elif kind == "download":
             total = msg.get("total_bytes") or 0
             name = msg.get("name") or msg.get("model")
-            self.status = (f"Downloading {name}: {msg.get('done_bytes', 0) / 1e9:.1f} of {total / 1e9:.1f} GB"
+            self.status = (f"Downloading {name}: {_size(msg.get('done_bytes', 0), total)} of {_size(total, total)}"
                            if total else f"Downloading {name}")
         elif kind == "segment_done":
             self.insert(msg)
@@ -267,3 +284,8 @@ class Session:
         vse.add_segment(scene, f"{shot.label} {msg['segment'] + 1:03d}", self.out, msg["files"],
                         msg["frames"][0], self.channel)
         self.segments_in_vse += 1
+
+
+def _size(n: int, total: int) -> str:
+    """Bytes in GB, or in MB for downloads under a gigabyte (the depth model is 0.1 GB)."""
+    return f"{n / 1e9:.1f} GB" if total >= 1e9 else f"{n / 1e6:.0f} MB"

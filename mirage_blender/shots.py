@@ -4,10 +4,10 @@ shot's folder says of its run. One scene is one set: its shots share what the me
 """
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
-from . import inputs
+from . import inputs, reference
 from .backend import protocol, runstate
 from .core import shots as core
 from .core.errors import InputError
@@ -39,8 +39,9 @@ class Shot:
 
 @dataclass(frozen=True)
 class Reference:
-    """A reference image as the settings give it (a path, maybe "//"-relative), the camera it was painted from,
-    the scene frame it shows, its depth map (depth source Depth Map) and how messages name it."""
+    """A reference image as the settings give it (a path, maybe "//"-relative; "" for the first reference when it
+    is an Image or a rendered frame, written by the job builder), the camera it was painted from, the scene frame
+    it shows, its depth map (depth source Depth Map) and how messages name it."""
     image: str
     camera: object
     frame: int
@@ -53,13 +54,15 @@ class Reference:
 class SetPlan:
     """The scene's shots in timeline order, its references (the first reference first), how the shots share the
     set's memory (core.shots.CHAINED or PARALLEL), the output folder (`fallback`: the temporary folder of an
-    unsaved file) and notices for the user."""
+    unsaved file) and notices for the user. `written`: the first reference's file once an Image or a render has
+    been written for it, so every shot of one Generate uses the same file (a render is made once)."""
     shots: tuple
     references: tuple
     mode: str
     root: str
     fallback: bool
     notices: tuple
+    written: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def frames(self) -> list:
@@ -106,9 +109,12 @@ def plan(scene, settings) -> SetPlan:
     shots = tuple(Shot(r.name, tuple(r.frames), cameras[r.name] if r.name else scene.camera,
                        os.path.join(root, r.name) if r.name else root, i) for i, r in enumerate(ranges))
     refs = []
-    if settings.reference_image:
-        refs.append(Reference(settings.reference_image, shots[0].camera, shots[0].frames[0], settings.depth_image,
-                              "The reference image", True))
+    if reference.is_set(settings):
+        # a rendered frame shows its own shot, through that shot's camera, as Blender renders it
+        n = reference.frame(settings, shots[0].frames[0])
+        owner = next((s for s in shots if n in s.frames), shots[0])
+        image = settings.reference_image if settings.reference_source == "FILE" else ""
+        refs.append(Reference(image, owner.camera, n, settings.depth_image, "The reference image", True))
     for i, item in enumerate(settings.references, 2):
         label = f"Reference {i}"
         if not item.image:

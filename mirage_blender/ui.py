@@ -54,12 +54,16 @@ class MiragePanelMixin:
         running = ops._active["session"] is not None
         col = layout.column()
         col.enabled = not running
-        col.prop(s, "reference_image")
+        col.prop(s, "reference_source")
+        col.prop(s, {"FILE": "reference_image", "IMAGE": "reference_datablock",
+                     "RENDER": "reference_frame"}[s.reference_source])
         col.prop(s, "depth_source")
         if s.depth_source == "IMAGE":
             col.prop(s, "depth_image")
         elif s.depth_source == "PLANE":
             col.prop(s, "plane_distance")
+        elif s.depth_source == "MONOCULAR":
+            col.prop(s, "monocular_distance")
         col.prop(s, "model")
         if models.needs(s.model)["prompt"]:
             col.prop(s, "prompt")
@@ -68,6 +72,7 @@ class MiragePanelMixin:
         col.prop(s, "seed")
         col.prop(s, "device")
         col.prop(s, "output_dir")
+        col.prop(s, "write_mp4")
         col.prop(s, "shot_mode")
         if context.scene.camera is None and not context.scene.timeline_markers:
             layout.label(text="The scene has no camera", icon="ERROR")

@@ -16,12 +16,19 @@ def strips_of(scene) -> tuple[object, list]:
     return coll, list(all_)
 
 
+def span(strip) -> tuple[int, int]:
+    """(first frame shown, frame after the last) of a strip: `left_handle`/`right_handle` from Blender 5.1,
+    where `frame_final_start`/`frame_final_end` are deprecated (removal planned for 6.0); those before."""
+    if hasattr(strip, "left_handle"):
+        return strip.left_handle, strip.right_handle
+    return strip.frame_final_start, strip.frame_final_end
+
+
 def free_channel(scene, start: int, end: int, replacing=()) -> int:
     """Lowest channel with nothing between start and end, so strips never cover the user's; strips made from the
     output folders in `replacing` do not count (they are about to be replaced)."""
     _, strips = strips_of(scene)
-    used = {s.channel for s in strips if s.frame_final_start <= end and s.frame_final_end > start
-            and s.get(TAG) not in replacing}
+    used = {s.channel for s in strips if span(s)[0] <= end and span(s)[1] > start and s.get(TAG) not in replacing}
     channel = 1
     while channel in used:
         channel += 1

@@ -1,5 +1,6 @@
 """The demo: install the built extension in a fresh Blender session, build a procedural room with an
-animated camera, render a reference frame, Generate headless, and save the result.
+animated camera, render a reference frame, Generate headless (which also writes flythrough.mp4), and save
+the result.
 
 Writes out/demo/: frames/*.png, flythrough.mp4, demo.blend (strips in its VSE), run.json, job.json, and
 contact_sheet.png: frames spread over the path, what the reference never showed outlined, beside the same job
@@ -42,7 +43,8 @@ def main():
     t = time.perf_counter()
     bpy.ops.mirage.generate()
     print(f"generated {args.frames} frames in {time.perf_counter() - t:.1f} s (export + backend)", flush=True)
-    scenes.write_mp4(scene, os.path.join(out, "flythrough.mp4"))
+    if not os.path.isfile(os.path.join(out, "flythrough.mp4")):  # Generate's Write MP4 (on by default)
+        raise SystemExit("Generate finished without writing flythrough.mp4")
     bpy.ops.wm.save_as_mainfile(filepath=os.path.join(out, "demo.blend"))
     print(f"wrote {out}/flythrough.mp4, demo.blend, run.json", flush=True)
     print(f"wrote {contact_sheet(out)}", flush=True)

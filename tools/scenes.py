@@ -117,21 +117,6 @@ def render_reference(scene, path, frame=None, samples=16):
     return path
 
 
-def write_mp4(scene, path):
-    """Render the Sequencer to H.264 with Blender's own FFmpeg."""
-    r = scene.render
-    r.use_sequencer = True
-    if hasattr(r.image_settings, "media_type"):  # Blender 5.0 picks image vs video here first
-        r.image_settings.media_type = "VIDEO"
-    r.image_settings.file_format = "FFMPEG"
-    r.ffmpeg.format = "MPEG4"
-    r.ffmpeg.codec = "H264"
-    r.ffmpeg.constant_rate_factor = "HIGH"
-    r.filepath = path
-    bpy.ops.render.render(animation=True)
-    return path
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Random rooms for training data (tools/train.py). New builders only; the ones above are unchanged.
 # ---------------------------------------------------------------------------------------------------------

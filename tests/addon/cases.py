@@ -32,7 +32,19 @@ def settings_state(scene):
     return {"camera": cam.name if cam else None, "camera_type": cam.data.type if cam and cam.type == "CAMERA" else None,
             "resolution": [scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage],
             "settings": {k: getattr(s, k) for k in ("reference_image", "depth_source", "depth_image", "segment_length",
-                                                      "device", "output_dir", "seed", "model")}}
+                                                      "device", "output_dir", "seed", "model", "reference_source",
+                                                      "reference_frame")},
+            "reference_datablock": s.reference_datablock.name if s.reference_datablock else None,
+            "render": render_state(scene)}
+
+
+def render_state(scene):
+    """The user's render settings that rendering a reference frame touches."""
+    r = scene.render
+    fmt = r.image_settings
+    return {"engine": r.engine, "filepath": r.filepath, "use_sequencer": r.use_sequencer,
+            "format": [getattr(fmt, k) for k in ("media_type", "file_format", "color_mode", "color_depth")
+                       if hasattr(fmt, k)]}
 
 
 def write_exr(path, depth):
@@ -140,6 +152,43 @@ def apply(case, scene, fx, out):
         # the backend is frozen, so a slow torch import on a busy machine cannot trip it first)
         scene.frame_end = 24
         s.segment_length = 1
+    elif name == "reference_datablock":
+        s.reference_source = "IMAGE"
+        s.output_dir = os.path.join(out, case["name"])
+        if arg == "packed":  # packed, then its file deleted: only the packed bytes are left
+            copy = os.path.join(out, "to_pack.png")
+            with open(fx["ref"], "rb") as src, open(copy, "wb") as dst:
+                dst.write(src.read())
+            img = bpy.data.images.load(copy)
+            img.pack()
+            os.remove(copy)
+        elif arg == "file":
+            img = bpy.data.images.load(fx["ref"])
+        elif arg == "painted":  # made in Blender, never saved: only its pixels
+            img = bpy.data.images.new("Painted", W, H)
+            px = np.zeros((H, W, 4), np.float32)
+            px[..., 0] = np.linspace(0, 1, W)[None, :]
+            px[..., 3] = 1
+            img.pixels.foreach_set(px.ravel())
+        elif arg == "missing_file":
+            img = bpy.data.images.load(fx["ref"])
+            img.filepath = os.path.join(out, "gone.png")
+            img.reload()
+        else:
+            img = None
+        s.reference_datablock = img
+    elif name == "reference_render":
+        s.reference_source = "RENDER"
+        s.reference_frame = arg
+        s.output_dir = os.path.join(out, case["name"])
+        scene.render.engine = "CYCLES"
+        scene.cycles.device = "CPU"
+        scene.cycles.samples = 2
+        scene.render.filepath = "//my_renders/shot_"
+        scene.render.image_settings.file_format = "JPEG"
+    elif name == "monocular":
+        s.depth_source = "MONOCULAR"
+        s.output_dir = os.path.join(out, case["name"])
     elif name == "stall_timeout":
         os.environ["MIRAGE_BACKEND_PYTHON"] = fx["silent"]
         p = addon_prefs()

@@ -22,13 +22,40 @@ def scene_state(scene):
     if ed is not None:
         coll = ed.strips_all if hasattr(ed, "strips_all") else ed.sequences_all
         for s in coll:
-            strips.append({"name": s.name, "channel": s.channel, "start": s.frame_final_start,
-                           "end": s.frame_final_end, "type": s.type,
+            # left_handle/right_handle from Blender 5.1, where frame_final_* are deprecated
+            start, end = (s.left_handle, s.right_handle) if hasattr(s, "left_handle") else \
+                (s.frame_final_start, s.frame_final_end)
+            strips.append({"name": s.name, "channel": s.channel, "start": start, "end": end, "type": s.type,
                            "files": [e.filename for e in s.elements] if s.type == "IMAGE" else [],
                            "directory": getattr(s, "directory", "")})
     return {"frame_current": scene.frame_current, "objects": sorted(o.name for o in scene.objects),
             "has_sequence_editor": ed is not None, "strips": strips,
             "frame_start": scene.frame_start, "frame_end": scene.frame_end}
+
+
+def render_state(scene):
+    """The user's render settings, which writing flythrough.mp4 must leave alone."""
+    r = scene.render
+    fmt = r.image_settings
+    return {"filepath": r.filepath, "fps": r.fps, "use_sequencer": r.use_sequencer, "engine": r.engine,
+            "format": [getattr(fmt, k) for k in ("media_type", "file_format") if hasattr(fmt, k)],
+            "codec": r.ffmpeg.codec, "scenes": sorted(sc.name for sc in bpy.data.scenes)}
+
+
+def video_info(path):
+    """flythrough.mp4 read back with Blender's own FFmpeg: frame count, size and frame 1's mean colour."""
+    if not os.path.isfile(path):
+        return None
+    import numpy as np
+    img = bpy.data.images.load(path)
+    w, h = img.size
+    px = np.array(img.pixels[:], dtype=np.float32).reshape(h, w, 4)[::-1, :, :3]
+    info = {"frames": img.frame_duration, "size": [w, h], "first_mean": px.mean(axis=(0, 1)).tolist()}
+    bpy.data.images.remove(img)
+    clip = bpy.data.movieclips.load(path)
+    info["fps"] = clip.fps
+    bpy.data.movieclips.remove(clip)
+    return info
 
 
 def drive_like_the_ui(scenario):
@@ -88,7 +115,10 @@ def main():
         # a strip of the user's on channel 1 over the whole range must not be covered or touched
         ed = scene.sequence_editor_create()
         coll = ed.strips if hasattr(ed, "strips") else ed.sequences
-        coll.new_effect(name="UserColor", type="COLOR", channel=1, frame_start=1, length=30)
+        try:
+            coll.new_effect(name="UserColor", type="COLOR", channel=1, frame_start=1, length=30)
+        except TypeError:  # Blender 4.x: the end frame, not the length
+            coll.new_effect(name="UserColor", type="COLOR", channel=1, frame_start=1, frame_end=31)
     elif scenario == "no_camera":
         scene.camera = None
     elif scenario == "ortho":
@@ -102,10 +132,35 @@ def main():
         s.reference_image = bad
     elif scenario == "segment_too_long":
         s.segment_length = 500
+    elif scenario == "relative_output":
+        # "rel_out/" without "//": the working folder while unsaved, then the .blend's folder once saved
+        scene.frame_end = 6
+        s.segment_length = 3
+        s.output_dir = "rel_out/"
+        bpy.ops.mirage.generate()
+        result["unsaved_out"] = os.path.abspath("rel_out")
+        os.makedirs(os.path.join(out, "shots"), exist_ok=True)
+        bpy.ops.wm.save_as_mainfile(filepath=os.path.join(out, "shots", "shot.blend"))
+        bpy.ops.mirage.generate()
+        import gc
+        gc.collect()  # anything left unclosed warns now, while the test still reads stderr
+        result["after"] = scene_state(bpy.context.scene)
+        result["status"] = bpy.context.window_manager.mirage.text
+        with open(result_path, "w") as f:
+            json.dump(result, f)
+        return
+    elif scenario in ("monocular", "monocular_no_weights"):
+        # a camera move and a piece of concept art: no geometry at all (the render stands in for the art)
+        for ob in [o for o in scene.objects if o.type != "CAMERA"]:
+            bpy.data.objects.remove(ob)
+        s.depth_source = "MONOCULAR"
+        s.monocular_distance = 4.0
     elif scenario not in ("ok", "moving", "poll", "poll_moving", "cancel", "cancel_kill", "kill"):
         raise SystemExit(f"unknown scenario {scenario}")
 
     result["before"] = scene_state(scene)
+    scene.render.fps = 12  # the video must follow the scene's frame rate
+    result["render_before"] = render_state(scene)
     if scenario in ("cancel", "cancel_kill", "kill"):
         s.segment_length = 1  # many small segments: the stop lands long before the last one
     if scenario in ("poll", "poll_moving", "cancel", "cancel_kill", "kill"):
@@ -118,6 +173,9 @@ def main():
         bpy.ops.mirage.generate()
         if scenario in ("ok", "user_strip"):
             result["first"] = scene_state(scene)
+            result["render_after"] = render_state(scene)
+            result["video"] = video_info(os.path.join(out, "mirage", "flythrough.mp4"))
+            result["first_status"] = bpy.context.window_manager.mirage.text
             path = os.path.join(out, "saved.blend")
             bpy.ops.wm.save_as_mainfile(filepath=path)
             bpy.ops.mirage.generate()  # a rerun replaces its own strips, never stacks copies

@@ -47,6 +47,7 @@ def job_summary(folder):
             run = json.load(f)
     return {"frames": [fr["frame"] for fr in job["frames"]], "reference": job.get("reference"),
             "references": [r["frame"] for r in job.get("references", [])], "start": job.get("start"),
+            "references_scene_depth": [r.get("scene_depth") for r in job.get("references", [])],
             "objects": job.get("objects"), "segment_length": job["segment_length"],
             "run_frames": run.get("frames"), "resumed": run.get("resumed_segments")}
 
@@ -152,6 +153,17 @@ def main():
     run("b_before_a", folder="fresh", shot="B")
     run("parallel", lambda sc: setattr(sc.mirage, "shot_mode", "PARALLEL"), folder="parallel")
     run("ui", folder="ui", ui=True)
+
+    def render_in_b(sc):  # the reference is frame 6, in shot B, rendered by Generate
+        sc.mirage.reference_source = "RENDER"
+        sc.mirage.reference_frame = 6
+    run("render_reference", render_in_b, folder="render")
+
+    def monocular(sc):  # depth from the images, with a second reference from shot B's camera
+        sc.mirage.depth_source = "MONOCULAR"
+        item = sc.mirage.references.add()
+        item.image, item.camera, item.frame = ref, bpy.data.objects["CameraB"], 6
+    run("monocular_references", monocular, folder="mono")
     # the farm buttons where they cannot work: one line each
     farm_errors = {}
     for name, call in (("submit_flamenco", lambda: bpy.ops.mirage.submit_flamenco()),

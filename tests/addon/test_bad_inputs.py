@@ -7,9 +7,11 @@ import subprocess
 import sys
 import venv
 
+import numpy as np
 import pytest
 
 from backend import protocol
+from tests.conftest import BACKEND_PYTHON, backend_has_cuda
 
 CASES_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cases.py")
 NOT_FOUND = "The backend Python does not exist or cannot run"
@@ -51,9 +53,17 @@ CASES = [
     ("backend_silent", "stall_timeout", 1, "The backend stopped responding for 1 s"),
     ("cuda_without_cuda", "device", "CUDA",
      "Device is CUDA, but this backend's torch sees no CUDA device: set Device to Auto or CPU"),
+    ("no_image_datablock", "reference_datablock", None, "No reference image is chosen: pick an Image"),
+    ("image_datablock_without_pixels", "reference_datablock", "missing_file", "The image 'reference.png' has no pixels"),
+    ("render_frame_outside_the_range", "reference_render", 99, "Render Frame 99 is outside the frame range (1 to 3)"),
     # allowed: these must work
     ("still_camera", "still_camera", None, None),
     ("auto_device", "device", "AUTO", None),
+    ("reference_packed_image", "reference_datablock", "packed", None),
+    ("reference_image_from_a_file", "reference_datablock", "file", None),
+    ("reference_painted_image", "reference_datablock", "painted", None),
+    ("reference_render_frame", "reference_render", 2, None),
+    ("monocular_with_geometry", "monocular", None, None),
     # faults: a backend frozen (SIGSTOP) after its first segment, then Generate again on that folder
     ("frozen_backend", "sigstop", 2, "The backend stopped responding for 2 s"),
     ("resume", "resume", None, None),
@@ -66,7 +76,7 @@ def _one_line(error):
 
 
 @pytest.fixture(scope="module")
-def results(extension_zip, tmp_path_factory):
+def results(extension_zip, tmp_path_factory, tiny_depth_cache):
     tmp = tmp_path_factory.mktemp("bad_inputs")
     bare = tmp / "bare-venv"
     venv.create(bare, with_pip=False)
@@ -76,7 +86,8 @@ def results(extension_zip, tmp_path_factory):
     result = tmp / "result.json"
     proc = subprocess.run([sys.executable, CASES_PY, extension_zip, str(tmp), str(tmp / "cases.json"), str(result)],
                           cwd=str(tmp), capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "MIRAGE_BACKEND_PYTHON": sys.executable})
+                          env={**os.environ, "MIRAGE_BACKEND_PYTHON": BACKEND_PYTHON, "HF_HUB_OFFLINE": "1",
+                               "HF_HUB_CACHE": str(tiny_depth_cache)})
     assert proc.returncode == 0, proc.stderr[-4000:]
     data = {r["name"]: r for r in json.loads(result.read_text())}
     assert list(data) == [c[0] for c in CASES]
@@ -90,10 +101,8 @@ def test_enough_distinct_bad_inputs():
 
 @pytest.mark.parametrize("name, expected", [(c[0], c[3]) for c in CASES if c[3] is not None and c[0] != "frozen_backend"])
 def test_bad_input_is_one_clear_line_and_scene_unchanged(results, name, expected):
-    if name == "cuda_without_cuda":
-        import torch
-        if torch.cuda.is_available():
-            pytest.skip("this machine has CUDA")
+    if name == "cuda_without_cuda" and backend_has_cuda():
+        pytest.skip("this machine has CUDA")
     _, data = results
     r = data[name]
     assert r["error"] is not None and not r["error"].startswith("UNEXPECTED"), r["error"]
@@ -117,11 +126,63 @@ def test_auto_device_falls_back_with_a_notice(results):
     _, data = results
     r = data["auto_device"]
     assert r["error"] is None, r["error"]
-    import torch
-    if torch.cuda.is_available():
+    if backend_has_cuda():
         pytest.skip("this machine has CUDA")
     assert "no CUDA device found, running on the CPU" in r["notices"]
     assert len(r["after"]["strips"]) == 2
+
+
+@pytest.mark.parametrize("name", ["reference_packed_image", "reference_image_from_a_file"])
+def test_reference_from_an_image_datablock_is_its_own_file(results, name):
+    tmp, data = results
+    r = data[name]
+    assert r["error"] is None, r["error"]
+    job = json.loads((tmp / name / "job.json").read_text())
+    assert job["reference"] == {"image": "inputs/reference.png", "frame": 1}
+    # the packed bytes (its file was deleted) or the image's file, byte for byte
+    assert (tmp / name / "inputs" / "reference.png").read_bytes() == (tmp / "reference.png").read_bytes()
+    assert len(r["after"]["strips"]) == 2 and r["after"]["reference_datablock"] == r["before"]["reference_datablock"]
+
+
+def test_reference_painted_in_blender_is_saved_from_its_pixels(results):
+    from PIL import Image
+    tmp, data = results
+    assert data["reference_painted_image"]["error"] is None
+    with Image.open(tmp / "reference_painted_image" / "inputs" / "reference.png") as im:
+        px = np.asarray(im.convert("RGB"), dtype=float)
+    assert px.shape == (36, 64, 3)
+    assert px[:, -1, 0].mean() > 200 and px[:, 0, 0].mean() < 30 and px[..., 1:].max() < 30  # the red ramp
+
+
+def _succeeded(results, name):
+    """(the case's result, its output folder, its job.json) for a case that must succeed."""
+    tmp, data = results
+    assert data[name]["error"] is None, data[name]["error"]
+    return data[name], tmp / name, json.loads((tmp / name / "job.json").read_text())
+
+
+def test_reference_render_frame_renders_and_restores_the_render_settings(results):
+    r, folder, job = _succeeded(results, "reference_render_frame")
+    tmp = results[0]
+    assert job["reference"]["frame"] == 2  # the reference shows the frame that was rendered
+    assert (folder / "reference_render_000002.png").is_file()
+    assert "The reference is frame 2 rendered with Cycles: " in " ".join(r["notices"])
+    assert r["after"]["render"] == r["before"]["render"]
+    assert r["before"]["render"]["filepath"] == "//my_renders/shot_" and "JPEG" in r["before"]["render"]["format"]
+    assert r["after"]["frame_current"] == r["before"]["frame_current"]
+    assert not (tmp / "my_renders").exists()
+    from PIL import Image
+    with Image.open(folder / "inputs" / "reference.png") as ref, Image.open(folder / "frames" / "000002.png") as out:
+        a, b = (np.asarray(im.convert("RGB"), dtype=float) for im in (ref, out))
+    assert a.std() > 5 and 10 * np.log10(255 ** 2 / max(((a - b) ** 2).mean(), 1e-10)) > 20  # frame 2 is the render
+
+
+def test_depth_from_the_image_is_scaled_by_the_scene_where_it_has_geometry(results):
+    _, folder, job = _succeeded(results, "monocular_with_geometry")
+    assert job["depth_source"] == "MONOCULAR" and "depth" not in job["frames"][0]
+    scene = np.load(folder / job["reference"]["scene_depth"])
+    assert scene.shape == (36, 64) and np.isfinite(scene).mean() > 0.9 and (scene[np.isfinite(scene)] > 0).all()
+    assert sorted(os.listdir(folder / "frames")) == ["000001.png", "000002.png", "000003.png"]
 
 
 def test_frozen_backend_is_stopped_and_finished_segments_stay(results):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT
+from tests.conftest import BACKEND_PYTHON, ROOT
 
 SCENARIO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scenario.py")
 
@@ -19,7 +19,7 @@ def run_scenario(extension_zip, tmp_path, name, **env):
     result = tmp_path / "result.json"
     proc = subprocess.run([sys.executable, SCENARIO, extension_zip, str(tmp_path), name, str(result)],
                           cwd=str(tmp_path), capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "MIRAGE_BACKEND_PYTHON": sys.executable, **env})
+                          env={**os.environ, "MIRAGE_BACKEND_PYTHON": BACKEND_PYTHON, **env})
     data = json.loads(result.read_text()) if result.exists() else None
     return proc, data
 
@@ -99,7 +99,57 @@ def test_moving_object_gets_its_memory_and_light(extension_zip, tmp_path):
     # the crate's faces and shadow change the light on some pixels, and nothing else does
     assert all(0.001 < (light != 1.0).mean() < 0.5 for light in in_view)
     assert len(os.listdir(tmp_path / "mirage" / "frames")) == 24
-    assert data["status"].startswith("Done: 24 frames") and data["status"].endswith("moving: Crate")
+    assert data["status"].startswith("Done: 24 frames") and ", moving: Crate" in data["status"]
+
+
+def test_relative_output_folder_and_no_unclosed_pipes(extension_zip, tmp_path):
+    # warnings as errors: an unclosed pipe or log of the backend process shows as "ResourceWarning" on stderr;
+    # every deprecation is printed: Blender 5.1+ deprecates the strips' frame_final_* (removal planned for 6.0)
+    proc, data = run_scenario(extension_zip, tmp_path, "relative_output",
+                              PYTHONWARNINGS="error::ResourceWarning,always::DeprecationWarning")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert data["unsaved_out"] == str(tmp_path / "rel_out")  # the working folder (the test runs in tmp_path)
+    assert sorted(os.listdir(tmp_path / "rel_out" / "frames")) == [f"{n:06d}.png" for n in range(1, 7)]
+    saved = tmp_path / "shots" / "rel_out"  # the .blend's folder once saved
+    assert sorted(os.listdir(saved / "frames")) == [f"{n:06d}.png" for n in range(1, 7)]
+    assert (saved / "job.json").is_file() and data["status"].startswith("Done: 6 frames")
+    assert "ResourceWarning" not in proc.stderr, proc.stderr[-3000:]
+    assert "frame_final_" not in proc.stderr, proc.stderr[-3000:]
+
+
+def test_a_finished_generate_writes_the_flythrough_video(generated):
+    tmp, data = generated
+    video = data["video"]
+    assert video is not None, "no flythrough.mp4"
+    assert video["frames"] == 24 and video["fps"] == 12.0 and video["size"] == [128, 72]
+    with Image.open(tmp / "mirage" / "frames" / "000001.png") as im:
+        first = np.asarray(im.convert("RGB"), dtype=float).mean(axis=(0, 1)) / 255
+    assert np.abs(np.array(video["first_mean"]) - first).max() < 0.03  # the frames' colours, not a view transform
+    assert data["render_after"] == data["render_before"]  # the user's render settings and scenes untouched
+    assert not (tmp / "mirage" / "flythrough.part.mp4").exists()
+    assert data["first_status"].endswith(", flythrough.mp4 written")
+
+
+def test_camera_and_concept_art_only_generates_with_depth_from_the_image(extension_zip, tmp_path, tiny_depth_cache):
+    proc, data = run_scenario(extension_zip, tmp_path, "monocular", HF_HUB_OFFLINE="1",
+                              HF_HUB_CACHE=str(tiny_depth_cache))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert data["before"]["objects"] == ["Camera"]
+    job = json.loads((tmp_path / "mirage" / "job.json").read_text())
+    assert job["depth_source"] == "MONOCULAR" and job["monocular_distance"] == 4.0
+    assert "scene_depth" not in job["reference"]  # no geometry: the distance sets the scale
+    assert sorted(os.listdir(tmp_path / "mirage" / "frames")) == [f"{n:06d}.png" for n in range(1, 25)]
+    assert data["status"].startswith("Done: 24 frames")
+
+
+def test_depth_from_the_image_offline_without_weights_is_one_line(extension_zip, tmp_path):
+    proc, data = run_scenario(extension_zip, tmp_path, "monocular_no_weights", HF_HUB_OFFLINE="1",
+                              HF_HUB_CACHE=str(tmp_path / "empty-cache"))
+    assert proc.returncode != 0
+    line = error_line(proc)
+    assert "Depth Anything V2 Small (depth from the image) needs about 0.1 GB downloaded to " in line, proc.stderr[-2000:]
+    assert "HF_HUB_OFFLINE is set" in line and data["status"] in line
+    assert not os.path.isdir(tmp_path / "mirage" / "frames") or not os.listdir(tmp_path / "mirage" / "frames")
 
 
 def test_user_frame_is_restored(generated):
@@ -179,6 +229,7 @@ def test_cancel_keeps_finished_segments_in_the_vse(extension_zip, tmp_path, how)
     for s in strips:
         assert all(f in frames for f in s["files"])
     assert not [f for f in frames if f.endswith(".part")]
+    assert not os.path.exists(os.path.join(data["out"], "flythrough.mp4"))  # a partial run writes no video
 
 
 def test_killed_backend_is_reported_and_segments_stay(extension_zip, tmp_path):

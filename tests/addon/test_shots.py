@@ -12,12 +12,13 @@ CASES_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shots_cases
 
 
 @pytest.fixture(scope="module")
-def results(extension_zip, tmp_path_factory):
+def results(extension_zip, tmp_path_factory, tiny_depth_cache):
     tmp = tmp_path_factory.mktemp("shots")
     result = tmp / "result.json"
     proc = subprocess.run([sys.executable, CASES_PY, extension_zip, str(tmp), str(result)], cwd=str(tmp),
                           capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "MIRAGE_BACKEND_PYTHON": sys.executable})
+                          env={**os.environ, "MIRAGE_BACKEND_PYTHON": sys.executable, "HF_HUB_OFFLINE": "1",
+                               "HF_HUB_CACHE": str(tiny_depth_cache)})
     assert proc.returncode == 0, proc.stderr[-4000:]
     return tmp, json.loads(result.read_text())
 
@@ -118,11 +119,42 @@ def test_parallel_shots_each_start_from_the_references(results):
 
 
 def test_the_ui_path_makes_every_shot(results):
-    _, data = results
+    tmp, data = results
     ui = data["ui"]["ui"]
     assert ui["finished"] and ui["error"] is None, ui
     assert ui["segments_in_vse"] == 4 and len(data["ui"]["after"]["strips"]) == 4
     assert ui["ticks"] > 4
+    # Write MP4 (on by default): every finished shot's video in its own folder, from the UI path too
+    assert all((tmp / "ui" / name / "flythrough.mp4").stat().st_size > 0 for name in "AB")
+    assert ui["status"].endswith("flythrough.mp4 written in each shot's folder"), ui["status"]
+
+
+def test_a_rendered_reference_is_rendered_once_and_shows_its_own_shot(results):
+    tmp, data = results
+    r = data["render_reference"]
+    assert r["error"] is None, r["error"]
+    a, b = r["shots"]["A"]["job"], r["shots"]["B"]["job"]
+    # frame 6 is shot B's: B names it by that frame, A gets it with shot B's camera of its own
+    assert a["reference"] is None and a["references"] == [6]
+    assert b["reference"]["frame"] == 6 and b["references"] == [] and b["start"]["shot"] == "A"
+    assert (tmp / "render" / "reference_render_000006.png").is_file()
+    rendered = [n for n in r["notices"] if "The reference is frame 6 rendered with" in n]
+    assert len(rendered) == 1, r["notices"]  # one render serves every shot
+    assert {n: s["state"] for n, s in r["shots"].items()} == {"A": "done", "B": "done"}
+
+
+def test_depth_from_the_images_scales_every_reference_by_its_own_camera(results):
+    tmp, data = results
+    r = data["monocular_references"]
+    assert r["error"] is None, r["error"]
+    a = r["shots"]["A"]["job"]
+    # the room has geometry before both cameras: each reference's estimate is scaled by the scene through its camera
+    assert a["reference"]["scene_depth"] == "inputs/reference_scene_depth.npy" and a["references"] == [6]
+    assert a["references_scene_depth"] == ["inputs/references/02_scene_depth.npy"]
+    assert (tmp / "mono" / "A" / "inputs" / "references" / "02_scene_depth.npy").is_file()
+    b = r["shots"]["B"]["job"]
+    assert b["references"] == [1, 6] and all(b["references_scene_depth"])
+    assert {n: s["state"] for n, s in r["shots"].items()} == {"A": "done", "B": "done"}
 
 
 def test_shot_states_follow_the_markers(results):

@@ -322,12 +322,13 @@ def test_output_link_inside_the_folder_is_allowed(tmp_path):
     assert sorted(os.listdir(tmp_path / "real_frames")) == ["000001.png", "000002.png"]
 
 
-def test_manifest_declares_only_file_access_and_validates(extension_zip):
+def test_manifest_declares_file_and_network_access_and_validates(extension_zip):
     import tomllib
     with open(os.path.join(ROOT, "blender_manifest.toml"), "rb") as f:
         manifest = tomllib.load(f)
     perms = manifest.get("permissions", {})
-    assert list(perms) == ["files"] and len(perms["files"]) > 10  # a reason, not just a flag
+    # network: Set Up Backend's packages and the models' weights; each with a reason, not just a flag
+    assert sorted(perms) == ["files", "network"] and all(10 < len(r) <= 64 for r in perms.values()), perms
     import importlib.util
     spec = importlib.util.find_spec("bpy")  # Blender's own extension validator ships beside the bpy module
     found = glob.glob(os.path.join(os.path.dirname(spec.origin), "*", "scripts", "addons_core", "bl_pkg", "cli",

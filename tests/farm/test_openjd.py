@@ -93,8 +93,8 @@ def failing_task(job):
 
 @pytest.mark.parametrize("case, expected", [
     ("no_extension", "Mirage is not installed or not enabled in this worker's Blender: install the extension there"),
-    ("no_backend", "Shot 'A': No backend Python is set: choose one in Preferences > Add-ons > Mirage, or set "
-                   "MIRAGE_BACKEND_PYTHON"),
+    ("no_backend", "Shot 'A': No backend Python is set: press Set Up Backend in Preferences > Add-ons > Mirage, "
+                   "choose a Backend Python there, or set MIRAGE_BACKEND_PYTHON"),
     ("chained_shot_first", "Shot 'B' starts from what shot 'A' leaves (chained shots), and 'A' is not finished"),
 ])
 def test_a_task_that_cannot_run_fails_with_one_line_and_loses_nothing(session_and_farm, farm, case, expected, tmp_path):
