@@ -4,6 +4,7 @@ Everything is built from code so no binary .blend needs to live in the repositor
 """
 import math
 import os
+import sys
 import tempfile
 
 if "bpy" not in __import__("sys").modules:
@@ -486,3 +487,26 @@ def blockout(scene):
         for slot in ob.material_slots:
             slot.material = grey
     return grey
+
+
+def run_script(main):
+    """Run a test script's main() and exit with its status. On bpy 4.2 to 4.4 it leaves through os._exit once
+    everything is written: the pip bpy module of those versions crashes while Python shuts down as soon as an
+    add-on property has a Python callback (get=, update=, poll=), after the script's work is done. A real
+    Blender exits through its own path; the crash is the module's alone."""
+    import traceback
+    old = bpy.app.version < (4, 5)
+    if not old:
+        main()
+        return
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

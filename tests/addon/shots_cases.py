@@ -249,4 +249,4 @@ def drive_like_the_ui(generation, scene):
 
 
 if __name__ == "__main__":
-    main()
+    scenes.run_script(main)

@@ -83,4 +83,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    scenes.run_script(main)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import BACKEND_PYTHON, ROOT
+from tests.conftest import BACKEND_PYTHON
 
 SCENARIO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scenario.py")
 
