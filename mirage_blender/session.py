@@ -100,6 +100,8 @@ class Session:
         about `budget` seconds (at least one) while frames remain; the backend starts at the step that says the
         job can start. Never waits on the backend."""
         handled = self.poll() if self.backend is not None else []
+        if self.finished and self._steps is not None:
+            self._finish_export()
         if self.exported or self.ended:
             return handled
         if self.cancel_requested_at is not None:  # the backend was asked to stop: so is the export
@@ -145,6 +147,9 @@ class Session:
                     self.start()
                 if self.backend is not None:
                     self.poll()
+                if self.finished:
+                    self._finish_export()
+                    break
                 if self.ended or self.cancel_requested_at is not None:
                     break
             self._close_steps()
@@ -180,6 +185,13 @@ class Session:
             self.cancelled = True
         else:
             self.backend.cancel()
+
+    def _finish_export(self) -> None:
+        """The backend finished while the export had steps left: it had every frame, so what is left is the
+        whole job.json (a folder that runs and resumes on its own, and that a shot's state is read from)."""
+        for _ in self._steps:
+            pass
+        self._steps = None
 
     def _close_steps(self) -> None:
         if self._steps is not None:

@@ -1,11 +1,13 @@
 """Generate with a streamed export, driven as the UI's timer drives it, in a fresh bpy session:
 
-  python streaming.py ZIP OUT_DIR WIDTH HEIGHT FRAMES SEGMENT RESULT.json
+  python streaming.py ZIP OUT_DIR WIDTH HEIGHT FRAMES SEGMENT RESULT.json [late]
 
 Installs the built zip, builds the room with its moving crate at WIDTH x HEIGHT, and ticks the session one export
 step at a time until the backend has started and the first segment's frames are exported; then only reads the
 backend's messages (no further export step) until the first segment is reported, and ticks on to the end. The
-order of what happened (frames exported, segments reported) goes to RESULT.json.
+order of what happened (frames exported, segments reported) goes to RESULT.json. With `late`, once the last
+frame is exported no tick comes until the backend has finished: the export's last step (the whole job.json)
+then runs after the backend's end.
 """
 import importlib
 import json
@@ -28,6 +30,7 @@ def main():
     zip_path, out = sys.argv[1], sys.argv[2]
     width, height, frames, segment = (int(x) for x in sys.argv[3:7])
     result_path = sys.argv[7]
+    late = sys.argv[8:] == ["late"]
     scenes.install_extension(zip_path)
     scene = scenes.build_room(width=width, height=height, frames=frames, moving_crate=True)
     os.makedirs(out, exist_ok=True)
@@ -68,6 +71,10 @@ def main():
         time.sleep(0.02)
     while not session.ended and time.monotonic() < deadline:
         before = exported()
+        if late and before == frames:  # every frame is out: the UI's next tick comes after the backend's end
+            while session.backend.proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            events.append(["backend_ended", exported()])
         note(session.tick(budget=0))
         if exported() > before:
             events.append(["exported", exported()])

@@ -44,3 +44,18 @@ def test_1080p_first_segment_lands_before_the_last_frame_is_exported(extension_z
     for name in names:
         with open(os.path.join(job_dir, "frames", name), "rb") as a, open(alone / "frames" / name, "rb") as b:
             assert a.read() == b.read(), name
+
+
+def test_a_backend_that_ends_before_the_exports_last_step_still_gets_the_whole_job_json(extension_zip, tmp_path):
+    # the UI's tick after the last frame comes only once the backend has finished: the export's last step (the
+    # whole job.json) must still run, so the folder resumes, runs on a farm and tells its shot's state alone
+    frames, segment = 4, 2
+    result = tmp_path / "result.json"
+    proc = subprocess.run([sys.executable, DRIVER, extension_zip, str(tmp_path), "64", "36", str(frames),
+                           str(segment), str(result), "late"], cwd=str(tmp_path), capture_output=True, text=True,
+                          timeout=900, env={**os.environ, "MIRAGE_BACKEND_PYTHON": sys.executable})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(result.read_text())
+    assert data["finished"] and data["error"] is None, data
+    assert ["backend_ended", frames] in data["events"]
+    assert not data["streamed_job"] and data["job_frames"] == list(range(1, frames + 1))
