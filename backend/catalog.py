@@ -7,11 +7,12 @@ A model.json holds:
   "title", "description"    what the user reads
   "panel": {"number", "label", "tooltip", "order"}   offered in the add-on's Model menu (number: the saved enum
                             value; order: the menu's order)
-  "needs": {"cuda", "prompt", "gpu_gb", "download_gb"}   what running it takes: a CUDA GPU; a prompt; gpu_gb, the
+  "needs": {"cuda", "prompt", "gpu_gb", "download_gb", "shading"}   what running it takes: a CUDA GPU; a prompt; gpu_gb, the
                             least free GPU memory in GB (1e9 bytes) the backend accepts a job with at the add-on's
                             default Segment Length and the model's largest trained resolution (the backend
                             checks each job's own figure before any work; tests/backend/test_wan.py recomputes
-                            it); download_gb, the weights downloaded on first use, in GB
+                            it); download_gb, the weights downloaded on first use, in GB; shading, the still
+                            world's light per frame (the add-on's shading map, which costs export time)
 or "alias": "other" (plus its own title, description and panel): the name runs the other model.
 """
 import json
@@ -25,7 +26,7 @@ from .protocol import ModelError
 DEFAULT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
 MODELS_DIR = None  # tests set this; None: MIRAGE_MODELS_DIR, else the folder beside the backend
 CLASS = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
-NEEDS = {"cuda": False, "prompt": False, "gpu_gb": None, "download_gb": None}
+NEEDS = {"cuda": False, "prompt": False, "gpu_gb": None, "download_gb": None, "shading": False}
 
 
 @dataclass(frozen=True)

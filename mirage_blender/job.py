@@ -214,7 +214,7 @@ class JobBuilder:
         os.makedirs(os.path.join(self.out, "inputs", "references"), exist_ok=True)
         exported = frame_export.iter_frames(self.scene, [r[0].frame for _, r in views], depth_size, objects,
                                             textures=textures or None, cameras=[r[0].camera for _, r in views],
-                                            parts=self._parts(depth_size))
+                                            parts=self._parts(depth_size), shading=self._shading())
         entries = []
         for (i, (ref, image, depth_map)), fr in zip(views, exported):
             name = f"{i + 1:02d}"
@@ -272,7 +272,8 @@ class JobBuilder:
         what = f"depth and the light of {len(objects)} moving object(s)" if objects else "depth"
         cameras = [self.shot.camera] * len(frames) if self.shot.name else None
         exported = frame_export.iter_frames(self.scene, frames, depth_size, objects, textures=textures or None,
-                                            cameras=cameras, parts=self._parts(depth_size))
+                                            cameras=cameras, parts=self._parts(depth_size),
+                                            shading=self._shading())
         for i, fr in enumerate(exported):
             entry = self._write_frame(fr)
             self._check(lambda: self._checked(entry, len(job["frames"])))
@@ -290,6 +291,10 @@ class JobBuilder:
         if self._part_numbers is None:
             self._part_numbers = geometry.part_numbers(self.scene)
         return self._part_numbers
+
+    def _shading(self) -> bool:
+        """Whether the model uses the still world's light (its model.json's needs): costly to export at size."""
+        return bool(models.needs(self.settings.model)["shading"])
 
     def _checked(self, entry, i):
         item = self._checker.frame(entry, i)

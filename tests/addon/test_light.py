@@ -241,3 +241,13 @@ def test_an_area_lamps_size_keeps_its_light_finite_close_to_it(scene):
     bulb = bpy.data.objects.new("Bulb", point)
     scene.collection.objects.link(bulb)
     assert [lp.radius for lp in lights.scene_lighting(scene, {"Bulb"}).lamps] == [0.0]  # a sphere lights as a point
+
+
+def test_without_shading_the_object_map_comes_alone(scene):
+    # a model that does not use the still world's light (compact, patch) is not made to wait for it
+    geometry = addon_module("gather.geometry")
+    parts = geometry.part_numbers(scene)
+    item, = export_frames.iter_frames(scene, [1], (W, H), parts=parts, shading=False)
+    assert item.parts is not None and item.parts.max() > 0 and item.shade is None
+    item, = export_frames.iter_frames(scene, [1], (W, H), parts=parts)
+    assert item.shade is not None and item.shade.shape == (H, W, 2)

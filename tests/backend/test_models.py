@@ -129,3 +129,10 @@ def test_the_registry_loads_a_model_class_from_its_folder(tmp_path, monkeypatch)
                           ("outside", "names a module that does not exist"), ("missing", "unknown model 'missing'")):
         with pytest.raises(ModelError, match=message):
             models.load(name)
+
+
+def test_only_the_models_that_use_the_shading_map_ask_the_add_on_for_it():
+    # the add-on exports the still world's light only where a model's needs say so (it costs export time)
+    from backend import catalog
+    assert catalog.describe("synth").needs["shading"] and catalog.describe("builtin").needs["shading"]
+    assert not any(catalog.describe(m).needs["shading"] for m in ("compact", "patch", "wan-vace-1.3b"))
