@@ -78,6 +78,12 @@ def light_map(tris: Triangles, hits: Hits, depth: np.ndarray, K: np.ndarray, c2w
     return out
 
 
+# the still world's shadow maps for the shading map: texels per side at most. Its shadows divide a reference's
+# light out and put a frame's back, where edges a few pixels soft do no harm; at 720p and above a map of one
+# texel a pixel cost most of the export
+SHADE_MAP_MAX = 640
+
+
 def shade_map(tris: Triangles, hits: Hits, depth: np.ndarray, K: np.ndarray, c2w: np.ndarray,
               lighting: Lighting) -> np.ndarray:
     """[H, W, 2] float32: the light on each pixel of the static world as the scene gives it, the moving objects
@@ -103,7 +109,7 @@ def shade_map(tris: Triangles, hits: Hits, depth: np.ndarray, K: np.ndarray, c2w
         toward, e = lamp.incoming(points)
         d = e * np.clip((n * toward).sum(1), 0.0, None)
         lit = d > 0
-        d[lit] *= visibility(points[lit], n[lit], fixed, lamp, toward[lit], texel)
+        d[lit] *= visibility(points[lit], n[lit], fixed, lamp, toward[lit], texel, SHADE_MAP_MAX)
         direct += d
     out[v, u, 0] = direct
     out[v, u, 1] = sky * (1.0 + n[:, 2]) / 2.0 + bounce * (3.0 - n[:, 2]) / 4.0

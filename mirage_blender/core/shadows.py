@@ -29,17 +29,17 @@ def basis(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def visibility(points: np.ndarray, normals: np.ndarray, tris: np.ndarray, lamp: Lamp, toward: np.ndarray,
-               texel: float) -> np.ndarray:
+               texel: float, max_res: int = MAP_MAX) -> np.ndarray:
     """Fraction (0..1) [N] of each point's light from `lamp` that `tris` [M, 3, 3] let through.
 
     points, normals, toward (unit vectors to the lamp): [N, 3] in world space; texel: the wanted texel
-    size in world units near the points."""
+    size in world units near the points; max_res: texels per side of a map at most."""
     if len(tris) == 0 or len(points) == 0:
         return np.ones(len(points))
     cos = (normals * toward).sum(1)
     if lamp.kind == "SUN":
-        return _sun_visibility(points, cos, tris, lamp.direction, texel)
-    return _local_visibility(points, cos, tris, lamp.position, texel)
+        return _sun_visibility(points, cos, tris, lamp.direction, texel, max_res)
+    return _local_visibility(points, cos, tris, lamp.position, texel, max_res)
 
 
 def in_reach(points: np.ndarray, movers: np.ndarray, lamp: Lamp, margin: float) -> np.ndarray:
@@ -80,7 +80,7 @@ def _lookup(q, smap, f, c, texel, cos):
     return lit / 9.0
 
 
-def _sun_visibility(points, cos, tris, sun, texel):
+def _sun_visibility(points, cos, tris, sun, texel, max_res=MAP_MAX):
     """Orthographic shadow map along the sun with texels of about `texel` (world units), over the
     points' own extent (an occluder matters only where it covers a point as seen from the sun),
     drawn with the depth rasteriser from far away."""
@@ -88,7 +88,7 @@ def _sun_visibility(points, cos, tris, sun, texel):
     pa, pb = points @ a, points @ b
     lo_a, hi_a, lo_b, hi_b = pa.min(), pa.max(), pb.min(), pb.max()
     span = max(hi_a - lo_a, hi_b - lo_b, 1e-6) * 1.02 + 1e-6
-    res = int(np.clip(math.ceil(span / texel), MAP_MIN, MAP_MAX))
+    res = int(np.clip(math.ceil(span / texel), MAP_MIN, max(MAP_MIN, max_res)))
     texel = span / res
     mid_a, mid_b = 0.5 * (lo_a + hi_a), 0.5 * (lo_b + hi_b)
     centre = points.mean(axis=0)
@@ -108,7 +108,7 @@ def _sun_visibility(points, cos, tris, sun, texel):
     return _lookup(to_cam(points), depth_map(to_cam(tris), K, res, res), f, (res - 1) / 2.0, texel, cos)
 
 
-def _local_visibility(points, cos, tris, position, texel):
+def _local_visibility(points, cos, tris, position, texel, max_res=MAP_MAX):
     """A cube of perspective shadow maps around a local lamp; only the faces some point falls in are drawn."""
     rel = points - position
     vis = np.ones(len(points))
@@ -119,7 +119,7 @@ def _local_visibility(points, cos, tris, position, texel):
             continue
         q = rel[sel] @ F.T
         dist = float(np.median(q[:, 2]))
-        res = int(np.clip(math.ceil(2.0 * dist / texel), MAP_MIN, MAP_MAX))  # 90 degrees: 2 * dist across
+        res = int(np.clip(math.ceil(2.0 * dist / texel), MAP_MIN, max(MAP_MIN, max_res)))  # 90 degrees: 2 * dist
         f, c = res / 2.0, (res - 1) / 2.0
         K = np.array([[f, 0.0, c], [0.0, f, c], [0.0, 0.0, 1.0]])
         smap = depth_map((tris - position) @ F.T, K, res, res)
