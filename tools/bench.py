@@ -13,7 +13,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import time
 
@@ -222,21 +221,10 @@ def run_blender(name, spec, args, scene_dir, cache):
     task = {"zip": os.path.abspath(args.zip), "spec": spec, "cache": cache, "samples": SAMPLES, "denoise": DENOISE,
             "gt_frames": gt_frames_needed(spec), "job_dirs": job_dirs, "modes": list(args.modes),
             "model": args.model, "result": os.path.join(scene_dir, "blender_result.json")}
-    task_path = os.path.join(scene_dir, "blender_task.json")
-    with open(task_path, "w") as f:
-        json.dump(task, f, indent=1)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.setdefault("MIRAGE_BACKEND_PYTHON", sys.executable)
+    import bpy_session
     t0 = time.perf_counter()
-    with open(os.path.join(scene_dir, "blender.log"), "w") as logf:
-        rc = subprocess.call([sys.executable, os.path.abspath(__file__), "--blender-session", task_path],
-                             cwd=ROOT, env=env, stdout=logf, stderr=subprocess.STDOUT)
-    try:
-        with open(task["result"]) as f:
-            res = json.load(f)
-    except (OSError, json.JSONDecodeError):
-        res = {"ok": False}
+    rc = bpy_session.launch(__file__, task, scene_dir)
+    res = bpy_session.result(task) or {"ok": False}
     res["wall_seconds"] = round(time.perf_counter() - t0, 2)
     if rc != 0 or not res.get("ok"):
         raise SystemExit(f"bench: the Blender session for '{name}' failed ({res.get('error') or res.get('status')}); "

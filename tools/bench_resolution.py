@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 
@@ -97,20 +96,9 @@ def run_blender(args, W, H, out):
     task = {"zip": os.path.abspath(args.zip), "width": W, "height": H, "frames": args.frames,
             "segment_length": args.segment_length, "model": args.model, "samples": SAMPLES, "denoise": DENOISE,
             "out": out, "job_dir": job_dir, "result": os.path.join(out, "blender_result.json")}
-    task_path = os.path.join(out, "blender_task.json")
-    with open(task_path, "w") as f:
-        json.dump(task, f, indent=1)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.setdefault("MIRAGE_BACKEND_PYTHON", sys.executable)
-    with open(os.path.join(out, "blender.log"), "w") as logf:
-        rc = subprocess.call([sys.executable, os.path.abspath(__file__), "--blender-session", task_path],
-                             cwd=ROOT, env=env, stdout=logf, stderr=subprocess.STDOUT)
-    try:
-        with open(task["result"]) as f:
-            res = json.load(f)
-    except (OSError, json.JSONDecodeError):
-        res = {"finished": False}
+    import bpy_session
+    rc = bpy_session.launch(__file__, task, out)
+    res = bpy_session.result(task) or {"finished": False}
     if rc != 0 or not res.get("finished"):
         raise SystemExit(f"bench: the Blender session at {W}x{H} failed ({res.get('error') or res.get('status')}); "
                          f"see {os.path.join(out, 'blender.log')}")

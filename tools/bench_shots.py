@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 
@@ -328,6 +327,7 @@ def main(argv=None):
                       "ref2": REF2_CAMERA}, sort_keys=True)
     cache = os.path.abspath(args.cache or os.path.join(out_root, "cache",
                                                        f"{mode}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"))
+    import bpy_session
     task = {"zip": os.path.abspath(args.zip), "spec": spec, "cache": cache, "out": out_root,
             "result": os.path.join(out_root, "blender_result.json")}
     rc = 0
@@ -335,21 +335,9 @@ def main(argv=None):
         for run in RUNS:
             shutil.rmtree(os.path.join(out_root, run), ignore_errors=True)  # fresh runs: never resume older ones
         os.makedirs(out_root, exist_ok=True)
-        task_path = os.path.join(out_root, "blender_task.json")
-        with open(task_path, "w") as f:
-            json.dump(task, f, indent=1)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env.setdefault("MIRAGE_BACKEND_PYTHON", sys.executable)
         log("Blender session (install zip, build the two shots, Cycles ground truth, four Generates)")
-        with open(os.path.join(out_root, "blender.log"), "w") as logf:
-            rc = subprocess.call([sys.executable, os.path.abspath(__file__), "--blender-session", task_path],
-                                 cwd=ROOT, env=env, stdout=logf, stderr=subprocess.STDOUT)
-    try:
-        with open(task["result"]) as f:
-            bres = json.load(f)
-    except (OSError, json.JSONDecodeError):
-        bres = {}
+        rc = bpy_session.launch(__file__, task, out_root)
+    bres = bpy_session.result(task) or {}
     if rc != 0 or "error" in bres or not bres:
         raise SystemExit(f"bench-shots: the Blender session failed ({bres.get('error')}); see "
                          f"{os.path.join(out_root, 'blender.log')}")

@@ -137,13 +137,20 @@ def test_cell_on_an_outline_is_kept_by_both_banks():
     assert covered[ids == 0].all() and (drawn[:, ids == 0] - image[:, ids == 0]).abs().max() < 1e-3
 
 
-def test_canvas_decodes_do_not_depend_on_the_cache():
+def seeded_memory():
+    """The compact model and a memory holding the held-out room written once from the origin, 4 units deep:
+    (model, image, K, memory, pixel depth)."""
     model = models.load("compact")
     x = held_out()
     K = intr(180.0, 127.5, 71.5)
     mem = LatentMemory(model.channels, 8)
     depth = torch.full((144, 256), 4.0)
     mem.write(model.encode(x), torch.full((18, 32), 4.0), K, cam(), pixel_depth=depth)
+    return model, x, K, mem, depth
+
+
+def test_canvas_decodes_do_not_depend_on_the_cache():
+    model, x, K, mem, depth = seeded_memory()
     part = torch.zeros(18, 32, dtype=torch.bool)
     part[4:9, 10:20] = True
     mem.write(model.encode(x.flip(-1)), torch.full((18, 32), 3.0), K, cam(rot(0.1), (0.2, 0, 0)), mask=part)
@@ -345,12 +352,7 @@ def test_drawing_again_follows_replaced_cells_and_their_canvas(monkeypatch):
     drawn again from the drawing before the write is still exactly the whole read's drawing."""
     from backend import splats as splats_module
     from backend.splats import canvas_pixels, draw_splats, redraw
-    model = models.load("compact")
-    x = held_out()
-    K = intr(180.0, 127.5, 71.5)
-    mem = LatentMemory(model.channels, 8)
-    depth = torch.full((144, 256), 4.0)
-    mem.write(model.encode(x), torch.full((18, 32), 4.0), K, cam(), pixel_depth=depth)
+    model, x, K, mem, depth = seeded_memory()
     view = cam(rot(0.05), (0.1, 0.0, 0.3))
     p1, s1 = canvas_pixels(mem.read(K, view, 18, 32).splats, model.canvas_patches)
     before = draw_splats(p1, s1, 144, 256)
