@@ -6,7 +6,7 @@ import os
 import numpy as np
 import torch
 
-from backend.imagine import synthesize
+from backend.models.synth.imagine import synthesize
 from backend.models.base import Exemplar
 from tests.synth import intrinsics, look_camera
 
@@ -201,7 +201,7 @@ def test_a_blockout_job_with_a_moving_object_and_no_materials_runs(tmp_path):
 def test_the_all_around_lights_weight_is_read_from_the_reference():
     # two objects of plain colours, half of each in a shadow: the colour over (direct + w x all-around) is flat on
     # each object only for the w the image was lit with
-    from backend.imagine import AMBIENT_WEIGHTS, ambient_weight
+    from backend.models.synth.imagine import AMBIENT_WEIGHTS, ambient_weight
     g = torch.Generator().manual_seed(0)
     parts = torch.zeros(H, W, dtype=torch.long)
     parts[:, W // 2:] = 1
@@ -221,7 +221,7 @@ def test_the_all_around_lights_weight_is_read_from_the_reference():
 def test_a_planes_measured_repeat_maps_its_pattern_onto_itself():
     # the checker wall and floor of checker_view: each plane's repeats must be symmetries of its pattern (the
     # product of sines repeats under (2p, 0), (0, 2p) and (p, p)), whatever shortest pair the search picks
-    from backend.imagine import Surface
+    from backend.models.synth.imagine import Surface
     period = 0.5
     img, depth, K, c2w = checker_view(look_camera(0.0), period=period)
     s = Surface(Exemplar(img, depth, K, c2w))

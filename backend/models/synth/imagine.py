@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from . import planes
-from .models.base import Exemplar
+from ..base import Exemplar
 
 UP = (0.0, 0.0, 1.0)       # Blender's world (and object) up axis
 FLOOR, CEILING, WALL = 0, 1, 2

@@ -4,10 +4,10 @@ result is encoded into cells like seen content, so later frames read it back ins
 import torch
 import torch.nn.functional as F
 
-from ..fill import pixel_fill
-from ..imagine import synthesize
-from .base import Completion
-from .compact import LearnedModel, tiled
+from ...fill import pixel_fill
+from .imagine import synthesize
+from ..base import Completion
+from ..compact import LearnedModel, tiled
 
 CRACK = 1  # uncovered runs this wide (each side of a pixel) are cracks between stored cells, not holes
 SEED = 0
