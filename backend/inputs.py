@@ -1,5 +1,7 @@
-"""Reading a job's inputs: the reference image, per-frame depth, object id masks, light and surface colour
-maps, each checked, with a one-line JobError naming the file when something is wrong."""
+"""Reading a job's inputs: the reference image and each camera's per-pixel maps (channels.Maps: depth, object id
+masks, light, surface colour, ...), each checked, with a one-line JobError naming the file when something is
+wrong."""
+import dataclasses
 import os
 from typing import Callable, Optional
 
@@ -8,6 +10,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from . import protocol
+from .channels import Channel, Maps
 from .protocol import JobError
 
 SKY_FACTOR = 20.0  # sky and other misses are placed this many times the farthest surface away
@@ -74,9 +77,8 @@ def pad_to_cells(t: torch.Tensor, cell: int) -> torch.Tensor:
 
 
 class Inputs:
-    """A job's per-frame inputs, loaded when asked (the id mask of the camera last asked for is kept: the read,
-    the light and the material colours of one frame all need it). A camera is a frame number or a
-    protocol.Frame (a reference's own camera)."""
+    """A job's per-frame inputs, loaded when asked (the maps of the camera last asked for are kept). A camera is a
+    frame number or a protocol.Frame (a reference's own camera)."""
 
     def __init__(self, job: protocol.Job, device: str = "cpu", emit: Optional[Callable] = None):
         self.job = job
@@ -86,7 +88,7 @@ class Inputs:
         self.W, self.H = job.width, job.height
         self.frames = {f.frame: f for f in job.frames}
         self.known_ids = {0} | {o.id for o in job.objects}
-        self._ids = (None, None)
+        self._maps = (None, None)
 
     def frame(self, n) -> protocol.Frame:
         """The Frame of a camera: frame number n of the job, or n itself."""
@@ -109,7 +111,7 @@ class Inputs:
         plane_distance for PLANE)."""
         src, ref = self.job.depth_source, ref or self.job.reference
         if src == "SCENE":
-            return self.scene_depth(self.view(ref))
+            return self.maps(self.view(ref)).depth
         if src == "IMAGE":
             return load_depth(ref.depth, self.W, self.H, "the reference depth map")
         if src == "MONOCULAR":
@@ -144,55 +146,52 @@ class Inputs:
             return f"frame {n}"
         return f"frame {n.frame}" if self.frames.get(n.frame) is n else f"the camera of the reference of frame {n.frame}"
 
-    def scene_depth(self, n) -> Optional[torch.Tensor]:
-        """[H, W] scene depth of camera n, or None without the Scene depth source."""
-        if self.job.depth_source != "SCENE":
-            return None
-        return load_depth(self.frame(n).depth, self.W, self.H, f"the depth of {self._name(n)}")
-
     def poses(self, n) -> dict:
         """Object id -> object-to-world matrix at camera n (moving objects only)."""
         objs = self.frame(n).objects or {}
         return {int(k): torch.tensor(m, dtype=torch.float64) for k, m in objs.items()}
 
-    def object_ids(self, n) -> Optional[torch.Tensor]:
-        """[H, W] object id of every pixel at camera n (0 = static world), or None without moving objects."""
-        if not self.job.objects:
-            return None
+    def maps(self, n) -> Maps:
+        """Every per-pixel map of camera n, loaded and checked (channels.Maps of tensors at the job's size: [H, W]
+        or [values, H, W]; ids, parts long; albedo 0..1), None where the job has none (depth without the Scene
+        depth source). The last camera's are kept: the read, the light and the material colours of one frame all
+        need them."""
         key = n if not isinstance(n, protocol.Frame) else ("view", id(n))
-        if self._ids[0] == key:
-            return self._ids[1]
-        what = f"the object id mask of {self._name(n)}"
-        ids = load_array(self.frame(n).ids, self.W, self.H, what)
-        if not np.issubdtype(ids.dtype, np.integer):
-            raise JobError(f"{what} must hold integers, not {ids.dtype}")
-        unknown = set(np.unique(ids).tolist()) - self.known_ids
-        if unknown:
-            raise JobError(f"{what} holds ids the job does not list: {sorted(unknown)}")
-        self._ids = (key, torch.from_numpy(ids.astype(np.int64)))
-        return self._ids[1]
+        if self._maps[0] != key:
+            paths = self.frame(n).maps
+            if self.job.depth_source != "SCENE":
+                paths = dataclasses.replace(paths, depth=None)
+            if not self.job.objects:
+                paths = dataclasses.replace(paths, ids=None)
+            self._maps = (key, paths.map(lambda c, path: self._load(c, path, n)))
+        return self._maps[1]
 
-    def parts(self, n) -> Optional[torch.Tensor]:
-        """[H, W] long: which object each pixel at camera n sees (any object; 0 = none), or None."""
-        path = self.frame(n).parts
-        if path is None:
-            return None
-        what = f"the object map of {self._name(n)}"
-        a = load_array(path, self.W, self.H, what)
-        if not np.issubdtype(a.dtype, np.integer) or (a < 0).any():
-            raise JobError(f"{what} must hold non-negative integers, not {a.dtype}: {path}")
-        return torch.from_numpy(a.astype(np.int64))
-
-    def shade(self, n) -> Optional[torch.Tensor]:
-        """[2, H, W] the static world's direct and all-around light at camera n (the add-on's shade map), or None."""
-        path = self.frame(n).shade
-        if path is None:
-            return None
-        what = f"the shading map of {self._name(n)}"
-        a = self._channels(path, what, 2, "floats", lambda d: np.issubdtype(d, np.floating)).astype(np.float32)
-        if not np.all(np.isfinite(a)) or (a < 0).any():
-            raise JobError(f"{what} holds NaN, infinite or negative values: {path}")
-        return torch.from_numpy(a).permute(2, 0, 1)
+    def _load(self, c: Channel, path: str, n) -> torch.Tensor:
+        """One channel's file as a tensor, checked, or a one-line JobError naming the map, the camera and the file."""
+        what = f"the {c.what} of {self._name(n)}"
+        if c.name == "depth":
+            return load_depth(path, self.W, self.H, what)
+        if c.values == 1:
+            a = load_array(path, self.W, self.H, what)
+        else:
+            kind = {"float": "floats", "int": "integers", "uint8": "uint8"}[c.kind]
+            a = self._channels(path, what, c.values, kind, _KINDS[c.kind])
+        if c.kind == "int" and (not _KINDS["int"](a.dtype) or (c.non_negative and (a < 0).any())):
+            raise JobError(f"{what} must hold {'non-negative ' if c.non_negative else ''}integers, not {a.dtype}: {path}")
+        if c.kind == "float":
+            if not _KINDS["float"](a.dtype):
+                raise JobError(f"{what} must hold floats, not {a.dtype}: {path}")
+            a = a.astype(np.float32)
+            if (c.finite and not np.all(np.isfinite(a))) or (c.non_negative and (a < 0).any()):
+                raise JobError(f"{what} holds NaN, infinite or negative values: {path}")
+        if c.name == "ids":
+            unknown = set(np.unique(a).tolist()) - self.known_ids
+            if unknown:
+                raise JobError(f"{what} holds ids the job does not list: {sorted(unknown)}")
+        t = torch.from_numpy(a.astype(np.int64) if c.kind == "int" else a)
+        if c.kind == "uint8":
+            t = t.float() / 255.0
+        return t if c.values == 1 else t.permute(2, 0, 1).contiguous()
 
     def _channels(self, path, what, channels, kind, dtype_ok) -> np.ndarray:
         """An [H, W, channels] array from `path` whose dtype passes `dtype_ok`, or one line naming `what`."""
@@ -205,22 +204,7 @@ class Inputs:
                            f"not {'x'.join(map(str, a.shape[1::-1] + a.shape[2:]))} {a.dtype}: {path}")
         return a
 
-    def light(self, n) -> Optional[torch.Tensor]:
-        """[H, W] light ratio at camera n as the job gives it, checked, or None."""
-        path = self.frame(n).light
-        if path is None:
-            return None
-        what = f"the light map of {self._name(n)}"
-        g = load_array(path, self.W, self.H, what).astype(np.float32)
-        if not np.all(np.isfinite(g)) or (g < 0).any():
-            raise JobError(f"{what} holds NaN, infinite or negative values: {path}")
-        return torch.from_numpy(g)
 
-    def albedo(self, n) -> Optional[torch.Tensor]:
-        """[3, H, W] surface colour (display values 0..1) of camera n's moving objects from their materials, or None."""
-        path = self.frame(n).albedo
-        if path is None:
-            return None
-        what = f"the surface colour map of {self._name(n)}"
-        a = self._channels(path, what, 3, "uint8", lambda d: d == np.uint8)
-        return torch.from_numpy(a).permute(2, 0, 1).float() / 255.0
+# what a loaded channel's dtype must be, by Channel.kind
+_KINDS = {"float": lambda d: np.issubdtype(d, np.floating), "int": lambda d: np.issubdtype(d, np.integer),
+          "uint8": lambda d: d == np.uint8}

@@ -19,7 +19,7 @@ from .models.base import Exemplar, FrameModel, SegmentFrame, SegmentModel
 from .protocol import JobError
 from .relight import Lighting
 from .state import Fingerprint, RunFolder, peak_rss, start_digest
-from .step import View, frame_step, make_view, seed
+from .step import View, frame_step, make_view, padded, seed
 
 
 class Cancelled(Exception):
@@ -123,24 +123,16 @@ class Run:
         (or `depth`, for the seed) on the padded grid, with its object ids and poses; with `prefill` also the
         material colours of its moving objects."""
         K, c2w = self.inputs.camera(n)
-        depth = self.inputs.scene_depth(n) if depth is None else depth
-        v = make_view(K, c2w, (self.H, self.W), self.cell, self.far, depth, self.inputs.object_ids(n),
-                      self.inputs.poses(n), self.inputs.plane_distance())
-        if prefill and depth is not None:
-            v.prefill = self.lighting.prefill(n, v.pixel_ids)
+        maps = self.inputs.maps(n)
+        if depth is not None:
+            maps = dataclasses.replace(maps, depth=depth)
+        v = make_view(K, c2w, (self.H, self.W), self.cell, self.far, maps, self.inputs.poses(n),
+                      self.inputs.plane_distance())
+        if prefill and maps.depth is not None:
+            v.prefill = self.lighting.prefill(n, v.maps)
         if prefill:
             v.exemplars = self.exemplars()
-            v.pixel_parts = self._padded(self.inputs.parts(n))
-            v.pixel_shade = self._padded_map(self.inputs.shade(n))
         return v
-
-    def _padded(self, ids):
-        """An [H, W] id map (object ids, parts) padded to whole cells, or None."""
-        return None if ids is None else pad_to_cells(ids.float(), self.cell).long()
-
-    def _padded_map(self, x):
-        """A [C, H, W] map padded to whole cells, or None."""
-        return None if x is None else pad_to_cells(x, self.cell)
 
     def exemplars(self):
         """The views a frame model may copy unseen content from: every reference as the memory stores it (light
@@ -150,11 +142,9 @@ class Run:
             for ref in self.job.references:
                 cam = self.inputs.view(ref)
                 image = self.lighting.relit(pad_to_cells(self.inputs.reference_image(ref), self.cell), cam, inverse=True)
-                depth = pad_to_cells(self.inputs.reference_depth(ref), self.cell)
+                maps = dataclasses.replace(self.inputs.maps(cam), depth=self.inputs.reference_depth(ref))
                 K, c2w = self.inputs.camera(cam)
-                out.append(Exemplar(image, depth, K, c2w, self._padded(self.inputs.object_ids(cam)),
-                                    self.inputs.poses(cam), parts=self._padded(self.inputs.parts(cam)),
-                                    shade=self._padded_map(self.inputs.shade(cam))))
+                out.append(Exemplar(image, K, c2w, padded(maps, self.cell), self.inputs.poses(cam)))
             self._exemplars = tuple(out)
         return self._exemplars
 
@@ -226,7 +216,7 @@ class Run:
             raise Cancelled()
         t0, total = time.perf_counter(), self.job.total
         views = [self.view(n) for n in seg]
-        frames = [SegmentFrame(v.read(memory), v.pixel_ids) for v in views]
+        frames = [SegmentFrame(v.read(memory), v.maps) for v in views]
 
         def step(s, steps):
             if self.cancelled():

@@ -7,8 +7,10 @@ import json
 import math
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Optional
+
+from .channels import CHANNELS, Maps
 
 PROTOCOL_VERSION = 1
 JOB_VERSION = 1
@@ -174,19 +176,14 @@ class TrackedObject:
 
 @dataclass(frozen=True)
 class Frame:
-    """One frame of a job: its number, camera (OpenCV K 3x3 in pixels, cam_to_world 4x4, +Z forward, +Y down)
-    and the absolute paths of its per-pixel inputs (None where the job has none); `objects`: object id ->
-    4x4 object-to-world on this frame."""
+    """One frame of a job: its number, camera (OpenCV K 3x3 in pixels, cam_to_world 4x4, +Z forward, +Y down),
+    `maps`: the absolute paths of its per-pixel inputs (channels.Maps; None where the job has none) and
+    `objects`: object id -> 4x4 object-to-world on this frame."""
     frame: int
     K: list
     cam_to_world: list
-    depth: Optional[str] = None
+    maps: Maps = field(default_factory=Maps)
     objects: Optional[dict] = None
-    ids: Optional[str] = None
-    light: Optional[str] = None
-    albedo: Optional[str] = None
-    parts: Optional[str] = None
-    shade: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -293,23 +290,28 @@ class Job:
 
 
 def _frame(f):
-    """A Frame from a resolved frame entry (a job's frame or a reference's camera)."""
-    return Frame(frame=f["frame"], K=f["K"], cam_to_world=f["cam_to_world"], depth=f.get("depth"),
-                 objects=None if f.get("objects") is None else {int(k): v for k, v in f["objects"].items()},
-                 ids=f.get("ids"), light=f.get("light"), albedo=f.get("albedo"), parts=f.get("parts"),
-                 shade=f.get("shade"))
+    """A Frame from a resolved frame entry (a job's frame or a reference's camera): each channel's file under
+    the channel's own name."""
+    return Frame(frame=f["frame"], K=f["K"], cam_to_world=f["cam_to_world"],
+                 maps=Maps(**{c.name: f.get(c.name) for c in CHANNELS}),
+                 objects=None if f.get("objects") is None else {int(k): v for k, v in f["objects"].items()})
 
 
 def _frame_dict(f):
-    item = {k: v for k, v in asdict(f).items() if v is not None}
+    item = {"frame": f.frame, "K": f.K, "cam_to_world": f.cam_to_world}
+    item.update((c.name, path) for c, path in f.maps.items())
     if f.objects is not None:
         item["objects"] = {str(k): v for k, v in f.objects.items()}
     return item
 
 
-# per-pixel inputs a frame may have, each on every frame (and reference camera) or on none
-MAPS = (("light", "a light map"), ("albedo", "a surface colour map"), ("parts", "an object map"),
-        ("shade", "a shading map"))
+def _a(what):
+    return f"{'an' if what[0] in 'aeiou' else 'a'} {what}"
+
+
+# per-pixel inputs a frame may have, each on every frame (and reference camera) or on none; depth and the object
+# id mask follow the job's depth source and moving objects instead
+OPTIONAL = tuple(c for c in CHANNELS if c.name not in ("depth", "ids"))
 
 
 def _camera_entry(fr, job, job_dir, object_ids, label):
@@ -333,10 +335,9 @@ def _camera_entry(fr, job, job_dir, object_ids, label):
             if abs(_det3([row[:3] for row in m[:3]])) < 1e-12:
                 raise JobError(f"the transform of object {oid} on {label} is singular (zero scale)")
         item["ids"] = _inside(job_dir, fr.get("ids"), f"object id mask of {label}")
-    for key, what in (("light", "light map"), ("albedo", "surface colour map"), ("parts", "object map"),
-                      ("shade", "shading map")):
-        if item.pop(key, None) is not None:
-            item[key] = _inside(job_dir, fr.get(key), f"{what} of {label}")
+    for c in OPTIONAL:
+        if item.pop(c.name, None) is not None:
+            item[c.name] = _inside(job_dir, fr.get(c.name), f"{c.what} of {label}")
     return item
 
 
@@ -355,9 +356,9 @@ def _reference_views(job, job_dir, object_ids, frames):
         elif job["depth_source"] in ("PLANE", "MONOCULAR"):
             item.pop("depth", None)
         _scene_depth(item, job, job_dir, label)
-        for key, what in MAPS:
-            if frames and (key in item) != (key in frames[0]):
-                raise JobError(f"{label} must have {what} exactly when the frames have one")
+        for c in OPTIONAL:
+            if frames and (c.name in item) != (c.name in frames[0]):
+                raise JobError(f"{label} must have {_a(c.what)} exactly when the frames have one")
         out.append(item)
     return out
 
@@ -462,7 +463,7 @@ class FrameChecker:
         self.reference = (job.get("reference") or {}).get("frame")
         self.object_ids = _objects(job)
         self.seen = set()
-        self.maps = None  # which of MAPS the frames carry, fixed by the first frame
+        self.maps = None  # which OPTIONAL channels the frames carry, fixed by the first frame
 
     def frame(self, fr, i: int) -> dict:
         """frames[i] checked and its paths resolved (absolute); per-frame depth dropped without the Scene source."""
@@ -478,14 +479,15 @@ class FrameChecker:
         return item
 
     def same_maps(self, items: list) -> None:
-        """Either every frame has a light map (a surface colour map, an object map, a shading map) or none does."""
+        """Either every frame has a light map (a surface colour map, an object map, a shading map, ...) or none
+        does."""
         for item in items:
-            has = tuple(key in item for key, _ in MAPS)
+            has = tuple(c.name in item for c in OPTIONAL)
             if self.maps is None:
                 self.maps = has
-            for (key, what), a, b in zip(MAPS, self.maps, has):
+            for c, a, b in zip(OPTIONAL, self.maps, has):
                 if a != b:
-                    raise JobError(f"either every frame has {what} or none does")
+                    raise JobError(f"either every frame has {_a(c.what)} or none does")
 
     def has_reference(self) -> None:
         """Once every frame is there: the reference is one of them."""

@@ -10,6 +10,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .channels import Maps
 from .inputs import Inputs, pad_to_cells
 
 GAMMA = 2.2  # display values to linear light, for the light maps
@@ -54,18 +55,18 @@ def _patterned(colours):
 class MaterialPrefill:
     """A frame model's prefill (models.base.Prefill): moving objects' pixels that nothing drew take their
     material's colour as the reference shows it, so never-seen faces keep their pattern. `lin` [4, H, W]: the
-    baked colours in linear light plus a row of ones; `baked` [H, W]: pixels with a baked material; `maps`:
-    object id -> [4, 3] colour map; `pixel_ids` [H, W]."""
+    baked colours in linear light plus a row of ones; `baked` [H, W]: pixels with a baked material; `colours`:
+    object id -> [4, 3] colour map; `maps`: the frame's maps (channels.Maps, padded), whose object ids it paints by."""
 
-    def __init__(self, lin, baked, maps, pixel_ids):
-        self.lin, self.baked, self.maps, self.pixel_ids = lin, baked, maps, pixel_ids
+    def __init__(self, lin, baked, colours, maps):
+        self.lin, self.baked, self.colours, self.maps = lin, baked, colours, maps
 
     def paint(self, drawn: torch.Tensor, covered: torch.Tensor) -> tuple:
         """(drawn [3, H, W], covered [H, W]) -> (drawn, covered, painted [H, W]), new tensors."""
         drawn, before = drawn.clone(), covered
         covered = covered.clone()
-        for oid, m in self.maps.items():
-            todo = (self.pixel_ids == oid) & ~covered & self.baked  # objects without a baked material: the fill's
+        for oid, m in self.colours.items():
+            todo = (self.maps.ids == oid) & ~covered & self.baked  # objects without a baked material: the fill's
             if todo.any():
                 colour = (self.lin[:, todo].T @ m).clamp(0.0, 1.0) ** (1.0 / GAMMA)
                 drawn[:, todo] = colour.T.to(drawn.dtype)
@@ -85,10 +86,10 @@ class Lighting:
     def light(self, n) -> Optional[torch.Tensor]:
         """[H, W] light ratio at camera n, a frame number or a reference's own camera (how moving objects change
         the light there), or None."""
-        g = self.inputs.light(n)
+        maps = self.inputs.maps(n)
+        g, ids = maps.light, maps.ids
         if g is None:
             return None
-        ids = self.inputs.object_ids(n)
         if ids is not None:
             # an object's light is relative to a level of the scene's; relative to its own light on the
             # reference instead, its stored look stays close to the reference's (no clipping, same encoding)
@@ -102,8 +103,8 @@ class Lighting:
         if self._levels is None:
             self._levels = {}
             ref = self.inputs.view(self.inputs.job.reference)
-            g = self.inputs.light(ref).numpy()
-            ids = self.inputs.object_ids(ref)
+            maps = self.inputs.maps(ref)
+            g, ids = maps.light.numpy(), maps.ids
             for oid in self.inputs.known_ids - {0}:
                 vals = g[(ids == oid).numpy()]
                 vals = vals[vals > 0]
@@ -130,11 +131,10 @@ class Lighting:
             self._colour_maps = {}
             inputs = self.inputs
             n = inputs.view(inputs.job.reference)
-            alb = inputs.albedo(n)
+            alb, ids = inputs.maps(n).albedo, inputs.maps(n).ids
             if alb is None:
                 return self._colour_maps
             ref = self.relit(inputs.reference_image(), n, inverse=True)
-            ids = inputs.object_ids(n)
             pooled = []
             for oid in sorted(inputs.known_ids - {0}):
                 mine = (ids == oid) & (alb.sum(0) > 0)  # its pixels with a baked material
@@ -154,17 +154,16 @@ class Lighting:
                 self._colour_maps[oid] = fallback
         return self._colour_maps
 
-    def prefill(self, n: int, pixel_ids: Optional[torch.Tensor]) -> Optional[MaterialPrefill]:
-        """The MaterialPrefill of frame n (pixel_ids [H, W] padded to whole cells), or None where no moving
+    def prefill(self, n: int, maps: Maps) -> Optional[MaterialPrefill]:
+        """The MaterialPrefill of frame n (maps: its channels.Maps padded to whole cells), or None where no moving
         object has a baked material with a pattern. A plain material (one colour: a grey blockout) says nothing
         a model could not say better from the object's own seen faces, so those objects are left to the model."""
-        maps = self.colour_maps() if pixel_ids is not None else {}
-        if not maps:
+        colours = self.colour_maps() if maps.ids is not None else {}
+        if not colours or maps.albedo is None:
             return None
-        alb = pad_to_cells(self.inputs.albedo(n), self.cell)
-        baked = alb.sum(0) > 0
-        maps = {oid: m for oid, m in maps.items() if _patterned(alb[:, (pixel_ids == oid) & baked])}
-        if not maps:
+        alb, baked = maps.albedo, maps.albedo.sum(0) > 0
+        colours = {oid: m for oid, m in colours.items() if _patterned(alb[:, (maps.ids == oid) & baked])}
+        if not colours:
             return None
         lin = torch.cat([alb.double() ** GAMMA, torch.ones(1, *alb.shape[1:], dtype=torch.float64)], 0)
-        return MaterialPrefill(lin, baked, maps, pixel_ids)
+        return MaterialPrefill(lin, baked, colours, maps)

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from . import protocol
+from .channels import CHANNELS
 from .files import atomic_write, write_json
 from .runstate import MEMORY, STATE_DIR, digest, memory_files
 
@@ -123,7 +124,7 @@ def _frame_entry(f: protocol.Frame) -> dict:
 
 
 def _frame_files(f: protocol.Frame) -> tuple:
-    return (f.depth, f.ids, f.light, f.albedo, f.parts, f.shade)
+    return tuple(getattr(f.maps, c.name) for c in CHANNELS)
 
 
 def _hash_file(h, path: Optional[str]) -> None:

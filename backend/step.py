@@ -4,11 +4,12 @@
 frame from what the memory then holds: coming back to a pose later draws the same thing. `seed` stores the
 reference. Nothing here knows about jobs or files: a `View` carries what the scene says about one camera.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 
+from .channels import Maps
 from .fill import push_pull
 from .inputs import pad_to_cells
 from .memory import Memory, MemoryRead, cell_depth, cell_edges
@@ -19,28 +20,30 @@ from .models.base import FrameModel, FrameNeeds
 class View:
     """One camera and what the scene says there, on the frame's grid padded to whole cells (h x w cells,
     H x W pixels). K [3, 3], cam_to_world [4, 4] float64 (OpenCV); poses: object id -> [4, 4] object-to-world;
-    cells [h, w] per-cell depth with sky at the memory's far distance (None without scene geometry); cell_ids
-    [h, w] and pixel_ids [H, W] object ids (None without moving objects); edges [h, w] cells on an outline (kept
-    out of the memory); pixel_depth [H, W] (sky far); target_depth [h, w] and pixel_target [H, W] the same with
-    sky as inf; prefill: a models.base.Prefill; plane_distance: where new content sits without geometry;
-    exemplars: views a model may copy from (the reference as the memory stores it); pixel_parts [H, W] which
-    object each pixel sees and pixel_shade [2, H, W] the static world's direct and all-around light (None where
-    the job does not say)."""
+    maps: the camera's per-pixel maps (channels.Maps, padded; depth with inf where nothing is hit, None without
+    scene geometry); far: where sky goes in the memory; cells [h, w] per-cell depth with sky at `far` (None
+    without scene geometry); cell_ids [h, w] per-cell object ids (None without moving objects); edges [h, w] cells
+    on an outline (kept out of the memory); target_depth [h, w] the per-cell depth with sky as inf; prefill: a
+    models.base.Prefill; plane_distance: where new content sits without geometry; exemplars: views a model may copy
+    from (the references as the memory stores them)."""
     K: torch.Tensor
     cam_to_world: torch.Tensor
     edges: torch.Tensor
     poses: dict
+    maps: Maps = field(default_factory=Maps)
+    far: float = float("inf")
     cells: Optional[torch.Tensor] = None
     cell_ids: Optional[torch.Tensor] = None
-    pixel_depth: Optional[torch.Tensor] = None
-    pixel_ids: Optional[torch.Tensor] = None
     target_depth: Optional[torch.Tensor] = None
-    pixel_target: Optional[torch.Tensor] = None
     prefill: Optional[object] = None
     plane_distance: float = 5.0
     exemplars: tuple = ()
-    pixel_parts: Optional[torch.Tensor] = None
-    pixel_shade: Optional[torch.Tensor] = None
+
+    @property
+    def pixel_depth(self) -> Optional[torch.Tensor]:
+        """[H, W] the scene's depth with sky at `far`: where the memory stores what a pixel shows."""
+        d = self.maps.depth
+        return None if d is None else torch.where(torch.isfinite(d), d, torch.full_like(d, self.far))
 
     def read(self, memory: Memory, splats: bool = True) -> MemoryRead:
         h, w = self.edges.shape
@@ -50,7 +53,7 @@ class View:
         """Store `latent` [C, h, w] at this view (where `mask`), at the scene's depth or, without geometry, at
         the depth the read suggests."""
         return memory.write(latent, self.depth_for(read), self.K, self.cam_to_world, mask=mask, ids=self.cell_ids,
-                            poses=self.poses, pixel_depth=self.pixel_depth, pixel_ids=self.pixel_ids)
+                            poses=self.poses, pixel_depth=self.pixel_depth, pixel_ids=self.maps.ids)
 
     def depth_for(self, read: MemoryRead) -> torch.Tensor:
         """[h, w] where new content goes in depth: the scene's, or without it the memory's depth around it."""
@@ -62,27 +65,31 @@ class View:
         return push_pull(torch.log(read.depth.clamp_min(1e-6))[None], ~known)[0].exp()
 
 
+def padded(maps: Maps, cell: int) -> Maps:
+    """Every map padded to whole cells (channels.Maps of [H, W] or [n, H, W] tensors; ids and parts stay long)."""
+    def pad(c, x):
+        if x.dtype == torch.long:
+            return pad_to_cells(x.float(), cell).long()
+        return pad_to_cells(x, cell)
+    return maps.map(pad)
+
+
 def make_view(K: torch.Tensor, cam_to_world: torch.Tensor, size: tuple, cell: int, far: float,
-              depth: Optional[torch.Tensor] = None, ids: Optional[torch.Tensor] = None, poses: Optional[dict] = None,
-              plane_distance: float = 5.0) -> View:
-    """The View of a camera (K [3, 3], cam_to_world [4, 4] float64) for a frame of `size` (H, W) pixels, from the
-    scene's depth [H, W] (inf = nothing there; None without geometry) and object ids [H, W] (None without moving
-    objects); sky goes to `far`."""
+              maps: Optional[Maps] = None, poses: Optional[dict] = None, plane_distance: float = 5.0) -> View:
+    """The View of a camera (K [3, 3], cam_to_world [4, 4] float64) for a frame of `size` (H, W) pixels, from its
+    maps (channels.Maps at that size: the scene's depth, inf = nothing there, None without geometry; object ids,
+    None without moving objects; ...); sky goes to `far`."""
     H, W = size
-    v = View(K, cam_to_world, torch.zeros(-(-H // cell), -(-W // cell), dtype=torch.bool), poses or {},
-             plane_distance=plane_distance)
-    if ids is not None:
-        v.pixel_ids = pad_to_cells(ids.float(), cell).long()
-    if depth is not None:
-        pd = pad_to_cells(depth, cell)
-        d = cell_depth(pd, cell, v.pixel_ids)
-        d, v.cell_ids = d if ids is not None else (d, None)
-        v.edges = cell_edges(pd, cell, v.pixel_ids)
+    maps = padded(maps or Maps(), cell)
+    v = View(K, cam_to_world, torch.zeros(-(-H // cell), -(-W // cell), dtype=torch.bool), poses or {}, maps=maps,
+             far=far, plane_distance=plane_distance)
+    if maps.depth is not None:
+        pd = maps.depth
+        d = cell_depth(pd, cell, maps.ids)
+        d, v.cell_ids = d if maps.ids is not None else (d, None)
+        v.edges = cell_edges(pd, cell, maps.ids)
         v.cells = torch.where(torch.isfinite(d), d, torch.full_like(d, far))
-        v.pixel_depth = torch.where(torch.isfinite(pd), pd, torch.full_like(pd, far))
-        inf = float("inf")
-        v.target_depth = torch.where(v.cells >= far, torch.full_like(v.cells, inf), v.cells)
-        v.pixel_target = torch.where(v.pixel_depth >= far, torch.full_like(v.pixel_depth, inf), v.pixel_depth)
+        v.target_depth = torch.where(v.cells >= far, torch.full_like(d, float("inf")), v.cells)
     return v
 
 
@@ -100,7 +107,7 @@ def seed(model, memory: Memory, image: torch.Tensor, view: View) -> int:
     must give it back exactly."""
     latent = model.encode(image)
     return memory.write(latent, view.cells, view.K, view.cam_to_world, ids=view.cell_ids, poses=view.poses,
-                        pixel_depth=view.pixel_depth, pixel_ids=view.pixel_ids)
+                        pixel_depth=view.pixel_depth, pixel_ids=view.maps.ids)
 
 
 def frame_step(model: FrameModel, memory: Memory, view: View,
@@ -108,12 +115,9 @@ def frame_step(model: FrameModel, memory: Memory, view: View,
     """One frame of a frame model (models.base.FrameModel) at `view`: returns the image [3, H, W] it shows."""
     read = view.read(memory)
     drawn = read.splats is not None  # pixel-level needs only where the model can draw the read at pixel level
-    needs = FrameNeeds(target_depth=view.target_depth, ids=view.cell_ids,
-                       pixel_ids=view.pixel_ids if drawn else None,
-                       pixel_target=view.pixel_target if drawn else None,
+    needs = FrameNeeds(target_depth=view.target_depth, cell_ids=view.cell_ids, maps=view.maps if drawn else Maps(),
                        prefill=view.prefill if drawn else None,
-                       K=view.K, cam_to_world=view.cam_to_world, poses=view.poses, exemplars=view.exemplars,
-                       parts=view.pixel_parts, shade=view.pixel_shade)
+                       K=view.K, cam_to_world=view.cam_to_world, poses=view.poses, exemplars=view.exemplars)
     done = model.complete(read, needs, generator)
     full, shown = done.latent, read
     new = read.hole if done.completed is None else done.completed.to(read.hole.device)

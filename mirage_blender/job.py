@@ -20,11 +20,6 @@ from .core.errors import InputError, sentence
 from .core.frame import FrameExport
 from .gather import camera, frames as frame_export, geometry, materials, motion
 
-# the per-frame maps written into inputs/<name>/<frame>.npy, with the type each is stored as
-MAPS = (("depth", np.float32), ("ids", np.uint16), ("light", np.float16), ("albedo", np.uint8),
-        ("parts", np.uint16), ("shade", np.float16))
-
-
 @dataclass(frozen=True)
 class Step:
     """One step done: what the status line says now, the share of the whole run done (or None), and whether
@@ -50,6 +45,7 @@ class JobBuilder:
         self.job_path = None
         self.tracked = []
         self._part_numbers = None
+        self.deforming = []
         self._stream = None
         self._checker = None
 
@@ -94,12 +90,14 @@ class JobBuilder:
                 os.makedirs(os.path.join(out, "inputs", folder), exist_ok=True)
         textures = yield from self._bake(objects)
         depth_size = (width, height) if s.depth_source == "SCENE" else None
-        yield from self._export_references(job, refs, depth_size, objects, textures)
-        if s.depth_source == "MONOCULAR":
-            self._monocular(job, refs, width, height)
-        self._start(job, len(frames))
-        yield Step("Starting the backend", ready=True)
-        yield from self._export_frames(job, frames, depth_size, objects, textures)
+        # the deforming objects' evaluated meshes carry their rest positions while the export runs
+        with geometry.rest_positions(self.deforming):
+            yield from self._export_references(job, refs, depth_size, objects, textures)
+            if s.depth_source == "MONOCULAR":
+                self._monocular(job, refs, width, height)
+            self._start(job, len(frames))
+            yield Step("Starting the backend", ready=True)
+            yield from self._export_frames(job, frames, depth_size, objects, textures)
         self._write(job)
 
     def _frame_range(self):
@@ -200,9 +198,9 @@ class JobBuilder:
     def _scene_depth(self, frame, cam, width, height, rel):
         """The scene's depth through `cam` on `frame`, saved as `rel` when it shows any geometry (else None)."""
         fr, = frame_export.iter_frames(self.scene, [frame], (width, height), cameras=[cam])
-        if fr.depth is None or not np.isfinite(fr.depth).any():
+        if fr.maps.depth is None or not np.isfinite(fr.maps.depth).any():
             return None
-        np.save(os.path.join(self.out, rel), fr.depth.astype(np.float32))
+        np.save(os.path.join(self.out, rel), fr.maps.depth.astype(np.float32))
         return rel
 
     def _export_references(self, job, refs, depth_size, objects, textures):
@@ -214,7 +212,8 @@ class JobBuilder:
         os.makedirs(os.path.join(self.out, "inputs", "references"), exist_ok=True)
         exported = frame_export.iter_frames(self.scene, [r[0].frame for _, r in views], depth_size, objects,
                                             textures=textures or None, cameras=[r[0].camera for _, r in views],
-                                            parts=self._parts(depth_size), shading=self._shading())
+                                            parts=self._parts(depth_size), shading=self._shading(),
+                                            deforming=self._deforming())
         entries = []
         for (i, (ref, image, depth_map)), fr in zip(views, exported):
             name = f"{i + 1:02d}"
@@ -230,15 +229,17 @@ class JobBuilder:
         job["references"] = entries
 
     def _moving_objects(self, frames):
-        """Moving objects get their own memory; they need the scene's geometry for their masks."""
+        """Moving objects get their own memory; they need the scene's geometry for their masks. An object that
+        changes shape gets one too, addressed before its deformation (self.deforming) so its memory follows its
+        surface; one whose topology changes has no such address, which the user should know."""
         objects = motion.moving_objects(self.scene, frames)
-        # an object that changes shape still gets a memory of its own, so the world behind it stays clean;
-        # what it keeps is its shape when first seen, which the user should know
-        deforming = motion.deforming_objects(self.scene, frames)
-        for ob in deforming:
-            self.notices.append(f"'{ob.name}' changes shape during the shot (armature, shape keys or modifiers): "
-                                f"Mirage moves it as a rigid object, so it keeps the look it had when first seen")
-        return sorted({ob.name: ob for ob in objects + deforming}.values(), key=lambda ob: ob.name)
+        deforming, remeshed = motion.shape_changes(self.scene, frames)
+        self.deforming = [ob for ob in deforming if ob.type == "MESH"]
+        for ob in remeshed:
+            self.notices.append(f"'{ob.name}' changes its topology from frame to frame (particles, fluid or "
+                                f"remeshing): no surface address can follow it, so Mirage follows it as a rigid "
+                                f"object; the world behind it stays clean, but its own look may smear")
+        return sorted({ob.name: ob for ob in objects + deforming + remeshed}.values(), key=lambda ob: ob.name)
 
     def _bake(self, objects):
         """A moving object's faces no image shows take their pattern from its material: baked once, one
@@ -273,7 +274,7 @@ class JobBuilder:
         cameras = [self.shot.camera] * len(frames) if self.shot.name else None
         exported = frame_export.iter_frames(self.scene, frames, depth_size, objects, textures=textures or None,
                                             cameras=cameras, parts=self._parts(depth_size),
-                                            shading=self._shading())
+                                            shading=self._shading(), deforming=self._deforming())
         for i, fr in enumerate(exported):
             entry = self._write_frame(fr)
             self._check(lambda: self._checked(entry, len(job["frames"])))
@@ -292,6 +293,10 @@ class JobBuilder:
             self._part_numbers = geometry.part_numbers(self.scene)
         return self._part_numbers
 
+    def _deforming(self) -> frozenset:
+        """The names of the objects addressed before their deformation."""
+        return frozenset(ob.name for ob in self.deforming)
+
     def _shading(self) -> bool:
         """Whether the model uses the still world's light (its model.json's needs): costly to export at size."""
         return bool(models.needs(self.settings.model)["shading"])
@@ -307,14 +312,12 @@ class JobBuilder:
         entry = {"frame": fr.frame, "K": fr.K.tolist(), "cam_to_world": fr.cam_to_world.tolist()}
         if fr.objects is not None:
             entry["objects"] = {str(oid): m.tolist() for oid, m in fr.objects.items()}
-        for key, dtype in MAPS:
-            data = getattr(fr, key)
-            if data is not None:
-                rel = (f"inputs/{key}/{fr.frame:06d}.npy" if reference is None
-                       else f"inputs/references/{reference}_{key}.npy")
-                os.makedirs(os.path.dirname(os.path.join(self.out, rel)), exist_ok=True)
-                np.save(os.path.join(self.out, rel), data.astype(dtype))
-                entry[key] = rel
+        for c, data in fr.maps.items():
+            rel = (f"inputs/{c.name}/{fr.frame:06d}.npy" if reference is None
+                   else f"inputs/references/{reference}_{c.name}.npy")
+            os.makedirs(os.path.dirname(os.path.join(self.out, rel)), exist_ok=True)
+            np.save(os.path.join(self.out, rel), data.astype(c.stored))
+            entry[c.name] = rel
         return entry
 
     def _write(self, job):

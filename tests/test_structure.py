@@ -99,3 +99,46 @@ def test_the_zip_carries_no_bench_or_training_code(extension_zip):
     assert "backend/pipeline.py" in names and "backend/models/registry.py" in names
     assert not [n for n in names if n.startswith(("tools/", "tests/")) or os.path.basename(n) in
                 ("baselines.py", "bench.py", "bench_wan.py", "train.py", "metrics.py")]
+
+
+# the values that carry one camera's per-pixel channels across the seams, from the add-on's export to the models
+SEAMS = {"mirage_blender/core/frame.py": ["FrameExport"], "backend/protocol.py": ["Frame"],
+         "backend/step.py": ["View"], "backend/models/base.py": ["FrameNeeds", "Exemplar", "SegmentFrame"]}
+
+
+def class_fields(path, name):
+    """The annotated fields of class `name` in the file at `path` (repository-relative)."""
+    tree = ast.parse(open(os.path.join(ROOT, path), encoding="utf-8").read())
+    cls, = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name]
+    return [n.target.id for n in cls.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)]
+
+
+def test_one_value_carries_every_per_pixel_channel():
+    from backend.channels import CHANNELS, Maps
+    import dataclasses
+    names = [c.name for c in CHANNELS]
+    assert [f.name for f in dataclasses.fields(Maps)] == names
+    assert {"depth", "ids", "parts", "shade", "rest", "normal"} <= set(names)
+    # a channel crosses every seam inside Maps, under its one name: no seam value has a field of its own for one
+    channel_like = set(names) | {f"pixel_{n}" for n in names} | {"pixel_target", "pixel_parts", "pixel_shade"}
+    for path, classes in SEAMS.items():
+        for name in classes:
+            fields = class_fields(path, name)
+            assert "maps" in fields, (path, name)
+            assert not channel_like & set(fields), (path, name, sorted(channel_like & set(fields)))
+    # the backend reads a camera's channels in one place: Inputs.maps, with no accessor per channel
+    inputs = [n.name for n in ast.walk(ast.parse(open(os.path.join(ROOT, "backend", "inputs.py")).read()))
+              if isinstance(n, ast.FunctionDef)]
+    assert "maps" in inputs and not {"object_ids", "parts", "shade", "light", "albedo", "scene_depth"} & set(inputs)
+
+
+def test_a_channel_outside_maps_would_be_found(tmp_path, monkeypatch):
+    # the check itself: a seam value with a field of its own for a channel fails it
+    monkeypatch.setitem(SEAMS, "x.py", ["Frame"])
+    (tmp_path / "x.py").write_text("class Frame:\n    maps: int = 0\n    shade: int = 0\n")
+    monkeypatch.setattr(os.path, "join", lambda *p: str(tmp_path / p[-1]) if p[-1] == "x.py" else _join(*p))
+    with pytest.raises(AssertionError):
+        test_one_value_carries_every_per_pixel_channel()
+
+
+_join = os.path.join

@@ -139,12 +139,12 @@ def cameras(job_dir):
     import numpy as np
     from backend import protocol
     job = protocol.load_job(os.path.join(job_dir, "job.json"))[0]
-    frames = {f.frame: (np.array(f.K), np.array(f.cam_to_world), np.load(f.depth).astype(np.float64))
+    frames = {f.frame: (np.array(f.K), np.array(f.cam_to_world), np.load(f.maps.depth).astype(np.float64))
               for f in job.frames}
     refs = []
     for ref in job.references:
         view = ref.view or next(f for f in job.frames if f.frame == ref.frame)
-        refs.append((np.array(view.K), np.array(view.cam_to_world), np.load(view.depth).astype(np.float64), ref.image))
+        refs.append((np.array(view.K), np.array(view.cam_to_world), np.load(view.maps.depth).astype(np.float64), ref.image))
     return frames, refs
 
 

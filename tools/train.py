@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from backend.channels import Maps  # noqa: E402
 from backend.inputs import far_distance  # noqa: E402
 from backend.fill import depth_aware_fill  # noqa: E402
 from backend.memory import LatentMemory, MemoryRead, SceneMemory, cell_depth  # noqa: E402
@@ -268,8 +269,8 @@ def product_frame(model, image_a, room, a, b):
         [torch.from_numpy(room[k][i]) for i in (a, b)] for k in ("depths", "K", "c2w"))
     far = far_distance(depth_a)
     mem = SceneMemory(model.channels, cell)
-    product_step.seed(model, mem, image_a, product_step.make_view(K_a, c2w_a, (H, W), cell, far, depth_a))
-    return product_step.frame_step(model, mem, product_step.make_view(K_b, c2w_b, (H, W), cell, far, depth_b))
+    product_step.seed(model, mem, image_a, product_step.make_view(K_a, c2w_a, (H, W), cell, far, Maps(depth=depth_a)))
+    return product_step.frame_step(model, mem, product_step.make_view(K_b, c2w_b, (H, W), cell, far, Maps(depth=depth_b)))
 
 
 def base_fill(enc, dec, lat, hole, depth, target_depth):

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence
 
+from ..channels import Maps
 from ..protocol import ModelError  # noqa: F401  (models raise it; the registry re-exports it)
 
 if TYPE_CHECKING:
@@ -21,20 +22,17 @@ if TYPE_CHECKING:
 
 @dataclass
 class Exemplar:
-    """A view to copy from: image [3, H, W] in 0..1, depth [H, W] (inf where nothing), K [3, 3] and cam_to_world
-    [4, 4] (OpenCV), object ids [H, W] (None: all static world), poses: object id -> [4, 4] object-to-world at this
-    view, usable [H, W] bool: the pixels that may be copied (None: every pixel with a depth), parts [H, W] which
-    object each pixel sees (any object, moving or still; None: not known), shade [2, H, W] the static world's
-    direct and all-around light there (None: not known)."""
+    """A view to copy from: image [3, H, W] in 0..1, K [3, 3] and cam_to_world [4, 4] (OpenCV), maps: its per-pixel
+    maps (channels.Maps: depth [H, W], inf where nothing; ids [H, W], None: all static world; parts [H, W] which
+    object each pixel sees, None: not known; shade [2, H, W], None: not known; ...), poses: object id -> [4, 4]
+    object-to-world at this view, usable [H, W] bool: the pixels that may be copied (None: every pixel with a
+    depth)."""
     image: "torch.Tensor"
-    depth: "torch.Tensor"
     K: "torch.Tensor"
     cam_to_world: "torch.Tensor"
-    ids: Optional["torch.Tensor"] = None
+    maps: Maps = field(default_factory=Maps)
     poses: Optional[dict] = None
     usable: Optional["torch.Tensor"] = None
-    parts: Optional["torch.Tensor"] = None
-    shade: Optional["torch.Tensor"] = None
 
 
 class Prefill(Protocol):
@@ -49,23 +47,20 @@ class FrameNeeds:
     """What the scene says about the frame being completed, on the frame's grid padded to whole cells; None
     where the job does not give it.
 
-    target_depth [h, w]: the scene's per-cell depth (inf = sky); ids [h, w]: per-cell object id (0 = static
-    world); pixel_ids [H, W] and pixel_target [H, W] (pixel depth, inf = sky) where the read has splats; prefill:
-    pixels to keep and fill the rest from; K [3, 3] and cam_to_world [4, 4]: the frame's camera, poses: its moving
-    objects' transforms; exemplars: views to copy from where nothing is known (Exemplar: the reference, as the
-    memory stores it); parts [H, W]: which object each pixel sees, moving or still (0 = none); shade [2, H, W]:
-    the static world's direct and all-around light on each pixel."""
+    target_depth [h, w]: the scene's per-cell depth (inf = sky); cell_ids [h, w]: per-cell object id (0 = static
+    world); maps: the frame's per-pixel maps where the read has splats (channels.Maps: depth [H, W], inf = sky; ids
+    [H, W]; parts [H, W] which object each pixel sees, moving or still; shade [2, H, W] the static world's light;
+    ...); prefill: pixels to keep and fill the rest from; K [3, 3] and cam_to_world [4, 4]: the frame's camera,
+    poses: its moving objects' transforms; exemplars: views to copy from where nothing is known (Exemplar: the
+    references, as the memory stores them)."""
     target_depth: Optional["torch.Tensor"] = None
-    ids: Optional["torch.Tensor"] = None
-    pixel_ids: Optional["torch.Tensor"] = None
-    pixel_target: Optional["torch.Tensor"] = None
+    cell_ids: Optional["torch.Tensor"] = None
+    maps: Maps = field(default_factory=Maps)
     prefill: Optional[Prefill] = None
     K: Optional["torch.Tensor"] = None
     cam_to_world: Optional["torch.Tensor"] = None
     poses: Optional[dict] = None
     exemplars: Sequence = ()
-    parts: Optional["torch.Tensor"] = None
-    shade: Optional["torch.Tensor"] = None
 
 
 @dataclass
@@ -105,16 +100,17 @@ class FrameModel(ABC):
                completion: Optional[Completion] = None) -> "torch.Tensor":
         """[C, h, w] -> [3, h*cell, w*cell] in 0..1. With the memory read the frame shows (its splats, or its
         geometry), each stored cell is drawn where it really lands, at pixel precision, each pixel only from
-        its own bank (needs.pixel_ids); without, the latent grid is decoded as it is."""
+        its own bank (needs.maps.ids); without, the latent grid is decoded as it is."""
 
 
 @dataclass
 class SegmentFrame:
     """One frame of a segment as a segment model gets it: `read`, the memory read at the frame's camera (with its
-    splats where the memory keeps them), and `pixel_ids` [H, W], the frame's object id mask on the grid padded to
-    whole cells (None without moving objects), which keeps each pixel to its own bank when the read is drawn."""
+    splats where the memory keeps them), and `maps`, the frame's per-pixel maps on the grid padded to whole cells
+    (channels.Maps; its object id mask `ids`, None without moving objects, keeps each pixel to its own bank when the
+    read is drawn)."""
     read: "MemoryRead"
-    pixel_ids: Optional["torch.Tensor"] = None
+    maps: Maps = field(default_factory=Maps)
 
 
 @dataclass

@@ -225,7 +225,7 @@ class LearnedModel(FrameModel):
             # the reprojection put beside it) and drawn as the tilted plane it is; the grid decode of the
             # completed latent shows only where no stored cell reaches
             h, w = latent.shape[-2:]
-            drawn, covered, _ = self.draw(read.splats, h * 8, w * 8, needs.pixel_ids if needs is not None else None)
+            drawn, covered, _ = self.draw(read.splats, h * 8, w * 8, needs.maps.ids if needs is not None else None)
             need = ~covered.reshape(h, 8, w, 8).all(3).all(1)
             if not need.any():
                 return drawn
@@ -256,17 +256,17 @@ class LearnedModel(FrameModel):
         with torch.no_grad():
             if read.splats is not None and self.fill_mode == "pushpull":
                 # what the memory holds, drawn at pixel precision, then filled at pixel level and encoded
-                drawn, covered, zd = self.draw(read.splats, latent.shape[-2] * 8, latent.shape[-1] * 8, needs.pixel_ids)
+                drawn, covered, zd = self.draw(read.splats, latent.shape[-2] * 8, latent.shape[-1] * 8, needs.maps.ids)
                 painted = None
                 if needs.prefill is not None:
                     drawn, covered, painted = needs.prefill.paint(drawn, covered)
-                filled = pixel_fill(drawn, covered, zd, needs.pixel_target, needs.pixel_ids).to(self.device)
+                filled = pixel_fill(drawn, covered, zd, needs.maps.depth, needs.maps.ids).to(self.device)
                 full = torch.where(hole[None], tiled(self.encoder, filled, hole, 8, 1), latent).to(out_device)
                 return Completion(full, pixels=filled, from_material=painted)
             base = None
             if self.fill_base == "pixel" or self.fill_mode == "pushpull":
                 base, _ = pixel_base(self.encoder, self.decoder, latent, hole, depth, td,
-                                     None if needs.ids is None else needs.ids.to(self.device))
+                                     None if needs.cell_ids is None else needs.cell_ids.to(self.device))
             if self.fill_mode == "pushpull":
                 return Completion(base.to(out_device))
             feats, base = fill_features(latent, hole, depth, td, base)

@@ -23,7 +23,7 @@ class PatchModel(FrameModel):
     def render(self, latent, read=None, needs=None, completion=None):
         image = F.pixel_shuffle(latent[None].float(), self.cell)[0]
         if read is not None and read.splats is not None:
-            pixel_ids = needs.pixel_ids if needs is not None else None
+            pixel_ids = needs.maps.ids if needs is not None else None
             drawn, covered, _ = render_splats(self.patches(read.splats), read.splats, *image.shape[-2:], pixel_ids)
             image = torch.where(covered[None], drawn, image)
         elif read is not None and read.geometry is not None:
@@ -37,12 +37,12 @@ class PatchModel(FrameModel):
     def complete(self, read, needs, generator=None):
         latent, hole = read.latent, read.hole
         if read.splats is None:
-            return Completion(depth_aware_fill(latent.float(), hole, read.depth, needs.target_depth, needs.ids))
+            return Completion(depth_aware_fill(latent.float(), hole, read.depth, needs.target_depth, needs.cell_ids))
         c = self.cell
         H, W = latent.shape[-2] * c, latent.shape[-1] * c
-        drawn, covered, zd = render_splats(self.patches(read.splats), read.splats, H, W, needs.pixel_ids)
+        drawn, covered, zd = render_splats(self.patches(read.splats), read.splats, H, W, needs.maps.ids)
         painted = None
         if needs.prefill is not None:
             drawn, covered, painted = needs.prefill.paint(drawn, covered)
-        filled = F.pixel_unshuffle(pixel_fill(drawn, covered, zd, needs.pixel_target, needs.pixel_ids)[None], c)[0]
+        filled = F.pixel_unshuffle(pixel_fill(drawn, covered, zd, needs.maps.depth, needs.maps.ids)[None], c)[0]
         return Completion(torch.where(hole[None], filled, latent.float()), from_material=painted)

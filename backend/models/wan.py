@@ -376,7 +376,7 @@ class WanVACEModel(SegmentModel):
         """What the memory shows at one frame, at pixel precision: (image [3, H, W] in 0..1, gray where unknown;
         known [H, W]). `frame.read` is the frame's memory read (`latent` [16, h, w], `hole` [h, w]) with its
         splats (None from memories that keep none: then the read's cells are decoded on their grid);
-        `frame.pixel_ids` [H, W] keeps each pixel to its own bank (None without moving objects)."""
+        `frame.maps.ids` [H, W] keeps each pixel to its own bank (None without moving objects)."""
         read = frame.read
         h, w = read.hole.shape
         H, W = h * SPATIAL, w * SPATIAL
@@ -384,7 +384,7 @@ class WanVACEModel(SegmentModel):
             known = ~read.hole.cpu().repeat_interleave(SPATIAL, 0).repeat_interleave(SPATIAL, 1)
             image = self.decode(read.latent.float())
         else:
-            ids = None if frame.pixel_ids is None else frame.pixel_ids.cpu()
+            ids = None if frame.maps.ids is None else frame.maps.ids.cpu()
             image, known, _ = draw_canvases(splats_to(read.splats, "cpu"), self.canvas_patches, H, W, ids, SPATIAL)
         return torch.where(known[None], image, torch.full_like(image, 0.5)), known
 

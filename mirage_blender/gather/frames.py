@@ -10,7 +10,8 @@ import numpy as np
 
 from ..core import camera as cv
 from ..core.errors import ExportError
-from ..core.frame import FrameExport, Maps, render_maps
+from ..backend.channels import Maps
+from ..core.frame import FrameExport, render_maps
 from . import camera, geometry, lights
 
 
@@ -27,11 +28,13 @@ def scene_depth(scene, cam_obj, width: int, height: int, depsgraph=None) -> np.n
 
 
 def frame_maps(scene, cam_obj, size: tuple[int, int], depsgraph=None, objects: dict = None,
-               textures: dict = None, parts: dict = None, shading: bool = True) -> Maps:
+               textures: dict = None, parts: dict = None, shading: bool = True,
+               deforming: frozenset = frozenset()) -> Maps:
     """The camera's maps at the current frame for an image of ``size`` = (W, H): depth; with ``objects``
     (object name -> id 1, 2, ...) also the id mask and the light ratio; with ``textures`` (object name ->
     texture baked by gather.materials.bake) also the surface colour; with ``parts`` (object name -> number,
-    geometry.part_numbers) the object each pixel sees and, with ``shading``, the static world's light
+    geometry.part_numbers) the object each pixel sees, its surface address (core/address.py; the objects named
+    in ``deforming`` addressed before their deformation) and, with ``shading``, the static world's light
     (core/light.shade_map)."""
     width, height = int(size[0]), int(size[1])
     if width <= 0 or height <= 0:
@@ -42,26 +45,27 @@ def frame_maps(scene, cam_obj, size: tuple[int, int], depsgraph=None, objects: d
     cam_eval = cam_obj.evaluated_get(depsgraph) if not cam_obj.is_evaluated else cam_obj
     c2w = cv.camera_to_world(cam_eval.matrix_world)
     surfaces = None if textures is None else {name: i for i, name in enumerate(textures)}
-    tris = geometry.triangles(depsgraph, objects, surfaces, parts)
+    tris = geometry.triangles(depsgraph, objects, surfaces, parts, rest=parts is not None, deforming=deforming)
     shading = shading and parts is not None
     lighting = None
     if objects or shading:
         lighting = lights.scene_lighting(scene, geometry.render_visible(depsgraph.view_layer))
     return render_maps(tris, K, c2w, (width, height), ids=bool(objects), lighting=lighting if objects else None,
                        textures=None if textures is None else list(textures.values()), parts=parts is not None,
-                       shading=lighting if shading else None)
+                       shading=lighting if shading else None, address=parts is not None)
 
 
 def iter_frames(scene, frames: Iterable[int], depth_size: tuple[int, int] = None, objects=(),
                 textures: dict = None, cameras: Sequence = None, parts: dict = None,
-                shading: bool = True) -> Iterator[FrameExport]:
+                shading: bool = True, deforming: frozenset = frozenset()) -> Iterator[FrameExport]:
     """One FrameExport per frame, one frame at a time so a modal caller can pause in between.
 
     Always the camera (K, cam_to_world); with ``depth_size`` = (W, H) the depth; with ``objects`` (the
     moving objects, ids 1, 2, ... in this order) their poses, and with ``depth_size`` also the id mask,
     the light ratio and, with ``textures`` (object name -> baked texture), the surface colour; with
-    ``depth_size`` and ``parts`` (object name -> number) the object each pixel sees, and with ``shading`` too
-    the still world's light (the shading map, for the models that need it). The camera
+    ``depth_size`` and ``parts`` (object name -> number) the object each pixel sees and its surface address (the
+    objects named in ``deforming`` before their deformation), and with ``shading`` too the still world's light
+    (the shading map, for the models that need it). The camera
     is the scene's on that frame (camera markers switch it), or ``cameras[i]`` for the i-th frame (a shot's
     camera, a reference's). ``scene.frame_current`` (and subframe) is restored afterwards, also on error or
     when the caller stops early.
@@ -75,7 +79,7 @@ def iter_frames(scene, frames: Iterable[int], depth_size: tuple[int, int] = None
         for i, f in enumerate(frames):
             scene.frame_set(f)
             yield _export_frame(scene, f, depth_size, objects, textures, cameras[i] if cameras else None, parts,
-                                shading)
+                                shading, deforming)
     finally:
         if scene.frame_current != frame_before or scene.frame_subframe != subframe_before:
             scene.frame_set(frame_before, subframe=subframe_before)
@@ -86,7 +90,8 @@ def export_cameras(scene, frames: Iterable[int]) -> list[FrameExport]:
     return list(iter_frames(scene, frames))
 
 
-def _export_frame(scene, f, depth_size, objects, textures, cam_obj=None, parts=None, shading=True):
+def _export_frame(scene, f, depth_size, objects, textures, cam_obj=None, parts=None, shading=True,
+                  deforming=frozenset()):
     """The FrameExport of the current frame ``f`` through ``cam_obj`` (None: the scene's camera)."""
     cam_obj = cam_obj or scene.camera  # camera markers may switch the scene's camera
     if cam_obj is None:
@@ -100,10 +105,8 @@ def _export_frame(scene, f, depth_size, objects, textures, cam_obj=None, parts=N
         item.objects = {oid: _object_pose(ob, f) for oid, ob in enumerate(objects, 1)}
     if depth_size is not None:
         ids = {ob.name: oid for oid, ob in enumerate(objects, 1)} if objects else None
-        maps = frame_maps(scene, cam_obj, depth_size, bpy.context.evaluated_depsgraph_get(), ids,
-                          (textures or None) if objects else None, parts, shading)
-        item.depth, item.ids, item.light, item.albedo = maps.depth, maps.ids, maps.light, maps.albedo
-        item.parts, item.shade = maps.parts, maps.shade
+        item.maps = frame_maps(scene, cam_obj, depth_size, bpy.context.evaluated_depsgraph_get(), ids,
+                               (textures or None) if objects else None, parts, shading, deforming)
     return item
 
 

@@ -49,7 +49,7 @@ def export(sc):
 
 
 def world_points(item):
-    K, c2w, z = np.array(item.K), np.array(item.cam_to_world), item.depth.astype(np.float64)
+    K, c2w, z = np.array(item.K), np.array(item.cam_to_world), item.maps.depth.astype(np.float64)
     v, u = np.mgrid[0:H, 0:W]
     cam = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], -1)
     return cam @ c2w[:3, :3].T + c2w[:3, 3]
@@ -74,7 +74,7 @@ def lamp(sc, kind):
 def test_shadow_of_a_moving_object_matches_blenders_ray_cast(scene, kind):
     position = lamp(scene, kind)
     item = export(scene)[1]
-    light, ids, pts = item.light, item.ids, world_points(item)
+    light, ids, pts = item.maps.light, item.maps.ids, world_points(item)
     assert light.shape == (H, W) and light.dtype == np.float32 and np.isfinite(light).all()
     depsgraph = bpy.context.evaluated_depsgraph_get()
     blocked = np.zeros((H, W), bool)
@@ -106,12 +106,12 @@ def test_a_face_turning_to_the_sun_gets_lighter(scene, inside_out):
     items = export(scene)
     flat, tilted = items[1], items[3]
     oid = 1
-    top = flat.light[flat.ids == oid]
+    top = flat.maps.light[flat.maps.ids == oid]
     assert top.std() < 1e-4  # one face, one normal, one light
     x = world_points(tilted)[..., 0]
-    on = tilted.ids == oid
-    toward = tilted.light[on & (x > 0.1)]  # normal (0.71, 0, 0.71): 0.97 of the sun
-    away = tilted.light[on & (x < -0.1)]  # normal (-0.71, 0, 0.71): 0.26 of the sun
+    on = tilted.maps.ids == oid
+    toward = tilted.maps.light[on & (x > 0.1)]  # normal (0.71, 0, 0.71): 0.97 of the sun
+    away = tilted.maps.light[on & (x < -0.1)]  # normal (-0.71, 0, 0.71): 0.26 of the sun
     assert toward.size > 50 and away.size > 50
     assert toward.mean() > top.mean() * 1.05 > away.mean() * 1.5
 
@@ -120,7 +120,7 @@ def test_without_suns_or_sky_the_light_does_not_change(scene):
     bpy.data.objects.remove(bpy.data.objects["Sun"])
     scene.world = None
     for item in export(scene).values():
-        assert np.all(item.light == 1.0)
+        assert np.all(item.maps.light == 1.0)
 
 
 def test_a_spot_casts_no_shadow_outside_its_cone(scene):
@@ -129,10 +129,10 @@ def test_a_spot_casts_no_shadow_outside_its_cone(scene):
     spot.data.spot_size = math.radians(40)
     spot.rotation_euler = (0.0, math.radians(-40), 0.0)  # away from the crate: its shadow would fall in the dark
     item = export(scene)[1]
-    assert np.all(item.light[item.ids == 0] == 1.0)
+    assert np.all(item.maps.light[item.maps.ids == 0] == 1.0)
     spot.rotation_euler = (0.0, math.radians(27), 0.0)  # at the crate again: its shadow is back
     item = export(scene)[1]
-    assert (item.light[item.ids == 0] < 0.5).sum() > 50
+    assert (item.maps.light[item.maps.ids == 0] < 0.5).sum() > 50
 
 
 def two_tone(ob):
@@ -166,7 +166,7 @@ def test_surface_colour_comes_from_the_material(scene):
     nodes_before = len(mat.node_tree.nodes)
     scene.render.engine = "BLENDER_WORKBENCH"
     item = export(scene)[1]
-    colour, ids, x = item.albedo, item.ids, world_points(item)[..., 0]
+    colour, ids, x = item.maps.albedo, item.maps.ids, world_points(item)[..., 0]
     assert colour.shape == (H, W, 3) and colour.dtype == np.uint8
     assert not colour[ids == 0].any()  # moving objects only
     on = ids == 1
@@ -184,7 +184,7 @@ def test_surface_colour_comes_from_the_material(scene):
 
 def test_no_uv_map_no_surface_colour(scene):
     two_tone(bpy.data.objects["Crate"])  # a material, but nothing to bake it onto
-    assert all(item.albedo is None for item in export(scene).values())
+    assert all(item.maps.albedo is None for item in export(scene).values())
     assert materials.why_not(bpy.data.objects["Crate"]) == "has no UV map"
 
 
@@ -248,6 +248,6 @@ def test_without_shading_the_object_map_comes_alone(scene):
     geometry = addon_module("gather.geometry")
     parts = geometry.part_numbers(scene)
     item, = export_frames.iter_frames(scene, [1], (W, H), parts=parts, shading=False)
-    assert item.parts is not None and item.parts.max() > 0 and item.shade is None
+    assert item.maps.parts is not None and item.maps.parts.max() > 0 and item.maps.shade is None
     item, = export_frames.iter_frames(scene, [1], (W, H), parts=parts)
-    assert item.shade is not None and item.shade.shape == (H, W, 2)
+    assert item.maps.shade is not None and item.maps.shade.shape == (H, W, 2)

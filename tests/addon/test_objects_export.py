@@ -94,7 +94,7 @@ def test_matrices_and_masks_match_blender(scene):
         # every pixel's id against the object Blender's own ray cast hits
         K = np.array(item.K)
         c2w = np.array(item.cam_to_world)
-        mask = item.ids
+        mask = item.maps.ids
         assert mask.shape == (64, 96) and mask.dtype == np.uint16
         seen = set()
         wrong = 0
@@ -108,7 +108,7 @@ def test_matrices_and_masks_match_blender(scene):
         assert wrong <= 2  # silhouette ties only
         assert {0, ids["Slider"]} <= seen
     # the slider really moved between the two frames, and its mask moved with it
-    cols = [np.nonzero((it.ids == ids["Slider"]).any(0))[0].mean() for it in items]
+    cols = [np.nonzero((it.maps.ids == ids["Slider"]).any(0))[0].mean() for it in items]
     assert cols[1] > cols[0] + 10
 
 
@@ -139,7 +139,7 @@ def test_objects_that_change_shape_are_found(scene):
 def test_frame_export_has_one_shape(scene):
     frame_export = addon_module("core.frame").FrameExport
     fields = [f.name for f in dataclasses.fields(frame_export)]
-    assert fields == ["frame", "K", "cam_to_world", "objects", "depth", "ids", "light", "albedo", "parts", "shade"]
+    assert fields == ["frame", "K", "cam_to_world", "objects", "maps"]
     objects = motion.moving_objects(scene, range(1, 7))
     cameras = export.export_cameras(scene, [2])[0]
     depth = next(export.iter_frames(scene, [2], depth_size=(96, 64)))
@@ -148,14 +148,14 @@ def test_frame_export_has_one_shape(scene):
     for item in (cameras, depth, full, poses):
         assert type(item) is frame_export and item.frame == 2
         assert item.K.shape == (3, 3) and item.cam_to_world.shape == (4, 4)
-    # a field is None exactly when it was not exported
-    maps = ["parts", "shade"]  # the object map and the still world's light come with parts= only
-    assert [f for f in fields if getattr(cameras, f) is None] == ["objects", "depth", "ids", "light", "albedo"] + maps
-    assert [f for f in fields if getattr(depth, f) is None] == ["objects", "ids", "light", "albedo"] + maps
-    assert [f for f in fields if getattr(poses, f) is None] == ["depth", "ids", "light", "albedo"] + maps
-    assert [f for f in fields if getattr(full, f) is None] == ["albedo"] + maps  # no textures baked
-    assert full.depth.shape == full.ids.shape == full.light.shape == (64, 96)
-    assert full.depth.dtype == np.float32 and full.ids.dtype == np.uint16 and full.light.dtype == np.float32
+    # a channel is there exactly when it was exported (the object map, the still world's light and the surface
+    # addresses come with parts= only)
+    assert cameras.objects is None and cameras.maps.names() == ()
+    assert depth.objects is None and depth.maps.names() == ("depth",)
+    assert poses.objects is not None and poses.maps.names() == ()
+    assert full.maps.names() == ("depth", "ids", "light")  # no textures baked
+    assert full.maps.depth.shape == full.maps.ids.shape == full.maps.light.shape == (64, 96)
+    assert full.maps.depth.dtype == np.float32 and full.maps.ids.dtype == np.uint16 and full.maps.light.dtype == np.float32
     assert sorted(full.objects) == list(range(1, len(objects) + 1))
     # the maps the objects add leave the depth as it was
-    np.testing.assert_array_equal(full.depth, depth.depth)
+    np.testing.assert_array_equal(full.maps.depth, depth.maps.depth)

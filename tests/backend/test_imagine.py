@@ -6,6 +6,7 @@ import os
 import numpy as np
 import torch
 
+from backend.channels import Maps
 from backend.models.synth.imagine import synthesize
 from backend.models.base import Exemplar
 from tests.synth import intrinsics, look_camera
@@ -65,7 +66,7 @@ def test_a_checker_continues_into_the_hole_in_phase_not_as_its_mean():
     flat = truth.clone()
     flat[:, hole] = truth[:, covered].mean(1)[:, None]  # the known pixels' mean colour
     drawn = torch.where(covered[None], truth, torch.zeros_like(truth))
-    out, invented, _ = synthesize(drawn, covered, depth, K, c2w, [Exemplar(ref_img, ref_depth, K, ref_c2w)],
+    out, invented, _ = synthesize(drawn, covered, depth, K, c2w, [Exemplar(ref_img, K, ref_c2w, Maps(depth=ref_depth))],
                                base=flat, generator=torch.Generator().manual_seed(3))
     assert invented[hole].float().mean() > 0.9 and not invented[covered].any()
     assert torch.equal(out[:, covered], truth[:, covered])  # what was drawn stays as drawn
@@ -79,7 +80,7 @@ def test_same_generator_same_result():
     truth, depth, _, c2w = checker_view(look_camera(1.2, yaw_deg=12))
     covered = seen_by(depth, K, c2w, ref_depth, K, ref_c2w)
     runs = [synthesize(torch.where(covered[None], truth, torch.zeros_like(truth)), covered, depth, K, c2w,
-                       [Exemplar(ref_img, ref_depth, K, ref_c2w)], generator=torch.Generator().manual_seed(5))[0]
+                       [Exemplar(ref_img, K, ref_c2w, Maps(depth=ref_depth))], generator=torch.Generator().manual_seed(5))[0]
             for _ in range(2)]
     assert torch.equal(*runs)
 
@@ -144,7 +145,7 @@ def test_an_objects_unseen_face_takes_its_seen_faces_look():
     unseen = (ids == 1) & ~seen
     assert unseen.sum() > 300  # most of the crate shows a face the reference did not
     drawn = torch.where(covered[None], truth, torch.full_like(truth, 0.5))
-    out, invented, _ = synthesize(drawn, covered, depth, K, c2w, [Exemplar(ref, ref_depth, K, c2w, ref_ids, {1: ref_pose})],
+    out, invented, _ = synthesize(drawn, covered, depth, K, c2w, [Exemplar(ref, K, c2w, Maps(depth=ref_depth, ids=ref_ids), {1: ref_pose})],
                                ids=ids, poses={1: pose}, base=drawn, generator=torch.Generator().manual_seed(2))
     assert invented[unseen].float().mean() > 0.8
     # its seen faces' look: their colours and as much detail (where the pattern's phase on a face nobody saw
@@ -210,12 +211,12 @@ def test_the_all_around_lights_weight_is_read_from_the_reference():
     albedo = torch.tensor([[0.5, 0.4, 0.3], [0.2, 0.3, 0.6]])[parts].permute(2, 0, 1)
     for w in (0.1, 0.5, 2.0):
         image = (albedo * (direct + w * around) / 3.0).clamp(0, 1)
-        e = Exemplar(image, torch.full((H, W), 4.0), torch.eye(3), torch.eye(4), parts=parts,
-                     shade=torch.stack([direct, around]))
+        e = Exemplar(image, torch.eye(3), torch.eye(4),
+                     Maps(depth=torch.full((H, W), 4.0), parts=parts, shade=torch.stack([direct, around])))
         got = ambient_weight([e])
         step = float(AMBIENT_WEIGHTS[1] / AMBIENT_WEIGHTS[0])
         assert w / step <= got <= w * step, (w, got)
-    assert ambient_weight([Exemplar(image, torch.full((H, W), 4.0), torch.eye(3), torch.eye(4))]) is None
+    assert ambient_weight([Exemplar(image, torch.eye(3), torch.eye(4), Maps(depth=torch.full((H, W), 4.0)))]) is None
 
 
 def test_a_planes_measured_repeat_maps_its_pattern_onto_itself():
@@ -224,7 +225,7 @@ def test_a_planes_measured_repeat_maps_its_pattern_onto_itself():
     from backend.models.synth.imagine import Surface
     period = 0.5
     img, depth, K, c2w = checker_view(look_camera(0.0), period=period)
-    s = Surface(Exemplar(img, depth, K, c2w))
+    s = Surface(Exemplar(img, K, c2w, Maps(depth=depth)))
     found, _ = s.planes()
     wall = [p for p in found if abs(float(p.n[2])) > 0.9]
     floor = [p for p in found if abs(float(p.n[1])) > 0.9]

@@ -114,12 +114,13 @@ def test_never_seen_pixels_take_their_material_colour(tmp_path):
     Image.fromarray(np.rint(ref).astype(np.uint8)).save(tmp_path / "inputs" / "reference.png")
     run = Run.load(load_job(path)[0], str(tmp_path), lambda *a, **k: None)
     run.seed_memory()
-    ids = run.view(2).pixel_ids
+    maps = run.view(2).maps
+    ids = maps.ids
     drawn = torch.zeros(3, *ids.shape)
     covered = torch.ones(ids.shape, dtype=torch.bool)
     unseen = (ids == 1) & ~torch.from_numpy(np.pad(left, ((0, ids.shape[0] - H), (0, ids.shape[1] - W))))
     covered[unseen] = False  # the box's right half: nothing drew it
-    out, now, painted = run.lighting.prefill(2, ids).paint(drawn, covered)
+    out, now, painted = run.lighting.prefill(2, maps).paint(drawn, covered)
     assert now.all()
     want = torch.tensor(look(mat[1]), dtype=torch.float32)
     assert (out[:, unseen].T - want).abs().max() < 2 / 255  # the material's colour, in the reference's look
@@ -171,9 +172,10 @@ def test_object_the_reference_does_not_show_takes_its_material_as_is(tmp_path):
     np.save(tmp_path / job["frames"][0]["albedo"], np.zeros((H, W, 3), np.uint8))
     run = Run.load(load_job(path)[0], str(tmp_path), lambda *a, **k: None)
     run.seed_memory()
-    ids = run.view(2).pixel_ids
+    maps = run.view(2).maps
+    ids = maps.ids
     drawn = torch.zeros(3, *ids.shape)
-    out, now, _ = run.lighting.prefill(2, ids).paint(drawn, torch.zeros(ids.shape, dtype=torch.bool))
+    out, now, _ = run.lighting.prefill(2, maps).paint(drawn, torch.zeros(ids.shape, dtype=torch.bool))
     box = ids == 1
     left = torch.zeros(ids.shape, dtype=torch.bool)
     left[:, :32] = True

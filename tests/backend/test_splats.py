@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from backend import models
+from backend.channels import Maps
 from backend.memory import LatentMemory, SceneMemory, cell_bits, cell_slopes, member_depth
 from backend.models.base import FrameNeeds
 from backend.models.compact import CANVAS_FRAMES, tiled
@@ -127,7 +128,7 @@ def test_cell_on_an_outline_is_kept_by_both_banks():
     mem.write(model.encode(image), torch.full((4, 8), 5.0), K, c2w, ids=torch.zeros(4, 8, dtype=torch.long),
               poses=pose, pixel_depth=depth, pixel_ids=ids)
     r = mem.read(K, c2w, 4, 8, poses=pose, ids=ids[::8, ::8])
-    out = model.render(r.latent, r, FrameNeeds(pixel_ids=ids))
+    out = model.render(r.latent, r, FrameNeeds(maps=Maps(ids=ids)))
     assert (out - image).abs().max() < 1e-3  # float16 storage: below half a grey level
     away = {1: cam(t=(100.0, 0.0, 0.0))}
     static = torch.zeros_like(ids)

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from . import planes
+from ...channels import Maps
 from ..base import Exemplar
 
 UP = (0.0, 0.0, 1.0)       # Blender's world (and object) up axis
@@ -124,17 +125,17 @@ def ambient_weight(exemplars):
     """How much the all-around light weighs against the direct light, as the exemplars show it: the weight that
     makes each scene object's colour (luminance over light) vary least over its still pixels, lit or in shadow.
     None where an exemplar has no shading map."""
-    if not exemplars or any(e.shade is None for e in exemplars):
+    if not exemplars or any(e.maps.shade is None for e in exemplars):
         return None
     cost = torch.zeros(AMBIENT_WEIGHTS.numel())
     for e in exemplars:
         lum = e.image.float().mean(0)
-        ok = ((e.shade[0] + e.shade[1]) > 0) & (lum > 0.01) & torch.isfinite(e.depth)
-        if e.ids is not None:
-            ok &= e.ids == 0
-        parts = (e.parts if e.parts is not None else torch.zeros_like(lum, dtype=torch.long))[ok]
+        ok = ((e.maps.shade[0] + e.maps.shade[1]) > 0) & (lum > 0.01) & torch.isfinite(e.maps.depth)
+        if e.maps.ids is not None:
+            ok &= e.maps.ids == 0
+        parts = (e.maps.parts if e.maps.parts is not None else torch.zeros_like(lum, dtype=torch.long))[ok]
         log_lum = torch.log(lum[ok])
-        d, a = e.shade[0][ok], e.shade[1][ok]
+        d, a = e.maps.shade[0][ok], e.maps.shade[1][ok]
         for w in range(AMBIENT_WEIGHTS.numel()):
             r = log_lum - torch.log((d + AMBIENT_WEIGHTS[w] * a).clamp_min(1e-6))
             n = torch.bincount(parts, minlength=1).float()
@@ -150,9 +151,9 @@ class Surface:
 
     def __init__(self, ex: Exemplar, weight=None):
         self.image = ex.image.float()
-        if weight is not None and ex.shade is not None:
-            self.image = self.image / light(ex.shade.float(), weight)
-        self.depth = ex.depth.float()
+        if weight is not None and ex.maps.shade is not None:
+            self.image = self.image / light(ex.maps.shade.float(), weight)
+        self.depth = ex.maps.depth.float()
         self.K = ex.K.float()
         H, W = self.depth.shape
         self.H, self.W = H, W
@@ -164,9 +165,9 @@ class Surface:
         facing = (n_cam * -_normalize(torch.where(valid[..., None], cam, torch.ones_like(cam)))).sum(-1).abs()
         self.texel = torch.where(good, self.depth / float(self.K[0, 0]) / facing.clamp_min(0.05),
                                  torch.full_like(self.depth, float("inf")))
-        ids = ex.ids.long() if ex.ids is not None else torch.zeros(H, W, dtype=torch.long)
+        ids = ex.maps.ids.long() if ex.maps.ids is not None else torch.zeros(H, W, dtype=torch.long)
         self.ids = ids
-        self.parts = ex.parts.long() if ex.parts is not None else torch.zeros(H, W, dtype=torch.long)
+        self.parts = ex.maps.parts.long() if ex.maps.parts is not None else torch.zeros(H, W, dtype=torch.long)
         self.oids = sorted(set(torch.unique(ids).tolist()) | {0})
         c2w = ex.cam_to_world.double()
         poses = {0: torch.eye(4, dtype=torch.float64)}
@@ -577,7 +578,7 @@ def synthesize(drawn, covered, depth, K, cam_to_world, exemplars, ids=None, pose
     if weight is not None:
         lighting = light(shade.float(), weight)
         out = out / lighting
-    target = Surface(Exemplar(out, depth, K, cam_to_world, ids, poses, usable=covered, parts=parts))
+    target = Surface(Exemplar(out, K, cam_to_world, Maps(depth=depth, ids=ids, parts=parts), poses, usable=covered))
     surfaced = torch.isfinite(depth) & (target.N.norm(dim=-1) > 0)
     hole = ~covered & surfaced
     invented = torch.zeros(H, W, dtype=torch.bool)

@@ -30,26 +30,26 @@ class SynthModel(LearnedModel):
         self._surfaces = {}  # the exemplars' surfaces, worked out once (the reference serves every frame)
 
     def complete(self, read, needs, generator=None):
-        if read.splats is None or needs.pixel_target is None or needs.K is None:
+        if read.splats is None or needs.maps.depth is None or needs.K is None:
             return super().complete(read, needs, generator)
         out_device = read.latent.device
         latent = read.latent.float().to(self.device)
         hole = read.hole.to(self.device, torch.bool)
         H, W = latent.shape[-2] * 8, latent.shape[-1] * 8
         with torch.no_grad():
-            drawn, covered, zd = self.draw(read.splats, H, W, needs.pixel_ids)
+            drawn, covered, zd = self.draw(read.splats, H, W, needs.maps.ids)
             painted = None
             if needs.prefill is not None:
                 drawn, covered, painted = needs.prefill.paint(drawn, covered)
-            base = pixel_fill(drawn, covered, zd, needs.pixel_target, needs.pixel_ids)
+            base = pixel_fill(drawn, covered, zd, needs.maps.depth, needs.maps.ids)
             # invented: the read's hole cells, and uncovered areas wider than a crack elsewhere (what a moving object
             # uncovered: its cells hold the outline's layers); a crack between stored cells keeps the smooth fill
             # of its neighbours, so a pose seen again shows it the same
             cells = hole.repeat_interleave(8, 0).repeat_interleave(8, 1).to(covered.device) | _wide(~covered)
             filled, _, exact = synthesize(torch.where(covered[None], drawn, base), covered | ~cells,
-                                          needs.pixel_target, needs.K, needs.cam_to_world, needs.exemplars,
-                                          ids=needs.pixel_ids, poses=needs.poses, base=base, parts=needs.parts,
-                                          cache=self._surfaces, repaint=True, shade=needs.shade,
+                                          needs.maps.depth, needs.K, needs.cam_to_world, needs.exemplars,
+                                          ids=needs.maps.ids, poses=needs.poses, base=base, parts=needs.maps.parts,
+                                          cache=self._surfaces, repaint=True, shade=needs.maps.shade,
                                           # the same candidates on every frame, not the frame's own noise: what
                                           # is painted again (cells on outlines, never stored) comes out the same
                                           generator=torch.Generator().manual_seed(SEED))
