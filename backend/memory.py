@@ -18,8 +18,8 @@ from safetensors.torch import save_file
 from .files import atomic_write
 
 FORMAT = "latent_memory"
-VERSION = "3"
-FIELDS = ("keys", "pos", "lat", "foot", "age", "src", "tan", "bits")
+VERSION = "4"
+FIELDS = ("keys", "pos", "lat", "foot", "age", "src", "tan", "bits", "side")
 NEAR = 1e-4          # cells closer than this to the camera plane are dropped (and behind it)
 LEVEL_OFFSET = 32    # levels -32..31 -> voxels from 2**-32 to 2**31 world units
 AXIS_HALF = 1 << 18  # voxel coordinates must lie in [-2**18, 2**18) per axis
@@ -32,6 +32,12 @@ SURFACE_TOL = 0.03   # cells within 3 % of the nearest depth are the same surfac
 SLOPE_JUMP = 0.2     # neighbouring pixels further apart in depth than this (relative) are on different surfaces
 VISIBLE_FACTOR = 3.0   # a cell within this factor of the nearest depth in a target cell is drawn (near the horizon
                      # one target cell spans a long stretch of floor); the per-pixel z-buffer decides the rest
+FIT_PIXELS = 6       # a cell placed by its pixels' surface addresses needs this many of them (an affine fit)
+CREASE = 0.8         # pixels of one cell whose normals agree less than this (cos ~37 degrees) lie on two faces
+ADDRESS_REACH = 0.25  # source pixels past its cell's edge that a pixel's address may fall and still read the cell
+ADDRESS_TOL = 1.5    # a pixel's address off a stored cell's plane by more than this many of its pixels is elsewhere
+SAME_SIDE = 0.25     # a pixel reads a cell only when their normals agree at least this much (cos ~75 degrees): the
+                     # other side of a thin surface (a flag, a door) is another surface
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
 
 
@@ -45,8 +51,15 @@ Canvas = namedtuple("Canvas", "latent known members source key")
 # row, along the source column), `depth` [N] its depth there and `slope` [N, 2] depth per source pixel,
 # `age` [N] its write number, `bits` [N] which of its pixels it owns (bit y * cell + x), `bank` [N] the object
 # id of its bank (0 = static world), `cell` [N] its key in its bank (with bank and age it names the stored cell),
-# `canvases` its source frames (Canvas).
-Splats = namedtuple("Splats", "lat centre jac depth slope age bits bank cell canvases")
+# `canvases` its source frames (Canvas). A cell read by surface address is not drawn through its plane (its
+# jac is zero): `pairs` (Pairs, or None) says which target pixels show it and where in it.
+Splats = namedtuple("Splats", "lat centre jac depth slope age bits bank cell canvases pairs", defaults=(None,))
+SPLAT_TENSORS = Splats._fields[:9]  # the per-splat tensors
+
+# Target pixels that read a cell by their surface address: `pixel` [M] (y * W + x), `splat` [M] its position in
+# the read's splats, `a`, `b` [M] where the pixel's address falls in the cell (source pixels from its centre,
+# along its row and column), `depth` [M] the pixel's own depth.
+Pairs = namedtuple("Pairs", "pixel splat a b depth")
 _TOKENS = itertools.count()
 
 
@@ -79,10 +92,9 @@ class MemoryRead:
 class Memory(Protocol):
     """What the segment loop needs of a memory. SceneMemory is the product's; the bench plugs in others."""
 
-    def write(self, latent, depth, K, cam_to_world, mask=None, ids=None, poses=None, pixel_depth=None,
-              pixel_ids=None) -> int: ...
+    def write(self, latent, depth, K, cam_to_world, mask=None, ids=None, poses=None, maps=None) -> int: ...
 
-    def read(self, K, cam_to_world, h, w, poses=None, ids=None, splats=True) -> MemoryRead: ...
+    def read(self, K, cam_to_world, h, w, poses=None, ids=None, splats=True, maps=None) -> MemoryRead: ...
 
     def begin_segment(self) -> None: ...
 
@@ -171,6 +183,31 @@ def depth_layers(depth, member, cell, spread=0.3, min_pixels=16):
     return member & ~far, far
 
 
+def crease_layers(normal, member, cell):
+    """Split each cell's `member` pixels where they lie on two faces (a box's edge): the face most of them agree
+    with (normals within CREASE) and the rest, so that each is stored as its own plane. `normal` [3, H, W]. Returns
+    (main, other) pixel masks."""
+    h, w = normal.shape[1] // cell, normal.shape[2] // cell
+    n = torch.stack([per_cell(x.float(), cell) for x in normal], -1)   # [h, w, c*c, 3]
+    m = per_cell(member, cell)
+    agree = (torch.einsum("hwid,hwjd->hwij", n, n) >= CREASE) & m[..., None, :]
+    ref = torch.where(m, agree.sum(-1), torch.full_like(m, -1, dtype=torch.long)).argmax(-1)  # the majority's pixel
+    nref = torch.gather(n, 2, ref[..., None, None].expand(-1, -1, 1, 3))
+    main = m & ((n * nref).sum(-1) >= CREASE)
+
+    def pixels(x):
+        return x.reshape(h, w, cell, cell).permute(0, 2, 1, 3).reshape(h * cell, w * cell)
+
+    out = torch.zeros_like(member)
+    out[:h * cell, :w * cell] = pixels(main)
+    return member & out, member & ~out
+
+
+def _addressed(maps):
+    """Whether a frame's maps give surface addresses (every pixel's rest position and normal, and object ids)."""
+    return maps is not None and maps.rest is not None and maps.normal is not None and maps.ids is not None
+
+
 def cell_slopes(depth, cell):
     """[H, W] planar depth -> ([h, w], [h, w]) depth change per pixel along x and along y inside each cell: the
     median over neighbouring pixel pairs on one surface (finite, and within SLOPE_JUMP of each other), 0 where
@@ -238,6 +275,13 @@ def pack_keys(level, q):
             | lo[:, 0] << 8 | lo[:, 1] << 4 | lo[:, 2])
 
 
+def _voxel_key(level, v):
+    """(level, voxel [n, 3]) -> [n] int64 for the address index: 20 bits per axis (clamped: a clash between far
+    voxels only costs a few candidates, which the exact test then drops) and the level above them."""
+    u = (v + (1 << 19)).clamp(0, (1 << 20) - 1)
+    return ((min(level, 7) << 60) | u[:, 0] << 40 | u[:, 1] << 20 | u[:, 2]) if v.numel() else v[:, 0]
+
+
 def rigid_apply(M, p):
     # explicit sums rather than matmul: BLAS may change the summation order with the thread count
     return p[:, 0:1] * M[:3, 0] + p[:, 1:2] * M[:3, 1] + p[:, 2:3] * M[:3, 2] + M[:3, 3]
@@ -263,9 +307,13 @@ class LatentMemory:
         # stored in the object's bank and in the world's, each drawing only its own pixels, so the floor
         # keeps no crate-coloured fringe once the crate has moved on
         self.bits = torch.zeros(0, dtype=torch.int64, device=self.device)
+        # the side of the surface the cell shows: its front normal is -(tan_x x tan_y) times this (-1 where the
+        # object's transform mirrors its own space), so a pixel on the far side of a thin surface does not read it
+        self.side = torch.zeros(0, dtype=torch.int8, device=self.device)
         self.grid = None   # (h, w) of the frames written; one memory serves one resolution
         self.writes = 0
         self._lookup = None
+        self._index = None  # the cells' address index (read_surface), kept while the cells are the same
         self.token = next(_TOKENS)  # names this memory in canvas keys (an id() could be reused)
         self._rebuild_blocks()
 
@@ -275,10 +323,11 @@ class LatentMemory:
     def nbytes(self):
         return sum(t.numel() * t.element_size()
                    for t in (self.keys, self.pos, self.lat, self.foot, self.age, self.src, self.tan, self.bits,
-                             self.block_start, self.block_min, self.block_max))
+                             self.side, self.block_start, self.block_min, self.block_max))
 
     def _rebuild_blocks(self):
         self._lookup = None
+        self._index = None
         # cells are sorted by key, so every block is one contiguous range
         block = self.keys >> (3 * BLOCK_BITS)
         _, counts = torch.unique_consecutive(block, return_counts=True)
@@ -331,12 +380,22 @@ class LatentMemory:
         R = torch.as_tensor(cam_to_world, dtype=torch.float64, device=self.device)[:3, :3]
         unit = (foot / self.cell)[:, None]
         tan = torch.cat([rigid_apply(torch.cat([R, R.new_zeros(3, 1)], 1), t) / unit for t in (du, dv)], 1)
+        return self._store(latent, ii, jj, z, pos, foot, tan, bits, torch.ones_like(z, dtype=torch.int8), same_write)
+
+    def _store(self, latent, ii, jj, rank, pos, foot, tan, bits, side, same_write, key_at=None):
+        """Store the cells (ii, jj) of `latent` [C, h, w]: pos [n, 3] float32, foot [n] (size of a cell), tan
+        [n, 6] (the surface's displacement per source pixel along x and y, in units of foot / cell), bits [n],
+        side [n]; `rank` [n]: where two cells share a key, the smaller keeps it; `key_at` [n, 3]: the point a cell
+        is keyed by (default: pos). Returns cells stored."""
+        C, h, w = latent.shape
         tan = tan.clamp(-1000, 1000)
         level = torch.floor(torch.log2(foot / 2)).long().clamp(-LEVEL_OFFSET, LEVEL_OFFSET - 1)
-        q = torch.floor(pos.double() * torch.pow(2.0, -level.double())[:, None]).long()
+        at = pos if key_at is None else key_at
+        q = torch.floor(at.double() * torch.pow(2.0, -level.double())[:, None]).long()
         inside = ((q >= -AXIS_HALF) & (q < AXIS_HALF)).all(1)  # too far out to pack: not stored
         key = pack_keys(level[inside], q[inside])
-        z, pos, foot, tan, bits = z[inside], pos[inside], foot[inside].float(), tan[inside].to(torch.float16), bits[inside]
+        z, pos, foot, tan, bits = rank[inside], pos[inside], foot[inside].float(), tan[inside].to(torch.float16), bits[inside]
+        side = side[inside]
         lat = latent.to(self.device)[:, ii[inside], jj[inside]].T.to(self.dtype)
         if self.grid is None:
             self.grid = (h, w)
@@ -344,7 +403,7 @@ class LatentMemory:
         if self.grid != (h, w) or max(h, w) > 32767:
             src = torch.full_like(src, -1)
 
-        # one cell per key: nearest, then lowest cell index (stable sorts keep the earlier order on ties)
+        # one cell per key: nearest (or finest), then lowest cell index (stable sorts keep the earlier order on ties)
         order = torch.sort(z, stable=True).indices
         order = order[torch.sort(key[order], stable=True).indices]
         ks = key[order]
@@ -373,8 +432,126 @@ class LatentMemory:
         self.src = torch.cat([self.src[keep], src[sel]])[order]
         self.tan = torch.cat([self.tan[keep], tan[sel]])[order]
         self.bits = torch.cat([self.bits[keep], bits[sel]])[order]
+        self.side = torch.cat([self.side[keep], side[sel]])[order]
         self._rebuild_blocks()
         return n
+
+    def write_surface(self, latent, rest, normal, mask, pixel_mask, same_write=False):
+        """Store the cells of a [C, h, w] latent where `mask` [h, w] (and its pixels `pixel_mask` [H, W]) at their
+        pixels' surface addresses: `rest` [3, H, W] (this bank's space; NaN where nothing) and `normal` [3, H, W]
+        (facing the camera). Each cell is the plane that best fits its own pixels' addresses (least squares, so a
+        deforming surface's cell keeps the shape it has at rest), owning only those pixels. Returns cells stored."""
+        C, h, w = latent.shape
+        c = self.cell
+        full = (h * c, w * c)
+        if tuple(rest.shape[-2:]) != full or tuple(pixel_mask.shape) != full:
+            raise ValueError(f"expected rest [3, {full[0]}, {full[1]}] and a pixel mask of that size, got "
+                             f"{tuple(rest.shape)} and {tuple(pixel_mask.shape)}")
+        rest = rest.to(self.device, torch.float64)
+        own = pixel_mask.to(self.device, torch.bool) & torch.isfinite(rest).all(0)
+        wgt = per_cell(own, c).double()                                      # [h, w, c*c]
+        P = torch.stack([per_cell(torch.nan_to_num(r), c) for r in rest], -1)  # [h, w, c*c, 3]
+        off = torch.arange(c, dtype=torch.float64, device=self.device) - (c - 1) / 2
+        dx, dy = off.repeat(c), off.repeat_interleave(c)                   # pixel y * c + x
+        basis = torch.stack([torch.ones_like(dx), dx, dy], -1)              # [c*c, 3]
+        A = torch.einsum("hwk,ki,kj->hwij", wgt, basis, basis)
+        A = A + 1e-9 * torch.eye(3, dtype=torch.float64, device=self.device)
+        rhs = torch.einsum("hwk,ki,hwkd->hwid", wgt, basis, P)            # [h, w, 3, 3 coords]
+        ok = (wgt.sum(-1) >= FIT_PIXELS) & (torch.linalg.det(A).abs() > 1e-6 * wgt.sum(-1) ** 3)
+        if mask is not None:
+            ok &= mask.to(self.device, torch.bool)
+        ii, jj = torch.nonzero(ok, as_tuple=True)
+        if ii.numel() == 0:
+            return 0
+        fit = torch.linalg.solve(A[ii, jj], rhs[ii, jj])                  # [n, 3 (P, Tx, Ty), 3]
+        pos, tx, ty = fit[:, 0], fit[:, 1], fit[:, 2]
+        cross = torch.linalg.cross(tx, ty)
+        unit = cross.norm(dim=1).sqrt()                                     # the surface's length per pixel
+        good = unit > 0
+        ii, jj, pos, tx, ty, cross, unit = ii[good], jj[good], pos[good], tx[good], ty[good], cross[good], unit[good]
+        if ii.numel() == 0:
+            return 0
+        nrm = torch.stack([per_cell(x.to(self.device, torch.float64), c) for x in normal], -1)[ii, jj]
+        seen = (nrm * wgt[ii, jj, :, None]).sum(1)
+        side = torch.where((seen * -cross).sum(1) >= 0, 1, -1).to(torch.int8)
+        tan = torch.cat([tx, ty], 1) / unit[:, None]
+        # keyed half a cell in front of its surface: the two faces of an edge, or the two sides of a thin surface,
+        # never share a key, while the same patch of surface seen again does
+        front = -cross / cross.norm(dim=1, keepdim=True) * side.double()[:, None]
+        return self._store(latent, ii, jj, unit, pos.float(), c * unit, tan, cell_bits(own, c)[ii, jj], side,
+                           same_write, key_at=pos + 0.5 * c * unit[:, None] * front)
+
+    def _address_index(self):
+        """The cells as the address read looks them up (built once per content): each cell's plane (centre P [N, 3],
+        axes Tx, Ty [N, 3] per source pixel, the inverse of their Gram matrix [N, 2, 2], front normal [N, 3]) and a
+        hash of the grid voxels its footprint's box meets, per level of voxel size (sorted keys [E], cell [E])."""
+        if self._index is not None:
+            return self._index
+        unit = (self.foot / self.cell)[:, None].double()
+        tx, ty = self.tan[:, :3].double() * unit, self.tan[:, 3:].double() * unit
+        gram = torch.stack([torch.stack([(tx * tx).sum(1), (tx * ty).sum(1)], 1),
+                            torch.stack([(tx * ty).sum(1), (ty * ty).sum(1)], 1)], 1)
+        det = gram[:, 0, 0] * gram[:, 1, 1] - gram[:, 0, 1] ** 2
+        inv = torch.stack([torch.stack([gram[:, 1, 1], -gram[:, 0, 1]], 1),
+                           torch.stack([-gram[:, 1, 0], gram[:, 0, 0]], 1)], 1) / det.clamp_min(1e-30)[:, None, None]
+        front = -torch.linalg.cross(tx, ty)
+        front = front / front.norm(dim=1, keepdim=True).clamp_min(1e-30) * self.side.double()[:, None]
+        half = self.cell / 2 + ADDRESS_REACH
+        extent = half * (tx.abs() + ty.abs()) + ADDRESS_TOL * unit  # the footprint's box, half size per axis
+        size = 2 * extent.amax(1)
+        base = float(size.median()) if size.numel() else 1.0
+        level = torch.ceil(torch.log2((size / base).clamp_min(1.0))).long()  # voxels at least as large as the box
+        pos = self.pos.double()
+        keys, cells = [], []
+        for lv in torch.unique(level).tolist():
+            k = torch.nonzero(level == lv).squeeze(1)
+            g = base * 2.0 ** lv
+            lo = torch.floor((pos[k] - extent[k]) / g).long()
+            hi = torch.floor((pos[k] + extent[k]) / g).long()
+            for corner in range(8):  # a box no larger than a voxel meets at most 2 x 2 x 2 of them
+                bit = torch.tensor([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1], device=self.device)
+                v = lo + bit
+                take = (v <= hi).all(1)
+                keys.append(_voxel_key(lv, v[take]))
+                cells.append(k[take])
+        keys, cells = torch.cat(keys), torch.cat(cells)
+        order = torch.argsort(keys, stable=True)
+        self._index = (pos, tx, ty, inv, front, unit[:, 0], base, sorted(torch.unique(level).tolist()),
+                       keys[order], cells[order])
+        return self._index
+
+    def read_surface(self, points, normals):
+        """The stored cells that points on this bank's surfaces show: `points` [M, 3] surface addresses in this
+        bank's space, `normals` [M, 3] facing their camera. Returns (point [P], cell [P], a [P], b [P]): every pair of
+        a point and a cell whose plane holds the point (within ADDRESS_TOL of its pixels) inside its footprint (its
+        cell plus ADDRESS_REACH source pixels), seen from the same side; a, b: where in the cell (source pixels from
+        its centre along its row and column)."""
+        empty = torch.zeros(0, dtype=torch.long, device=self.device)
+        if not len(self) or not points.shape[0]:
+            return empty, empty, empty.double(), empty.double()
+        pos, tx, ty, inv, front, unit, base, levels, keys, cells = self._address_index()
+        p = points.to(self.device, torch.float64)
+        found_p, found_c = [], []
+        for lv in levels:
+            pk = _voxel_key(lv, torch.floor(p / (base * 2.0 ** lv)).long())
+            lo = torch.searchsorted(keys, pk)
+            hi = torch.searchsorted(keys, pk, right=True)
+            n = hi - lo
+            which = torch.repeat_interleave(torch.arange(p.shape[0], device=self.device), n)
+            at = torch.repeat_interleave(lo - (n.cumsum(0) - n), n) + torch.arange(which.numel(), device=self.device)
+            found_p.append(which)
+            found_c.append(cells[at])
+        pi, ci = torch.cat(found_p), torch.cat(found_c)
+        d = p[pi] - pos[ci]
+        u, v = (d * tx[ci]).sum(1), (d * ty[ci]).sum(1)
+        a = inv[ci, 0, 0] * u + inv[ci, 0, 1] * v
+        b = inv[ci, 1, 0] * u + inv[ci, 1, 1] * v
+        off = (d - a[:, None] * tx[ci] - b[:, None] * ty[ci]).norm(dim=1)
+        half = self.cell / 2 + ADDRESS_REACH
+        ok = (a.abs() <= half) & (b.abs() <= half) & (off <= ADDRESS_TOL * unit[ci])
+        ok &= (normals.to(self.device, torch.float64)[pi] * front[ci]).sum(1) >= SAME_SIDE
+        i = torch.nonzero(ok).squeeze(1)
+        return pi[i], ci[i], a[i], b[i]
 
     def _visible_blocks(self, R, t, fx, fy, cx, cy, h, w):
         # frustum planes a . p_cam >= 0 moved into world space; a block is dropped only when even its
@@ -541,17 +718,17 @@ class LatentMemory:
             raise ValueError(f"{path} is not a latent memory file: {e}") from None
         except Exception as e:  # safetensors reports a corrupt header with its own error types
             raise ValueError(f"{path} is not a latent memory file ({type(e).__name__}: {e})") from None
-        keys, pos, lat, foot, age, src, tan, bits = (tensors[k] for k in FIELDS)
+        keys, pos, lat, foot, age, src, tan, bits, side = (tensors[k] for k in FIELDS)
         n = keys.numel()
         if (keys.dtype != torch.int64 or pos.shape != (n, 3) or lat.shape != (n, mem.channels)
                 or foot.shape != (n,) or age.shape != (n,) or age.dtype != torch.int32
                 or src.shape != (n, 2) or src.dtype != torch.int16 or tan.shape != (n, 6) or tan.dtype != torch.float16
-                or bits.shape != (n,) or bits.dtype != torch.int64
+                or bits.shape != (n,) or bits.dtype != torch.int64 or side.shape != (n,) or side.dtype != torch.int8
                 or lat.dtype != mem.dtype or (n > 1 and not bool((keys[1:] > keys[:-1]).all()))):
             raise ValueError(f"{path} is not a consistent latent memory file")
         mem.keys, mem.pos, mem.lat = keys.to(mem.device), pos.float().to(mem.device), lat.to(mem.device)
         mem.foot, mem.age, mem.src, mem.grid = foot.float().to(mem.device), age.to(mem.device), src.to(mem.device), grid
-        mem.tan, mem.bits = tan.to(mem.device), bits.to(mem.device)
+        mem.tan, mem.bits, mem.side = tan.to(mem.device), bits.to(mem.device), side.to(mem.device)
         mem.writes = int(meta.get("writes", "0"))
         mem._rebuild_blocks()
         return mem
@@ -582,13 +759,17 @@ class SceneMemory:
         # the camera as seen from the object's own space
         return torch.linalg.inv(torch.as_tensor(pose, dtype=torch.float64)) @ torch.as_tensor(cam_to_world, dtype=torch.float64)
 
-    def write(self, latent, depth, K, cam_to_world, mask=None, ids=None, poses=None, pixel_depth=None, pixel_ids=None):
-        """Split the frame's cells by object id, each into its own bank. With pixel depth, a cell goes into
-        every bank that has pixels in it (by `pixel_ids`), and where its pixels lie on two surfaces, once per
-        surface: each copy at its own pixels' depth, owning only those. Without it, whole cells by the
-        cell's id (`ids`) at the cell's `depth`. Returns cells stored."""
+    def write(self, latent, depth, K, cam_to_world, mask=None, ids=None, poses=None, maps=None):
+        """Split the frame's cells by object id, each into its own bank. With the frame's maps (channels.Maps padded
+        to whole cells, depth with sky at the memory's far distance), a cell goes into every bank that has pixels in
+        it (by maps.ids), and where its pixels lie on two surfaces, once per surface: each copy at its own pixels'
+        depth, owning only those; a moving object's cells at their pixels' surface addresses where the maps have
+        them (maps.rest, maps.normal: its bank then follows its surface however it moves or deforms). Without pixel
+        depth, whole cells by the cell's id (`ids`) at the cell's `depth`. Returns cells stored."""
         if mask is not None and not bool(mask.any()):
             return 0
+        pixel_depth = None if maps is None else maps.depth
+        pixel_ids = None if maps is None else maps.ids
         if pixel_depth is None:
             if ids is None or not poses:
                 return self.static.write(latent, depth, K, cam_to_world, mask)
@@ -604,16 +785,23 @@ class SceneMemory:
             member = torch.ones_like(pixel_depth, dtype=torch.bool) if pixel_ids is None else pixel_ids == oid
             if pixel_ids is None and oid != 0:
                 continue
+            addressed = oid != 0 and _addressed(maps)
             c2w = cam_to_world if oid == 0 else self._local_camera(poses[oid], cam_to_world)
             wrote = 0
             for layer in depth_layers(pixel_depth, member, self.cell):
-                if not layer.any():
-                    continue
-                d = member_depth(pixel_depth, layer, self.cell)
-                sel = torch.isfinite(d) if mask is None else torch.isfinite(d) & mask
-                if sel.any():
-                    wrote += self._bank(oid).write(latent, d, K, c2w, sel, pixel_depth=pixel_depth, pixel_mask=layer,
-                                                   same_write=wrote > 0)
+                for part in (crease_layers(maps.normal, layer, self.cell) if addressed else (layer,)):
+                    if not part.any():
+                        continue
+                    d = member_depth(pixel_depth, part, self.cell)
+                    sel = torch.isfinite(d) if mask is None else torch.isfinite(d) & mask
+                    if not sel.any():
+                        continue
+                    if addressed:
+                        wrote += self._bank(oid).write_surface(latent, maps.rest, maps.normal, sel, part,
+                                                               same_write=wrote > 0)
+                    else:
+                        wrote += self._bank(oid).write(latent, d, K, c2w, sel, pixel_depth=pixel_depth,
+                                                       pixel_mask=part, same_write=wrote > 0)
             stored += wrote
         return stored
 
@@ -625,16 +813,22 @@ class SceneMemory:
                 out.append((oid, self.objects[oid], self._local_camera(poses[oid], cam_to_world)))
         return out
 
-    def read(self, K, cam_to_world, h, w, poses=None, ids=None, splats=True):
+    def read(self, K, cam_to_world, h, w, poses=None, ids=None, splats=True, maps=None):
         """Read every bank at its current pose and keep the nearest cell (MemoryRead). With the target frame's
         ids, a cell is only taken from the bank that owns it there (an object's unseen side is a hole, not a
-        view through it). With `splats`, every bank's cells as splats, each tagged with its object id."""
+        view through it). With the frame's maps (channels.Maps padded to whole cells) holding surface addresses,
+        each moving object's pixels fetch what its bank holds at their own addresses (read_surface): visibility is
+        the frame's own, and a limb or a rolling ball shows the same texture at the same point of its surface.
+        With `splats`, every bank's cells as splats, each tagged with its object id."""
         first = self.static.read(K, cam_to_world, h, w, splats=splats)
         latent, hole, depth, geo = first.latent, first.hole, first.depth, first.geometry
         owner = torch.zeros(h, w, dtype=torch.long)
         parts = [(0, first.splats)]
         for oid, bank, cam in self.banks(poses, cam_to_world)[1:]:
-            r = bank.read(K, cam, h, w, splats=splats)
+            if _addressed(maps):
+                r = self._read_surface(bank, oid, maps, h, w, splats)
+            else:
+                r = bank.read(K, cam, h, w, splats=splats)
             parts.append((oid, r.splats))
             nearer = ~r.hole & (r.depth < depth)
             if ids is not None:
@@ -652,17 +846,61 @@ class SceneMemory:
         geo = torch.where(hole[None], torch.full_like(geo, float("nan")), geo)
         return MemoryRead(latent, hole, depth, geo, self._joined(parts) if splats else None)
 
+    def _read_surface(self, bank, oid, maps, h, w, splats):
+        """A moving object's bank read at its pixels' surface addresses (BankRead on the latent grid): a cell of the
+        grid is known where most of its pixels of this object found a stored cell, and takes the stored cell most
+        of them found; its depth is the frame's own. The splats are every stored cell some pixel found, with their
+        Pairs."""
+        c = self.cell
+        H, W = maps.ids.shape
+        mine = (maps.ids == oid) & torch.isfinite(maps.rest).all(0)
+        pix = torch.nonzero(mine.reshape(-1)).squeeze(1)
+        pi, ci, a, b = bank.read_surface(maps.rest.reshape(3, -1)[:, pix].T, maps.normal.reshape(3, -1)[:, pix].T)
+        px = pix[pi]
+        used, k = torch.unique(ci, return_inverse=True)
+        n = max(used.numel(), 1)
+        # each grid cell's most found stored cell (ties: the earlier one)
+        tcell = (px // W // c) * w + (px % W) // c
+        uk, count = torch.unique(tcell * n + k, return_counts=True)
+        cell_of, spl = uk // n, uk % n
+        rank = torch.argsort(cell_of * (4 * c * c + 1) * n + (4 * c * c - count) * n + spl)
+        first = torch.ones(rank.numel(), dtype=torch.bool)
+        first[1:] = cell_of[rank][1:] != cell_of[rank][:-1]
+        best = torch.full((h * w,), -1, dtype=torch.long)
+        best[cell_of[rank][first]] = spl[rank][first]
+        found = torch.zeros(H * W, dtype=torch.bool)
+        found[px] = True
+        have = per_cell(found.reshape(H, W) & mine, c).sum(-1).reshape(-1)
+        need = per_cell(mine, c).sum(-1).reshape(-1)
+        known = (have * 2 >= need) & (need > 0) & (best >= 0)
+        latent = torch.zeros(h * w, self.channels, dtype=bank.dtype)
+        latent[known] = bank.lat[used[best[known]]]
+        depth = torch.where(known, member_depth(maps.depth, mine, c).reshape(-1), torch.full((h * w,), float("inf")))
+        sp = None
+        if splats:
+            m = used.numel()
+            zero = torch.zeros(m)
+            sp = Splats(bank.lat[used], torch.zeros(m, 2), torch.zeros(m, 2, 2), zero, torch.zeros(m, 2), bank.age[used],
+                        bank.bits[used], torch.full((m,), oid, dtype=torch.long), bank.keys[used], bank.canvases(used),
+                        Pairs(px, k, a.float(), b.float(), maps.depth.reshape(-1)[px].float()))
+        return BankRead(latent.T.reshape(self.channels, h, w), ~known.reshape(h, w), depth.reshape(h, w),
+                        torch.full((3, h, w), float("nan")), sp, int(ci.numel()))
+
     @staticmethod
     def _joined(parts):
-        """The banks' splats as one Splats: each tagged with its bank's object id, canvas members renumbered."""
-        out, n = [], 0
+        """The banks' splats as one Splats: each tagged with its bank's object id, canvas members and pairs
+        renumbered."""
+        out, pairs, n = [], [], 0
         for oid, sp in parts:
             k = sp.age.numel()
             out.append(sp._replace(bank=torch.full((k,), oid, dtype=torch.long, device=sp.age.device),
                                    canvases=[c._replace(members=c.members + n) for c in sp.canvases]))
+            if sp.pairs is not None:
+                pairs.append(sp.pairs._replace(splat=sp.pairs.splat + n))
             n += k
-        return Splats(*[torch.cat([getattr(p, f) for p in out]) for f in Splats._fields[:-1]],
-                      [c for p in out for c in p.canvases])
+        return Splats(*[torch.cat([getattr(p, f) for p in out]) for f in SPLAT_TENSORS],
+                      [c for p in out for c in p.canvases],
+                      Pairs(*[torch.cat(x) for x in zip(*pairs)]) if pairs else None)
 
     def nbytes(self):
         return self.static.nbytes() + sum(b.nbytes() for b in self.objects.values())

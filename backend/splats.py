@@ -10,7 +10,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .memory import SURFACE_TOL, zbuffer
+from .memory import SURFACE_TOL, Pairs, zbuffer
 
 SPLAT_REACH = 3    # a splat covers at most 3 cells' width of target pixels each way (bounds a read's cost)
 FOOTPRINT_PART = 1 << 20  # box pixels of the splats whose footprints are worked out together
@@ -131,18 +131,25 @@ def redraw(before: "Drawing | None", patches, sp, H, W, pixel_ids=None) -> Drawi
 
 
 def _candidates(sp, c, H, W, pixel_ids=None, only=None):
-    """Every (pixel, splat) pair that can show: inside the footprint (_footprints), a pixel the stored cell owns,
-    of the pixel's own bank (`pixel_ids`), in front of the camera. Returns ((pixel, splat, a, b, depth, inside
-    rank 0..15) [M] each, order [N] of the splats); `only` [N] bool: pairs of these splats alone."""
+    """Every (pixel, splat) pair that can show: inside the footprint (_footprints) or, for a cell read by surface
+    address, a pixel whose address falls in it (sp.pairs); a pixel the stored cell owns, of the pixel's own bank
+    (`pixel_ids`), in front of the camera. Returns ((pixel, splat, a, b, depth, inside rank 0..15) [M] each,
+    order [N] of the splats); `only` [N] bool: pairs of these splats alone."""
     half = c / 2 + SPLAT_MARGIN
     parts, order = [], None
-    for px, k, a, b, order in _footprints(sp, c, H, W, only):
+    found = [(px, k, a, b, None, order) for px, k, a, b, order in _footprints(sp, c, H, W, only)]
+    if sp.pairs is not None:
+        take = torch.ones_like(sp.pairs.pixel, dtype=torch.bool) if only is None else only[sp.pairs.splat]
+        p = Pairs(*(x[take] for x in sp.pairs))
+        found.append((p.pixel, p.splat, p.a, p.b, p.depth, found[0][5]))
+    for px, k, a, b, z, order in found:
         ia = torch.floor(a + (c - 1) / 2 + 0.5).long().clamp(0, c - 1)
         ib = torch.floor(b + (c - 1) / 2 + 0.5).long().clamp(0, c - 1)
         keep = ((sp.bits[k] >> (ib * c + ia)) & 1).bool()  # only the pixels the stored cell owns
         if pixel_ids is not None:
             keep &= pixel_ids.reshape(-1).long()[px] == sp.bank[k]
-        z = sp.depth[k].float() + a * sp.slope[k, 0].float() + b * sp.slope[k, 1].float()
+        if z is None:
+            z = sp.depth[k].float() + a * sp.slope[k, 0].float() + b * sp.slope[k, 1].float()
         keep &= z > 0
         i = torch.nonzero(keep).squeeze(1)
         px, k, a, b, z = px[i], k[i], a[i], b[i], z[i]
@@ -382,4 +389,6 @@ def canvas_pixels(sp, canvas_patches: Callable, c: int = 8) -> tuple:
         patches[cv.members] = canvas_patches(cv).take(*cv.source).float()
         have[cv.members] = True
     sp = sp._replace(jac=torch.where(have[:, None, None], sp.jac, torch.zeros_like(sp.jac)))
+    if sp.pairs is not None:
+        sp = sp._replace(pairs=Pairs(*(x[have[sp.pairs.splat]] for x in sp.pairs)))
     return patches.reshape(-1, 3, c, c), sp

@@ -4,6 +4,7 @@
 frame from what the memory then holds: coming back to a pose later draws the same thing. `seed` stores the
 reference. Nothing here knows about jobs or files: a `View` carries what the scene says about one camera.
 """
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -40,20 +41,22 @@ class View:
     exemplars: tuple = ()
 
     @property
-    def pixel_depth(self) -> Optional[torch.Tensor]:
-        """[H, W] the scene's depth with sky at `far`: where the memory stores what a pixel shows."""
+    def stored_maps(self) -> Maps:
+        """The maps as the memory stores what a pixel shows: the scene's depth with sky at `far`."""
         d = self.maps.depth
-        return None if d is None else torch.where(torch.isfinite(d), d, torch.full_like(d, self.far))
+        return self.maps if d is None else dataclasses.replace(
+            self.maps, depth=torch.where(torch.isfinite(d), d, torch.full_like(d, self.far)))
 
     def read(self, memory: Memory, splats: bool = True) -> MemoryRead:
         h, w = self.edges.shape
-        return memory.read(self.K, self.cam_to_world, h, w, poses=self.poses, ids=self.cell_ids, splats=splats)
+        return memory.read(self.K, self.cam_to_world, h, w, poses=self.poses, ids=self.cell_ids, splats=splats,
+                           maps=self.maps)
 
     def write(self, memory: Memory, latent: torch.Tensor, read: MemoryRead, mask: Optional[torch.Tensor] = None) -> int:
         """Store `latent` [C, h, w] at this view (where `mask`), at the scene's depth or, without geometry, at
         the depth the read suggests."""
         return memory.write(latent, self.depth_for(read), self.K, self.cam_to_world, mask=mask, ids=self.cell_ids,
-                            poses=self.poses, pixel_depth=self.pixel_depth, pixel_ids=self.maps.ids)
+                            poses=self.poses, maps=self.stored_maps)
 
     def depth_for(self, read: MemoryRead) -> torch.Tensor:
         """[h, w] where new content goes in depth: the scene's, or without it the memory's depth around it."""
@@ -107,7 +110,7 @@ def seed(model, memory: Memory, image: torch.Tensor, view: View) -> int:
     must give it back exactly."""
     latent = model.encode(image)
     return memory.write(latent, view.cells, view.K, view.cam_to_world, ids=view.cell_ids, poses=view.poses,
-                        pixel_depth=view.pixel_depth, pixel_ids=view.maps.ids)
+                        maps=view.stored_maps)
 
 
 def frame_step(model: FrameModel, memory: Memory, view: View,

@@ -70,8 +70,7 @@ class PointCloudMemory:
         self.frames.append(xyz.shape[0])
         self.n = need
 
-    def write(self, latent, depth, K, cam_to_world, mask=None, ids=None, poses=None, pixel_depth=None,
-              pixel_ids=None):
+    def write(self, latent, depth, K, cam_to_world, mask=None, ids=None, poses=None, maps=None):
         """Store every pixel of the frame with a valid depth (the mask is ignored: a per-frame cache keeps
         whole frames). Returns the number of points stored."""
         C, h, w = latent.shape
@@ -98,7 +97,7 @@ class PointCloudMemory:
         self._append(xyz, col)
         return int(xyz.shape[0])
 
-    def read(self, K, cam_to_world, h, w, poses=None, ids=None, splats=True):
+    def read(self, K, cam_to_world, h, w, poses=None, ids=None, splats=True, maps=None):
         """The point cloud seen from the camera, encoded back to a latent (MemoryRead without splats)."""
         H, W = h * self.cell, w * self.cell
         w2c = torch.linalg.inv(torch.as_tensor(cam_to_world, dtype=torch.float64)).float().to(self.device)
@@ -160,14 +159,13 @@ class NoMemory:
     def nbytes(self):
         return self.mem.nbytes()
 
-    def write(self, latent, depth, K, cam_to_world, mask=None, ids=None, poses=None, pixel_depth=None,
-              pixel_ids=None):
+    def write(self, latent, depth, K, cam_to_world, mask=None, ids=None, poses=None, maps=None):
         # the loop writes the whole completed frame with mask = its holes: that is the frame it produced
         self.last = (latent.clone(), depth.clone(), K, cam_to_world)
-        self.last_pixel_depth = pixel_depth
-        return self.mem.write(latent, depth, K, cam_to_world, mask, pixel_depth=pixel_depth)
+        self.last_pixel_depth = None if maps is None else maps.depth
+        return self.mem.write(latent, depth, K, cam_to_world, mask, pixel_depth=self.last_pixel_depth)
 
-    def read(self, K, cam_to_world, h, w, poses=None, ids=None, splats=True):
+    def read(self, K, cam_to_world, h, w, poses=None, ids=None, splats=True, maps=None):
         r = self.mem.read(K, cam_to_world, h, w, splats=splats)
         # a frame without holes is not written back; it is then exactly this read
         self.last = (r.latent.clone(), r.depth.clone(), K, cam_to_world)

@@ -24,6 +24,7 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..memory import SPLAT_TENSORS
 from ..splats import CanvasCache, DecodedCanvas, canvas_fill, draw_canvases
 from . import wan_gpu
 from .base import ModelError, SegmentFrame, SegmentModel, SegmentResult
@@ -83,7 +84,9 @@ def splats_to(sp, device):
     """memory.Splats (and their canvases) on `device`."""
     canvases = [cv._replace(latent=cv.latent.to(device), known=cv.known.to(device), members=cv.members.to(device),
                             source=tuple(s.to(device) for s in cv.source)) for cv in sp.canvases]
-    return type(sp)(*(None if x is None else x.to(device) for x in sp[:-1]), canvases)
+    pairs = None if sp.pairs is None else type(sp.pairs)(*(x.to(device) for x in sp.pairs))
+    return sp._replace(**{f: getattr(sp, f).to(device) for f in SPLAT_TENSORS if getattr(sp, f) is not None},
+                       canvases=canvases, pairs=pairs)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from backend import models
 from backend.channels import Maps
-from backend.memory import LatentMemory, SceneMemory, cell_bits, cell_slopes, member_depth
+from backend.memory import SPLAT_TENSORS, LatentMemory, SceneMemory, cell_bits, cell_slopes, member_depth
 from backend.models.base import FrameNeeds
 from backend.models.compact import CANVAS_FRAMES, tiled
 from backend.models.patch import PatchModel
@@ -126,7 +126,7 @@ def test_cell_on_an_outline_is_kept_by_both_banks():
     mem = SceneMemory(model.channels, 8)
     pose = {1: torch.eye(4, dtype=torch.float64)}
     mem.write(model.encode(image), torch.full((4, 8), 5.0), K, c2w, ids=torch.zeros(4, 8, dtype=torch.long),
-              poses=pose, pixel_depth=depth, pixel_ids=ids)
+              poses=pose, maps=Maps(depth=depth, ids=ids))
     r = mem.read(K, c2w, 4, 8, poses=pose, ids=ids[::8, ::8])
     out = model.render(r.latent, r, FrameNeeds(maps=Maps(ids=ids)))
     assert (out - image).abs().max() < 1e-3  # float16 storage: below half a grey level
@@ -226,7 +226,7 @@ def test_outline_cells_of_the_reference_are_stored_as_two_layers():
     # through the memory: the split cell is two stored cells, at 2 and at 6, each owning its half
     mem = SceneMemory(4, 8)
     K = intr(20.0, 11.5, 3.5)
-    mem.write(torch.randn(4, 1, 3), torch.full((1, 3), 6.0), K, cam(), pixel_depth=depth)
+    mem.write(torch.randn(4, 1, 3), torch.full((1, 3), 6.0), K, cam(), maps=Maps(depth=depth))
     bank = mem.static
     assert len(bank) == 5 and bank.writes == 1  # one write: the layers share the frame's source canvas
     first = {round(float(z), 1): int(b) for z, b, col in zip(bank.pos[:, 2], bank.bits, bank.src[:, 1]) if col == 0}
@@ -374,7 +374,7 @@ def test_drawing_again_follows_replaced_cells_and_their_canvas(monkeypatch):
     # cells gone from a read (without others in their place): their pixels are resolved again too
     keep = torch.ones(s1.age.numel(), dtype=torch.bool)
     keep[::7] = False
-    fewer = s1._replace(**{f: getattr(s1, f)[keep] for f in s1._fields[:-1] if getattr(s1, f) is not None})
+    fewer = s1._replace(**{f: getattr(s1, f)[keep] for f in SPLAT_TENSORS if getattr(s1, f) is not None})
     again = redraw(before, p1[keep], fewer, 144, 256)
     assert not whole
     assert all(torch.equal(a, b) for a, b in zip(again.result(), draw_splats(p1[keep], fewer, 144, 256).result()))

@@ -17,6 +17,7 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
 from backend import catalog, models, protocol  # noqa: E402
+from backend.channels import Maps  # noqa: E402
 from backend.memory import LatentMemory, SceneMemory  # noqa: E402
 from backend.models import hub as wan_hub, wan, wan_gpu  # noqa: E402
 from backend.models.base import SegmentFrame  # noqa: E402
@@ -135,7 +136,7 @@ def plane_memory(model, image, z=6.0):
     K = torch.tensor(intrinsics(W, H))
     mem = SceneMemory(16, 8)
     mem.write(model.encode(image), torch.full((H // 8, W // 8), z), K, torch.tensor(look_camera(0.0)),
-              pixel_depth=torch.full((H, W), z))
+              maps=Maps(depth=torch.full((H, W), z)))
     return mem, K
 
 
