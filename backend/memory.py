@@ -36,6 +36,7 @@ FIT_PIXELS = 6       # a cell placed by its pixels' surface addresses needs this
 CREASE = 0.8         # pixels of one cell whose normals agree less than this (cos ~37 degrees) lie on two faces
 ADDRESS_REACH = 0.25  # source pixels past its cell's edge that a pixel's address may fall and still read the cell
 ADDRESS_TOL = 1.5    # a pixel's address off a stored cell's plane by more than this many of its pixels is elsewhere
+PLANE_SLACK = 0.25   # ... plus this share of its distance from the cell's centre (the plane's tilt is an estimate)
 SAME_SIDE = 0.25     # a pixel reads a cell only when their normals agree at least this much (cos ~75 degrees): the
                      # other side of a thin surface (a flag, a door) is another surface
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
@@ -52,8 +53,10 @@ Canvas = namedtuple("Canvas", "latent known members source key")
 # `age` [N] its write number, `bits` [N] which of its pixels it owns (bit y * cell + x), `bank` [N] the object
 # id of its bank (0 = static world), `cell` [N] its key in its bank (with bank and age it names the stored cell),
 # `canvases` its source frames (Canvas). A cell read by surface address is not drawn through its plane (its
-# jac is zero): `pairs` (Pairs, or None) says which target pixels show it and where in it.
-Splats = namedtuple("Splats", "lat centre jac depth slope age bits bank cell canvases pairs", defaults=(None,))
+# jac is zero): `pairs` (Pairs, or None) says which target pixels show it and where in it; `addressed` [H * W]
+# (or None) the target pixels that read by their address, which no cell drawn through its plane may cover.
+Splats = namedtuple("Splats", "lat centre jac depth slope age bits bank cell canvases pairs addressed",
+                    defaults=(None, None))
 SPLAT_TENSORS = Splats._fields[:9]  # the per-splat tensors
 
 # Target pixels that read a cell by their surface address: `pixel` [M] (y * W + x), `splat` [M] its position in
@@ -203,9 +206,25 @@ def crease_layers(normal, member, cell):
     return member & out, member & ~out
 
 
-def _addressed(maps):
-    """Whether a frame's maps give surface addresses (every pixel's rest position and normal, and object ids)."""
-    return maps is not None and maps.rest is not None and maps.normal is not None and maps.ids is not None
+def _rigid(maps, member, K, c2w, tol=1e-3):
+    """Whether the surface addresses of `member` [H, W] pixels are the frame's own points carried rigidly into the
+    bank's space by the camera `c2w` (in that space): within `tol` of their depth."""
+    m = member & torch.isfinite(maps.depth) & torch.isfinite(maps.rest).all(0)
+    if not bool(m.any()):
+        return False
+    v, u = torch.nonzero(m, as_tuple=True)
+    z = maps.depth[v, u].double()
+    K = torch.as_tensor(K, dtype=torch.float64)
+    cam = torch.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], 1)
+    pts = rigid_apply(torch.as_tensor(c2w, dtype=torch.float64), cam)
+    return bool(((pts - maps.rest[:, v, u].T.double()).norm(dim=1) <= tol * z).all())
+
+
+def _addressed(maps, moving=True):
+    """Whether a frame's maps give surface addresses (every pixel's rest position and normal; for moving objects,
+    object ids too)."""
+    return (maps is not None and maps.rest is not None and maps.normal is not None and maps.depth is not None
+            and (maps.ids is not None or not moving))
 
 
 def cell_slopes(depth, cell):
@@ -282,6 +301,12 @@ def _voxel_key(level, v):
     return ((min(level, 7) << 60) | u[:, 0] << 40 | u[:, 1] << 20 | u[:, 2]) if v.numel() else v[:, 0]
 
 
+def projection(K, cam_to_world):
+    """[3, 4] float64: world (or a bank's space) -> homogeneous pixels (x, y, depth) of an OpenCV camera."""
+    w2c = torch.linalg.inv(torch.as_tensor(cam_to_world, dtype=torch.float64))
+    return torch.as_tensor(K, dtype=torch.float64) @ w2c[:3]
+
+
 def rigid_apply(M, p):
     # explicit sums rather than matmul: BLAS may change the summation order with the thread count
     return p[:, 0:1] * M[:3, 0] + p[:, 1:2] * M[:3, 1] + p[:, 2:3] * M[:3, 2] + M[:3, 3]
@@ -312,6 +337,10 @@ class LatentMemory:
         self.side = torch.zeros(0, dtype=torch.int8, device=self.device)
         self.grid = None   # (h, w) of the frames written; one memory serves one resolution
         self.writes = 0
+        # each write's camera as a [3, 4] projection from this bank's space to pixels (row = write number; NaN for
+        # a write placed by surface addresses alone, a deforming object's): a point's source pixel is then exact,
+        # so neighbouring cells of one write tile the surface without cracks when read by address
+        self.cameras = torch.full((1, 3, 4), float("nan"), dtype=torch.float64, device=self.device)
         self._lookup = None
         self._index = None  # the cells' address index (read_surface), kept while the cells are the same
         self.token = next(_TOKENS)  # names this memory in canvas keys (an id() could be reused)
@@ -380,13 +409,15 @@ class LatentMemory:
         R = torch.as_tensor(cam_to_world, dtype=torch.float64, device=self.device)[:3, :3]
         unit = (foot / self.cell)[:, None]
         tan = torch.cat([rigid_apply(torch.cat([R, R.new_zeros(3, 1)], 1), t) / unit for t in (du, dv)], 1)
-        return self._store(latent, ii, jj, z, pos, foot, tan, bits, torch.ones_like(z, dtype=torch.int8), same_write)
+        return self._store(latent, ii, jj, z, pos, foot, tan, bits, torch.ones_like(z, dtype=torch.int8), same_write,
+                           camera=projection(K, cam_to_world))
 
-    def _store(self, latent, ii, jj, rank, pos, foot, tan, bits, side, same_write, key_at=None):
+    def _store(self, latent, ii, jj, rank, pos, foot, tan, bits, side, same_write, key_at=None, camera=None):
         """Store the cells (ii, jj) of `latent` [C, h, w]: pos [n, 3] float32, foot [n] (size of a cell), tan
         [n, 6] (the surface's displacement per source pixel along x and y, in units of foot / cell), bits [n],
         side [n]; `rank` [n]: where two cells share a key, the smaller keeps it; `key_at` [n, 3]: the point a cell
-        is keyed by (default: pos). Returns cells stored."""
+        is keyed by (default: pos); `camera` [3, 4]: the write's projection (None: placed by addresses alone).
+        Returns cells stored."""
         C, h, w = latent.shape
         tan = tan.clamp(-1000, 1000)
         level = torch.floor(torch.log2(foot / 2)).long().clamp(-LEVEL_OFFSET, LEVEL_OFFSET - 1)
@@ -424,6 +455,10 @@ class LatentMemory:
         order = torch.sort(keys, stable=True).indices
         if not same_write or self.writes == 0:
             self.writes += 1
+            row = torch.full((1, 3, 4), float("nan"), dtype=torch.float64, device=self.device)
+            if camera is not None:
+                row[0] = camera.to(self.device, torch.float64)
+            self.cameras = torch.cat([self.cameras[:self.writes], row])
         self.keys = keys[order]
         self.pos = torch.cat([self.pos[keep], pos[sel]])[order]
         self.lat = torch.cat([self.lat[keep], lat[sel]])[order]
@@ -436,11 +471,13 @@ class LatentMemory:
         self._rebuild_blocks()
         return n
 
-    def write_surface(self, latent, rest, normal, mask, pixel_mask, same_write=False):
+    def write_surface(self, latent, rest, normal, mask, pixel_mask, same_write=False, camera=None):
         """Store the cells of a [C, h, w] latent where `mask` [h, w] (and its pixels `pixel_mask` [H, W]) at their
         pixels' surface addresses: `rest` [3, H, W] (this bank's space; NaN where nothing) and `normal` [3, H, W]
         (facing the camera). Each cell is the plane that best fits its own pixels' addresses (least squares, so a
-        deforming surface's cell keeps the shape it has at rest), owning only those pixels. Returns cells stored."""
+        deforming surface's cell keeps the shape it has at rest), owning only those pixels. `camera` [3, 4]: the
+        projection from this bank's space to the frame's pixels, where the addresses are a rigid image of the frame
+        (None for a deforming surface). Returns cells stored."""
         C, h, w = latent.shape
         c = self.cell
         full = (h * c, w * c)
@@ -479,7 +516,7 @@ class LatentMemory:
         # never share a key, while the same patch of surface seen again does
         front = -cross / cross.norm(dim=1, keepdim=True) * side.double()[:, None]
         return self._store(latent, ii, jj, unit, pos.float(), c * unit, tan, cell_bits(own, c)[ii, jj], side,
-                           same_write, key_at=pos + 0.5 * c * unit[:, None] * front)
+                           same_write, key_at=pos + 0.5 * c * unit[:, None] * front, camera=camera)
 
     def _address_index(self):
         """The cells as the address read looks them up (built once per content): each cell's plane (centre P [N, 3],
@@ -546,9 +583,27 @@ class LatentMemory:
         u, v = (d * tx[ci]).sum(1), (d * ty[ci]).sum(1)
         a = inv[ci, 0, 0] * u + inv[ci, 0, 1] * v
         b = inv[ci, 1, 0] * u + inv[ci, 1, 1] * v
-        off = (d - a[:, None] * tx[ci] - b[:, None] * ty[ci]).norm(dim=1)
         half = self.cell / 2 + ADDRESS_REACH
-        ok = (a.abs() <= half) & (b.abs() <= half) & (off <= ADDRESS_TOL * unit[ci])
+        inside = (a.abs() <= half) & (b.abs() <= half)
+        # where the cell's write has a camera, the point's own pixel in that frame: the cells of one write then tile
+        # the surface exactly (half-open cells: a point lies in one of them)
+        cam = self.cameras[self.age[ci].long()]
+        exact = torch.isfinite(cam[:, 0, 0])
+        if bool(exact.any()):
+            e = torch.nonzero(exact).squeeze(1)
+            x = (cam[e, :, :3] @ p[pi[e], :, None])[..., 0] + cam[e, :, 3]
+            src = self.src[ci[e]].double()
+            centre = src * self.cell + (self.cell - 1) / 2
+            ae = x[:, 0] / x[:, 2] - centre[:, 1]
+            be = x[:, 1] / x[:, 2] - centre[:, 0]
+            a[e], b[e] = ae, be
+            h = self.cell / 2
+            inside[e] = (x[:, 2] > 0) & (src[:, 0] >= 0) & (ae >= -h) & (ae < h) & (be >= -h) & (be < h)
+        # on the cell's surface: off its plane by at most a few of its pixels (more as the point lies further from
+        # the cell's centre: the plane's tilt comes from a few depth differences)
+        along = a[:, None] * tx[ci] + b[:, None] * ty[ci]
+        off = (d - along).norm(dim=1)
+        ok = inside & (off <= ADDRESS_TOL * unit[ci] + PLANE_SLACK * along.norm(dim=1))
         ok &= (normals.to(self.device, torch.float64)[pi] * front[ci]).sum(1) >= SAME_SIDE
         i = torch.nonzero(ok).squeeze(1)
         return pi[i], ci[i], a[i], b[i]
@@ -604,9 +659,10 @@ class LatentMemory:
                              torch.stack([du[:, 2], dv[:, 2]], 1), self.age[cells], self.bits[cells], None,
                              self.keys[cells], None)
 
-    def read(self, K, cam_to_world, h, w, cull=True, splats=True):
+    def read(self, K, cam_to_world, h, w, cull=True, splats=True, skip=None):
         """Project the memory into a camera (BankRead; depth float32). With `splats` also every cell it sees as
-        a small plane, with the canvases of the frames that wrote them."""
+        a small plane, with the canvases of the frames that wrote them, but for the cells `skip` [n] (the cells a
+        read by address already has)."""
         w2c = torch.linalg.inv(torch.as_tensor(cam_to_world, dtype=torch.float64)).float().to(self.device)
         R, t = w2c[:3, :3], w2c[:3, 3]
         fx, fy, cx, cy = latent_intrinsics(K, self.cell)
@@ -642,6 +698,10 @@ class LatentMemory:
         seen = None
         if splats:
             seen_cells, sp = self._splats(K, R, cells, cells_pc, src, target, z, h * w, border)
+            if skip is not None and skip.numel():
+                keep = ~torch.isin(seen_cells, skip)
+                seen_cells = seen_cells[keep]
+                sp = sp._replace(**{f: getattr(sp, f)[keep] for f in SPLAT_TENSORS if getattr(sp, f) is not None})
             seen = sp._replace(bank=torch.zeros(seen_cells.numel(), dtype=torch.long, device=self.device),
                                canvases=self.canvases(seen_cells))
 
@@ -698,8 +758,9 @@ class LatentMemory:
         if self.grid is not None:
             meta["grid"] = f"{self.grid[0]}x{self.grid[1]}"
         # write then rename: a crash or a full disk mid-save never leaves a torn memory file behind
-        atomic_write(str(path), lambda tmp: save_file({k: getattr(self, k).contiguous().cpu() for k in FIELDS},
-                                                      tmp, metadata=meta))
+        tensors = {k: getattr(self, k).contiguous().cpu() for k in FIELDS}
+        tensors["cameras"] = self.cameras[:self.writes + 1].contiguous().cpu()
+        atomic_write(str(path), lambda tmp: save_file(tensors, tmp, metadata=meta))
 
     @classmethod
     def load(cls, path, device="cpu"):
@@ -710,7 +771,7 @@ class LatentMemory:
                     raise ValueError("no latent memory format tag")
                 if meta.get("version") != VERSION:
                     raise ValueError(f"unsupported version {meta.get('version')!r}")
-                tensors = {k: f.get_tensor(k) for k in FIELDS}
+                tensors = {k: f.get_tensor(k) for k in FIELDS + ("cameras",)}
                 grid = meta.get("grid", "")
                 grid = tuple(int(x) for x in grid.split("x")) if grid else None
             mem = cls(int(meta["channels"]), int(meta["cell"]), DTYPES[meta["dtype"]], device)
@@ -729,7 +790,11 @@ class LatentMemory:
         mem.keys, mem.pos, mem.lat = keys.to(mem.device), pos.float().to(mem.device), lat.to(mem.device)
         mem.foot, mem.age, mem.src, mem.grid = foot.float().to(mem.device), age.to(mem.device), src.to(mem.device), grid
         mem.tan, mem.bits, mem.side = tan.to(mem.device), bits.to(mem.device), side.to(mem.device)
+        cameras = tensors["cameras"]
         mem.writes = int(meta.get("writes", "0"))
+        if cameras.shape != (mem.writes + 1, 3, 4) or cameras.dtype != torch.float64:
+            raise ValueError(f"{path} is not a consistent latent memory file (its cameras)")
+        mem.cameras = cameras.to(mem.device)
         mem._rebuild_blocks()
         return mem
 
@@ -785,23 +850,34 @@ class SceneMemory:
             member = torch.ones_like(pixel_depth, dtype=torch.bool) if pixel_ids is None else pixel_ids == oid
             if pixel_ids is None and oid != 0:
                 continue
-            addressed = oid != 0 and _addressed(maps)
+            # with surface addresses a cell is the plane of its own pixels' points, keyed on the surface; a moving
+            # object's always so (its bank follows its surface), the still world's where its pixels have addresses
+            # (sky has none: it keeps the cell at the depth the camera gives it)
+            addressed = _addressed(maps, moving=oid != 0)
             c2w = cam_to_world if oid == 0 else self._local_camera(poses[oid], cam_to_world)
+            # a surface that moves rigidly on this frame keeps the frame's camera in its bank's space: its cells then
+            # read back crack-free; a deforming one is placed by its addresses alone
+            camera = projection(K, c2w) if addressed and (oid == 0 or _rigid(maps, member, K, c2w)) else None
+            has = torch.isfinite(maps.rest).all(0) if addressed else None
             wrote = 0
             for layer in depth_layers(pixel_depth, member, self.cell):
+                # a cell on two faces (a wall and the floor) is stored once per face
                 for part in (crease_layers(maps.normal, layer, self.cell) if addressed else (layer,)):
-                    if not part.any():
-                        continue
-                    d = member_depth(pixel_depth, part, self.cell)
-                    sel = torch.isfinite(d) if mask is None else torch.isfinite(d) & mask
-                    if not sel.any():
-                        continue
-                    if addressed:
-                        wrote += self._bank(oid).write_surface(latent, maps.rest, maps.normal, sel, part,
-                                                               same_write=wrote > 0)
-                    else:
-                        wrote += self._bank(oid).write(latent, d, K, c2w, sel, pixel_depth=pixel_depth,
-                                                       pixel_mask=part, same_write=wrote > 0)
+                    for by_address in ((True, False) if addressed else (False,)):
+                        px = part if has is None else part & (has if by_address else ~has)
+                        if not px.any():
+                            continue
+                        d = member_depth(pixel_depth, px, self.cell)
+                        sel = torch.isfinite(d) if mask is None else torch.isfinite(d) & mask
+                        if not sel.any():
+                            continue
+                        bank = self._bank(oid)
+                        if by_address:
+                            wrote += bank.write_surface(latent, maps.rest, maps.normal, sel, px, same_write=wrote > 0,
+                                                        camera=camera)
+                        else:
+                            wrote += bank.write(latent, d, K, c2w, sel, pixel_depth=pixel_depth, pixel_mask=px,
+                                                same_write=wrote > 0)
             stored += wrote
         return stored
 
@@ -820,10 +896,28 @@ class SceneMemory:
         each moving object's pixels fetch what its bank holds at their own addresses (read_surface): visibility is
         the frame's own, and a limb or a rolling ball shows the same texture at the same point of its surface.
         With `splats`, every bank's cells as splats, each tagged with its object id."""
-        first = self.static.read(K, cam_to_world, h, w, splats=splats)
+        addressed, by_surface = None, None
+        if _addressed(maps, moving=False):
+            # the still world too, where the frame has addresses: read at them (exact visibility, nothing of
+            # another surface bleeds in); sky and whatever has no address still by projection
+            by_surface, used = self._read_surface(self.static, 0, maps, h, w, splats, cells=True)
+        first = self.static.read(K, cam_to_world, h, w, splats=splats, skip=None if by_surface is None else used)
         latent, hole, depth, geo = first.latent, first.hole, first.depth, first.geometry
         owner = torch.zeros(h, w, dtype=torch.long)
         parts = [(0, first.splats)]
+        if by_surface is not None:
+            r = by_surface
+            has = torch.isfinite(maps.rest).all(0)
+            addressed = has.reshape(-1)
+            mine = has if maps.ids is None else has & (maps.ids == 0)
+            by_address = per_cell(mine, self.cell).sum(-1) * 2 >= per_cell(
+                torch.ones_like(mine) if maps.ids is None else maps.ids == 0, self.cell).sum(-1)
+            by_address &= per_cell(mine, self.cell).any(-1)
+            latent = torch.where(by_address[None], r.latent.to(latent.dtype), latent)
+            depth = torch.where(by_address, r.depth, depth)
+            geo = torch.where(by_address[None], r.geometry, geo)
+            hole = torch.where(by_address, r.hole, hole)
+            parts.append((0, r.splats))
         for oid, bank, cam in self.banks(poses, cam_to_world)[1:]:
             if _addressed(maps):
                 r = self._read_surface(bank, oid, maps, h, w, splats)
@@ -844,16 +938,21 @@ class SceneMemory:
             latent = torch.where(wrong[None], torch.zeros_like(latent), latent)
             depth = torch.where(wrong, torch.full_like(depth, float("inf")), depth)
         geo = torch.where(hole[None], torch.full_like(geo, float("nan")), geo)
-        return MemoryRead(latent, hole, depth, geo, self._joined(parts) if splats else None)
+        joined = None
+        if splats:
+            joined = self._joined(parts)._replace(addressed=addressed)
+        return MemoryRead(latent, hole, depth, geo, joined)
 
-    def _read_surface(self, bank, oid, maps, h, w, splats):
-        """A moving object's bank read at its pixels' surface addresses (BankRead on the latent grid): a cell of the
-        grid is known where most of its pixels of this object found a stored cell, and takes the stored cell most
-        of them found; its depth is the frame's own. The splats are every stored cell some pixel found, with their
-        Pairs."""
+    def _read_surface(self, bank, oid, maps, h, w, splats, cells=False):
+        """A bank read at its pixels' surface addresses (BankRead on the latent grid; with `cells`, also the stored
+        cells found): a cell of the grid is known where most of its pixels of this object found a stored cell, and
+        takes the stored cell most of them found; its depth is the frame's own. The splats are every stored cell
+        some pixel found, with their Pairs."""
         c = self.cell
-        H, W = maps.ids.shape
-        mine = (maps.ids == oid) & torch.isfinite(maps.rest).all(0)
+        H, W = maps.rest.shape[-2:]
+        mine = torch.isfinite(maps.rest).all(0)
+        if maps.ids is not None:
+            mine &= maps.ids == oid
         pix = torch.nonzero(mine.reshape(-1)).squeeze(1)
         pi, ci, a, b = bank.read_surface(maps.rest.reshape(3, -1)[:, pix].T, maps.normal.reshape(3, -1)[:, pix].T)
         px = pix[pi]
@@ -883,8 +982,9 @@ class SceneMemory:
             sp = Splats(bank.lat[used], torch.zeros(m, 2), torch.zeros(m, 2, 2), zero, torch.zeros(m, 2), bank.age[used],
                         bank.bits[used], torch.full((m,), oid, dtype=torch.long), bank.keys[used], bank.canvases(used),
                         Pairs(px, k, a.float(), b.float(), maps.depth.reshape(-1)[px].float()))
-        return BankRead(latent.T.reshape(self.channels, h, w), ~known.reshape(h, w), depth.reshape(h, w),
-                        torch.full((3, h, w), float("nan")), sp, int(ci.numel()))
+        out = BankRead(latent.T.reshape(self.channels, h, w), ~known.reshape(h, w), depth.reshape(h, w),
+                       torch.full((3, h, w), float("nan")), sp, int(ci.numel()))
+        return (out, used) if cells else out
 
     @staticmethod
     def _joined(parts):

@@ -137,7 +137,12 @@ def _candidates(sp, c, H, W, pixel_ids=None, only=None):
     order [N] of the splats); `only` [N] bool: pairs of these splats alone."""
     half = c / 2 + SPLAT_MARGIN
     parts, order = [], None
-    found = [(px, k, a, b, None, order) for px, k, a, b, order in _footprints(sp, c, H, W, only)]
+    found = []
+    for px, k, a, b, order in _footprints(sp, c, H, W, only):
+        if sp.addressed is not None:  # a pixel with an address shows only what its address finds
+            i = torch.nonzero(~sp.addressed[px]).squeeze(1)
+            px, k, a, b = px[i], k[i], a[i], b[i]
+        found.append((px, k, a, b, None, order))
     if sp.pairs is not None:
         take = torch.ones_like(sp.pairs.pixel, dtype=torch.bool) if only is None else only[sp.pairs.splat]
         p = Pairs(*(x[take] for x in sp.pairs))

@@ -86,7 +86,8 @@ def splats_to(sp, device):
                             source=tuple(s.to(device) for s in cv.source)) for cv in sp.canvases]
     pairs = None if sp.pairs is None else type(sp.pairs)(*(x.to(device) for x in sp.pairs))
     return sp._replace(**{f: getattr(sp, f).to(device) for f in SPLAT_TENSORS if getattr(sp, f) is not None},
-                       canvases=canvases, pairs=pairs)
+                       canvases=canvases, pairs=pairs,
+                       addressed=None if sp.addressed is None else sp.addressed.to(device))
 
 
 @dataclass
