@@ -32,11 +32,16 @@ SURFACE_TOL = 0.03   # cells within 3 % of the nearest depth are the same surfac
 SLOPE_JUMP = 0.2     # neighbouring pixels further apart in depth than this (relative) are on different surfaces
 VISIBLE_FACTOR = 3.0   # a cell within this factor of the nearest depth in a target cell is drawn (near the horizon
                      # one target cell spans a long stretch of floor); the per-pixel z-buffer decides the rest
+SPLAT_REACH = 3    # a splat covers at most 3 cells' width of target pixels each way (bounds a read's cost)
+FOOTPRINT_PART = 1 << 20  # box pixels of the splats whose footprints are worked out together
+SPLAT_MARGIN = 0.25  # source pixels a splat reaches past its cell: closes cracks between neighbouring planes, but
+                     # never reaches a neighbour's pixel centre when read back at the writing camera
 FIT_PIXELS = 6       # a cell placed by its pixels' surface addresses needs this many of them (an affine fit)
 CREASE = 0.8         # pixels of one cell whose normals agree less than this (cos ~37 degrees) lie on two faces
 ADDRESS_REACH = 0.25  # source pixels past its cell's edge that a pixel's address may fall and still read the cell
 ADDRESS_TOL = 1.5    # a pixel's address off a stored cell's plane by more than this many of its pixels is elsewhere
 PLANE_SLACK = 0.25   # ... plus this share of its distance from the cell's centre (the plane's tilt is an estimate)
+DEPTH_MATCH = 0.1    # a still cell is drawn on a pixel only where its surface lies within this share of the pixel's depth
 SAME_SIDE = 0.25     # a pixel reads a cell only when their normals agree at least this much (cos ~75 degrees): the
                      # other side of a thin surface (a flag, a door) is another surface
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
@@ -53,9 +58,9 @@ Canvas = namedtuple("Canvas", "latent known members source key")
 # `age` [N] its write number, `bits` [N] which of its pixels it owns (bit y * cell + x), `bank` [N] the object
 # id of its bank (0 = static world), `cell` [N] its key in its bank (with bank and age it names the stored cell),
 # `canvases` its source frames (Canvas). A cell read by surface address is not drawn through its plane (its
-# jac is zero): `pairs` (Pairs, or None) says which target pixels show it and where in it; `addressed` [H * W]
-# (or None) the target pixels that read by their address, which no cell drawn through its plane may cover.
-Splats = namedtuple("Splats", "lat centre jac depth slope age bits bank cell canvases pairs addressed",
+# jac is zero): `pairs` (Pairs, or None) says which target pixels show it and where in it; `target` [H * W] (or
+# None) the frame's own depth at each pixel, off which no still cell is drawn.
+Splats = namedtuple("Splats", "lat centre jac depth slope age bits bank cell canvases pairs target",
                     defaults=(None, None))
 SPLAT_TENSORS = Splats._fields[:9]  # the per-splat tensors
 
@@ -71,13 +76,15 @@ class BankRead:
     """One bank seen from a camera. `latent` [C, h, w] (zeros in holes), `hole` [h, w] bool, `depth` [h, w]
     (inf in holes), `geometry` [3, h, w]: where each returned cell really lands (u, v in latent cells, not
     snapped, and its size; nan in holes), `splats` every cell the camera sees as a small plane (Splats, bank 0,
-    members counted from 0; None when not asked for), `touched` how many stored cells the read looked at."""
+    members counted from 0; None when not asked for), `touched` how many stored cells the read looked at, `cells`
+    the stored cells of the splats (their rows in the bank; None without splats)."""
     latent: torch.Tensor
     hole: torch.Tensor
     depth: torch.Tensor
     geometry: Optional[torch.Tensor]
     splats: Optional[Splats]
     touched: int
+    cells: Optional[torch.Tensor] = None
 
 
 @dataclass
@@ -191,18 +198,22 @@ def crease_layers(normal, member, cell):
     with (normals within CREASE) and the rest, so that each is stored as its own plane. `normal` [3, H, W]. Returns
     (main, other) pixel masks."""
     h, w = normal.shape[1] // cell, normal.shape[2] // cell
-    n = torch.stack([per_cell(x.float(), cell) for x in normal], -1)   # [h, w, c*c, 3]
     m = per_cell(member, cell)
-    agree = (torch.einsum("hwid,hwjd->hwij", n, n) >= CREASE) & m[..., None, :]
-    ref = torch.where(m, agree.sum(-1), torch.full_like(m, -1, dtype=torch.long)).argmax(-1)  # the majority's pixel
-    nref = torch.gather(n, 2, ref[..., None, None].expand(-1, -1, 1, 3))
-    main = m & ((n * nref).sum(-1) >= CREASE)
-
-    def pixels(x):
-        return x.reshape(h, w, cell, cell).permute(0, 2, 1, 3).reshape(h * cell, w * cell)
-
+    n = torch.stack([per_cell(x.float(), cell) for x in normal], -1)   # [h, w, c*c, 3]
+    mean = (n * m[..., None]).sum(2)
+    mean = mean / mean.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    # only cells whose pixels do not all face one way need the pairwise look
+    spread = (m & ((n * mean[:, :, None]).sum(-1) < CREASE)).any(-1)
+    main = m.clone()
+    ii, jj = torch.nonzero(spread, as_tuple=True)
+    if ii.numel():
+        ns, ms = n[ii, jj], m[ii, jj]                                     # [k, c*c, 3], [k, c*c]
+        agree = (torch.einsum("kid,kjd->kij", ns, ns) >= CREASE) & ms[:, None, :]
+        ref = torch.where(ms, agree.sum(-1), torch.full_like(ms, -1, dtype=torch.long)).argmax(-1)  # the majority
+        nref = ns[torch.arange(ii.numel()), ref]
+        main[ii, jj] = ms & ((ns * nref[:, None]).sum(-1) >= CREASE)
     out = torch.zeros_like(member)
-    out[:h * cell, :w * cell] = pixels(main)
+    out[:h * cell, :w * cell] = main.reshape(h, w, cell, cell).permute(0, 2, 1, 3).reshape(h * cell, w * cell)
     return member & out, member & ~out
 
 
@@ -294,6 +305,82 @@ def pack_keys(level, q):
             | lo[:, 0] << 8 | lo[:, 1] << 4 | lo[:, 2])
 
 
+def footprints(sp, c, H, W, only=None):
+    """Every (target pixel, splat) pair where the pixel's centre lies inside the splat's footprint (its cell plus
+    SPLAT_MARGIN, mapped through the splat's plane), the footprint cut to SPLAT_REACH cells' width each way and
+    to the image (`only` [N] bool: for these splats alone). Yields, a part of the splats at a time, (pixel [M]
+    (y * W + x), splat [M], source offsets a, b [M] from the splat's centre in source pixels, order [N]: each
+    splat's place when splats are taken by reach (rounded up to a few sizes), then as listed)."""
+    N = sp.age.numel()
+    J = sp.jac.float()
+    det = J[:, 0, 0] * J[:, 1, 1] - J[:, 0, 1] * J[:, 1, 0]
+    good = det > 1e-6  # edge-on or seen from behind: nothing to draw
+    drawn = good if only is None else good & only
+    inv = torch.stack([torch.stack([J[:, 1, 1], -J[:, 0, 1]], 1), torch.stack([-J[:, 1, 0], J[:, 0, 0]], 1)], 1)
+    inv = inv / torch.where(good, det, torch.ones_like(det))[:, None, None]
+    half = c / 2 + SPLAT_MARGIN
+    extent = torch.stack([J[:, 0].abs().sum(1), J[:, 1].abs().sum(1)], 1) * half  # footprint half-size, x and y
+    reach = torch.ceil(extent.clamp(max=SPLAT_REACH * c)).long().amax(1)
+    levels = torch.tensor(sorted({int(c // 2 + 1), c, int(1.5 * c), 2 * c, SPLAT_REACH * c}))
+    level = torch.searchsorted(levels, reach).clamp(max=levels.numel() - 1)
+    reach = levels[level]
+    order = level * N + torch.arange(N)
+    cx, cy = sp.centre[:, 0].float(), sp.centre[:, 1].float()
+    xc, yc = torch.floor(cx + 0.5).long(), torch.floor(cy + 0.5).long()
+    # the square of `reach` around the centre pixel, cut to the footprint's box with half a pixel of slack (far
+    # more than rounding moves a, b; a nearly edge-on splat, whose inverse is large, keeps its whole square)
+    loose = inv.abs().flatten(1).amax(1) > 1e3
+    x0 = torch.maximum(xc - reach, torch.where(loose, xc - reach, torch.ceil(cx - extent[:, 0] - 0.5).long())).clamp(min=0)
+    x1 = torch.minimum(xc + reach, torch.where(loose, xc + reach, torch.floor(cx + extent[:, 0] + 0.5).long())).clamp(max=W - 1)
+    y0 = torch.maximum(yc - reach, torch.where(loose, yc - reach, torch.ceil(cy - extent[:, 1] - 0.5).long())).clamp(min=0)
+    y1 = torch.minimum(yc + reach, torch.where(loose, yc + reach, torch.floor(cy + extent[:, 1] + 0.5).long())).clamp(max=H - 1)
+    ny = torch.where(drawn, (y1 - y0 + 1).clamp(min=0), torch.zeros_like(y0))
+    # a few thousand splats at a time, by the area of their boxes: what one part needs stays small at any size
+    area = (ny * (x1 - x0 + 1).clamp(min=0)).cumsum(0)
+    total = int(area[-1]) if N else 0
+    parts = max(1, -(-total // FOOTPRINT_PART))
+    cuts = [0] + torch.searchsorted(area, torch.arange(1, parts) * FOOTPRINT_PART).tolist() + [N]
+    for s0, s1 in zip(cuts[:-1], cuts[1:]):
+        if s1 > s0 or s0 == 0:  # the first part even when empty: there is always one
+            yield _rows(s0, s1, ny, x0, x1, y0, inv, cx, cy, loose, half, W) + (order,)
+
+
+def _rows(s0, s1, ny, x0, x1, y0, inv, cx, cy, loose, half, W):
+    """_footprints for the splats s0 .. s1 - 1: each row of its box, cut to where the footprint crosses it (|a|
+    and |b| <= half are two bands along the row), then the pixels of those rows that pass."""
+    ny = ny[s0:s1]
+    local = torch.repeat_interleave(torch.arange(s1 - s0), ny)
+    kr = local + s0
+    Y = y0[kr] + (torch.arange(kr.numel()) - (ny.cumsum(0) - ny)[local])
+    dy = Y - cy[kr]
+    lo, hi = _band(inv[kr, 0, 0], inv[kr, 0, 1] * dy, half)
+    lo_b, hi_b = _band(inv[kr, 1, 0], inv[kr, 1, 1] * dy, half)
+    lo, hi = torch.maximum(lo, lo_b), torch.minimum(hi, hi_b)
+    whole = loose[kr]
+    xs0 = torch.where(whole, x0[kr], torch.maximum(x0[kr], torch.ceil(cx[kr] + lo - 0.5).clamp(-1, W).long()))
+    xs1 = torch.where(whole, x1[kr], torch.minimum(x1[kr], torch.floor(cx[kr] + hi + 0.5).clamp(-1, W).long()))
+    nx = (xs1 - xs0 + 1).clamp(min=0)
+    r = torch.repeat_interleave(torch.arange(kr.numel()), nx)
+    k = kr[r]
+    X, Y = xs0[r] + (torch.arange(r.numel()) - (nx.cumsum(0) - nx)[r]), Y[r]
+    dx, dy = X - cx[k], Y - cy[k]
+    a = inv[k, 0, 0] * dx + inv[k, 0, 1] * dy
+    b = inv[k, 1, 0] * dx + inv[k, 1, 1] * dy
+    i = torch.nonzero((a.abs() <= half) & (b.abs() <= half)).squeeze(1)
+    return Y[i] * W + X[i], k[i], a[i], b[i]
+
+
+def _band(m, offset, half):
+    """Where along a row m * dx + offset lies within [-half, half]: (lo, hi) in dx, empty when lo > hi."""
+    inf = torch.full_like(offset, float("inf"))
+    safe = torch.where(m == 0, torch.ones_like(m), m)
+    e0, e1 = (-half - offset) / safe, (half - offset) / safe
+    inside = offset.abs() <= half  # m == 0: the whole row or none of it
+    lo = torch.where(m == 0, torch.where(inside, -inf, inf), torch.minimum(e0, e1))
+    hi = torch.where(m == 0, torch.where(inside, inf, -inf), torch.maximum(e0, e1))
+    return lo, hi
+
+
 def _voxel_key(level, v):
     """(level, voxel [n, 3]) -> [n] int64 for the address index: 20 bits per axis (clamped: a clash between far
     voxels only costs a few candidates, which the exact test then drops) and the level above them."""
@@ -342,7 +429,8 @@ class LatentMemory:
         # so neighbouring cells of one write tile the surface without cracks when read by address
         self.cameras = torch.full((1, 3, 4), float("nan"), dtype=torch.float64, device=self.device)
         self._lookup = None
-        self._index = None  # the cells' address index (read_surface), kept while the cells are the same
+        self._index = None  # the cells' planes and footprint hash (read_surface), kept while the cells are the same
+        self._hashed = self._index32 = None
         self.token = next(_TOKENS)  # names this memory in canvas keys (an id() could be reused)
         self._rebuild_blocks()
 
@@ -356,7 +444,7 @@ class LatentMemory:
 
     def _rebuild_blocks(self):
         self._lookup = None
-        self._index = None
+        self._index = self._hashed = self._index32 = None
         # cells are sorted by key, so every block is one contiguous range
         block = self.keys >> (3 * BLOCK_BITS)
         _, counts = torch.unique_consecutive(block, return_counts=True)
@@ -484,32 +572,37 @@ class LatentMemory:
         if tuple(rest.shape[-2:]) != full or tuple(pixel_mask.shape) != full:
             raise ValueError(f"expected rest [3, {full[0]}, {full[1]}] and a pixel mask of that size, got "
                              f"{tuple(rest.shape)} and {tuple(pixel_mask.shape)}")
-        rest = rest.to(self.device, torch.float64)
         own = pixel_mask.to(self.device, torch.bool) & torch.isfinite(rest).all(0)
-        wgt = per_cell(own, c).double()                                      # [h, w, c*c]
-        P = torch.stack([per_cell(torch.nan_to_num(r), c) for r in rest], -1)  # [h, w, c*c, 3]
-        off = torch.arange(c, dtype=torch.float64, device=self.device) - (c - 1) / 2
-        dx, dy = off.repeat(c), off.repeat_interleave(c)                   # pixel y * c + x
-        basis = torch.stack([torch.ones_like(dx), dx, dy], -1)              # [c*c, 3]
-        A = torch.einsum("hwk,ki,kj->hwij", wgt, basis, basis)
-        A = A + 1e-9 * torch.eye(3, dtype=torch.float64, device=self.device)
-        rhs = torch.einsum("hwk,ki,hwkd->hwid", wgt, basis, P)            # [h, w, 3, 3 coords]
-        ok = (wgt.sum(-1) >= FIT_PIXELS) & (torch.linalg.det(A).abs() > 1e-6 * wgt.sum(-1) ** 3)
+        count = per_cell(own, c).sum(-1)
+        ok = count >= FIT_PIXELS
         if mask is not None:
             ok &= mask.to(self.device, torch.bool)
         ii, jj = torch.nonzero(ok, as_tuple=True)
         if ii.numel() == 0:
             return 0
-        fit = torch.linalg.solve(A[ii, jj], rhs[ii, jj])                  # [n, 3 (P, Tx, Ty), 3]
+        wgt = per_cell(own, c)[ii, jj].double()                            # [n, c*c]
+        P = torch.stack([per_cell(torch.nan_to_num(r.to(self.device)), c)[ii, jj] for r in rest], -1).double()
+        off = torch.arange(c, dtype=torch.float64, device=self.device) - (c - 1) / 2
+        dx, dy = off.repeat(c), off.repeat_interleave(c)                   # pixel y * c + x
+        basis = torch.stack([torch.ones_like(dx), dx, dy], -1)              # [c*c, 3]
+        A = torch.einsum("nk,ki,kj->nij", wgt, basis, basis)
+        A = A + 1e-9 * torch.eye(3, dtype=torch.float64, device=self.device)
+        rhs = torch.einsum("nk,ki,nkd->nid", wgt, basis, P)                # [n, 3, 3 coords]
+        good = torch.linalg.det(A).abs() > 1e-6 * wgt.sum(-1) ** 3         # pixels not all on one line
+        ii, jj, A, rhs, wgt = ii[good], jj[good], A[good], rhs[good], wgt[good]
+        if ii.numel() == 0:
+            return 0
+        fit = torch.linalg.solve(A, rhs)                                    # [n, 3 (P, Tx, Ty), 3]
         pos, tx, ty = fit[:, 0], fit[:, 1], fit[:, 2]
         cross = torch.linalg.cross(tx, ty)
         unit = cross.norm(dim=1).sqrt()                                     # the surface's length per pixel
         good = unit > 0
         ii, jj, pos, tx, ty, cross, unit = ii[good], jj[good], pos[good], tx[good], ty[good], cross[good], unit[good]
+        wgt = wgt[good]
         if ii.numel() == 0:
             return 0
-        nrm = torch.stack([per_cell(x.to(self.device, torch.float64), c) for x in normal], -1)[ii, jj]
-        seen = (nrm * wgt[ii, jj, :, None]).sum(1)
+        nrm = torch.stack([per_cell(x.to(self.device), c)[ii, jj] for x in normal], -1).double()
+        seen = (nrm * wgt[:, :, None]).sum(1)
         side = torch.where((seen * -cross).sum(1) >= 0, 1, -1).to(torch.int8)
         tan = torch.cat([tx, ty], 1) / unit[:, None]
         # keyed half a cell in front of its surface: the two faces of an edge, or the two sides of a thin surface,
@@ -518,10 +611,9 @@ class LatentMemory:
         return self._store(latent, ii, jj, unit, pos.float(), c * unit, tan, cell_bits(own, c)[ii, jj], side,
                            same_write, key_at=pos + 0.5 * c * unit[:, None] * front, camera=camera)
 
-    def _address_index(self):
-        """The cells as the address read looks them up (built once per content): each cell's plane (centre P [N, 3],
-        axes Tx, Ty [N, 3] per source pixel, the inverse of their Gram matrix [N, 2, 2], front normal [N, 3]) and a
-        hash of the grid voxels its footprint's box meets, per level of voxel size (sorted keys [E], cell [E])."""
+    def _planes(self):
+        """Each cell's plane as the address read uses it (once per content): centre P [N, 3], axes Tx, Ty [N, 3] per
+        source pixel, the inverse of their Gram matrix [N, 2, 2], front normal [N, 3], length per pixel [N]."""
         if self._index is not None:
             return self._index
         unit = (self.foot / self.cell)[:, None].double()
@@ -533,12 +625,20 @@ class LatentMemory:
                            torch.stack([-gram[:, 1, 0], gram[:, 0, 0]], 1)], 1) / det.clamp_min(1e-30)[:, None, None]
         front = -torch.linalg.cross(tx, ty)
         front = front / front.norm(dim=1, keepdim=True).clamp_min(1e-30) * self.side.double()[:, None]
+        self._index = (self.pos.double(), tx, ty, inv, front, unit[:, 0])
+        return self._index
+
+    def _hash(self):
+        """A hash of the grid voxels each cell's footprint box meets, per level of voxel size (base size, levels,
+        sorted keys [E], cell [E]), built once per content."""
+        if self._hashed is not None:
+            return self._hashed
+        pos, tx, ty, _, _, unit = self._planes()
         half = self.cell / 2 + ADDRESS_REACH
-        extent = half * (tx.abs() + ty.abs()) + ADDRESS_TOL * unit  # the footprint's box, half size per axis
+        extent = half * (tx.abs() + ty.abs()) + ADDRESS_TOL * unit[:, None]  # the footprint's box, half size per axis
         size = 2 * extent.amax(1)
-        base = float(size.median()) if size.numel() else 1.0
+        base = float(size.median())
         level = torch.ceil(torch.log2((size / base).clamp_min(1.0))).long()  # voxels at least as large as the box
-        pos = self.pos.double()
         keys, cells = [], []
         for lv in torch.unique(level).tolist():
             k = torch.nonzero(level == lv).squeeze(1)
@@ -553,20 +653,17 @@ class LatentMemory:
                 cells.append(k[take])
         keys, cells = torch.cat(keys), torch.cat(cells)
         order = torch.argsort(keys, stable=True)
-        self._index = (pos, tx, ty, inv, front, unit[:, 0], base, sorted(torch.unique(level).tolist()),
-                       keys[order], cells[order])
-        return self._index
+        self._hashed = (base, sorted(torch.unique(level).tolist()), keys[order], cells[order])
+        return self._hashed
 
     def read_surface(self, points, normals):
         """The stored cells that points on this bank's surfaces show: `points` [M, 3] surface addresses in this
         bank's space, `normals` [M, 3] facing their camera. Returns (point [P], cell [P], a [P], b [P]): every pair of
-        a point and a cell whose plane holds the point (within ADDRESS_TOL of its pixels) inside its footprint (its
-        cell plus ADDRESS_REACH source pixels), seen from the same side; a, b: where in the cell (source pixels from
-        its centre along its row and column)."""
+        a point and a cell that holds it (surface_check), found through a hash of the cells' footprints."""
         empty = torch.zeros(0, dtype=torch.long, device=self.device)
         if not len(self) or not points.shape[0]:
-            return empty, empty, empty.double(), empty.double()
-        pos, tx, ty, inv, front, unit, base, levels, keys, cells = self._address_index()
+            return empty, empty, empty.float(), empty.float()
+        base, levels, keys, cells = self._hash()
         p = points.to(self.device, torch.float64)
         found_p, found_c = [], []
         for lv in levels:
@@ -578,35 +675,56 @@ class LatentMemory:
             at = torch.repeat_interleave(lo - (n.cumsum(0) - n), n) + torch.arange(which.numel(), device=self.device)
             found_p.append(which)
             found_c.append(cells[at])
-        pi, ci = torch.cat(found_p), torch.cat(found_c)
+        return self.surface_check(points, normals, torch.cat(found_p), torch.cat(found_c))
+
+    def surface_check(self, points, normals, pi, ci):
+        """Which candidate pairs (point pi [P], cell ci [P]) hold: the point lies inside the cell (where the cell's
+        write has a camera, the point's own pixel in that frame is one of the cell's, so the cells of one write tile
+        the surface exactly; else within the cell plus ADDRESS_REACH source pixels, by its plane), on its plane (off
+        it by at most a few of its pixels, more as the point lies further from the cell's centre: the plane's tilt
+        is an estimate), seen from the same side. Returns (point, cell, a, b) of those: a, b where in the cell
+        (source pixels from its centre along its row and column)."""
+        pos, tx, ty, inv, front, unit = self._planes32()
+        c = self.cell
+        p64 = points.to(self.device, torch.float64)
+        # coordinates relative to each cell's centre are small: float32 keeps them to well below a pixel
+        p = p64.float()
         d = p[pi] - pos[ci]
-        u, v = (d * tx[ci]).sum(1), (d * ty[ci]).sum(1)
-        a = inv[ci, 0, 0] * u + inv[ci, 0, 1] * v
-        b = inv[ci, 1, 0] * u + inv[ci, 1, 1] * v
-        half = self.cell / 2 + ADDRESS_REACH
-        inside = (a.abs() <= half) & (b.abs() <= half)
-        # where the cell's write has a camera, the point's own pixel in that frame: the cells of one write then tile
-        # the surface exactly (half-open cells: a point lies in one of them)
-        cam = self.cameras[self.age[ci].long()]
-        exact = torch.isfinite(cam[:, 0, 0])
-        if bool(exact.any()):
-            e = torch.nonzero(exact).squeeze(1)
-            x = (cam[e, :, :3] @ p[pi[e], :, None])[..., 0] + cam[e, :, 3]
-            src = self.src[ci[e]].double()
-            centre = src * self.cell + (self.cell - 1) / 2
-            ae = x[:, 0] / x[:, 2] - centre[:, 1]
-            be = x[:, 1] / x[:, 2] - centre[:, 0]
+        txc, tyc = tx[ci], ty[ci]
+        a = torch.empty(pi.numel(), device=self.device)
+        b = torch.empty_like(a)
+        inside = torch.zeros(pi.numel(), dtype=torch.bool, device=self.device)
+        age = self.age[ci].long()
+        exact = self._has_camera[age]
+        for w in torch.unique(age[exact]).tolist():  # one camera per write
+            e = torch.nonzero(age == w).squeeze(1)
+            P = self.cameras[w]
+            x = p64[pi[e]] @ P[:, :3].T + P[:, 3]
+            centre = self.src[ci[e]].double() * c + (c - 1) / 2
+            ae, be = (x[:, 0] / x[:, 2] - centre[:, 1]).float(), (x[:, 1] / x[:, 2] - centre[:, 0]).float()
             a[e], b[e] = ae, be
-            h = self.cell / 2
-            inside[e] = (x[:, 2] > 0) & (src[:, 0] >= 0) & (ae >= -h) & (ae < h) & (be >= -h) & (be < h)
-        # on the cell's surface: off its plane by at most a few of its pixels (more as the point lies further from
-        # the cell's centre: the plane's tilt comes from a few depth differences)
-        along = a[:, None] * tx[ci] + b[:, None] * ty[ci]
-        off = (d - along).norm(dim=1)
-        ok = inside & (off <= ADDRESS_TOL * unit[ci] + PLANE_SLACK * along.norm(dim=1))
-        ok &= (normals.to(self.device, torch.float64)[pi] * front[ci]).sum(1) >= SAME_SIDE
+            inside[e] = ((x[:, 2] > 0) & (self.src[ci[e], 0] >= 0) & (ae >= -c / 2) & (ae < c / 2)
+                         & (be >= -c / 2) & (be < c / 2))
+        f = torch.nonzero(~exact).squeeze(1)
+        if f.numel():  # placed by addresses alone: where the point falls on the cell's plane
+            u, v = (d[f] * txc[f]).sum(1), (d[f] * tyc[f]).sum(1)
+            g = inv[ci[f]]
+            a[f] = g[:, 0, 0] * u + g[:, 0, 1] * v
+            b[f] = g[:, 1, 0] * u + g[:, 1, 1] * v
+            half = c / 2 + ADDRESS_REACH
+            inside[f] = (a[f].abs() <= half) & (b[f].abs() <= half)
+        along = a[:, None] * txc + b[:, None] * tyc
+        ok = inside & ((d - along).norm(dim=1) <= ADDRESS_TOL * unit[ci] + PLANE_SLACK * along.norm(dim=1))
+        ok &= (normals.to(self.device, torch.float32)[pi] * front[ci]).sum(1) >= SAME_SIDE
         i = torch.nonzero(ok).squeeze(1)
         return pi[i], ci[i], a[i], b[i]
+
+    def _planes32(self):
+        """_planes in float32, and which writes have a camera."""
+        if self._index32 is None:
+            self._index32 = tuple(x.float() for x in self._planes())
+            self._has_camera = torch.isfinite(self.cameras[:, 0, 0])
+        return self._index32
 
     def _visible_blocks(self, R, t, fx, fy, cx, cy, h, w):
         # frustum planes a . p_cam >= 0 moved into world space; a block is dropped only when even its
@@ -659,10 +777,9 @@ class LatentMemory:
                              torch.stack([du[:, 2], dv[:, 2]], 1), self.age[cells], self.bits[cells], None,
                              self.keys[cells], None)
 
-    def read(self, K, cam_to_world, h, w, cull=True, splats=True, skip=None):
+    def read(self, K, cam_to_world, h, w, cull=True, splats=True):
         """Project the memory into a camera (BankRead; depth float32). With `splats` also every cell it sees as
-        a small plane, with the canvases of the frames that wrote them, but for the cells `skip` [n] (the cells a
-        read by address already has)."""
+        a small plane, with the canvases of the frames that wrote them."""
         w2c = torch.linalg.inv(torch.as_tensor(cam_to_world, dtype=torch.float64)).float().to(self.device)
         R, t = w2c[:3, :3], w2c[:3, 3]
         fx, fy, cx, cy = latent_intrinsics(K, self.cell)
@@ -695,13 +812,9 @@ class LatentMemory:
         idx, z = idx[src], z[src]
         # cells hitting no target cell centre but reaching into the image (along its border) are splats too
         border = (u > -size) & (u < w - 1 + size) & (v > -size) & (v < h - 1 + size)
-        seen = None
+        seen, seen_cells = None, None
         if splats:
             seen_cells, sp = self._splats(K, R, cells, cells_pc, src, target, z, h * w, border)
-            if skip is not None and skip.numel():
-                keep = ~torch.isin(seen_cells, skip)
-                seen_cells = seen_cells[keep]
-                sp = sp._replace(**{f: getattr(sp, f)[keep] for f in SPLAT_TENSORS if getattr(sp, f) is not None})
             seen = sp._replace(bank=torch.zeros(seen_cells.numel(), dtype=torch.long, device=self.device),
                                canvases=self.canvases(seen_cells))
 
@@ -717,7 +830,7 @@ class LatentMemory:
         won = src[best[hit]]
         geo[:, hit] = torch.stack([u[won], v[won], size[won]]).float()
         return BankRead(out.T.reshape(self.channels, h, w), ~hit.reshape(h, w), depth.reshape(h, w),
-                        geo.reshape(3, h, w), seen, touched)
+                        geo.reshape(3, h, w), seen, touched, seen_cells)
 
     def canvases(self, cells, offset=0):
         """Canvases for the stored cells `cells` [N]: the whole latent grid of each frame that wrote some of
@@ -896,28 +1009,14 @@ class SceneMemory:
         each moving object's pixels fetch what its bank holds at their own addresses (read_surface): visibility is
         the frame's own, and a limb or a rolling ball shows the same texture at the same point of its surface.
         With `splats`, every bank's cells as splats, each tagged with its object id."""
-        addressed, by_surface = None, None
-        if _addressed(maps, moving=False):
-            # the still world too, where the frame has addresses: read at them (exact visibility, nothing of
-            # another surface bleeds in); sky and whatever has no address still by projection
-            by_surface, used = self._read_surface(self.static, 0, maps, h, w, splats, cells=True)
-        first = self.static.read(K, cam_to_world, h, w, splats=splats, skip=None if by_surface is None else used)
+        first = self.static.read(K, cam_to_world, h, w, splats=splats)
         latent, hole, depth, geo = first.latent, first.hole, first.depth, first.geometry
         owner = torch.zeros(h, w, dtype=torch.long)
+        if splats and maps is not None and maps.depth is not None:
+            # the still world is drawn where the frame's own depth says: a cell whose surface lies off a pixel's
+            # depth (an occluder's edge, the far side of what stood in front of it) is not drawn on that pixel
+            first.splats = first.splats._replace(target=maps.depth.reshape(-1))
         parts = [(0, first.splats)]
-        if by_surface is not None:
-            r = by_surface
-            has = torch.isfinite(maps.rest).all(0)
-            addressed = has.reshape(-1)
-            mine = has if maps.ids is None else has & (maps.ids == 0)
-            by_address = per_cell(mine, self.cell).sum(-1) * 2 >= per_cell(
-                torch.ones_like(mine) if maps.ids is None else maps.ids == 0, self.cell).sum(-1)
-            by_address &= per_cell(mine, self.cell).any(-1)
-            latent = torch.where(by_address[None], r.latent.to(latent.dtype), latent)
-            depth = torch.where(by_address, r.depth, depth)
-            geo = torch.where(by_address[None], r.geometry, geo)
-            hole = torch.where(by_address, r.hole, hole)
-            parts.append((0, r.splats))
         for oid, bank, cam in self.banks(poses, cam_to_world)[1:]:
             if _addressed(maps):
                 r = self._read_surface(bank, oid, maps, h, w, splats)
@@ -938,38 +1037,40 @@ class SceneMemory:
             latent = torch.where(wrong[None], torch.zeros_like(latent), latent)
             depth = torch.where(wrong, torch.full_like(depth, float("inf")), depth)
         geo = torch.where(hole[None], torch.full_like(geo, float("nan")), geo)
-        joined = None
-        if splats:
-            joined = self._joined(parts)._replace(addressed=addressed)
-        return MemoryRead(latent, hole, depth, geo, joined)
+        return MemoryRead(latent, hole, depth, geo, self._joined(parts) if splats else None)
 
-    def _read_surface(self, bank, oid, maps, h, w, splats, cells=False):
-        """A bank read at its pixels' surface addresses (BankRead on the latent grid; with `cells`, also the stored
-        cells found): a cell of the grid is known where most of its pixels of this object found a stored cell, and
-        takes the stored cell most of them found; its depth is the frame's own. The splats are every stored cell
-        some pixel found, with their Pairs."""
-        c = self.cell
-        H, W = maps.rest.shape[-2:]
-        mine = torch.isfinite(maps.rest).all(0)
-        if maps.ids is not None:
-            mine &= maps.ids == oid
+    def _read_surface(self, bank, oid, maps, h, w, splats):
+        """A moving object's bank read at its pixels' surface addresses (BankRead on the latent grid, _surface_read),
+        its cells found through the bank's hash of their footprints."""
+        mine = torch.isfinite(maps.rest).all(0) & (maps.ids == oid)
         pix = torch.nonzero(mine.reshape(-1)).squeeze(1)
         pi, ci, a, b = bank.read_surface(maps.rest.reshape(3, -1)[:, pix].T, maps.normal.reshape(3, -1)[:, pix].T)
-        px = pix[pi]
-        used, k = torch.unique(ci, return_inverse=True)
+        return self._surface_read(bank, oid, maps, mine, (pix[pi], ci, a, b), h, w, splats)
+
+    def _surface_read(self, bank, oid, maps, mine, found, h, w, splats):
+        """A bank read at its pixels' surface addresses (BankRead on the latent grid): `mine` [H, W] the pixels that
+        read it, `found` = (pixel, cell, a, b) the pairs that hold. A cell of the grid is known where most of its
+        pixels of this bank found a stored cell, and takes the one found at its most central pixel; its depth is the
+        frame's own. The splats are every stored cell some pixel found, with their Pairs."""
+        c = self.cell
+        H, W = mine.shape
+        px, ci, a, b = found
+        mark = torch.zeros(len(bank), dtype=torch.bool)
+        mark[ci] = True
+        used = torch.nonzero(mark).squeeze(1)
+        remap = torch.cumsum(mark.long(), 0) - 1
+        k = remap[ci]
         n = max(used.numel(), 1)
-        # each grid cell's most found stored cell (ties: the earlier one)
-        tcell = (px // W // c) * w + (px % W) // c
-        uk, count = torch.unique(tcell * n + k, return_counts=True)
-        cell_of, spl = uk // n, uk % n
-        rank = torch.argsort(cell_of * (4 * c * c + 1) * n + (4 * c * c - count) * n + spl)
-        first = torch.ones(rank.numel(), dtype=torch.bool)
-        first[1:] = cell_of[rank][1:] != cell_of[rank][:-1]
-        best = torch.full((h * w,), -1, dtype=torch.long)
-        best[cell_of[rank][first]] = spl[rank][first]
-        found = torch.zeros(H * W, dtype=torch.bool)
-        found[px] = True
-        have = per_cell(found.reshape(H, W) & mine, c).sum(-1).reshape(-1)
+        # each grid cell takes the stored cell found at its most central pixel (ties: the earlier stored cell)
+        y, x = px // W, px % W
+        tcell = (y // c) * w + x // c
+        centre = ((y % c).double() - (c - 1) / 2).abs() + ((x % c).double() - (c - 1) / 2).abs()
+        best = torch.full((h * w,), n * (2 * c + 1), dtype=torch.long)
+        best = best.scatter_reduce(0, tcell, centre.long() * n + k, "amin")
+        best = torch.where(best < n * (2 * c + 1), best % n, torch.full_like(best, -1))
+        hit = torch.zeros(H * W, dtype=torch.bool)
+        hit[px] = True
+        have = per_cell(hit.reshape(H, W) & mine, c).sum(-1).reshape(-1)
         need = per_cell(mine, c).sum(-1).reshape(-1)
         known = (have * 2 >= need) & (need > 0) & (best >= 0)
         latent = torch.zeros(h * w, self.channels, dtype=bank.dtype)
@@ -982,9 +1083,8 @@ class SceneMemory:
             sp = Splats(bank.lat[used], torch.zeros(m, 2), torch.zeros(m, 2, 2), zero, torch.zeros(m, 2), bank.age[used],
                         bank.bits[used], torch.full((m,), oid, dtype=torch.long), bank.keys[used], bank.canvases(used),
                         Pairs(px, k, a.float(), b.float(), maps.depth.reshape(-1)[px].float()))
-        out = BankRead(latent.T.reshape(self.channels, h, w), ~known.reshape(h, w), depth.reshape(h, w),
-                       torch.full((3, h, w), float("nan")), sp, int(ci.numel()))
-        return (out, used) if cells else out
+        return BankRead(latent.T.reshape(self.channels, h, w), ~known.reshape(h, w), depth.reshape(h, w),
+                        torch.full((3, h, w), float("nan")), sp, int(ci.numel()), used)
 
     @staticmethod
     def _joined(parts):
@@ -998,9 +1098,11 @@ class SceneMemory:
             if sp.pairs is not None:
                 pairs.append(sp.pairs._replace(splat=sp.pairs.splat + n))
             n += k
+        targets = [sp.target for _, sp in parts if sp.target is not None]
         return Splats(*[torch.cat([getattr(p, f) for p in out]) for f in SPLAT_TENSORS],
                       [c for p in out for c in p.canvases],
-                      Pairs(*[torch.cat(x) for x in zip(*pairs)]) if pairs else None)
+                      Pairs(*[torch.cat(x) for x in zip(*pairs)]) if pairs else None,
+                      target=targets[0] if targets else None)
 
     def nbytes(self):
         return self.static.nbytes() + sum(b.nbytes() for b in self.objects.values())

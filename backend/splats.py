@@ -10,12 +10,8 @@ from typing import Callable, Optional
 
 import torch
 
-from .memory import SURFACE_TOL, Pairs, zbuffer
+from .memory import DEPTH_MATCH, SPLAT_MARGIN, SURFACE_TOL, Pairs, footprints, zbuffer
 
-SPLAT_REACH = 3    # a splat covers at most 3 cells' width of target pixels each way (bounds a read's cost)
-FOOTPRINT_PART = 1 << 20  # box pixels of the splats whose footprints are worked out together
-SPLAT_MARGIN = 0.25  # source pixels a splat reaches past its cell: closes cracks between neighbouring planes, but
-                     # never reaches a neighbour's pixel centre when read back at the writing camera
 
 
 def place_pixels(patches, image, geometry, depth, c):
@@ -137,12 +133,7 @@ def _candidates(sp, c, H, W, pixel_ids=None, only=None):
     order [N] of the splats); `only` [N] bool: pairs of these splats alone."""
     half = c / 2 + SPLAT_MARGIN
     parts, order = [], None
-    found = []
-    for px, k, a, b, order in _footprints(sp, c, H, W, only):
-        if sp.addressed is not None:  # a pixel with an address shows only what its address finds
-            i = torch.nonzero(~sp.addressed[px]).squeeze(1)
-            px, k, a, b = px[i], k[i], a[i], b[i]
-        found.append((px, k, a, b, None, order))
+    found = [(px, k, a, b, None, order) for px, k, a, b, order in footprints(sp, c, H, W, only)]
     if sp.pairs is not None:
         take = torch.ones_like(sp.pairs.pixel, dtype=torch.bool) if only is None else only[sp.pairs.splat]
         p = Pairs(*(x[take] for x in sp.pairs))
@@ -155,6 +146,9 @@ def _candidates(sp, c, H, W, pixel_ids=None, only=None):
             keep &= pixel_ids.reshape(-1).long()[px] == sp.bank[k]
         if z is None:
             z = sp.depth[k].float() + a * sp.slope[k, 0].float() + b * sp.slope[k, 1].float()
+            if sp.target is not None:  # the frame's own depth there: a still cell off it is another surface
+                t = sp.target[px]
+                keep &= ~torch.isfinite(t) | (sp.bank[k] != 0) | ((z - t).abs() <= DEPTH_MATCH * t)
         keep &= z > 0
         i = torch.nonzero(keep).squeeze(1)
         px, k, a, b, z = px[i], k[i], a[i], b[i], z[i]
@@ -179,82 +173,6 @@ def _resolve(candidates, sp, patches, order, image, depth):
     w = torch.nonzero(near & (rank == best[px])).squeeze(1)
     image[:, px[w]] = _sample(patches, sp.bits, k[w], a[w], b[w], patches.shape[-1]).T
     depth[px[w]] = z[w]
-
-
-def _footprints(sp, c, H, W, only=None):
-    """Every (target pixel, splat) pair where the pixel's centre lies inside the splat's footprint (its cell plus
-    SPLAT_MARGIN, mapped through the splat's plane), the footprint cut to SPLAT_REACH cells' width each way and
-    to the image (`only` [N] bool: for these splats alone). Yields, a part of the splats at a time, (pixel [M]
-    (y * W + x), splat [M], source offsets a, b [M] from the splat's centre in source pixels, order [N]: each
-    splat's place when splats are taken by reach (rounded up to a few sizes), then as listed)."""
-    N = sp.age.numel()
-    J = sp.jac.float()
-    det = J[:, 0, 0] * J[:, 1, 1] - J[:, 0, 1] * J[:, 1, 0]
-    good = det > 1e-6  # edge-on or seen from behind: nothing to draw
-    drawn = good if only is None else good & only
-    inv = torch.stack([torch.stack([J[:, 1, 1], -J[:, 0, 1]], 1), torch.stack([-J[:, 1, 0], J[:, 0, 0]], 1)], 1)
-    inv = inv / torch.where(good, det, torch.ones_like(det))[:, None, None]
-    half = c / 2 + SPLAT_MARGIN
-    extent = torch.stack([J[:, 0].abs().sum(1), J[:, 1].abs().sum(1)], 1) * half  # footprint half-size, x and y
-    reach = torch.ceil(extent.clamp(max=SPLAT_REACH * c)).long().amax(1)
-    levels = torch.tensor(sorted({int(c // 2 + 1), c, int(1.5 * c), 2 * c, SPLAT_REACH * c}))
-    level = torch.searchsorted(levels, reach).clamp(max=levels.numel() - 1)
-    reach = levels[level]
-    order = level * N + torch.arange(N)
-    cx, cy = sp.centre[:, 0].float(), sp.centre[:, 1].float()
-    xc, yc = torch.floor(cx + 0.5).long(), torch.floor(cy + 0.5).long()
-    # the square of `reach` around the centre pixel, cut to the footprint's box with half a pixel of slack (far
-    # more than rounding moves a, b; a nearly edge-on splat, whose inverse is large, keeps its whole square)
-    loose = inv.abs().flatten(1).amax(1) > 1e3
-    x0 = torch.maximum(xc - reach, torch.where(loose, xc - reach, torch.ceil(cx - extent[:, 0] - 0.5).long())).clamp(min=0)
-    x1 = torch.minimum(xc + reach, torch.where(loose, xc + reach, torch.floor(cx + extent[:, 0] + 0.5).long())).clamp(max=W - 1)
-    y0 = torch.maximum(yc - reach, torch.where(loose, yc - reach, torch.ceil(cy - extent[:, 1] - 0.5).long())).clamp(min=0)
-    y1 = torch.minimum(yc + reach, torch.where(loose, yc + reach, torch.floor(cy + extent[:, 1] + 0.5).long())).clamp(max=H - 1)
-    ny = torch.where(drawn, (y1 - y0 + 1).clamp(min=0), torch.zeros_like(y0))
-    # a few thousand splats at a time, by the area of their boxes: what one part needs stays small at any size
-    area = (ny * (x1 - x0 + 1).clamp(min=0)).cumsum(0)
-    total = int(area[-1]) if N else 0
-    parts = max(1, -(-total // FOOTPRINT_PART))
-    cuts = [0] + torch.searchsorted(area, torch.arange(1, parts) * FOOTPRINT_PART).tolist() + [N]
-    for s0, s1 in zip(cuts[:-1], cuts[1:]):
-        if s1 > s0 or s0 == 0:  # the first part even when empty: there is always one
-            yield _rows(s0, s1, ny, x0, x1, y0, inv, cx, cy, loose, half, W) + (order,)
-
-
-def _rows(s0, s1, ny, x0, x1, y0, inv, cx, cy, loose, half, W):
-    """_footprints for the splats s0 .. s1 - 1: each row of its box, cut to where the footprint crosses it (|a|
-    and |b| <= half are two bands along the row), then the pixels of those rows that pass."""
-    ny = ny[s0:s1]
-    local = torch.repeat_interleave(torch.arange(s1 - s0), ny)
-    kr = local + s0
-    Y = y0[kr] + (torch.arange(kr.numel()) - (ny.cumsum(0) - ny)[local])
-    dy = Y - cy[kr]
-    lo, hi = _band(inv[kr, 0, 0], inv[kr, 0, 1] * dy, half)
-    lo_b, hi_b = _band(inv[kr, 1, 0], inv[kr, 1, 1] * dy, half)
-    lo, hi = torch.maximum(lo, lo_b), torch.minimum(hi, hi_b)
-    whole = loose[kr]
-    xs0 = torch.where(whole, x0[kr], torch.maximum(x0[kr], torch.ceil(cx[kr] + lo - 0.5).clamp(-1, W).long()))
-    xs1 = torch.where(whole, x1[kr], torch.minimum(x1[kr], torch.floor(cx[kr] + hi + 0.5).clamp(-1, W).long()))
-    nx = (xs1 - xs0 + 1).clamp(min=0)
-    r = torch.repeat_interleave(torch.arange(kr.numel()), nx)
-    k = kr[r]
-    X, Y = xs0[r] + (torch.arange(r.numel()) - (nx.cumsum(0) - nx)[r]), Y[r]
-    dx, dy = X - cx[k], Y - cy[k]
-    a = inv[k, 0, 0] * dx + inv[k, 0, 1] * dy
-    b = inv[k, 1, 0] * dx + inv[k, 1, 1] * dy
-    i = torch.nonzero((a.abs() <= half) & (b.abs() <= half)).squeeze(1)
-    return Y[i] * W + X[i], k[i], a[i], b[i]
-
-
-def _band(m, offset, half):
-    """Where along a row m * dx + offset lies within [-half, half]: (lo, hi) in dx, empty when lo > hi."""
-    inf = torch.full_like(offset, float("inf"))
-    safe = torch.where(m == 0, torch.ones_like(m), m)
-    e0, e1 = (-half - offset) / safe, (half - offset) / safe
-    inside = offset.abs() <= half  # m == 0: the whole row or none of it
-    lo = torch.where(m == 0, torch.where(inside, -inf, inf), torch.minimum(e0, e1))
-    hi = torch.where(m == 0, torch.where(inside, inf, -inf), torch.maximum(e0, e1))
-    return lo, hi
 
 
 def _sample(patches, bits, k, a, b, c):

@@ -87,7 +87,7 @@ def splats_to(sp, device):
     pairs = None if sp.pairs is None else type(sp.pairs)(*(x.to(device) for x in sp.pairs))
     return sp._replace(**{f: getattr(sp, f).to(device) for f in SPLAT_TENSORS if getattr(sp, f) is not None},
                        canvases=canvases, pairs=pairs,
-                       addressed=None if sp.addressed is None else sp.addressed.to(device))
+                       target=None if sp.target is None else sp.target.to(device))
 
 
 @dataclass
