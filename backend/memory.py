@@ -193,6 +193,20 @@ def depth_layers(depth, member, cell, spread=0.3, min_pixels=16):
     return member & ~far, far
 
 
+def _pair_splats(bank, oid, px, ci, a, b, depth):
+    """(Splats of the stored cells `ci` found for pixels `px` at (a, b), with their Pairs (each pixel's depth from
+    `depth` [H * W]); the cells used; each pair's splat)."""
+    mark = torch.zeros(len(bank), dtype=torch.bool)
+    mark[ci] = True
+    used = torch.nonzero(mark).squeeze(1)
+    k = (torch.cumsum(mark.long(), 0) - 1)[ci]
+    m = used.numel()
+    sp = Splats(bank.lat[used], torch.zeros(m, 2), torch.zeros(m, 2, 2), torch.zeros(m), torch.zeros(m, 2),
+                bank.age[used], bank.bits[used], torch.full((m,), oid, dtype=torch.long), bank.keys[used],
+                bank.canvases(used), Pairs(px, k, a.float(), b.float(), depth[px].float()))
+    return sp, used, k
+
+
 def crease_layers(normal, member, cell):
     """Split each cell's `member` pixels where they lie on two faces (a box's edge): the face most of them agree
     with (normals within CREASE) and the rest, so that each is stored as its own plane. `normal` [3, H, W]. Returns
@@ -422,7 +436,8 @@ class LatentMemory:
         # the side of the surface the cell shows: its front normal is -(tan_x x tan_y) times this (-1 where the
         # object's transform mirrors its own space), so a pixel on the far side of a thin surface does not read it
         self.side = torch.zeros(0, dtype=torch.int8, device=self.device)
-        self.grid = None   # (h, w) of the frames written; one memory serves one resolution
+        # (h, w) of each write's latent grid (row = write number): a frame's, or a surface chart's of its own size
+        self.grids = torch.zeros(1, 2, dtype=torch.int32, device=self.device)
         self.writes = 0
         # each write's camera as a [3, 4] projection from this bank's space to pixels (row = write number; NaN for
         # a write placed by surface addresses alone, a deforming object's): a point's source pixel is then exact,
@@ -516,10 +531,8 @@ class LatentMemory:
         z, pos, foot, tan, bits = rank[inside], pos[inside], foot[inside].float(), tan[inside].to(torch.float16), bits[inside]
         side = side[inside]
         lat = latent.to(self.device)[:, ii[inside], jj[inside]].T.to(self.dtype)
-        if self.grid is None:
-            self.grid = (h, w)
         src = torch.stack([ii[inside], jj[inside]], 1).to(torch.int16)
-        if self.grid != (h, w) or max(h, w) > 32767:
+        if max(h, w) > 32767:
             src = torch.full_like(src, -1)
 
         # one cell per key: nearest (or finest), then lowest cell index (stable sorts keep the earlier order on ties)
@@ -547,6 +560,7 @@ class LatentMemory:
             if camera is not None:
                 row[0] = camera.to(self.device, torch.float64)
             self.cameras = torch.cat([self.cameras[:self.writes], row])
+            self.grids = torch.cat([self.grids[:self.writes], torch.tensor([[h, w]], dtype=torch.int32)])
         self.keys = keys[order]
         self.pos = torch.cat([self.pos[keep], pos[sel]])[order]
         self.lat = torch.cat([self.lat[keep], lat[sel]])[order]
@@ -839,13 +853,13 @@ class LatentMemory:
         the reprojection happened to put beside it. A write's cells never change (later writes can only
         replace them), so which of them are still here names a canvas's content, and its decode can be
         reused from frame to frame."""
-        if self.grid is None or cells.numel() == 0:
+        if cells.numel() == 0:
             return []
-        gh, gw = self.grid
         s = self.src[cells].long()
         member = torch.nonzero(s[:, 0] >= 0).squeeze(1)
         if self._lookup is None:
-            keys = self.age.long() * (gh * gw) + self.src[:, 0].long() * gw + self.src[:, 1].long()
+            # (write, row, col) packed: each write's grid has its own size
+            keys = self.age.long() << 32 | self.src[:, 0].long() << 16 | self.src[:, 1].long()
             keys = torch.where(self.src[:, 0] >= 0, keys, torch.full_like(keys, -1))
             order = torch.argsort(keys)
             self._lookup = (keys[order], order)
@@ -854,7 +868,9 @@ class LatentMemory:
         out = []
         for a in torch.unique(ages).tolist():
             m = member[ages == a]
-            want = a * (gh * gw) + torch.arange(gh * gw, device=self.device)
+            gh, gw = (int(x) for x in self.grids[a])
+            r = torch.arange(gh * gw, device=self.device)
+            want = a << 32 | (r // gw) << 16 | r % gw
             at = torch.searchsorted(skeys, want).clamp(max=skeys.numel() - 1)
             found = skeys[at] == want
             lat = torch.zeros(self.channels, gh * gw, device=self.device)
@@ -868,11 +884,10 @@ class LatentMemory:
         meta = {"format": FORMAT, "version": VERSION, "channels": str(self.channels), "cell": str(self.cell),
                 "dtype": str(self.dtype).replace("torch.", "")}
         meta["writes"] = str(self.writes)
-        if self.grid is not None:
-            meta["grid"] = f"{self.grid[0]}x{self.grid[1]}"
         # write then rename: a crash or a full disk mid-save never leaves a torn memory file behind
         tensors = {k: getattr(self, k).contiguous().cpu() for k in FIELDS}
         tensors["cameras"] = self.cameras[:self.writes + 1].contiguous().cpu()
+        tensors["grids"] = self.grids[:self.writes + 1].contiguous().cpu()
         atomic_write(str(path), lambda tmp: save_file(tensors, tmp, metadata=meta))
 
     @classmethod
@@ -884,9 +899,7 @@ class LatentMemory:
                     raise ValueError("no latent memory format tag")
                 if meta.get("version") != VERSION:
                     raise ValueError(f"unsupported version {meta.get('version')!r}")
-                tensors = {k: f.get_tensor(k) for k in FIELDS + ("cameras",)}
-                grid = meta.get("grid", "")
-                grid = tuple(int(x) for x in grid.split("x")) if grid else None
+                tensors = {k: f.get_tensor(k) for k in FIELDS + ("cameras", "grids")}
             mem = cls(int(meta["channels"]), int(meta["cell"]), DTYPES[meta["dtype"]], device)
         except ValueError as e:
             raise ValueError(f"{path} is not a latent memory file: {e}") from None
@@ -901,13 +914,15 @@ class LatentMemory:
                 or lat.dtype != mem.dtype or (n > 1 and not bool((keys[1:] > keys[:-1]).all()))):
             raise ValueError(f"{path} is not a consistent latent memory file")
         mem.keys, mem.pos, mem.lat = keys.to(mem.device), pos.float().to(mem.device), lat.to(mem.device)
-        mem.foot, mem.age, mem.src, mem.grid = foot.float().to(mem.device), age.to(mem.device), src.to(mem.device), grid
+        mem.foot, mem.age, mem.src = foot.float().to(mem.device), age.to(mem.device), src.to(mem.device)
         mem.tan, mem.bits, mem.side = tan.to(mem.device), bits.to(mem.device), side.to(mem.device)
         cameras = tensors["cameras"]
         mem.writes = int(meta.get("writes", "0"))
-        if cameras.shape != (mem.writes + 1, 3, 4) or cameras.dtype != torch.float64:
-            raise ValueError(f"{path} is not a consistent latent memory file (its cameras)")
-        mem.cameras = cameras.to(mem.device)
+        grids = tensors["grids"]
+        if (cameras.shape != (mem.writes + 1, 3, 4) or cameras.dtype != torch.float64
+                or grids.shape != (mem.writes + 1, 2) or grids.dtype != torch.int32):
+            raise ValueError(f"{path} is not a consistent latent memory file (its cameras and grids)")
+        mem.cameras, mem.grids = cameras.to(mem.device), grids.to(mem.device)
         mem._rebuild_blocks()
         return mem
 
@@ -1039,6 +1054,16 @@ class SceneMemory:
         geo = torch.where(hole[None], torch.full_like(geo, float("nan")), geo)
         return MemoryRead(latent, hole, depth, geo, self._joined(parts) if splats else None)
 
+    def read_points(self, oid, points, normals):
+        """What the bank of object `oid` (0: the still world) holds at surface addresses `points` [N, 3] (in that
+        bank's space) seen from the side of `normals` [N, 3]: Splats whose Pairs name the points as the pixels of
+        a 1 x N image (draw them with a model's drawing), or None where the bank holds nothing."""
+        bank = self.static if oid == 0 else self.objects.get(oid)
+        if bank is None or not len(bank):
+            return None
+        pi, ci, a, b = bank.read_surface(points, normals)
+        return _pair_splats(bank, oid, pi, ci, a, b, torch.ones(points.shape[0]))[0]
+
     def _read_surface(self, bank, oid, maps, h, w, splats):
         """A moving object's bank read at its pixels' surface addresses (BankRead on the latent grid, _surface_read),
         its cells found through the bank's hash of their footprints."""
@@ -1055,11 +1080,7 @@ class SceneMemory:
         c = self.cell
         H, W = mine.shape
         px, ci, a, b = found
-        mark = torch.zeros(len(bank), dtype=torch.bool)
-        mark[ci] = True
-        used = torch.nonzero(mark).squeeze(1)
-        remap = torch.cumsum(mark.long(), 0) - 1
-        k = remap[ci]
+        sp, used, k = _pair_splats(bank, oid, px, ci, a, b, maps.depth.reshape(-1))
         n = max(used.numel(), 1)
         # each grid cell takes the stored cell found at its most central pixel (ties: the earlier stored cell)
         y, x = px // W, px % W
@@ -1076,15 +1097,8 @@ class SceneMemory:
         latent = torch.zeros(h * w, self.channels, dtype=bank.dtype)
         latent[known] = bank.lat[used[best[known]]]
         depth = torch.where(known, member_depth(maps.depth, mine, c).reshape(-1), torch.full((h * w,), float("inf")))
-        sp = None
-        if splats:
-            m = used.numel()
-            zero = torch.zeros(m)
-            sp = Splats(bank.lat[used], torch.zeros(m, 2), torch.zeros(m, 2, 2), zero, torch.zeros(m, 2), bank.age[used],
-                        bank.bits[used], torch.full((m,), oid, dtype=torch.long), bank.keys[used], bank.canvases(used),
-                        Pairs(px, k, a.float(), b.float(), maps.depth.reshape(-1)[px].float()))
         return BankRead(latent.T.reshape(self.channels, h, w), ~known.reshape(h, w), depth.reshape(h, w),
-                        torch.full((3, h, w), float("nan")), sp, int(ci.numel()), used)
+                        torch.full((3, h, w), float("nan")), sp if splats else None, int(ci.numel()), used)
 
     @staticmethod
     def _joined(parts):
