@@ -4,6 +4,7 @@
   python -m backend run JOB.json --jsonl    protocol messages on stdout, commands on stdin (the add-on)
   ... --follow                              a streamed job: wait for the frames still being exported
   python -m backend check                   one JSON line: can this interpreter run the backend?
+  python -m backend bake FOLDER [--jsonl]   bake a finished run's memory into textures (FOLDER/request.json)
 
 Exit codes: 0 done, 1 the job failed (one line on stderr says why), 2 usage, 3 cancelled.
 """
@@ -25,6 +26,9 @@ def _emitter(jsonl):
             if jsonl:
                 sys.stdout.write(protocol.encode(msg_type, **fields))
                 sys.stdout.flush()
+            elif msg_type == "progress" and "object" in fields:  # a bake
+                print(f"baking {fields['object']}  {100 * fields['done'] / max(fields['total'], 1):.0f}%  "
+                      f"eta {fields['eta_s']:.0f}s", file=sys.stderr, flush=True)
             elif msg_type == "progress":
                 print(f"frame {fields['frame']}  {fields['done']}/{fields['total']}  eta {fields['eta_s']:.0f}s",
                       file=sys.stderr, flush=True)
@@ -113,6 +117,38 @@ def cmd_run(job_path, jsonl, stop_on_eof, follow=False):
     return 0
 
 
+def cmd_bake(folder, jsonl, stop_on_eof):
+    """Bake a finished run's memory into textures: the request in `folder` (backend/bakefile.py)."""
+    emit = _emitter(jsonl)
+    cancel = threading.Event()
+    if jsonl:
+        threading.Thread(target=_watch_stdin, args=(cancel, stop_on_eof), daemon=True).start()
+    from . import bakefile
+    try:
+        bakefile.load_request(os.path.join(folder, bakefile.REQUEST))  # a bad request fails before torch loads
+    except protocol.JobError as e:
+        emit("error", message=str(e))
+        return 1
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        emit("error", message=f"the backend Python ({sys.executable}) cannot import torch: {e}")
+        return 1
+    from .bake import Cancelled, bake_folder
+    try:
+        bake_folder(folder, emit, cancel.is_set)
+    except Cancelled:
+        emit("done", cancelled=True, stats={})
+        return 3
+    except Exception as e:
+        message = error_message(e)
+        if message.startswith("internal error"):
+            traceback.print_exc(file=sys.stderr)
+        emit("error", message=message)
+        return 1
+    return 0
+
+
 def main(argv=None):
     # idle OpenMP threads sleep instead of spinning: beside Blender exporting, or any other busy process, spinning
     # threads take the cores the work needs (set before torch loads, which happens only when a job runs)
@@ -126,9 +162,15 @@ def main(argv=None):
     run.add_argument("--follow", action="store_true",
                      help="a streamed job: wait for the frames the add-on is still exporting")
     sub.add_parser("check", help="report whether this interpreter can run the backend")
+    bake = sub.add_parser("bake", help="bake a finished run's memory into textures (a bake request's folder)")
+    bake.add_argument("folder")
+    bake.add_argument("--jsonl", action="store_true", help="speak the JSON-lines protocol on stdout/stdin")
+    bake.add_argument("--stop-on-eof", action="store_true", help="cancel when stdin closes (the caller died)")
     args = parser.parse_args(argv)
     if args.cmd == "check":
         return cmd_check()
+    if args.cmd == "bake":
+        return cmd_bake(os.path.abspath(args.folder), args.jsonl, args.stop_on_eof)
     return cmd_run(os.path.abspath(args.job), args.jsonl, args.stop_on_eof, args.follow)
 
 

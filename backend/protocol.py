@@ -86,6 +86,7 @@ JOB_FIELDS = {
     "height": (int, True),
     "reference": (dict, False),       # required unless `references` gives the references
     "references": (list, False),      # reference images painted from cameras of their own (several shots of a set)
+    "parts": (dict, False),           # object name -> its number in the object maps, for references of one object
     "start": (dict, False),           # the memory a shot starts from (the shot before it, chained shots)
     "depth_source": (str, True),
     "plane_distance": ((int, float), False),
@@ -191,12 +192,14 @@ class Reference:
     """A reference image (absolute path), the scene frame it shows, its depth map (depth source IMAGE), and the
     camera it was painted from with that camera's maps (`view`, a Frame numbered `frame`), or None: the camera
     and maps of the job's frame `frame`. For MONOCULAR, the scene's depth through its camera where the scene has
-    geometry there (`scene_depth`: sets the estimate's scale)."""
+    geometry there (`scene_depth`: sets the estimate's scale). `object`: the name of the one object it shows (a
+    key of the job's `parts`): it gives only that object's pixels, or None: a reference of the whole set."""
     image: str
     frame: int
     depth: Optional[str] = None
     view: Optional[Frame] = None
     scene_depth: Optional[str] = None
+    object: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -215,7 +218,7 @@ class Job:
     segment_length: int
     width: int
     height: int
-    reference: Reference  # the first of `references`
+    reference: Reference  # the first of `references` that is a reference of the whole set
     depth_source: str
     frames: tuple
     device: str = "AUTO"
@@ -228,6 +231,7 @@ class Job:
     references: tuple = ()  # every reference, `reference` first
     start: Optional[StartMemory] = None
     frame_count: Optional[int] = None
+    parts: Optional[dict] = None  # object name -> its number in the object maps (references of one object)
 
     def __post_init__(self):
         if not self.references:  # a job made by hand with its one reference
@@ -245,16 +249,17 @@ class Job:
             scene_depth = d["depth_source"] == "SCENE"
             view = _frame({k: v for k, v in r.items() if k != "depth" or scene_depth})
             refs.append(Reference(r["image"], r["frame"], None if scene_depth else r.get("depth"), view,
-                                  r.get("scene_depth")))
+                                  r.get("scene_depth"), r.get("object")))
         start = d.get("start")
+        first = next((r for r in refs if r.object is None), refs[0])
         return cls(version=d["version"], model=d["model"], segment_length=d["segment_length"], width=d["width"],
-                   height=d["height"], reference=refs[0],
+                   height=d["height"], reference=first,
                    depth_source=d["depth_source"], frames=frames, device=d.get("device", "AUTO"), seed=d.get("seed"),
                    plane_distance=d.get("plane_distance"), monocular_distance=d.get("monocular_distance"),
                    objects=tuple(TrackedObject(o["id"], o.get("name", "")) for o in d.get("objects") or ()),
                    prompt=d.get("prompt"), negative_prompt=d.get("negative_prompt"), references=tuple(refs),
                    start=None if start is None else StartMemory(start["memory"], start.get("shot", "")),
-                   frame_count=d.get("frame_count"))
+                   frame_count=d.get("frame_count"), parts=d.get("parts"))
 
     def to_dict(self):
         """The job as a dict of the job format (fields left out where None; paths as resolved)."""
@@ -271,6 +276,8 @@ class Job:
                 item["depth"] = r.depth
             if r.scene_depth is not None:
                 item["scene_depth"] = r.scene_depth
+            if r.object is not None:
+                item["object"] = r.object
             views.append(item)
         if views:
             out["references"] = views
@@ -341,14 +348,46 @@ def _camera_entry(fr, job, job_dir, object_ids, label):
     return item
 
 
+def _parts(job):
+    """The `parts` table: object name -> its number in the object maps (an integer >= 1, one per object)."""
+    parts = job.get("parts") or {}
+    seen = {}
+    for name, n in parts.items():
+        if not name or isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise JobError(f"parts must give each object's name its number in the object maps (an integer >= 1), "
+                           f"got {name!r}: {n!r}")
+        if n in seen:
+            raise JobError(f"parts gives '{seen[n]}' and '{name}' the same number ({n})")
+        seen[n] = name
+    return parts
+
+
+def _reference_object(r, job, parts, label):
+    """A reference's `object` checked: the name of an object of the `parts` table, with the object maps it needs."""
+    name = r["object"]
+    if not isinstance(name, str) or not name:
+        raise JobError(f"{label}.object must be the name of an object")
+    if job["depth_source"] != "SCENE":
+        raise JobError(f"{label} shows the object '{name}' alone, which needs the Scene depth source (its pixels "
+                       f"come from the object map)")
+    if name not in parts:
+        raise JobError(f"{label}.object '{name}' is not in the job's parts table")
+    if r.get("parts") is None:
+        raise JobError(f"{label} shows the object '{name}' alone and needs an object map ('parts')")
+
+
 def _reference_views(job, job_dir, object_ids, frames):
     """The `references` entries, checked and resolved: each an image with its own camera and maps, like a frame's
-    (its depth is the scene's with depth source SCENE, the user's depth map with IMAGE)."""
+    (its depth is the scene's with depth source SCENE, the user's depth map with IMAGE), and, for a reference of
+    one object, that object's name."""
     out = []
+    parts = _parts(job)
     for i, r in enumerate(job.get("references") or ()):
         label = f"references[{i}]"
         if not isinstance(r, dict) or not isinstance(r.get("frame"), int) or isinstance(r.get("frame"), bool):
             raise JobError(f"{label} needs an integer 'frame'")
+        if r.get("object") is not None:
+            _reference_object(r, job, parts, label)
         item = _camera_entry(r, job, job_dir, object_ids, label)
         item["image"] = _inside(job_dir, r.get("image"), f"{label}.image")
         if job["depth_source"] == "IMAGE":
@@ -406,6 +445,8 @@ def validate_job(job, job_dir):
     out = dict(job)
     if "reference" not in job and not job.get("references"):
         raise JobError("the job has no 'reference' field")
+    if "reference" not in job and all(isinstance(r, dict) and r.get("object") is not None for r in job["references"]):
+        raise JobError("the job has no reference of the whole set: every one of its references shows one object")
     ref = None
     if "reference" in job:
         ref = dict(job["reference"])

@@ -94,8 +94,11 @@ class Fingerprint:
         keep["reference"] = _frame_entry(reference)
         views = [r.view for r in job.references if r.view is not None]
         if len(job.references) > 1 or views:
-            keep["references"] = [{"frame": r.frame, "view": None if r.view is None else _frame_entry(r.view)}
+            keep["references"] = [{"frame": r.frame, "view": None if r.view is None else _frame_entry(r.view),
+                                   **({"object": r.object} if r.object is not None else {})}
                                   for r in job.references]
+        if job.parts:
+            keep["parts"] = job.parts
         if job.start is not None:  # a shot that starts from another's memory: that memory decides its frames
             keep["start"] = start_digest(job)
         h = hashlib.sha256(json.dumps(keep, sort_keys=True).encode())

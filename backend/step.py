@@ -104,13 +104,32 @@ def material_cells(painted: torch.Tensor, cell: int) -> torch.Tensor:
     return painted.float().reshape(H // cell, cell, W // cell, cell).mean((1, 3)) >= 0.5
 
 
-def seed(model, memory: Memory, image: torch.Tensor, view: View) -> int:
+def seed(model, memory: Memory, image: torch.Tensor, view: View, pixels: Optional[torch.Tensor] = None) -> int:
     """Store the reference: `image` [3, H, W] (padded, light taken out) encoded whole, outline cells too (as two
     layers, each side at its own depth): it is what the user gave, and reading the memory back at its camera
-    must give it back exactly."""
+    must give it back exactly. `pixels` [H, W] bool (padded): only these pixels are stored (a reference of one
+    object gives that object alone); None: all."""
+    if pixels is not None:
+        pixels = pixels.to(torch.bool)
+        # the other pixels' colours stay out of the stored cells too (a model that blends a cell's pixels, or
+        # fills beside it, would show them): they take the nearest of these pixels' colours
+        image = push_pull(image, ~pixels.to(image.device))
     latent = model.encode(image)
-    return memory.write(latent, view.cells, view.K, view.cam_to_world, ids=view.cell_ids, poses=view.poses,
-                        maps=view.stored_maps)
+    maps, mask = view.stored_maps, None
+    if pixels is not None:
+        c = model.cell
+        share = pixels.float().reshape(pixels.shape[0] // c, c, pixels.shape[1] // c, c).mean((1, 3))
+        if maps.depth is None:  # whole cells only: those mostly on the pixels
+            mask = share >= 0.5
+        else:
+            # a cell with any of the pixels stores those alone: the others belong to no bank (id -1) and lie
+            # nowhere, so no stored cell owns them or is placed by them
+            mask = share > 0
+            ids = torch.zeros_like(pixels, dtype=torch.long) if maps.ids is None else maps.ids.long()
+            maps = dataclasses.replace(maps, ids=torch.where(pixels, ids, torch.full_like(ids, -1)),
+                                       depth=torch.where(pixels, maps.depth, torch.full_like(maps.depth, float("inf"))))
+    return memory.write(latent, view.cells, view.K, view.cam_to_world, mask=mask, ids=view.cell_ids, poses=view.poses,
+                        maps=maps)
 
 
 def frame_step(model: FrameModel, memory: Memory, view: View,

@@ -1,9 +1,9 @@
 """Mirage: consistent camera flythroughs from a reference image, generated into the Sequencer."""
 import bpy
 
-from . import ops, prefs, props, render_farm, setup_ops, ui
+from . import bake_ops, ops, prefs, props, render_farm, setup_ops, ui
 
-_classes = prefs.classes + setup_ops.classes + ops.classes + render_farm.classes + ui.classes
+_classes = prefs.classes + setup_ops.classes + ops.classes + bake_ops.classes + render_farm.classes + ui.classes
 
 
 def register():

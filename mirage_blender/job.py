@@ -115,15 +115,39 @@ class JobBuilder:
     def _reference_images(self, width, height):
         """Every reference of the set with its image checked: (shots.Reference or None, image path; None for an
         Image or a render, written once the output folder exists). The first comes from the Reference setting;
-        a set needs at least one."""
+        a set needs at least one of its own (the objects' references show only their objects)."""
+        refs = list(self.plan.references)
+        if not any(ref.object is None for ref in refs):
+            refs.insert(0, None)
+        self._check_objects({ref.object for ref in refs if ref is not None and ref.object is not None})
         out = []
-        for ref in self.plan.references or [None]:
+        for ref in refs:
             if ref is None or ref.primary:
                 out.append((ref, reference.check(self.scene, self.settings, width, height, self.plan.frames)))
                 continue
             camera.intrinsics(self.scene, ref.camera)
             out.append((ref, inputs.image_file(ref.image, width, height, ref.label)))
         return out
+
+    def _check_objects(self, names):
+        """Objects with references of their own: those paint the object's pixels alone, which only the scene's
+        geometry tells apart, so they need the Scene depth and an object that renders."""
+        if not names:
+            return
+        if self.settings.depth_source != "SCENE":
+            raise InputError(f"'{min(names)}' has references of its own, which need Depth set to Scene (they paint "
+                             f"only its pixels, which come from the scene's geometry)")
+        if self._part_numbers is None:
+            self._part_numbers = geometry.part_numbers(self.scene)
+        for name in sorted(names):
+            ob = self.scene.objects.get(name)
+            if ob is not None and ob.type not in geometry.SURFACE_TYPES:
+                raise InputError(f"'{name}' has references of its own but no surfaces to show them (it is "
+                                 f"{'an' if ob.type[0] in 'AEIOU' else 'a'} {ob.type.lower()} object): remove "
+                                 f"its references")
+            if name not in self._part_numbers:
+                raise InputError(f"'{name}' has references of its own but does not render (it is hidden in renders "
+                                 f"or its collection is): show it in renders, or remove its references")
 
     def _reference_depths(self, images, width, height):
         """(reference, image path, its depth map [H, W] or None: depth source Depth Map only), checked."""
@@ -223,6 +247,13 @@ class JobBuilder:
             if depth_map is not None:
                 entry["depth"] = f"inputs/references/{name}_user_depth.npy"
                 np.save(os.path.join(self.out, entry["depth"]), depth_map)
+            if ref.object is not None:
+                # the backend stores the pixels of the object map that carry the object's number in `parts`
+                entry["object"] = ref.object
+                job["parts"] = dict(self._parts(depth_size))
+                if fr.maps.parts is not None and not (fr.maps.parts == job["parts"][ref.object]).any():
+                    self.notices.append(f"{ref.label} does not show '{ref.object}' (camera '{ref.camera.name}', "
+                                        f"frame {ref.frame}): it adds nothing")
             entries.append(entry)
             yield Step(f"Exporting {ref.label[:1].lower() + ref.label[1:] if ref.primary else ref.label}: "
                        f"its camera and maps")

@@ -1,9 +1,11 @@
-"""Generate and Cancel, and the set's references. The operators see the generation's state only; it does the work."""
+"""Generate and Cancel, and the references of the set and of its objects. The operators see the generation's state
+only; it does the work."""
 import bpy
 from bpy.props import IntProperty, StringProperty
 
 from . import prefs
 from .core.errors import ExportError, InputError
+from .gather.geometry import SURFACE_TYPES
 from .generation import Generation
 from .runner import BackendError
 
@@ -166,4 +168,47 @@ class MIRAGE_OT_reference_remove(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (MIRAGE_OT_generate, MIRAGE_OT_cancel, MIRAGE_OT_reference_add, MIRAGE_OT_reference_remove)
+def _with_surfaces(context) -> bool:
+    ob = context.object
+    return ob is not None and ob.type in SURFACE_TYPES
+
+
+class MIRAGE_OT_object_reference_add(bpy.types.Operator):
+    bl_idname = "mirage.object_reference_add"
+    bl_label = "Add Object Reference"
+    bl_description = ("Add an image of this object alone (concept art, a view of a turnaround sheet), painted from a "
+                      "camera on a frame (the scene camera, this frame)")
+    bl_options = {"UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return _with_surfaces(context)
+
+    def execute(self, context):
+        ob, scene = context.object, context.scene
+        item = ob.mirage_references.add()
+        item.camera = scene.camera
+        item.frame = scene.frame_current
+        ob.mirage_references_index = len(ob.mirage_references) - 1
+        return {"FINISHED"}
+
+
+class MIRAGE_OT_object_reference_remove(bpy.types.Operator):
+    bl_idname = "mirage.object_reference_remove"
+    bl_label = "Remove Object Reference"
+    bl_description = "Remove the selected reference of this object (the file stays)"
+    bl_options = {"UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return _with_surfaces(context) and len(context.object.mirage_references) > 0
+
+    def execute(self, context):
+        ob = context.object
+        ob.mirage_references.remove(min(ob.mirage_references_index, len(ob.mirage_references) - 1))
+        ob.mirage_references_index = max(0, min(ob.mirage_references_index, len(ob.mirage_references) - 1))
+        return {"FINISHED"}
+
+
+classes = (MIRAGE_OT_generate, MIRAGE_OT_cancel, MIRAGE_OT_reference_add, MIRAGE_OT_reference_remove,
+           MIRAGE_OT_object_reference_add, MIRAGE_OT_object_reference_remove)

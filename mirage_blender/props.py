@@ -12,7 +12,8 @@ def _is_camera(self, ob):
 
 class MirageReference(bpy.types.PropertyGroup):
     """One more reference image of the set: a concept painting of it from another place, tied to the camera
-    and frame it shows."""
+    and frame it shows; on an object (Object.mirage_references), an image of that object alone (its concept art,
+    a view of its turnaround sheet)."""
     image: StringProperty(name="Image", subtype="FILE_PATH",
                           description="The image: what this camera sees on this frame (concept art, photo or render)")
     camera: PointerProperty(name="Camera", type=bpy.types.Object, poll=_is_camera,
@@ -22,6 +23,13 @@ class MirageReference(bpy.types.PropertyGroup):
                                    "every shot: it then only seeds the set")
     depth_image: StringProperty(name="Depth Map", subtype="FILE_PATH",
                                 description="Depth map of this image, in scene units (Depth set to Depth Map only)")
+
+
+# what Bake to Materials puts in each object's texture (bake.py)
+BAKE_MODES = [("LOOK", "Look", "What the flythrough shows, unlit (an emission): any engine shows what the frames "
+                               "showed"),
+              ("ALBEDO", "Albedo", "The colour without the still world's light, as the base colour, so the scene's "
+                                   "own lamps light it (not available yet)")]
 
 
 class MirageSettings(bpy.types.PropertyGroup):
@@ -82,6 +90,16 @@ class MirageSettings(bpy.types.PropertyGroup):
     farm_shots: StringProperty(
         name="Shots for a Farm", get=lambda self: _farm_shots(self), options={"HIDDEN", "SKIP_SAVE"},
         description="The shots as a farm job needs them: JSON, [{name, frames}] in timeline order")
+    bake_mode: EnumProperty(name="Bake", default="LOOK", items=BAKE_MODES,
+                            description="What Bake to Materials puts in each object's texture")
+    bake_size: EnumProperty(
+        name="Texture Size", default="AUTO",
+        items=[("AUTO", "Auto", "About what the flythrough saw of each object")]
+        + [(str(n), f"{n} x {n}", f"{n} x {n} texels per object") for n in (256, 512, 1024, 2048, 4096)],
+        description="Texels per side of each object's baked texture")
+    bake_pack: BoolProperty(name="Pack Textures", default=True,
+                            description="Pack the baked textures into the .blend (they are saved in the output folder "
+                                        "either way)")
 
 
 class MirageStatus(bpy.types.PropertyGroup):
@@ -127,9 +145,16 @@ def register():
         name="Moving", default=False,
         description="Give this object its own memory even if it is not animated (Mirage finds animated, "
                     "constrained and parented objects that move by itself)")
+    bpy.types.Object.mirage_references = CollectionProperty(
+        type=MirageReference, name="References",
+        description="Images of this object alone (concept art, the views of a turnaround sheet), each from its own "
+                    "camera and frame: they paint its pixels before the set's references do")
+    bpy.types.Object.mirage_references_index = IntProperty(default=0, options={"HIDDEN"})
 
 
 def unregister():
+    del bpy.types.Object.mirage_references_index
+    del bpy.types.Object.mirage_references
     del bpy.types.Object.mirage_dynamic
     del bpy.types.WindowManager.mirage
     del bpy.types.Scene.mirage

@@ -63,14 +63,16 @@ def check(python: str, timeout: float = 60) -> tuple[bool, str]:
 class Backend:
     """One running job. Messages arrive on `messages`; a final {'type': '_exit', 'code': N} ends it."""
 
-    def __init__(self, python: str, job_path: str, log_path: str, follow: bool = False):
-        """follow: the job is still being exported (a streamed job.json): the backend takes its frames as they come."""
+    def __init__(self, python: str, job_path: str, log_path: str, follow: bool = False, command: list = None):
+        """follow: the job is still being exported (a streamed job.json): the backend takes its frames as they come.
+        command: the backend's arguments for another command than running `job_path` (a bake: ["bake", folder])."""
         self.messages = queue.Queue()
         self.stderr_tail = collections.deque(maxlen=20)
         self._log = open(log_path, "a", encoding="utf-8")
+        args = (["run", job_path] + (["--follow"] if follow else [])) if command is None else list(command)
         try:
             self.proc = subprocess.Popen(
-                [python, "-m", "backend", "run", job_path, "--jsonl", "--stop-on-eof"] + (["--follow"] if follow else []),
+                [python, "-m", "backend", *args, "--jsonl", "--stop-on-eof"],
                 cwd=EXT_DIR, env=_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, text=True, bufsize=1,
                 # its own process group: Ctrl+C in Blender's terminal must not kill it mid-write

@@ -41,21 +41,23 @@ class Shot:
 class Reference:
     """A reference image as the settings give it (a path, maybe "//"-relative; "" for the first reference when it
     is an Image or a rendered frame, written by the job builder), the camera it was painted from, the scene frame
-    it shows, its depth map (depth source Depth Map) and how messages name it."""
+    it shows, its depth map (depth source Depth Map) and how messages name it. `object`: the name of the object
+    it shows alone (Object Properties > Mirage > References), None for a reference of the set."""
     image: str
     camera: object
     frame: int
     depth_image: str
     label: str
     primary: bool
+    object: Optional[str] = None
 
 
 @dataclass(frozen=True)
 class SetPlan:
-    """The scene's shots in timeline order, its references (the first reference first), how the shots share the
-    set's memory (core.shots.CHAINED or PARALLEL), the output folder (`fallback`: the temporary folder of an
-    unsaved file) and notices for the user. `written`: the first reference's file once an Image or a render has
-    been written for it, so every shot of one Generate uses the same file (a render is made once)."""
+    """The scene's shots in timeline order, its references (the first reference first, the objects' own last), how
+    the shots share the set's memory (core.shots.CHAINED or PARALLEL), the output folder (`fallback`: the temporary
+    folder of an unsaved file) and notices for the user. `written`: the first reference's file once an Image or a
+    render has been written for it, so every shot of one Generate uses the same file (a render is made once)."""
     shots: tuple
     references: tuple
     mode: str
@@ -99,8 +101,8 @@ def markers(scene) -> list:
 
 
 def plan(scene, settings) -> SetPlan:
-    """The scene's set: its shots, references and folders. InputError (one line) for markers that cannot make
-    shots or a reference without an image or camera."""
+    """The scene's set: its shots, references (the set's, then each object's own, objects by name) and folders.
+    InputError (one line) for markers that cannot make shots or a reference without an image or camera."""
     found = markers(scene)
     ranges, notices = core.shot_ranges(found, scene.frame_start, scene.frame_end,
                                        scene.camera.name if scene.camera is not None else None)
@@ -115,13 +117,15 @@ def plan(scene, settings) -> SetPlan:
         owner = next((s for s in shots if n in s.frames), shots[0])
         image = settings.reference_image if settings.reference_source == "FILE" else ""
         refs.append(Reference(image, owner.camera, n, settings.depth_image, "The reference image", True))
-    for i, item in enumerate(settings.references, 2):
-        label = f"Reference {i}"
+    items = [(f"Reference {i}", item, None) for i, item in enumerate(settings.references, 2)]
+    for ob in sorted((ob for ob in scene.objects if len(getattr(ob, "mirage_references", ()))), key=lambda o: o.name):
+        items += [(f"'{ob.name}' reference {i}", item, ob.name) for i, item in enumerate(ob.mirage_references, 1)]
+    for label, item, name in items:
         if not item.image:
             raise InputError(f"{label} has no image: choose one, or remove the reference")
         if item.camera is None:
             raise InputError(f"{label} has no camera: choose the camera it was painted from")
-        refs.append(Reference(item.image, item.camera, int(item.frame), item.depth_image, label, False))
+        refs.append(Reference(item.image, item.camera, int(item.frame), item.depth_image, label, False, name))
         if core.shot_of_frame(ranges, item.frame) is None:
             notices.append(f"{label} (frame {item.frame}) is outside every shot: it seeds the set's memory only")
     return SetPlan(shots, tuple(refs), settings.shot_mode, root, fallback, tuple(notices))

@@ -1,7 +1,7 @@
 """The Mirage panel, in Properties > Output and in the 3D View's sidebar."""
 import bpy
 
-from . import models, ops, render_farm, shots
+from . import bake_ops, models, ops, render_farm, shots
 from .core.errors import InputError
 from .gather.geometry import SURFACE_TYPES
 
@@ -14,6 +14,17 @@ class MIRAGE_UL_references(bpy.types.UIList):
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
         row = layout.row(align=True)
         row.label(text=f"{index + 2}")
+        row.prop(item, "image", text="")
+        row.prop(item, "camera", text="")
+        row.prop(item, "frame", text="")
+
+
+class MIRAGE_UL_object_references(bpy.types.UIList):
+    """An object's own reference images: image, camera and frame each."""
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
+        row = layout.row(align=True)
+        row.label(text=f"{index + 1}")
         row.prop(item, "image", text="")
         row.prop(item, "camera", text="")
         row.prop(item, "frame", text="")
@@ -40,6 +51,19 @@ def draw_shots(layout, context, running):
         row.label(text=state)
         op = row.operator(ops.MIRAGE_OT_generate.bl_idname, text="", icon="RENDER_ANIMATION")
         op.shot = shot.name
+
+
+def draw_bake(layout, s):
+    """Bake to Materials: the finished run's memory into every mesh's own texture and a new material."""
+    box = layout.box()
+    box.label(text="Bake to Materials")
+    box.prop(s, "bake_mode")
+    box.prop(s, "bake_size")
+    box.prop(s, "bake_pack")
+    op = box.operator(bake_ops.MIRAGE_OT_bake_memory.bl_idname, icon="TEXTURE")
+    op.mode = s.bake_mode
+    op.resolution = 0 if s.bake_size == "AUTO" else int(s.bake_size)
+    op.pack = s.bake_pack
 
 
 class MiragePanelMixin:
@@ -107,6 +131,7 @@ class MiragePanelMixin:
             else:
                 box.label(text="Submit to Flamenco: the Flamenco add-on is not enabled", icon="INFO")
             box.operator(render_farm.MIRAGE_OT_load_shots.bl_idname, icon="SEQUENCE")
+            draw_bake(layout, s)
 
 
 class MIRAGE_PT_output(MiragePanelMixin, bpy.types.Panel):
@@ -136,8 +161,22 @@ class MIRAGE_PT_object(bpy.types.Panel):
         return context.object is not None and context.object.type in SURFACE_TYPES
 
     def draw(self, context):
-        self.layout.use_property_split = True
-        self.layout.prop(context.object, "mirage_dynamic")
+        layout, ob = self.layout, context.object
+        layout.use_property_split = True
+        layout.prop(ob, "mirage_dynamic")
+        box = layout.box()
+        box.label(text="References")
+        row = box.row()
+        row.enabled = ops._active["session"] is None
+        row.template_list("MIRAGE_UL_object_references", "", ob, "mirage_references", ob, "mirage_references_index",
+                          rows=2)
+        side = row.column(align=True)
+        side.operator(ops.MIRAGE_OT_object_reference_add.bl_idname, text="", icon="ADD")
+        side.operator(ops.MIRAGE_OT_object_reference_remove.bl_idname, text="", icon="REMOVE")
+        if len(ob.mirage_references) and context.scene.mirage.depth_source != "SCENE":
+            # they paint the object's pixels, which only the scene's geometry tells apart
+            box.label(text="An object's references need Depth set to Scene", icon="ERROR")
 
 
-classes = (MIRAGE_UL_references, MIRAGE_PT_output, MIRAGE_PT_sidebar, MIRAGE_PT_object)
+classes = (MIRAGE_UL_references, MIRAGE_UL_object_references, MIRAGE_PT_output, MIRAGE_PT_sidebar,
+           MIRAGE_PT_object)
