@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Optional, Protocol
 
 import torch
+import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -36,6 +37,7 @@ SPLAT_REACH = 3    # a splat covers at most 3 cells' width of target pixels each
 FOOTPRINT_PART = 1 << 20  # box pixels of the splats whose footprints are worked out together
 SPLAT_MARGIN = 0.25  # source pixels a splat reaches past its cell: closes cracks between neighbouring planes, but
                      # never reaches a neighbour's pixel centre when read back at the writing camera
+OUTLINE = 1          # still-world pixels along a moving object's outline left out of the memory (the codec mixes them)
 FIT_PIXELS = 6       # a cell placed by its pixels' surface addresses needs this many of them (an affine fit)
 CREASE = 0.8         # pixels of one cell whose normals agree less than this (cos ~37 degrees) lie on two faces
 ADDRESS_REACH = 0.25  # source pixels past its cell's edge that a pixel's address may fall and still read the cell
@@ -243,6 +245,12 @@ def _rigid(maps, member, K, c2w, tol=1e-3):
     cam = torch.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], 1)
     pts = rigid_apply(torch.as_tensor(c2w, dtype=torch.float64), cam)
     return bool(((pts - maps.rest[:, v, u].T.double()).norm(dim=1) <= tol * z).all())
+
+
+def _near(mask, radius=OUTLINE):
+    """[H, W] bool: the pixels within `radius` (a square) of `mask`."""
+    k = 2 * radius + 1
+    return F.max_pool2d(mask[None, None].float(), k, stride=1, padding=radius)[0, 0] > 0
 
 
 def _addressed(maps, moving=True):
@@ -703,8 +711,19 @@ class LatentMemory:
         p64 = points.to(self.device, torch.float64)
         # coordinates relative to each cell's centre are small: float32 keeps them to well below a pixel
         p = p64.float()
+        # the cheap tests first: most candidates of a point (cells of other faces, other sides, other writes' cells
+        # whose footprint boxes only overlap it) fail them. Each is implied by the full test below (off the plane by
+        # at most the residual it allows, the in-plane offset at most the cell's half size along each axis), with a
+        # margin for rounding, so the pairs that hold are the same, in the same order
+        nf = normals.to(self.device, torch.float32)
+        keep = torch.nonzero((nf[pi] * front[ci]).sum(1) >= SAME_SIDE).squeeze(1)
+        pi, ci = pi[keep], ci[keep]
         d = p[pi] - pos[ci]
         txc, tyc = tx[ci], ty[ci]
+        reach = (c / 2 + ADDRESS_REACH) * (txc.norm(dim=1) + tyc.norm(dim=1))
+        keep = torch.nonzero((d * front[ci]).sum(1).abs()
+                             <= 1.01 * (ADDRESS_TOL * unit[ci] + PLANE_SLACK * reach) + 1e-5 * d.norm(dim=1)).squeeze(1)
+        pi, ci, d, txc, tyc = pi[keep], ci[keep], d[keep], txc[keep], tyc[keep]
         a = torch.empty(pi.numel(), device=self.device)
         b = torch.empty_like(a)
         inside = torch.zeros(pi.numel(), dtype=torch.bool, device=self.device)
@@ -978,6 +997,10 @@ class SceneMemory:
             member = torch.ones_like(pixel_depth, dtype=torch.bool) if pixel_ids is None else pixel_ids == oid
             if pixel_ids is None and oid != 0:
                 continue
+            if oid == 0 and pixel_ids is not None and _addressed(maps, moving=False):
+                # the still world's pixel next to a moving object's is left out: the codec blurs the two into each
+                # other there, and kept, a crate's rim would stay on the floor as a ghost once the crate has moved
+                member = member & ~_near(~member & torch.isfinite(pixel_depth))
             # with surface addresses a cell is the plane of its own pixels' points, keyed on the surface; a moving
             # object's always so (its bank follows its surface), the still world's where its pixels have addresses
             # (sky has none: it keeps the cell at the depth the camera gives it)
@@ -1032,6 +1055,15 @@ class SceneMemory:
             # depth (an occluder's edge, the far side of what stood in front of it) is not drawn on that pixel
             first.splats = first.splats._replace(target=maps.depth.reshape(-1))
         parts = [(0, first.splats)]
+        if splats and _addressed(maps, moving=False):
+            # what projection leaves uncovered (a cell seen much closer than it was written reaches past a splat's
+            # bounds) is looked up at the pixels' own addresses, so no stored content is missed
+            found = self._uncovered(first, maps, h, w)
+            if found is not None:
+                hole = hole & ~found.hole
+                latent = torch.where(found.hole[None], latent, found.latent.to(latent.dtype))
+                depth = torch.where(found.hole, depth, found.depth)
+                parts.append((0, found.splats))
         for oid, bank, cam in self.banks(poses, cam_to_world)[1:]:
             if _addressed(maps):
                 r = self._read_surface(bank, oid, maps, h, w, splats)
@@ -1054,6 +1086,13 @@ class SceneMemory:
         geo = torch.where(hole[None], torch.full_like(geo, float("nan")), geo)
         return MemoryRead(latent, hole, depth, geo, self._joined(parts) if splats else None)
 
+    def write_chart(self, oid, latent, rest, normal, cells, pixels, camera):
+        """Store a surface chart's cells into bank `oid` (0: the still world): `latent` [C, h, w] the chart's
+        encoded texels, `rest` [3, H, W] and `normal` [3, H, W] their addresses (bank space), `cells` [h, w] the
+        cells to store, `pixels` [H, W] the texels they own, `camera` [3, 4] the chart's projection. Returns cells
+        stored."""
+        return self._bank(oid).write_surface(latent, rest, normal, cells, pixels, camera=camera)
+
     def read_points(self, oid, points, normals):
         """What the bank of object `oid` (0: the still world) holds at surface addresses `points` [N, 3] (in that
         bank's space) seen from the side of `normals` [N, 3]: Splats whose Pairs name the points as the pixels of
@@ -1063,6 +1102,27 @@ class SceneMemory:
             return None
         pi, ci, a, b = bank.read_surface(points, normals)
         return _pair_splats(bank, oid, pi, ci, a, b, torch.ones(points.shape[0]))[0]
+
+    def _uncovered(self, first, maps, h, w):
+        """The still world read at the addresses of its pixels that the projected cells of `first` (its BankRead)
+        do not cover (BankRead, or None where they cover all)."""
+        H, W = maps.depth.shape
+        mine = torch.isfinite(maps.rest).all(0)
+        if maps.ids is not None:
+            mine &= maps.ids == 0
+        covered = torch.zeros(H * W, dtype=torch.bool)
+        sp, target = first.splats, maps.depth.reshape(-1)
+        for px, k, a, b, _ in footprints(sp, self.cell, H, W):
+            z = sp.depth[k].float() + a * sp.slope[k, 0].float() + b * sp.slope[k, 1].float()
+            covered[px[(z - target[px]).abs() <= DEPTH_MATCH * target[px]]] = True
+        missing = mine & ~covered.reshape(H, W)
+        if not bool(missing.any()):
+            return None
+        pix = torch.nonzero(missing.reshape(-1)).squeeze(1)
+        pi, ci, a, b = self.static.read_surface(maps.rest.reshape(3, -1)[:, pix].T, maps.normal.reshape(3, -1)[:, pix].T)
+        if not pi.numel():
+            return None
+        return self._surface_read(self.static, 0, maps, missing, (pix[pi], ci, a, b), h, w, True)
 
     def _read_surface(self, bank, oid, maps, h, w, splats):
         """A moving object's bank read at its pixels' surface addresses (BankRead on the latent grid, _surface_read),

@@ -144,7 +144,10 @@ class Run:
                 image = self.lighting.relit(pad_to_cells(self.inputs.reference_image(ref), self.cell), cam, inverse=True)
                 maps = dataclasses.replace(self.inputs.maps(cam), depth=self.inputs.reference_depth(ref))
                 K, c2w = self.inputs.camera(cam)
-                out.append(Exemplar(image, K, c2w, padded(maps, self.cell), self.inputs.poses(cam)))
+                maps = padded(maps, self.cell)
+                # a reference of one object lends that object's pixels alone
+                usable = None if ref.object is None else maps.parts == self.job.parts[ref.object]
+                out.append(Exemplar(image, K, c2w, maps, self.inputs.poses(cam), usable=usable))
             self._exemplars = tuple(out)
         return self._exemplars
 
@@ -153,15 +156,20 @@ class Run:
         return max(far_distance(self.inputs.reference_depth(ref)) for ref in self.job.references)
 
     def seed_memory(self) -> Memory:
-        """A new memory holding every reference, in order, each with its light taken out (the memory keeps the
-        scene as lit without its moving objects' shading and shadows): the set's memory."""
+        """A new memory holding every reference, each with its light taken out (the memory keeps the scene as lit
+        without its moving objects' shading and shadows): the set's memory. The references of one object come
+        first and store that object's pixels alone: where a reference of the set shows the object too, the
+        object's own look wins (the memory keeps the oldest write)."""
         self.far = self.far_distance()
         memory = self.memory_cls(self.model.channels, self.cell, device=self.device)
-        for ref in self.job.references:
+        refs = self.job.references
+        for ref in [r for r in refs if r.object is not None] + [r for r in refs if r.object is None]:
             cam = self.inputs.view(ref)
             depth = self.inputs.reference_depth(ref)
             unlit = self.lighting.relit(pad_to_cells(self.inputs.reference_image(ref), self.cell), cam, inverse=True)
-            seed(self.model, memory, unlit.to(self.device), self.view(cam, depth))
+            view = self.view(cam, depth)
+            pixels = None if ref.object is None else view.maps.parts == self.job.parts[ref.object]
+            seed(self.model, memory, unlit.to(self.device), view, pixels=pixels)
         return memory
 
     def start_memory(self) -> Memory:
@@ -183,6 +191,8 @@ class Run:
         """The reference painted from exactly frame n's camera, if any: that frame is the user's own image."""
         frame = self.inputs.frame(n)
         for ref in self.job.references:
+            if ref.object is not None:  # an object's own reference shows that object alone
+                continue
             view = ref.view
             if (view is None and ref.frame == n) or (view is not None and view.frame == n and view.K == frame.K
                                                      and view.cam_to_world == frame.cam_to_world):
@@ -200,7 +210,10 @@ class Run:
 
     # -- one segment ------------------------------------------------------------------------------
     def per_frame(self, memory, seg):
-        """Frame models: one frame at a time. Yields each frame once saved."""
+        """Frame models: first what the model invents for the whole segment (written into the memory once, before
+        any frame is drawn), then one frame at a time. Yields each frame once saved."""
+        # the views one at a time (a frame's maps are large at production sizes)
+        self.model.invent(memory, (self.view(n, prefill=True) for n in seg), self.generator(seg[0]))
         for n in seg:
             if self.cancelled():
                 raise Cancelled()

@@ -126,6 +126,14 @@ def redraw(before: "Drawing | None", patches, sp, H, W, pixel_ids=None) -> Drawi
     return Drawing(sp, patches, candidates, order, image, depth, (H, W), pixel_ids)
 
 
+def coverage(sp, c, H, W, pixel_ids=None) -> torch.Tensor:
+    """[H, W] bool: the pixels a read's splats would draw (render_splats' `covered`), without decoding a thing."""
+    covered = torch.zeros(H * W, dtype=torch.bool)
+    (px, *_), _ = _candidates(sp, c, H, W, pixel_ids)
+    covered[px] = True
+    return covered.reshape(H, W)
+
+
 def _candidates(sp, c, H, W, pixel_ids=None, only=None):
     """Every (pixel, splat) pair that can show: inside the footprint (_footprints) or, for a cell read by surface
     address, a pixel whose address falls in it (sp.pairs); a pixel the stored cell owns, of the pixel's own bank

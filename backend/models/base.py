@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Optional, Protocol, Sequence
 
 from ..channels import Maps
 from ..protocol import ModelError  # noqa: F401  (models raise it; the registry re-exports it)
@@ -94,6 +94,11 @@ class FrameModel(ABC):
     @abstractmethod
     def complete(self, read: "MemoryRead", needs: FrameNeeds, generator: Optional["torch.Generator"] = None) -> Completion:
         """Fill the holes of a memory read (read.hole True = unknown)."""
+
+    def invent(self, memory, views: Iterable, generator: Optional["torch.Generator"] = None) -> None:
+        """Before a segment's frames are drawn: write into `memory` what the model invents for the surfaces the
+        segment's views (step.View, in order, an iterable read once) see and the memory lacks, so every frame reads
+        the same. By default nothing: each frame completes its own holes."""
 
     @abstractmethod
     def render(self, latent: "torch.Tensor", read: Optional["MemoryRead"] = None, needs: Optional[FrameNeeds] = None,

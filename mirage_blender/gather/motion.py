@@ -73,8 +73,8 @@ def shape_changes(scene, frames, samples: int = 8) -> tuple[list, list]:
                     changed.add(ob.name)
     finally:
         scene.frame_set(frame_before, subframe=subframe_before)
-    return ([ob for ob in candidates if ob.name in changed],
-            [ob for ob in candidates if ob.name in remeshed])
+    by_name = sorted(candidates, key=lambda ob: ob.name)
+    return [ob for ob in by_name if ob.name in changed], [ob for ob in by_name if ob.name in remeshed]
 
 
 def _may_deform(ob):

@@ -132,3 +132,28 @@ def test_barycentric_transfer_is_exact_on_a_known_triangle():
     w = address.barycentric(world, p)
     assert np.allclose(w, [[0.5, 0.25, 0.25]])
     assert np.allclose(np.einsum("ij,ijk->ik", w, rest), [[1.25, 1.25, 1.0]])
+
+
+def test_an_object_whose_topology_changes_gets_its_notice(scene):
+    # a Build modifier adds faces frame by frame: no vertex keeps an address, so the object is followed rigidly and
+    # the user is told which object and what Mirage does with it
+    grower = grid("Grower", n=6)
+    grower.location = (0.0, 1.0, 1.0)
+    build = grower.modifiers.new("Build", "BUILD")
+    build.frame_start, build.frame_duration = 1, 5
+    emitter = grid("Emitter", n=2)
+    emitter.location = (0.0, 2.0, 0.0)
+    emitter.modifiers.new("Particles", "PARTICLE_SYSTEM")
+    emitter.particle_systems[0].settings.render_type = "HALO"
+    deforming, remeshed = motion.shape_changes(scene, range(1, 7))
+    assert [ob.name for ob in deforming] == ["Flag"]
+    assert [ob.name for ob in remeshed] == ["Emitter", "Grower"]
+    job = addon_module("job")
+    builder = job.JobBuilder.__new__(job.JobBuilder)
+    builder.scene, builder.notices = scene, []
+    objects = builder._moving_objects(range(1, 7))
+    assert {"Grower", "Emitter", "Flag", "Crate"} <= {ob.name for ob in objects}
+    assert [ob.name for ob in builder.deforming] == ["Flag"]  # addressed before its deformation
+    lines = [n for n in builder.notices if "topology" in n]
+    assert len(lines) == 2 and all("rigid object" in n for n in lines)
+    assert any(n.startswith("'Grower' changes its topology") for n in lines)
