@@ -6,6 +6,7 @@ results are bit-identical across runs and thread counts. No bpy here: this runs 
 """
 import hashlib
 import itertools
+import json
 import os
 from collections import namedtuple
 from dataclasses import dataclass
@@ -650,12 +651,14 @@ class LatentMemory:
         self._index = (self.pos.double(), tx, ty, inv, front, unit[:, 0])
         return self._index
 
-    def _hash(self):
+    def _hash(self, subset=None):
         """A hash of the grid voxels each cell's footprint box meets, per level of voxel size (base size, levels,
-        sorted keys [E], cell [E]), built once per content."""
-        if self._hashed is not None:
+        sorted keys [E], cell [E]), built once per content; for the cells `subset` alone, built anew."""
+        if subset is None and self._hashed is not None:
             return self._hashed
         pos, tx, ty, _, _, unit = self._planes()
+        if subset is not None:
+            pos, tx, ty, unit = pos[subset], tx[subset], ty[subset], unit[subset]
         half = self.cell / 2 + ADDRESS_REACH
         extent = half * (tx.abs() + ty.abs()) + ADDRESS_TOL * unit[:, None]  # the footprint's box, half size per axis
         size = 2 * extent.amax(1)
@@ -675,17 +678,30 @@ class LatentMemory:
                 cells.append(k[take])
         keys, cells = torch.cat(keys), torch.cat(cells)
         order = torch.argsort(keys, stable=True)
-        self._hashed = (base, sorted(torch.unique(level).tolist()), keys[order], cells[order])
-        return self._hashed
+        cells = cells[order] if subset is None else subset[cells[order]]
+        hashed = (base, sorted(torch.unique(level).tolist()), keys[order], cells)
+        if subset is None:
+            self._hashed = hashed
+        return hashed
 
-    def read_surface(self, points, normals):
+    def read_surface(self, points, normals, plane=None):
         """The stored cells that points on this bank's surfaces show: `points` [M, 3] surface addresses in this
         bank's space, `normals` [M, 3] facing their camera. Returns (point [P], cell [P], a [P], b [P]): every pair of
-        a point and a cell that holds it (surface_check), found through a hash of the cells' footprints."""
+        a point and a cell that holds it (surface_check), found through a hash of the cells' footprints; with
+        `plane` = (unit normal [3], offset d), the points all on that plane, among its cells only (those facing
+        its way within a few of their pixels of it)."""
         empty = torch.zeros(0, dtype=torch.long, device=self.device)
         if not len(self) or not points.shape[0]:
             return empty, empty, empty.float(), empty.float()
-        base, levels, keys, cells = self._hash()
+        subset = None
+        if plane is not None:
+            pos, _, _, _, front, unit = self._planes()
+            n, d = plane
+            n = n.to(self.device, torch.float64)
+            subset = torch.nonzero(((pos @ n - d).abs() <= 4 * self.cell * unit) & (front @ n >= SAME_SIDE)).squeeze(1)
+            if not subset.numel():
+                return empty, empty, empty.float(), empty.float()
+        base, levels, keys, cells = self._hash(subset)
         p = points.to(self.device, torch.float64)
         found_p, found_c = [], []
         for lv in levels:
@@ -899,10 +915,13 @@ class LatentMemory:
                               (s[m, 0], s[m, 1]), key))
         return out
 
-    def save(self, path):
+    def save(self, path, notes=None):
+        """The bank at `path`; `notes`: JSON-able values kept beside it (what a model made of the memory)."""
         meta = {"format": FORMAT, "version": VERSION, "channels": str(self.channels), "cell": str(self.cell),
                 "dtype": str(self.dtype).replace("torch.", "")}
         meta["writes"] = str(self.writes)
+        if notes:
+            meta["notes"] = json.dumps(notes)
         # write then rename: a crash or a full disk mid-save never leaves a torn memory file behind
         tensors = {k: getattr(self, k).contiguous().cpu() for k in FIELDS}
         tensors["cameras"] = self.cameras[:self.writes + 1].contiguous().cpu()
@@ -920,6 +939,7 @@ class LatentMemory:
                     raise ValueError(f"unsupported version {meta.get('version')!r}")
                 tensors = {k: f.get_tensor(k) for k in FIELDS + ("cameras", "grids")}
             mem = cls(int(meta["channels"]), int(meta["cell"]), DTYPES[meta["dtype"]], device)
+            mem.notes = json.loads(meta.get("notes", "{}"))
         except ValueError as e:
             raise ValueError(f"{path} is not a latent memory file: {e}") from None
         except Exception as e:  # safetensors reports a corrupt header with its own error types
@@ -958,6 +978,9 @@ class SceneMemory:
         self.channels, self.cell, self.device = channels, cell, device
         self.static = LatentMemory(channels, cell, device=device)
         self.objects = {}
+        # what a model made of the memory and must find again with it (the synthesis model's surface charts):
+        # JSON-able, saved with the static bank, so a resumed run and the next shot use the same
+        self.notes = {}
 
     def _bank(self, oid):
         if oid == 0:
@@ -1093,29 +1116,27 @@ class SceneMemory:
         stored."""
         return self._bank(oid).write_surface(latent, rest, normal, cells, pixels, camera=camera)
 
-    def read_points(self, oid, points, normals):
+    def read_points(self, oid, points, normals, plane=None):
         """What the bank of object `oid` (0: the still world) holds at surface addresses `points` [N, 3] (in that
         bank's space) seen from the side of `normals` [N, 3]: Splats whose Pairs name the points as the pixels of
-        a 1 x N image (draw them with a model's drawing), or None where the bank holds nothing."""
+        a 1 x N image (draw them with a model's drawing), or None where the bank holds nothing. `plane`: (normal,
+        offset) when the points all lie on one plane (read_surface)."""
         bank = self.static if oid == 0 else self.objects.get(oid)
         if bank is None or not len(bank):
             return None
-        pi, ci, a, b = bank.read_surface(points, normals)
+        pi, ci, a, b = bank.read_surface(points, normals, plane)
         return _pair_splats(bank, oid, pi, ci, a, b, torch.ones(points.shape[0]))[0]
 
     def _uncovered(self, first, maps, h, w):
-        """The still world read at the addresses of its pixels that the projected cells of `first` (its BankRead)
-        do not cover (BankRead, or None where they cover all)."""
+        """The still world read at the addresses of its pixels in the cells of the grid that no projected cell of
+        `first` (its BankRead) reaches (BankRead, or None where there are none)."""
         H, W = maps.depth.shape
         mine = torch.isfinite(maps.rest).all(0)
         if maps.ids is not None:
             mine &= maps.ids == 0
-        covered = torch.zeros(H * W, dtype=torch.bool)
-        sp, target = first.splats, maps.depth.reshape(-1)
-        for px, k, a, b, _ in footprints(sp, self.cell, H, W):
-            z = sp.depth[k].float() + a * sp.slope[k, 0].float() + b * sp.slope[k, 1].float()
-            covered[px[(z - target[px]).abs() <= DEPTH_MATCH * target[px]]] = True
-        missing = mine & ~covered.reshape(H, W)
+        c = self.cell
+        holes = first.hole.repeat_interleave(c, 0).repeat_interleave(c, 1)
+        missing = mine & holes[:H, :W]
         if not bool(missing.any()):
             return None
         pix = torch.nonzero(missing.reshape(-1)).squeeze(1)
@@ -1194,7 +1215,7 @@ class SceneMemory:
 
     def save(self, path):
         """The static bank at `path`, each object's bank beside it (<name>.object<id>.safetensors)."""
-        self.static.save(self._bank_path(path, 0))
+        self.static.save(self._bank_path(path, 0), notes=self.notes)
         for oid, bank in self.objects.items():
             bank.save(self._bank_path(path, oid))
 
@@ -1203,6 +1224,7 @@ class SceneMemory:
         static = LatentMemory.load(str(path), device=device)
         mem = cls(static.channels, static.cell, device)
         mem.static = static
+        mem.notes = static.notes
         for oid in object_ids:
             p = cls._bank_path(path, oid)
             if os.path.isfile(p):

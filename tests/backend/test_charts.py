@@ -1,13 +1,19 @@
 """Invention once per surface (backend/models/synth/charts.py): what a segment's frames see and the memory lacks is
 completed in the surface's own coordinates and written into the memory before any frame is drawn, so later
 segments read exactly the same content there."""
+import json
 import os
+import signal
+import subprocess
+import sys
 
 import torch
 
 from backend import protocol
+from backend.memory import SceneMemory
 from backend.models.synth.charts import Inventor, tangents
 from backend.pipeline import Run
+from tests.conftest import ROOT, backend_env, run_backend
 from tests.synth import make_job
 
 W, H = 96, 64
@@ -112,3 +118,30 @@ def test_the_inventor_keeps_one_chart_per_plane(tmp_path):
     assert isinstance(inventor, Inventor)
     walls = [c for c in inventor.charts if c.oid == 0 and c.part == 1 and float(c.n[2]) < -0.99]
     assert len(walls) == 1  # the wall's chart made once, its texel size fixed, reused by both segments
+
+
+def test_the_charts_are_kept_with_the_memory_so_a_resumed_run_draws_the_same(tmp_path):
+    # a run stopped after its first segment and resumed from the saved memory ends with the frames of a run that
+    # never stopped: the charts made in the first segment come back with the memory, texel size and all
+    kw = dict(W=W, H=H, n=8, segment_length=4, addresses=True, xs=[0.25 * i for i in range(8)],
+              yaws=[4.0 * i for i in range(8)])
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    proc, _ = run_backend(make_job(str(whole), **kw))
+    assert proc.returncode == 0, proc.stderr
+    job = make_job(str(part), **kw)
+    p = subprocess.Popen([sys.executable, "-m", "backend", "run", job, "--jsonl"], cwd=ROOT, env=backend_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in p.stdout:
+        if json.loads(line)["type"] == "segment_done":
+            p.send_signal(signal.SIGKILL)
+            break
+    p.wait(timeout=60)
+    saved = SceneMemory.load(os.path.join(part, "state", "memory.safetensors"))
+    assert saved.notes["charts"] and all(c["texel"] > 0 for c in saved.notes["charts"])
+    proc, msgs = run_backend(job, "--jsonl")
+    assert proc.returncode == 0, proc.stderr
+    assert [m["segment"] for m in msgs if m["type"] == "segment_done" and m.get("resumed")] == [0]
+    names = sorted(os.listdir(whole / "frames"))
+    assert names == sorted(os.listdir(part / "frames")) and len(names) == 8
+    for name in names:
+        assert (whole / "frames" / name).read_bytes() == (part / "frames" / name).read_bytes(), name

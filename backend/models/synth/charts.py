@@ -19,6 +19,7 @@ Every frame of the segment, and of later segments, then reads the same invented 
 points. Colours are completed as the memory holds them (the still world with the references' light in it; moving
 objects without their changing light).
 """
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ...fill import push_pull
-from ...memory import per_cell
+from ...memory import per_cell, projection
 from ...splats import coverage
 from .complete import complete
 
@@ -37,6 +38,10 @@ PLANE_NORMAL = 0.999  # pixels of one plane: normals (Blender's, flat per face) 
 PLANE_GAP = 2.0      # ... and lie within this many of their pixels of each other along the normal
 MIN_PLANE = 48       # pixels to invent on a plane before it gets a chart (fewer: completed in the frame's image)
 MAX_WINDOW = 384     # texels along a side of one completed window at most (larger regions in several windows)
+BUDGET = 2 ** 18     # texels a segment completes on planes at most: new charts get coarser texels beyond it, so
+                     # the work per segment is bounded whatever the output size (a 1080p floor: millions at the
+                     # pixels' finest footprint)
+IMAGE_BUDGET = 2 ** 16  # pixels of a frame's image one curved object is completed on at most (larger: scaled down)
 MARGIN = 12          # texels of seen context around what a window completes
 CRACK = 1            # uncovered runs this narrow (each side) are cracks between stored cells, not surfaces to invent
 MIN_SOURCE = 256     # a window with fewer seen texels than this also copies from other seen planes
@@ -67,6 +72,17 @@ class Chart:
                               torch.arange(W, dtype=torch.float64) + u0 + 0.5, indexing="ij")
         p = (u[..., None] * self.e1 + v[..., None] * self.e2) * self.texel + self.d * self.n
         return p.permute(2, 0, 1)
+
+    def state(self):
+        """JSON-able: the chart as the memory keeps it (exact: floats round-trip)."""
+        return {"oid": self.oid, "part": self.part, "n": self.n.tolist(), "d": self.d, "e1": self.e1.tolist(),
+                "e2": self.e2.tolist(), "texel": self.texel, "kind": self.kind}
+
+    @classmethod
+    def from_state(cls, d):
+        t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
+        return cls(int(d["oid"]), int(d["part"]), t(d["n"]), float(d["d"]), t(d["e1"]), t(d["e2"]),
+                   float(d["texel"]), int(d["kind"]))
 
     def camera(self, u0, v0):
         """[3, 4] the window's orthographic projection: bank space -> (texel column, row, 1)."""
@@ -122,6 +138,58 @@ def footprint(rest, ok):
     return lo, hi
 
 
+def _sample(e, chart, pts, oid, ok, reach):
+    """(image [3, H, W], seen [H, W]) of the exemplar `e` at a chart's texel points `pts` [3, H, W] (bank space):
+    its image where the pixel a texel projects to shows that very point of the plane (the same bank and object,
+    within the pixel's footprint `reach` [H', W'] plus a texel), nothing elsewhere."""
+    H, W = pts.shape[1:]
+    Hi, Wi = e.image.shape[1:]
+    none = torch.zeros(3, H, W), torch.zeros(H, W, dtype=torch.bool)
+    P = projection(e.K, e.cam_to_world)
+    if chart.oid:
+        pose = (e.poses or {}).get(chart.oid)
+        if pose is None:
+            return none
+        P = P @ torch.as_tensor(pose, dtype=torch.float64)
+    flat = pts.reshape(3, -1).T.double()
+    h = flat @ P[:, :3].T + P[:, 3]
+    z = h[:, 2]
+    x, y = h[:, 0] / z, h[:, 1] / z
+    xi, yi = torch.floor(x + 0.5).long(), torch.floor(y + 0.5).long()
+    inside = (z > 0) & (xi >= 0) & (xi < Wi) & (yi >= 0) & (yi < Hi)
+    idx = yi.clamp(0, Hi - 1) * Wi + xi.clamp(0, Wi - 1)
+    rest = e.maps.rest.reshape(3, -1)[:, idx].T.double()
+    tol = torch.nan_to_num(reach.reshape(-1)[idx], posinf=0.0) + chart.texel
+    seen = inside & ok.reshape(-1)[idx] & (oid.reshape(-1)[idx] == chart.oid) & ((rest - flat).norm(dim=1) <= tol)
+    if e.maps.parts is not None:
+        seen &= e.maps.parts.reshape(-1)[idx] == chart.part
+    if not bool(seen.any()):
+        return none
+    grid = torch.stack([x / max(Wi - 1, 1) * 2 - 1, y / max(Hi - 1, 1) * 2 - 1], 1).float()
+    image = F.grid_sample(e.image[None].float(), grid.reshape(1, H, W, 2), mode="bilinear", padding_mode="border",
+                          align_corners=True)[0]
+    return image * seen.reshape(1, H, W), seen.reshape(H, W)
+
+
+def _complete_scaled(image, known, fill, guide, generator):
+    """complete() on a frame's region, at most IMAGE_BUDGET pixels of it: a larger one is completed at a whole
+    fraction of its size (a pixel known where all it covers is, to fill where any is) and the invented pixels
+    taken from that, scaled back up."""
+    H, W = fill.shape
+    f = int(math.ceil((H * W / IMAGE_BUDGET) ** 0.5))
+    if f <= 1:
+        return complete(image, known, fill, guide=guide, generator=generator)
+    ph, pw = -H % f, -W % f
+    pad = lambda t, v: F.pad(t, (0, pw, 0, ph), value=v)  # noqa: E731
+    small = F.avg_pool2d(pad(image, 0.0)[None], f)[0]
+    k = -F.max_pool2d(-pad(known.float(), 0.0)[None, None], f)[0, 0] > 0
+    want = F.max_pool2d(pad(fill.float(), 0.0)[None, None], f)[0, 0] > 0
+    g = F.avg_pool2d(pad(guide, 0.0)[None], f)[0]
+    done = complete(small, k, want & ~k, guide=g, generator=generator)
+    up = F.interpolate(done[None], scale_factor=f, mode="bilinear", align_corners=False)[0, :, :H, :W]
+    return torch.where(fill[None], up, image)
+
+
 @dataclass
 class _Seen:
     """A reference's maps where _plane_groups expects a view's."""
@@ -136,12 +204,19 @@ class Inventor:
         self.model = model
         self.charts = []     # Chart
         self.shown = None    # (Chart, seen image [3, h, w], seen [h, w]) of the planes the references show
+        self.exemplars = ()
+        self.memory = None   # the memory the charts were last taken from
 
     # -- what the segment needs ---------------------------------------------------------------------------
     def run(self, memory, views, exemplars, generator):
         """Invent what `views` (the segment's step.Views, in order) see and the memory lacks, into `memory`."""
-        if self.shown is None:
-            self.shown = self._shown_planes(memory, exemplars)
+        self.exemplars = exemplars
+        notes = getattr(memory, "notes", None)
+        if notes is not None and memory is not self.memory:
+            # the charts live with the memory: a resumed run or the next shot finds the same ones
+            self.charts = [Chart.from_state(d) for d in notes.get("charts", [])]
+            self.shown, self.memory = None, memory
+        known = {id(c) for c in self.charts}  # charts made before this segment keep their texel size
         planes, curved = {}, []
         for v in views:
             todo, drawn, covered = self._todo(memory, v)
@@ -155,15 +230,18 @@ class Inventor:
                 left.view(-1)[pix] = False
             if bool(wide(left).any()):
                 curved.append(v)
+        needs = self._budget([(c, s, id(c) not in known) for c, s in planes.values()])
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # the completion's work does not split well: a second thread mostly waits
         try:
-            for chart, samples in planes.values():
-                self._complete_plane(memory, chart, samples, generator)
+            for chart, u0, v0, need in needs:
+                self._complete_plane(memory, chart, u0, v0, need, generator)
             for v in curved:
                 self._complete_image(memory, v, exemplars, generator)
         finally:
             torch.set_num_threads(threads)
+            if notes is not None:
+                notes["charts"] = [c.state() for c in self.charts]
 
     def _todo(self, memory, v, draw=False):
         """(pixels to invent [H, W], what the memory draws there [3, H, W] (with `draw`, else None), covered [H, W])
@@ -242,32 +320,57 @@ class Inventor:
         return chart
 
     # -- a plane ----------------------------------------------------------------------------------------------
-    def _complete_plane(self, memory, chart, samples, generator):
-        """Complete the texels of `chart` that the samples [(points [N, 3], footprints [N])] reach and the memory
-        lacks, a window at a time, and write them into the memory."""
+    def _budget(self, planes):
+        """[(Chart, u0, v0, need [H, W])] of `planes` [(Chart, samples, new)]: each chart's texels the samples reach
+        (_need); when they are more than BUDGET, the new charts' texels grow (by one factor, so their detail stays
+        in proportion) until they fit, or as far as the charts made before allow."""
+        needs = [(c, new) + self._need(c, s) for c, s, new in planes]
+        fixed = sum(int(n[-1].sum()) for n in needs if not n[1])
+        fresh = sum(int(n[-1].sum()) for n in needs if n[1])
+        if fresh and fixed + fresh > BUDGET:
+            grow = (fresh / max(BUDGET - fixed, BUDGET // 4)) ** 0.5
+            for c, s, new in planes:
+                if new:
+                    c.texel *= grow
+            needs = [(c, new) + self._need(c, s) if new else n for n, (c, s, new) in zip(needs, planes)]
+        return [(n[0],) + n[2:] for n in needs]
+
+    def _need(self, chart, samples):
+        """(u0, v0, need [H, W] bool) the texels of `chart` that the samples [(points [N, 3], footprints [N])]
+        reach, each sample as far as its pixel's footprint (at most 8 texels out), with MARGIN texels around."""
         p = torch.cat([s[0] for s in samples]).double()
         reach = torch.cat([s[1] for s in samples]).double()
         u, v = chart.uv(p)
-        r = torch.ceil(reach / chart.texel / 2).clamp(0, 8)
+        r = torch.ceil(reach / chart.texel / 2).clamp(0, 8).long()
         u0, v0 = int(torch.floor((u - r).min())) - MARGIN, int(torch.floor((v - r).min())) - MARGIN
         u1, v1 = int(torch.ceil((u + r).max())) + MARGIN, int(torch.ceil((v + r).max())) + MARGIN
+        H, W = v1 - v0, u1 - u0
+        iu, iv = (u - u0).long().clamp(0, W - 1), (v - v0).long().clamp(0, H - 1)
+        need = torch.zeros(H, W, dtype=torch.bool)
+        for k in torch.unique(r).tolist():  # the samples of one reach mark their centres, grown by that reach
+            s = r == k
+            mark = torch.zeros(1, 1, H, W)
+            mark[0, 0, iv[s], iu[s]] = 1.0
+            if k:
+                mark = F.max_pool2d(mark, 2 * k + 1, stride=1, padding=k)
+            need |= mark[0, 0] > 0
+        return u0, v0, need
+
+    def _complete_plane(self, memory, chart, u0, v0, need, generator):
+        """Complete the texels of `chart` in `need` (its first texel at (u0, v0)) that the memory lacks, a window
+        at a time, and write them into the memory."""
         c = self.model.cell
-        for wv in range(v0, v1, MAX_WINDOW - 2 * MARGIN):
-            for wu in range(u0, u1, MAX_WINDOW - 2 * MARGIN):
-                H = -(-min(MAX_WINDOW, v1 - wv) // c) * c
-                W = -(-min(MAX_WINDOW, u1 - wu) // c) * c
-                inside = (u >= wu) & (u < wu + W) & (v >= wv) & (v < wv + H)
-                if not bool(inside.any()):
+        H0, W0 = need.shape
+        step = MAX_WINDOW - 2 * MARGIN
+        for wv in range(0, H0, step):
+            for wu in range(0, W0, step):
+                part = need[wv:wv + MAX_WINDOW, wu:wu + MAX_WINDOW]
+                if not bool(part.any()):
                     continue
-                need = torch.zeros(H, W, dtype=torch.bool)
-                iu, iv, rr = (u[inside] - wu).long(), (v[inside] - wv).long(), r[inside].long()
-                for k in range(int(rr.max()) + 1):  # each sample marks the texels its pixel covers
-                    s = rr >= k
-                    ring = [(dy, dx) for dy in ((-k, k) if k else (0,)) for dx in range(-k, k + 1)]
-                    ring += [(dy, dx) for dx in ((-k, k) if k else ()) for dy in range(-k + 1, k)]
-                    for dy, dx in ring:
-                        need[(iv[s] + dy).clamp(0, H - 1), (iu[s] + dx).clamp(0, W - 1)] = True
-                self._complete_window(memory, chart, wu, wv, H, W, need, generator)
+                H, W = -(-part.shape[0] // c) * c, -(-part.shape[1] // c) * c
+                window = torch.zeros(H, W, dtype=torch.bool)
+                window[:part.shape[0], :part.shape[1]] = part
+                self._complete_window(memory, chart, u0 + wu, v0 + wv, H, W, window, generator)
 
     def _complete_window(self, memory, chart, u0, v0, H, W, need, generator):
         """Complete one window of a chart: what the memory holds there is read, the texels the frames need and the
@@ -289,7 +392,7 @@ class Inventor:
         """(image [3, H, W], seen [H, W]) of what the memory holds at a window's texel points [3, H, W]."""
         H, W = pts.shape[1:]
         flat = pts.reshape(3, -1).T
-        sp = memory.read_points(chart.oid, flat, chart.n[None].expand(flat.shape[0], 3))
+        sp = memory.read_points(chart.oid, flat, chart.n[None].expand(flat.shape[0], 3), plane=(chart.n, chart.d))
         if sp is None:
             return torch.zeros(3, H, W), torch.zeros(H, W, dtype=torch.bool)
         img, covered, _ = self.model.draw(sp, 1, H * W, None)
@@ -298,6 +401,8 @@ class Inventor:
     def _sources(self, memory, chart):
         """Seen windows of the planes most like `chart` (the same object's first, then the same kind of surface, then
         any), at the chart's texel size: [(image, seen, None)]."""
+        if self.shown is None:  # read once, when a plane first needs it
+            self.shown = self._shown_planes(memory, self.exemplars)
         ranked = sorted(self.shown, key=lambda s: (s[0].part != chart.part or s[0].oid != chart.oid,
                                                   s[0].kind != chart.kind, -int(s[2].sum())))
         out = []
@@ -313,24 +418,26 @@ class Inventor:
         return out
 
     def _shown_planes(self, memory, exemplars):
-        """[(Chart, seen image [3, h, w], seen [h, w])] of the planes the references show, each read from the memory
-        over what the reference saw of it: what a plane nobody saw may copy from."""
+        """[(Chart, seen image [3, h, w], seen [h, w])] of the planes the references show, each sampled from the
+        reference's image over what it saw of the plane: what a plane nobody saw may copy from. Taken from the
+        references alone (not the memory), so it is the same whenever it is first needed."""
         out = []
         for e in exemplars:
             maps = e.maps
             if maps.rest is None or maps.normal is None or maps.depth is None:
                 continue
             ok = torch.isfinite(maps.rest).all(0) & torch.isfinite(maps.depth)
+            if e.usable is not None:
+                ok &= e.usable
             oid = maps.ids if maps.ids is not None else torch.zeros_like(ok, dtype=torch.long)
-            view = _Seen(maps)
-            for chart, pix, _ in self._plane_groups(view, ok, oid):
+            coarse = footprint(maps.rest, ok)[1]
+            for chart, pix, _ in self._plane_groups(_Seen(maps), ok, oid):
                 p = maps.rest.reshape(3, -1)[:, pix].T.double()
                 u, v = chart.uv(p)
                 u0, v0 = int(torch.floor(u.min())), int(torch.floor(v.min()))
                 H = min(MAX_WINDOW, int(torch.ceil(v.max())) - v0 + 1)
                 W = min(MAX_WINDOW, int(torch.ceil(u.max())) - u0 + 1)
-                pts = chart.points(u0, v0, H, W)
-                image, seen = self.look(memory, chart, pts)
+                image, seen = _sample(e, chart, chart.points(u0, v0, H, W), oid, ok, coarse)
                 if int(seen.sum()) >= MIN_SOURCE:
                     out.append((chart, image, seen))
         return out
@@ -353,10 +460,16 @@ class Inventor:
         for part in torch.unique(parts[todo]).tolist():
             mine = parts == part
             fill = todo & mine
-            known = covered & mine & ok
+            # the object's part of the image around what it lacks: what the completion works on
+            ys, xs = torch.nonzero(fill, as_tuple=True)
+            y0, y1 = max(int(ys.min()) - MARGIN * 4, 0), min(int(ys.max()) + MARGIN * 4 + 1, fill.shape[0])
+            x0, x1 = max(int(xs.min()) - MARGIN * 4, 0), min(int(xs.max()) + MARGIN * 4 + 1, fill.shape[1])
+            box = (slice(y0, y1), slice(x0, x1))
+            known = (covered & mine & ok)[box]
             if not bool(known.any()):
                 continue
-            out = complete(out, known, fill, guide=guide, generator=generator)
+            out[(slice(None),) + box] = _complete_scaled(out[(slice(None),) + box], known, fill[box],
+                                                         guide[(slice(None),) + box], generator)
             done |= fill
         if bool(done.any()):
             self._write(memory, None, out, rest, nrm, done, None, v)
