@@ -210,6 +210,8 @@ class Inventor:
     # -- what the segment needs ---------------------------------------------------------------------------
     def run(self, memory, views, exemplars, generator):
         """Invent what `views` (the segment's step.Views, in order) see and the memory lacks, into `memory`."""
+        if not hasattr(memory, "write_chart"):
+            return  # a memory without surfaces (the bench's baselines): the frames' own fill stays
         self.exemplars = exemplars
         notes = getattr(memory, "notes", None)
         if notes is not None and memory is not self.memory:
