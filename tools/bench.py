@@ -1,11 +1,14 @@
 """The bench: Mirage's own measurement instrument (python3 build.py bench [--quick] [--model NAME]).
 
 For each evaluation scene a fresh Blender (bpy) subprocess installs the built extension zip, builds the
-scene, renders the ground truth with Cycles (cached under <out>/cache), sets the reference image to the
-ground truth of the first frame and runs Generate, i.e. the add-on's own export and backend process.
-Then this process runs two baseline memories (tools/baselines.py) through the same segment loop on the same
-job.json (backend.pipeline.Run with memory=...), an oracle that forward-warps the reference with exact depth,
-and measures everything against the ground truth. Writes <out>/report.md, report.json and plots.
+scene, renders the ground truth with Cycles, makes the bench's own per-pixel maps of it (tools/surface_maps.py)
+and renders the scene once more with its textures laid out differently (the other-layout row), all cached
+under <out>/cache; it sets the reference image to the ground truth of the first frame and runs Generate, i.e.
+the add-on's own export and backend process, as built and as a grey blockout. Then this process runs the
+baselines (tools/baselines.py) through the same segment loop on the same job.json (backend.pipeline.Run with
+memory=...), an oracle that forward-warps the reference with exact depth, and measures the frames against the
+ground truth with its own maps: the memory's figures, the actors' (tools/actors.py) and the invented pixels'
+(tools/invented.py). Writes <out>/report.md, report.json, plots and contact sheets.
 """
 import argparse
 import hashlib
@@ -21,24 +24,27 @@ ROOT = os.path.dirname(HERE)
 
 SAMPLES = 16      # Cycles samples per ground-truth frame; OIDN denoising on (see docs/benchmarks.md)
 DENOISE = True
+LAYOUT_SEED = 1   # scenes.other_layout's seed for the other-layout row
 
+_S = {"width": 256, "height": 144, "frames": 48, "segment_length": 8}
+_Q = {"width": 128, "height": 72, "frames": 24, "segment_length": 4}
 FULL = {
-    "pillar": {"builder": "pillar", "width": 256, "height": 144, "frames": 48, "segment_length": 8},
+    "pillar": {"builder": "pillar", **_S},
     "loop": {"builder": "loop", "width": 256, "height": 144, "loop_frames": 40, "loops": 4, "segment_length": 8},
-    "objects": {"builder": "objects", "width": 256, "height": 144, "frames": 48, "segment_length": 8},
-    "hall": {"builder": "hall", "width": 256, "height": 144, "frames": 48, "segment_length": 8,
-             "baselines": ["pointcloud"]},
-    "studio": {"builder": "studio", "width": 256, "height": 144, "frames": 48, "segment_length": 8,
-               "baselines": ["pointcloud"]},
+    "objects": {"builder": "objects", **_S},
+    "hall": {"builder": "hall", **_S, "baselines": ["pointcloud"]},
+    "studio": {"builder": "studio", **_S, "baselines": ["pointcloud"]},
+    "walker": {"builder": "walker", **_S},
+    "props": {"builder": "props", **_S},
 }
 QUICK = {
-    "pillar": {"builder": "pillar", "width": 128, "height": 72, "frames": 24, "segment_length": 4},
+    "pillar": {"builder": "pillar", **_Q},
     "loop": {"builder": "loop", "width": 128, "height": 72, "loop_frames": 16, "loops": 4, "segment_length": 4},
-    "objects": {"builder": "objects", "width": 128, "height": 72, "frames": 24, "segment_length": 4},
-    "hall": {"builder": "hall", "width": 128, "height": 72, "frames": 24, "segment_length": 4,
-             "baselines": ["pointcloud"]},
-    "studio": {"builder": "studio", "width": 128, "height": 72, "frames": 24, "segment_length": 4,
-               "baselines": ["pointcloud"]},
+    "objects": {"builder": "objects", **_Q},
+    "hall": {"builder": "hall", **_Q, "baselines": ["pointcloud"]},
+    "studio": {"builder": "studio", **_Q, "baselines": ["pointcloud"]},
+    "walker": {"builder": "walker", **_Q},
+    "props": {"builder": "props", **_Q},
 }
 # baselines run on a static scene unless its spec names fewer (no memory answers revisits: the new scenes have none)
 BASELINES = ("pointcloud", "nomemory")
@@ -55,25 +61,39 @@ TARGETS = {
     "loop_growth": ("looped path grows memory <= 5 % after the first loop", "<=", 0.05),
     "slowdown": ("s/frame in segment 20 <= 1.1x segment 2", "<=", 1.1),
     "fps": ("memory + model >= 10 frames/s", ">=", 10.0),
-    "object_psnr_db": ("moving object PSNR >= 26 dB in every segment (worst segment)", ">=", 26.0),
-    "object_gain_db": ("moving object PSNR above the static-only memory (worst segment, 'clearly': 3 dB)", ">=", 3.0),
-    "uncovered_gap_db": ("background an object uncovered as good as background it never covered", "<=", 1.0),
-    # invented pixels (what no reference showed), every scene, both modes
-    "invented_vs_flat_db": ("invented PSNR >= the flat mean colour + 0.5 dB", ">=", 0.5),
-    "detail_ratio": ("invented detail ratio between 0.6 and 1.6", "between", (0.6, 1.6)),
-    "swd_texture_ratio": ("invented texture SWD within 10 % of the ground truth shifted 4 px (ratio)", "<=", 1.10),
-    "swd_raw": ("invented raw SWD <= 5.0", "<=", 5.0),
+    # actors, per actor (as built; blockout where named)
+    "actor_mean_db": ("actor PSNR >= 26 dB, mean over the frames that show it (as built)", ">=", 26.0),
+    "actor_worst_db": ("actor PSNR >= 22 dB in its worst frame (as built)", ">=", 22.0),
+    "actor_mean_blockout_db": ("actor PSNR >= 24 dB, mean over the frames that show it (blockout)", ">=", 24.0),
+    "actor_worst_blockout_db": ("actor PSNR >= 20 dB in its worst frame (blockout)", ">=", 20.0),
+    "actor_seen_db": ("actor pixels a reference saw: PSNR >= 28 dB in every segment (worst segment)", ">=", 28.0),
+    "actor_gain_db": ("actor PSNR above the static-only memory by 3 dB (worst segment, as built)", ">=", 3.0),
+    "uncovered_gap_db": ("background an actor uncovered within 1.5 dB of never-covered background", "<=", 1.5),
+    # invented pixels (what no reference showed), every scene, both modes; against the other layout's row
+    "shown_vs_other_db": ("invented, shown objects: PSNR >= the other layout's - 1 dB", ">=", -1.0),
+    "shown_detail": ("invented, shown objects: detail ratio 0.7 to 1.4", "between", (0.7, 1.4)),
+    "shown_swd_1": ("invented, shown objects: texture SWD <= 2x the other layout's (full size)", "<=", 2.0),
+    "shown_swd_2": ("invented, shown objects: texture SWD <= 2x the other layout's (1/2 size)", "<=", 2.0),
+    "shown_swd_4": ("invented, shown objects: texture SWD <= 2x the other layout's (1/4 size)", "<=", 2.0),
+    "never_detail": ("invented, never-shown objects: detail ratio 0.6 to 1.6", "between", (0.6, 1.6)),
+    "never_swd_1": ("invented, never-shown objects: texture SWD <= 3x the other layout's (full size)", "<=", 3.0),
+    "never_swd_2": ("invented, never-shown objects: texture SWD <= 3x the other layout's (1/2 size)", "<=", 3.0),
+    "never_swd_4": ("invented, never-shown objects: texture SWD <= 3x the other layout's (1/4 size)", "<=", 3.0),
     "consistency_gap_db": ("self-consistency across segments within 1.5 dB of the ground truth's own", "<=", 1.5),
-    "blockout_object_mean_db": ("moving object in blockout: PSNR >= 24 dB (mean over the frames it is seen)", ">=", 24.0),
-    "blockout_object_worst_db": ("moving object in blockout: PSNR >= 20 dB in every frame it is seen (worst)", ">=", 20.0),
 }
 # the report's column heads for the invented pixels' targets
-INVENTED_TARGETS = {"invented_vs_flat_db": "PSNR above flat mean, dB (>= 0.5)",
-                    "detail_ratio": "detail ratio (0.6 to 1.6)",
-                    "swd_texture_ratio": "texture SWD / shifted ground truth's (<= 1.1)",
-                    "swd_raw": "raw SWD (<= 5.0)",
+INVENTED_TARGETS = {"shown_vs_other_db": "shown: PSNR - other layout's, dB (>= -1)",
+                    "shown_detail": "shown: detail (0.7-1.4)",
+                    "shown_swd_1": "shown: SWD / other's, full (<= 2)",
+                    "shown_swd_2": "shown: 1/2 (<= 2)", "shown_swd_4": "shown: 1/4 (<= 2)",
+                    "never_detail": "never shown: detail (0.6-1.6)",
+                    "never_swd_1": "never shown: SWD / other's, full (<= 3)",
+                    "never_swd_2": "never shown: 1/2 (<= 3)", "never_swd_4": "never shown: 1/4 (<= 3)",
                     "consistency_gap_db": "self-consistency below the ground truth's, dB (<= 1.5)"}
-OBJECT_MIN_SHARE = 0.001  # a frame counts as showing the object when it covers at least 0.1 % of the pixels
+ACTOR_TARGETS = ("actor_mean_db", "actor_worst_db", "actor_mean_blockout_db", "actor_worst_blockout_db",
+                 "actor_seen_db", "actor_gain_db", "uncovered_gap_db")
+SPLITS = {"all": "all invented pixels", "shown": "on objects the reference shows part of",
+          "never_shown": "on objects the reference does not show"}
 
 
 def gt_frames_needed(spec):
@@ -90,21 +110,41 @@ def gt_frame_for(spec, n):
 
 
 def cache_dir(cache_root, name, spec, scenes_version, blender):
-    """Ground truth depends on the scene, its size, the renderer settings and Blender: all in the key."""
+    """Ground truth depends on the scene, its size, the renderer settings and Blender; the maps on their
+    format; the other layout on its seed: all in the key."""
+    import surface_maps
     keep = {k: v for k, v in spec.items() if k not in ("segment_length", "baselines")}
     key = json.dumps({"scene": keep, "samples": SAMPLES, "denoise": DENOISE, "scenes_version": scenes_version,
-                      "blender": blender}, sort_keys=True)
+                      "blender": blender, "maps": surface_maps.VERSION, "layout_seed": LAYOUT_SEED}, sort_keys=True)
     return os.path.join(cache_root, f"{name}-{spec['width']}x{spec['height']}-{hashlib.sha256(key.encode()).hexdigest()[:12]}")
 
 
 # ---------------------------------------------------------------------------------------------------
 # The Blender side: runs in a fresh bpy subprocess (bpy state is global, one scene per process).
 # ---------------------------------------------------------------------------------------------------
+def render_missing(scene, frames, folder):
+    """Render the frames that `folder` does not hold yet (Cycles, as set up); returns how many."""
+    import bpy
+    os.makedirs(folder, exist_ok=True)
+    done = 0
+    for n in frames:
+        path = os.path.join(folder, f"{n:06d}.png")
+        if os.path.isfile(path):
+            continue
+        scene.frame_set(n)
+        scene.render.filepath = path + ".part.png"
+        bpy.ops.render.render(write_still=True)
+        os.replace(path + ".part.png", path)
+        done += 1
+    return done
+
+
 def blender_session(task_path):
     with open(task_path, encoding="utf-8") as f:
         task = json.load(f)
     sys.path.insert(0, HERE)
     import scenes
+    import surface_maps
     import bpy
     result = {"ok": False}
     t0 = time.perf_counter()
@@ -113,33 +153,33 @@ def blender_session(task_path):
     if spec["builder"] == "loop":
         scene = scenes.build_loop(spec["width"], spec["height"], spec["loop_frames"], spec["loops"])
     else:
-        build = {"pillar": scenes.build_pillar_revisit, "objects": scenes.build_moving_crate,
-                 "hall": scenes.build_hall, "studio": scenes.build_studio}[spec["builder"]]
-        scene = build(spec["width"], spec["height"], spec["frames"])
+        scene = scenes.BENCH_BUILDERS[spec["builder"]](spec["width"], spec["height"], spec["frames"])
     result["build_seconds"] = round(time.perf_counter() - t0, 2)
+    result["textures"] = scenes.texture_kinds(scene)
 
     # ground truth: Cycles on the CPU, cached by scene parameters
     t0 = time.perf_counter()
-    os.makedirs(task["cache"], exist_ok=True)
     r = scene.render
     r.engine = "CYCLES"
     scene.cycles.device = "CPU"
     scene.cycles.samples = task["samples"]
     scene.cycles.use_denoising = task["denoise"]
     r.image_settings.file_format = "PNG"
-    rendered = 0
-    for n in task["gt_frames"]:
-        path = os.path.join(task["cache"], f"{n:06d}.png")
-        if os.path.isfile(path):
-            continue
-        scene.frame_set(n)
-        r.filepath = path + ".part.png"
-        bpy.ops.render.render(write_still=True)
-        os.replace(path + ".part.png", path)
-        rendered += 1
-    scene.frame_set(scene.frame_start)
-    result["gt_rendered"] = rendered
+    result["gt_rendered"] = render_missing(scene, task["gt_frames"], task["cache"])
     result["gt_seconds"] = round(time.perf_counter() - t0, 2)
+    # the bench's own maps of the ground truth (object, depth, rest-space surface position per pixel)
+    t0 = time.perf_counter()
+    result["maps_made"] = surface_maps.export(scene, task["gt_frames"], task["cache"])
+    result["maps_seconds"] = round(time.perf_counter() - t0, 2)
+    # the other layout: the same scene, its textures laid out differently (a calibration row, never the input)
+    t0 = time.perf_counter()
+    saved = scenes.other_layout(scene, task["layout_seed"])
+    try:
+        result["other_rendered"] = render_missing(scene, task["gt_frames"], os.path.join(task["cache"], "other"))
+    finally:
+        scenes.restore_layout(saved)
+    result["other_seconds"] = round(time.perf_counter() - t0, 2)
+    scene.frame_set(scene.frame_start)
 
     # the product: the add-on's Generate (export cameras + exact depth, backend subprocess), once per mode
     s = scene.mirage
@@ -220,7 +260,7 @@ def run_blender(name, spec, args, scene_dir, cache):
     os.makedirs(scene_dir, exist_ok=True)
     task = {"zip": os.path.abspath(args.zip), "spec": spec, "cache": cache, "samples": SAMPLES, "denoise": DENOISE,
             "gt_frames": gt_frames_needed(spec), "job_dirs": job_dirs, "modes": list(args.modes),
-            "model": args.model, "result": os.path.join(scene_dir, "blender_result.json")}
+            "model": args.model, "layout_seed": LAYOUT_SEED, "result": os.path.join(scene_dir, "blender_result.json")}
     import bpy_session
     t0 = time.perf_counter()
     rc = bpy_session.launch(__file__, task, scene_dir)
@@ -288,48 +328,72 @@ def pooled_psnr(sq_errors, counts):
     return metrics.psnr_from_mse(sum(sq_errors) / n) if n else float("nan")
 
 
-def load_run(name, spec, args, job_dir, cache):
-    """What every figure needs from one Generate: the job, cameras, exact depth, ground truth and frames."""
+def load_run(name, spec, args, job_dir, cache, maps):
+    """What every figure needs from one Generate: the job and its frames, and from the bench's own cache the
+    cameras, exact depth, per-pixel maps, ground truth and the other layout. The job's cameras must be the
+    scene's (checked); the job's depth is read only by the baselines, which take the product's inputs."""
     import numpy as np
     job = load_job(job_dir)
     job["model"] = args.model  # the add-on may have run it under an offered name (see blender_session)
     with open(os.path.join(job_dir, "run.json")) as f:
         run = json.load(f)
     order = [fr["frame"] for fr in job["frames"]]
-    K = {fr["frame"]: np.array(fr["K"]) for fr in job["frames"]}
-    c2w = {fr["frame"]: np.array(fr["cam_to_world"]) for fr in job["frames"]}
-    depth = {fr["frame"]: np.load(fr["depth"]).astype(np.float64) for fr in job["frames"]}
-    for n in order:  # the loop's ground truth is reused: the poses must really repeat
-        g = gt_frame_for(spec, n)
-        if g != n and not np.allclose(c2w[n], c2w[g], atol=1e-5):
-            raise SystemExit(f"bench: frame {n} of '{name}' does not repeat the pose of frame {g}")
+    fm = {n: maps.frame(gt_frame_for(spec, n)) for n in order}
+    for fr in job["frames"]:
+        n, m = fr["frame"], fm[fr["frame"]]
+        if not (np.allclose(np.array(fr["K"]), m["K"], rtol=1e-5, atol=1e-4)
+                and np.allclose(np.array(fr["cam_to_world"]), m["c2w"], rtol=0, atol=1e-4)):
+            raise SystemExit(f"bench: the job's camera on frame {n} of '{name}' is not the scene's (job K "
+                             f"{fr['K']}, c2w {fr['cam_to_world']}; scene K {m['K'].tolist()}, c2w {m['c2w'].tolist()})")
+    paths = {fr["frame"]: fr["depth"] for fr in job["frames"]}
     gt = {n: load_rgb(os.path.join(cache, f"{gt_frame_for(spec, n):06d}.png")) for n in order}
+    other = {n: load_rgb(os.path.join(cache, "other", f"{gt_frame_for(spec, n):06d}.png")) for n in order}
     frames = {n: load_rgb(frame_path(job_dir, n)) for n in order}
-    return {"job": job, "job_dir": job_dir, "run": run, "order": order, "K": K, "c2w": c2w, "depth": depth,
-            "gt": gt, "frames": frames, "ref": job["reference"]["frame"]}
+    return {"job": job, "job_dir": job_dir, "run": run, "order": order, "maps": fm,
+            "K": {n: fm[n]["K"] for n in order}, "c2w": {n: fm[n]["c2w"] for n in order},
+            "depth": {n: fm[n]["depth"] for n in order},
+            "job_depth": lambda n: np.load(paths[n]).astype(np.float64),
+            "gt": gt, "other": other, "frames": frames, "ref": job["reference"]["frame"],
+            "gt_frame": {n: gt_frame_for(spec, n) for n in order}}
 
 
 def evaluate(name, spec, args, out_root, cache_root):
-    """One scene: a Blender session (ground truth, Generate per mode), then per mode the figures. As built, the
-    memory's figures (baselines, covisible, revisit, flicker, memory, speed; or the moving object's); in every
-    mode the invented pixels' figures and the contact sheet."""
+    """One scene: a Blender session (ground truth, maps, other layout, Generate per mode), then the figures. As
+    built, the memory's figures (static scenes: baselines, covisible, revisit, flicker, memory, speed; actor
+    scenes: the static-only memory beside the product); in every mode the actors' and the invented pixels'
+    figures and the contact sheet."""
+    import surface_maps
     scene_dir = os.path.join(out_root, name)
     cache = cache_dir(cache_root, name, spec, scenes_version(), blender_version())
-    log(f"{name}: Blender session (install zip, build scene, Cycles ground truth, Generate {', '.join(args.modes)})")
+    log(f"{name}: Blender session (install zip, build scene, Cycles ground truth, maps, other layout, Generate "
+        f"{', '.join(args.modes)})")
     job_dirs, bres = run_blender(name, spec, args, scene_dir, cache)
-    log(f"{name}: {bres['gt_rendered']} ground-truth frames rendered in {bres['gt_seconds']} s, Generate took "
+    log(f"{name}: {bres['gt_rendered']} ground-truth frames rendered in {bres['gt_seconds']} s, maps of "
+        f"{bres['maps_made']} in {bres['maps_seconds']} s, {bres['other_rendered']} other-layout frames in "
+        f"{bres['other_seconds']} s; Generate took "
         + ", ".join(f"{m['generate_seconds']} s {mode}" for mode, m in bres["modes"].items()))
     if bres.get("model_alias"):
         log(f"{name}: {bres['model_alias']}")
-    objects = spec["builder"] == "objects"
-    result = {"scene": name, "spec": spec, "kind": "objects" if objects else "static", "model": args.model,
-              "model_alias": bres.get("model_alias")}
-    modes, earlier = {}, {}
+    maps = surface_maps.Maps(cache)
+    kind = "actors" if maps.actors else "static"
+    result = {"scene": name, "spec": spec, "kind": kind, "model": args.model, "model_alias": bres.get("model_alias"),
+              "textures": bres.get("textures"), "actors": sorted(maps.actors.values()),
+              "timing": {"blender_session_s": bres["wall_seconds"], "gt_render_s": bres["gt_seconds"],
+                         "gt_frames_rendered": bres["gt_rendered"], "maps_s": bres["maps_seconds"],
+                         "other_layout_s": bres["other_seconds"], "other_frames_rendered": bres["other_rendered"],
+                         **{f"generate_{m}_s": x["generate_seconds"] for m, x in bres["modes"].items()}}}
+    modes, earlier, shared = {}, {}, {}
     for mode in args.modes:
-        run = load_run(name, spec, args, job_dirs[mode], cache)
+        run = load_run(name, spec, args, job_dirs[mode], cache, maps)
         if mode == "built":
-            result.update((object_figures if objects else memory_figures)(name, spec, args, scene_dir, run, bres))
-        modes[mode] = invention_figures(name, mode, args, mode_dir(scene_dir, mode), run, out_root, earlier)
+            if kind == "static":
+                figs = memory_figures(name, spec, args, scene_dir, run, bres)
+                result["timing"].update(figs.pop("timing"))
+                result.update(figs)
+            else:
+                result.update(static_only_figures(name, args, scene_dir, run, maps, shared))
+        modes[mode] = invention_figures(name, mode, args, mode_dir(scene_dir, mode), run, out_root, earlier,
+                                        maps, shared)
         del run
     result["modes"] = modes
     return result
@@ -344,13 +408,14 @@ def memory_figures(name, spec, args, scene_dir, run, bres):
     from baselines import NoMemory, PointCloudMemory
 
     job, mirage_run, order, K, c2w, depth, gt = (run[k] for k in ("job", "run", "order", "K", "c2w", "depth", "gt"))
-    # baselines through the same segment loop, on the same job
+    # baselines through the same segment loop, on the same job: the depth they read is the job's, as the product's
     model = load_model(job["model"])
-    by_pose = {np.asarray(c2w[n], np.float64).round(6).tobytes(): n for n in order}
+    job_c2w = {fr["frame"]: np.array(fr["cam_to_world"]) for fr in job["frames"]}
+    by_pose = {np.asarray(job_c2w[n], np.float64).round(6).tobytes(): n for n in order}
 
     def depth_lookup(K_, c2w_):
         n = by_pose.get(np.asarray(c2w_, np.float64).round(6).tobytes())
-        return None if n is None else torch.from_numpy(depth[n])
+        return None if n is None else torch.from_numpy(run["job_depth"](n))
 
     runs = {"mirage": mirage_run}
     dirs = {"mirage": run["job_dir"]}
@@ -429,103 +494,89 @@ def memory_figures(name, spec, args, scene_dir, run, bres):
         "covisible_fraction": covis_frac, "per_frame": {m: per[m] for m in methods}, "order": order,
         "flicker_per_pair": flick, "summary": summary,
         "timing": {"blender_session_s": bres["wall_seconds"], "gt_render_s": bres["gt_seconds"],
-                   "gt_frames_rendered": bres["gt_rendered"], "generate_s": bres["modes"]["built"]["generate_seconds"],
+                   "gt_frames_rendered": bres["gt_rendered"],
                    "mirage_backend_s": mirage_run.get("seconds"),
                    **{f"{m}_s": runs[m]["seconds"] for m in runs if m != "mirage"},
                    "metrics_s": round(metric_seconds, 2)},
     }
 
 
-def object_figures(name, spec, args, scene_dir, run, bres):
-    """The moving-crate scene as built: the product (one memory bank per moving object) against the same
-    memory with the crate baked into the static world, on the crate's pixels and on what it uncovered."""
-    import numpy as np
-    import metrics
 
-    job, tracked_run, order, K, c2w, depth, gt = (run[k] for k in ("job", "run", "order", "K", "c2w", "depth", "gt"))
+
+def segments_of(run):
+    """{frame: index of its segment} from the run's run.json."""
+    return {n: i for i, sg in enumerate(run["run"]["per_segment"]) for n in run["order"]
+            if sg["frames"][0] <= n <= sg["frames"][1]}
+
+
+def scene_geometry(run, maps, shared):
+    """What the figures need that does not depend on the mode: the invented masks, their split into shown and
+    never-shown objects, the still pixels, the self-consistency pairs and the uncovered pixels. Computed once
+    per scene into `shared`."""
+    import numpy as np
+    import actors
+    import invented
+    if shared:
+        return shared
+    order, ref, fm = run["order"], run["ref"], run["maps"]
+    refs = [fm[ref]]
+    by_gt = {}  # frames that repeat a pose (the loop) share their ground truth's masks
+    masks = {}
+    for n in order:
+        key = id(fm[n])
+        if key not in by_gt:
+            by_gt[key] = metrics_erode_unseen(fm[n], refs, maps.actors)
+        masks[n] = by_gt[key]
+    masks[ref] = np.zeros_like(masks[ref])  # the reference frame is the reference
+    shown = actors.shown_objects(refs, invented.MIN_SHOWN_PIXELS)
+    split = {"all": masks, "shown": {}, "never_shown": {}}
+    for n in order:
+        obj = fm[n]["obj"]
+        on_shown = np.isin(obj, list(shown))
+        split["shown"][n] = masks[n] & on_shown
+        split["never_shown"][n] = masks[n] & (obj > 0) & ~on_shown
+    static = {n: (fm[n]["obj"] > 0) & ~np.isin(fm[n]["obj"], list(maps.actors)) for n in order}
+    views = {n: (fm[n]["depth"], fm[n]["K"], fm[n]["c2w"]) for n in order}
+    segment_of = segments_of(run)
+    pairs = invented.partners(order, views, segment_of, masks, static)
+    shared.update(masks=masks, split=split, static=static, views=views, segment_of=segment_of, pairs=pairs,
+                  shown=sorted(maps.names[i - 1] for i in shown),
+                  never_shown=sorted(set(maps.names) - {maps.names[i - 1] for i in shown}),
+                  uncovered=actors.uncovered_masks(order, fm, ref, maps.actors) if maps.actors else None)
+    return shared
+
+
+def metrics_erode_unseen(frame, refs, actor_ids):
+    import actors
+    import metrics
+    return metrics.erode(actors.unseen_mask(frame, refs, actor_ids))
+
+
+def static_only_figures(name, args, scene_dir, run, maps, shared):
+    """An actor scene as built: the product's memory with the actors baked into the still world (the job
+    without its moving objects, through the same segment loop) beside the product, on each actor's pixels per
+    segment. Returns {"static_only": {actor: {"psnr_per_segment", "product_psnr_per_segment"}}} or a note when
+    the product's job names no moving object."""
+    import actors
+    job = run["job"]
     if not job.get("objects"):
-        raise SystemExit(f"bench: the add-on found no moving object in '{name}'")
-    oid = job["objects"][0]["id"]
+        return {"static_only": None, "static_only_note": "the add-on's job names no moving object"}
     baked = dict(job)
     baked.pop("objects")
-    baked["frames"] = [{k: v for k, v in fr.items() if k not in ("objects", "ids", "light", "albedo")} for fr in job["frames"]]
+    baked["frames"] = [{k: v for k, v in fr.items() if k not in ("objects", "ids", "light", "albedo")}
+                       for fr in job["frames"]]
+    folder = os.path.join(scene_dir, "static_only")
     t0 = time.perf_counter()
-    baked_dir = os.path.join(scene_dir, "static_only")
-    run_segments(baked, baked_dir)  # the product's memory, the crate in its static world
-    log(f"{name}: static-only baseline ran in {time.perf_counter() - t0:.1f} s")
-
-    fr = {f["frame"]: f for f in job["frames"]}
-    ids = {n: np.load(fr[n]["ids"]) for n in order}
-    dirs = {"tracked": run["job_dir"], "static_only": baked_dir}
-    gen = {"tracked": run["frames"], "static_only": {n: load_rgb(frame_path(baked_dir, n)) for n in order}}
-    ref = run["ref"]
-
-    acc = {m: {k: ([], []) for k in ("object", "uncovered", "never_covered")} for m in dirs}
-    per_seg = {m: [] for m in dirs}
-    seg_of = {n: i for i, s in enumerate(tracked_run["per_segment"]) for n in range(s["frames"][0], s["frames"][1] + 1)}
-    seg_acc = {m: {} for m in dirs}
-    # the object's pixels whose surface the reference saw, and the rest (faces it turned toward the camera later)
-    seen_acc = {k: {} for k in ("seen", "unseen", "flat_oracle")}
-    ref_obj_depth = np.where(ids[ref] == oid, depth[ref], np.inf)
-    pose = {n: np.array(fr[n]["objects"][str(oid)]) for n in order}
-    covered_px = 0
-    for k, n in enumerate(order):
-        if n == ref:
-            continue
-        obj = ids[n] == oid
-        static = (ids[n] == 0) & np.isfinite(depth[n])
-        seen = metrics.covisible(depth[ref], K[ref], c2w[ref], depth[n], K[n], c2w[n])
-        hidden = np.zeros_like(static)
-        for m in order[1:k]:  # an earlier frame on which the crate stood in front of this point
-            hidden |= metrics.occluded_by(depth[n], K[n], c2w[n], depth[m], ids[m], oid, K[m], c2w[m])
-        masks = {"object": obj, "uncovered": static & seen & hidden, "never_covered": static & seen & ~hidden}
-        covered_px += int(masks["uncovered"].sum())
-        for m in dirs:
-            for key, mask in masks.items():
-                if mask.any():
-                    acc[m][key][0].append(metrics.mse(gen[m][n], gt[n], mask) * int(mask.sum()))
-                    acc[m][key][1].append(int(mask.sum()))
-            if obj.any():
-                e, c = seg_acc[m].setdefault(seg_of[n], ([], []))
-                e.append(metrics.mse(gen[m][n], gt[n], obj) * int(obj.sum()))
-                c.append(int(obj.sum()))
-        if obj.any():
-            # the reference camera carried along with the object from its reference pose to this frame's
-            ref_cam = pose[n] @ np.linalg.inv(pose[ref]) @ c2w[ref]
-            seen_obj = obj & metrics.covisible(ref_obj_depth, K[ref], ref_cam, depth[n], K[n], c2w[n])
-            for key, mask in (("seen", seen_obj), ("unseen", obj & ~seen_obj)):
-                if mask.any():
-                    e, c = seen_acc[key].setdefault(seg_of[n], ([], []))
-                    e.append(metrics.mse(gen["tracked"][n], gt[n], mask) * int(mask.sum()))
-                    c.append(int(mask.sum()))
-            # a bound: the never-seen faces painted in their ground truth's mean colour, face by face (the
-            # light map tells flat faces apart), the best any fill that does not know their texture paints flat
-            flat = gen["tracked"][n].copy()
-            unseen = obj & ~seen_obj
-            faces = np.round(np.load(fr[n]["light"]).astype(np.float64), 2) if fr[n].get("light") else np.zeros(obj.shape)
-            for val in np.unique(faces[unseen]):
-                sel = unseen & (faces == val)
-                flat[sel] = gt[n][sel].mean(0)
-            e, c = seen_acc["flat_oracle"].setdefault(seg_of[n], ([], []))
-            e.append(metrics.mse(flat, gt[n], obj) * int(obj.sum()))
-            c.append(int(obj.sum()))
-    for m in dirs:
-        per_seg[m] = [pooled_psnr(*seg_acc[m][i]) if i in seg_acc[m] else None
-                      for i in range(len(tracked_run["per_segment"]))]
-    summary = {m: {f"{k}_psnr_db": pooled_psnr(*acc[m][k]) if acc[m][k][1] else None for k in acc[m]}
-               for m in dirs}
-    for m in dirs:
-        summary[m]["object_psnr_per_segment"] = per_seg[m]
-    segs = range(len(tracked_run["per_segment"]))
-    for key, a in seen_acc.items():
-        summary["tracked"][f"object_{key}_psnr_per_segment"] = [pooled_psnr(*a[i]) if i in a else None for i in segs]
-        summary["tracked"][f"object_{key}_pixels_per_segment"] = [sum(a[i][1]) if i in a else 0 for i in segs]
-    return {"frames": len(order),
-            "segments": len(tracked_run["per_segment"]), "width": job["width"], "height": job["height"],
-            "object": job["objects"][0]["name"], "uncovered_pixels": covered_px, "summary": summary,
-            "memory_bytes": tracked_run["per_segment"][-1]["memory_bytes"],
-            "timing": {"blender_session_s": bres["wall_seconds"], "gt_render_s": bres["gt_seconds"],
-                       "generate_s": bres["modes"]["built"]["generate_seconds"]}}
+    run_segments(baked, folder)
+    log(f"{name}: static-only memory ran in {time.perf_counter() - t0:.1f} s")
+    frames = {n: load_rgb(frame_path(folder, n)) for n in run["order"]}
+    geo = scene_geometry(run, maps, shared)
+    figs = actors.actor_figures(run["order"], run["ref"], run["maps"], [run["maps"][run["ref"]]], maps.actors,
+                                run["gt"], {"product": run["frames"], "static_only": frames}, geo["segment_of"])
+    return {"static_only": {a: {"psnr_per_segment": f["images"]["static_only"]["psnr_per_segment"],
+                                "product_psnr_per_segment": f["images"]["product"]["psnr_per_segment"]}
+                            for a, f in figs.items()},
+            "job_objects": [o["name"] for o in job["objects"]]}
 
 
 def compare_frames(name, mode, args, out_dir, run):
@@ -540,91 +591,87 @@ def compare_frames(name, mode, args, out_dir, run):
     return {n: load_rgb(frame_path(folder, n)) for n in run["order"]}, None
 
 
-def invention_figures(name, mode, args, out_dir, run, out_root, earlier):
-    """The invented pixels' figures of one mode (docs/benchmarks.md) for the model, the compared model and the
-    rows made from the ground truth; the moving object's PSNR per frame; the contact sheet.
+
+
+def invention_figures(name, mode, args, out_dir, run, out_root, earlier, maps, shared):
+    """One mode's figures (docs/benchmarks.md): the invented pixels', split into shown and never-shown objects,
+    for the model, the compared model, the other layout and the rows made from the ground truth; the actors'
+    and what they uncovered; the contact sheet.
 
     earlier: {frames digest: (mode, figures)} of the scene's modes so far; a mode whose frames are byte for byte
     those of an earlier one (a static scene when no model reads the materials) takes its figures."""
     import numpy as np
     import torch
+    import actors
     import invented
     import sheet
 
-    job, order, gt, ref = run["job"], run["order"], run["gt"], run["ref"]
+    order, gt, ref = run["order"], run["gt"], run["ref"]
     images = {"model": run["frames"]}
     note = None
     if args.compare:
         images["compare"], note = compare_frames(name, mode, args, out_dir, run)
+    images["other_layout"] = run["other"]
     digest = hashlib.sha256()
-    for key in images:
-        for n in order:
+    for key in ("model", "compare"):
+        for n in order if key in images else ():
             digest.update(images[key][n].tobytes())
     digest = digest.hexdigest()
     t0 = time.perf_counter()
-    views = {n: (run["depth"][n], run["K"][n], run["c2w"][n]) for n in order}
-    ids = poses = static = None
-    if job.get("objects"):
-        fr = {f["frame"]: f for f in job["frames"]}
-        ids = {n: np.load(fr[n]["ids"]) for n in order}
-        poses = {n: {int(k): np.array(v) for k, v in (fr[n].get("objects") or {}).items()} for n in order}
-        static = {n: ids[n] == 0 for n in order}
-    masks = invented.frame_masks(order, views, [ref], ids, poses)
-    masks[ref] = np.zeros_like(masks[ref])  # the reference frame is the reference
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # many small ops: see memory_figures
+    geo = scene_geometry(run, maps, shared)
+    masks = geo["masks"]
     frames = [n for n in order if n != ref]
     if digest in earlier:
         same, out = earlier[digest]
         out = dict(out, same_frames_as=same)
         log(f"{name} ({mode}): the frames are those of {same}, and so are the figures")
     else:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # many small ops: see memory_figures
-        figures = invented.image_figures(frames, gt, masks, images, gt[ref])
-        segment_of = {n: i for i, sg in enumerate(run["run"]["per_segment"]) for n in order
-                      if sg["frames"][0] <= n <= sg["frames"][1]}
-        pairs = invented.partners(order, views, segment_of, masks, static)
-        consistency = invented.self_consistency(pairs, views, masks, dict(images, gt=gt), static)
+        same = {n: run["gt_frame"][n] for n in frames}  # the loop's later laps: the ground truth's rows once
+        figures = {split: invented.image_figures(frames, gt, geo["split"][split], images, gt[ref], swd=split != "all",
+                                                 same=same, fixed=("other_layout",))
+                   for split in SPLITS}
+        consistency = invented.self_consistency(geo["pairs"], geo["views"], masks, dict(images, gt=gt), geo["static"])
         out = {"compare": args.compare, "compare_note": note, "figures": figures, "consistency": consistency,
-               "pairs": {str(n): m for n, m in pairs.items()},
+               "pairs": {str(n): m for n, m in geo["pairs"].items()},
+               "shown_objects": geo["shown"], "never_shown_objects": geo["never_shown"],
                "invented_share": {str(n): float(masks[n].mean()) for n in frames},
-               "mean_invented_share": float(np.mean([masks[n].mean() for n in frames]))}
-        if ids is not None:
-            out["object"] = object_per_frame(job, order, ref, ids, gt, images)
-        torch.set_num_threads(threads)
+               "mean_invented_share": float(np.mean([masks[n].mean() for n in frames])),
+               "split_share": {s: float(np.mean([geo["split"][s][n].mean() for n in frames])) for s in SPLITS}}
+        if maps.actors:
+            sets = {k: images[k] for k in ("model", "compare", "other_layout") if k in images}
+            out["actors"] = actors.actor_figures(order, ref, run["maps"], [run["maps"][ref]], maps.actors, gt, sets,
+                                                 geo["segment_of"])
+            out["uncovered"] = actors.uncovered_figures(geo["uncovered"], gt, sets)
         earlier[digest] = (mode, out)
+    torch.set_num_threads(threads)
     shown = sheet.spread(order, 6, skip={ref})
     rows = [("ground truth", gt), (f"{args.model}\n(this model)", images["model"])]
-    if args.compare:
+    if args.compare and note is None:
         rows.append((f"{args.compare}\n(compared)", images["compare"]))
+    rows.append(("other layout\n(calibration)", images["other_layout"]))
     rows.append(("invented pixels\n(the rest dimmed)", sheet.mask_row(gt, masks, shown)))
-    out["sheet"] = sheet.contact_sheet(os.path.join(out_root, f"sheet_{name}_{mode}.png"), shown, rows, masks,
-                                       f"{name}, {mode}: invented pixels (no reference saw them) outlined in magenta")
+    actor_px = ({n: np.isin(run["maps"][n]["obj"], list(maps.actors)) for n in shown} if maps.actors else None)
+    title = (f"{name}, {mode}: invented pixels (no reference saw them) outlined in magenta"
+             + (", actors in cyan" if actor_px else ""))
+    out["sheet"] = sheet.contact_sheet(os.path.join(out_root, f"sheet_{name}_{mode}.png"), shown, rows, masks, title,
+                                       second=actor_px)
     out["seconds"] = round(time.perf_counter() - t0, 2)
     f, c = out["figures"], out["consistency"]["psnr_db"]
-    x = f["model"]
-    log(f"{name} ({mode}): {100 * out['mean_invented_share']:.0f} % of the pixels invented; there PSNR "
-        f"{fmt(x['psnr_db'])} dB (flat mean {fmt(f['flat_mean']['psnr_db'])}), detail {fmt(x['detail_ratio'])}, "
-        f"SWD {fmt(x['swd_raw'])} / texture {fmt(x['swd_texture'])} (shifted ground truth "
-        f"{fmt(f['gt_shifted']['swd_texture'])}); self-consistency {fmt(c['model'])} dB (ground truth "
-        f"{fmt(c['gt'])}) in {out['seconds']} s")
-    return out
-
-
-def object_per_frame(job, order, ref, ids, gt, images):
-    """PSNR on each moving object's pixels per frame that shows it (at least OBJECT_MIN_SHARE of the pixels;
-    the reference frame left out): {image set: {"per_frame", "mean_db", "worst_db", "worst_frame"}}."""
-    import metrics
-    oid = job["objects"][0]["id"]
-    out = {}
-    for key, imgs in images.items():
-        per = {}
-        for n in order:
-            mask = ids[n] == oid
-            if n != ref and mask.mean() >= OBJECT_MIN_SHARE:
-                per[str(n)] = metrics.psnr(imgs[n], gt[n], mask)
-        worst = min(per, key=per.get) if per else None
-        out[key] = {"per_frame": per, "mean_db": finite_mean(per.values()) if per else None,
-                    "worst_db": per[worst] if per else None, "worst_frame": int(worst) if worst else None}
+    for split in ("shown", "never_shown"):
+        x, o = f[split]["model"], f[split]["other_layout"]
+        if x["pixels"]:
+            log(f"{name} ({mode}): invented on {split.replace('_', '-')} objects ({100 * out['split_share'][split]:.0f} % "
+                f"of the pixels): PSNR {fmt(x['psnr_db'])} dB (other layout {fmt(o['psnr_db'])}), detail "
+                f"{fmt(x['detail_ratio'])}, texture SWD {fmt(x.get('swd_texture'))} / {fmt(x.get('swd_texture_2'))} / "
+                f"{fmt(x.get('swd_texture_4'))} (other layout {fmt(o.get('swd_texture'))} / {fmt(o.get('swd_texture_2'))} "
+                f"/ {fmt(o.get('swd_texture_4'))})")
+    log(f"{name} ({mode}): self-consistency {fmt(c['model'])} dB (ground truth {fmt(c['gt'])}); {out['seconds']} s")
+    for a, x in (out.get("actors") or {}).items():
+        m = x["images"]["model"]
+        log(f"{name} ({mode}): actor {a}: mean {fmt(m['mean_db'])} dB, worst {fmt(m['worst_db'])} dB (frame "
+            f"{m['worst_frame']}), seen part per segment {', '.join(fmt(v, 1) for v in m['seen_psnr_per_segment'])}")
     return out
 
 
@@ -634,6 +681,10 @@ def passes(op, thr, value):
     if op == "between":
         return thr[0] <= value <= thr[1]
     return value <= thr if op == "<=" else value >= thr
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
 
 
 def targets(results):
@@ -649,25 +700,16 @@ def targets(results):
     for name, r in results.items():
         s = r.get("summary")
         if s is None:
-            pass
-        elif r.get("kind") == "objects":
-            t, b = s["tracked"]["object_psnr_per_segment"], s["static_only"]["object_psnr_per_segment"]
-            pairs = [(x, y) for x, y in zip(t, b) if x is not None]
-            if pairs:
-                put("object_psnr_db", min(x for x, _ in pairs), name)
-                put("object_gain_db", min(x - y for x, y in pairs), name)
-            if s["tracked"]["uncovered_psnr_db"] is not None:
-                put("uncovered_gap_db", s["tracked"]["never_covered_psnr_db"] - s["tracked"]["uncovered_psnr_db"], name)
-        else:
-            put("covisible_gap_db", s["oracle"]["covisible_psnr_db"] - s["mirage"]["covisible_psnr_db"], name)
-            if r["revisit_frames"]:  # the new scenes never come back to a pose
-                put("revisit_psnr_db", s["mirage"]["revisit_psnr_db"], name)
-                put("revisit_gain_db", s["mirage"]["revisit_psnr_db"] - s["nomemory"]["revisit_psnr_db"], name)
-            put("flicker_ratio", s["mirage"]["flicker_ratio"], name)
-            mem, pc = s["mirage"]["memory_bytes"], s["pointcloud"]["memory_bytes"]
-            if len(mem) >= 5:
-                put("memory_ratio_5seg", pc[4] / mem[4], name)
-            put("fps", s["mirage"]["median_fps"], name)
+            continue
+        put("covisible_gap_db", s["oracle"]["covisible_psnr_db"] - s["mirage"]["covisible_psnr_db"], name)
+        if r["revisit_frames"]:  # the new scenes never come back to a pose
+            put("revisit_psnr_db", s["mirage"]["revisit_psnr_db"], name)
+            put("revisit_gain_db", s["mirage"]["revisit_psnr_db"] - s["nomemory"]["revisit_psnr_db"], name)
+        put("flicker_ratio", s["mirage"]["flicker_ratio"], name)
+        mem, pc = s["mirage"]["memory_bytes"], s["pointcloud"]["memory_bytes"]
+        if len(mem) >= 5:
+            put("memory_ratio_5seg", pc[4] / mem[4], name)
+        put("fps", s["mirage"]["median_fps"], name)
     if lp:
         s = lp["summary"]["mirage"]
         per_loop = lp["spec"]["loop_frames"] // lp["spec"]["segment_length"]
@@ -679,28 +721,56 @@ def targets(results):
         # one segment's time is noisy on a shared machine: also the median of the last 4 over segments 2-5
         med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
         if len(spf) >= 8:
-            put("slowdown", med(spf[-4:]) / med(spf[1:5]), f"loop (median of last 4 / median of segments 2-5)")
-    for mode in MODES:  # the invented pixels, scene by scene, as built and as a blockout
+            put("slowdown", med(spf[-4:]) / med(spf[1:5]), "loop (median of last 4 / median of segments 2-5)")
+    for mode in MODES:  # actors, then the invented pixels, scene by scene, as built and as a blockout
         for name, r in results.items():
             m = r.get("modes", {}).get(mode)
             if m is None:
                 continue
             where = f"{name} ({mode})"
+            for a, x in (m.get("actors") or {}).items():
+                o = x["images"]["model"]
+                k = "" if mode == "built" else "_blockout"
+                put(f"actor_mean{k}_db", o["mean_db"], f"{where}: {a}")
+                put(f"actor_worst{k}_db", o["worst_db"], f"{where}: {a}, frame {o['worst_frame']}")
+                seen = [v for v in o["seen_psnr_per_segment"] if v is not None]
+                if seen:
+                    put("actor_seen_db", min(seen), f"{where}: {a}")
+                so = (r.get("static_only") or {}).get(a)
+                if mode == "built" and so:
+                    gains = [p - q for p, q in zip(so["product_psnr_per_segment"], so["psnr_per_segment"])
+                             if p is not None and q is not None]
+                    if gains:
+                        put("actor_gain_db", min(gains), f"{where}: {a}")
+            u = (m.get("uncovered") or {}).get("model")
+            if u and u["uncovered_seen"] is not None and u["never_covered"] is not None:
+                put("uncovered_gap_db", u["never_covered"] - u["uncovered_seen"], where)
             f, c = m["figures"], m["consistency"]["psnr_db"]
-            x = f["model"]
-            if x["psnr_db"] is not None:
-                put("invented_vs_flat_db", x["psnr_db"] - f["flat_mean"]["psnr_db"], where)
-                put("detail_ratio", x["detail_ratio"], where)
-            if x["swd_texture"] is not None and f["gt_shifted"]["swd_texture"]:
-                put("swd_texture_ratio", x["swd_texture"] / f["gt_shifted"]["swd_texture"], where)
-                put("swd_raw", x["swd_raw"], where)
+            x, o = f["shown"]["model"], f["shown"]["other_layout"]
+            if x["psnr_db"] is not None and o["psnr_db"] is not None:
+                put("shown_vs_other_db", x["psnr_db"] - o["psnr_db"], where)
+                put("shown_detail", x["detail_ratio"], where)
+            for s in invented_scales():
+                key = "swd_texture" if s == 1 else f"swd_texture_{s}"
+                v = ratio(x.get(key), o.get(key))
+                if v is not None:
+                    put(f"shown_swd_{s}", v, where)
+            x, o = f["never_shown"]["model"], f["never_shown"]["other_layout"]
+            if x["pixels"]:
+                put("never_detail", x["detail_ratio"], where)
+            for s in invented_scales():
+                key = "swd_texture" if s == 1 else f"swd_texture_{s}"
+                v = ratio(x.get(key), o.get(key))
+                if v is not None:
+                    put(f"never_swd_{s}", v, where)
             if c["model"] is not None:
                 put("consistency_gap_db", c["gt"] - c["model"], where)
-            if mode == "blockout" and m.get("object"):
-                o = m["object"]["model"]
-                put("blockout_object_mean_db", o["mean_db"], where)
-                put("blockout_object_worst_db", o["worst_db"], f"{where}, frame {o['worst_frame']}")
     return out
+
+
+def invented_scales():
+    import invented
+    return invented.SWD_SCALES
 
 
 def fmt(x, nd=2):
@@ -709,6 +779,8 @@ def fmt(x, nd=2):
     if isinstance(x, float) and not math.isfinite(x):
         return "inf" if x > 0 else "nan"
     return f"{x:.{nd}f}"
+
+
 
 
 def plots(results, out_root):
@@ -720,27 +792,28 @@ def plots(results, out_root):
     labels = {"mirage": "Mirage (latent memory)", "pointcloud": "RGB point cloud", "nomemory": "no memory",
               "oracle": "oracle (exact reprojection)"}
     files = []
-    results = {k: r for k, r in results.items() if "summary" in r}  # the memory's figures are as built only
-    for name, r in results.items():
-        if r.get("kind") != "objects":
+    for name, r in results.items():  # actors: PSNR per frame that shows them, each mode
+        acts = {mode: m.get("actors") for mode, m in r.get("modes", {}).items() if m.get("actors")}
+        if not acts:
             continue
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for m, colour, label in (("tracked", "tab:blue", "Mirage (one bank per moving object)"),
-                                 ("static_only", "tab:orange", "static-only memory (object baked in)")):
-            ys = r["summary"][m]["object_psnr_per_segment"]
-            ax.plot([i + 1 for i, y in enumerate(ys) if y is not None], [y for y in ys if y is not None], "o-",
-                    color=colour, label=label)
-        ax.axhline(TARGETS["object_psnr_db"][2], color="k", ls="--", lw=0.8, label="target")
-        ax.set_xlabel("segment")
-        ax.set_ylabel("PSNR on the object's pixels (dB)")
-        ax.set_title(f"{name}: the moving {r['object']} against ground truth")
+        fig, ax = plt.subplots(figsize=(8, 4))
+        for mode, per in acts.items():
+            for a, x in per.items():
+                pf = x["images"]["model"]["per_frame"]
+                ax.plot([int(k) for k in pf], [min(v, 50.0) for v in pf.values()], "-" if mode == "built" else "--",
+                        label=f"{a} ({mode})")
+        for key in ("actor_mean_db", "actor_worst_db"):
+            ax.axhline(TARGETS[key][2], color="k", ls=":", lw=0.8)
+        ax.set_xlabel("frame")
+        ax.set_ylabel("PSNR on the actor's pixels (dB, cap 50)")
+        ax.set_title(f"{name}: each actor against ground truth (dotted: the as-built targets)")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
         fig.tight_layout()
-        files.append(os.path.join(out_root, f"object_psnr_{name}.png"))
+        files.append(os.path.join(out_root, f"actor_psnr_{name}.png"))
         fig.savefig(files[-1], dpi=110)
         plt.close(fig)
-    results = {k: r for k, r in results.items() if r.get("kind") != "objects"}
+    results = {k: r for k, r in results.items() if "summary" in r}  # the memory's figures: static scenes, as built
     if not results:
         return files
 
@@ -811,40 +884,97 @@ def plots(results, out_root):
     return files
 
 
+def seg_list(xs, nd=1):
+    return ", ".join(fmt(v, nd) for v in xs)
+
+
 def invention_lines(name, r, meta):
-    """The report's tables of a scene's invented pixels, one per mode."""
+    """The report's tables of a scene's invented pixels and actors, one set per mode."""
     import invented
     L = []
     for mode, m in r.get("modes", {}).items():
         f, c = m["figures"], m["consistency"]
+        share = m.get("split_share", {})
         L += ["", f"### `{name}`, {mode}: invented pixels ({100 * m['mean_invented_share']:.0f} % of a frame's pixels "
-                  f"on average; self-consistency over {c['pairs']} frame pairs, {c['pixels']} pixels)", "",
-              "| image | invented PSNR dB | detail ratio | SWD raw | SWD texture | self-consistency across segments dB |",
-              "|---|---|---|---|---|---|"]
+                  f"on average: {100 * share.get('shown', 0):.0f} % on shown objects, "
+                  f"{100 * share.get('never_shown', 0):.0f} % on never-shown ones)", "",
+              f"Shown objects: {', '.join(m.get('shown_objects') or []) or 'none'}. Never shown: "
+              f"{', '.join(m.get('never_shown_objects') or []) or 'none'}."]
         rows = [("model", f"`{meta['model']}` (this model)")]
-        if "compare" in f:
+        if "compare" in f["all"] and not m.get("compare_note"):
             rows.append(("compare", f"`{m['compare']}` (compared)"))
+        rows += [("other_layout", invented.ROW_LABELS["other_layout"])]
         rows += [(k, invented.ROW_LABELS[k]) for k in invented.REFERENCE_ROWS]
+        for split in ("shown", "never_shown"):
+            if not f[split]["model"]["pixels"]:
+                L += ["", f"No invented pixels {SPLITS[split]}."]
+                continue
+            L += ["", f"Invented pixels {SPLITS[split]}:", "",
+                  "| image | PSNR dB | detail ratio | SWD raw | texture SWD | texture SWD 1/2 | texture SWD 1/4 |",
+                  "|---|---|---|---|---|---|---|"]
+            for key, label in rows:
+                x = f[split][key]
+                L.append(f"| {label} | {fmt(x['psnr_db'])} | {fmt(x['detail_ratio'])} | {fmt(x.get('swd_raw'))} | "
+                         f"{fmt(x.get('swd_texture'))} | {fmt(x.get('swd_texture_2'))} | {fmt(x.get('swd_texture_4'))} |")
+        L += ["", f"All invented pixels, and self-consistency across segments ({c['pairs']} frame pairs, "
+                  f"{c['pixels']} pixels):", "", "| image | PSNR dB | detail ratio | self-consistency dB |",
+              "|---|---|---|---|"]
         for key, label in rows:
-            x = f[key]
+            x = f["all"][key]
             own = fmt(c["psnr_db"].get(key)) if key in c["psnr_db"] else ""
-            L.append(f"| {label} | {fmt(x['psnr_db'])} | {fmt(x['detail_ratio'])} | {fmt(x['swd_raw'])} | "
-                     f"{fmt(x['swd_texture'])} | {own} |")
-        L.append(f"| ground truth (its own frames) | | 1.00 | 0.00 | 0.00 | {fmt(c['psnr_db']['gt'])} |")
+            L.append(f"| {label} | {fmt(x['psnr_db'])} | {fmt(x['detail_ratio'])} | {own} |")
+        L.append(f"| ground truth (its own frames) | | 1.00 | {fmt(c['psnr_db']['gt'])} |")
         if m.get("compare_note"):
-            L += ["", f"The compared row: {m['compare_note']}."]
+            L += ["", f"The compared model: {m['compare_note']}."]
         if m.get("same_frames_as"):
             L += ["", f"Every frame is byte for byte that of {m['same_frames_as']}: the add-on and the model read "
                       f"no material of this scene."]
-        if m.get("object"):
-            L += ["", f"Moving object, PSNR per frame it is seen (at least {100 * OBJECT_MIN_SHARE:.1f} % of the "
-                      f"pixels; the reference frame left out):", "",
-                  "| image | mean dB | worst frame dB | frames |", "|---|---|---|---|"]
-            for key, o in m["object"].items():
-                label = f"`{meta['model']}`" if key == "model" else f"`{m['compare']}` (compared)"
-                L.append(f"| {label} | {fmt(o['mean_db'])} | {fmt(o['worst_db'])} (frame {o['worst_frame']}) | "
-                         f"{len(o['per_frame'])} |")
+        if m.get("actors"):
+            L += ["", "Actors, PSNR on their pixels per frame that shows them (at least 0.1 % of the pixels; the "
+                      "reference frame left out), and per segment split by whether a reference saw that part of "
+                      "the surface:", "",
+                  "| actor | image | mean dB | worst frame dB | per segment dB | seen part per segment dB | "
+                  "never-seen part per segment dB | seen share per segment |", "|---|---|---|---|---|---|---|---|"]
+            for a, x in m["actors"].items():
+                shares = ", ".join("n/a" if not p else f"{100 * s:.0f} %" for s, p in
+                                   zip(x["seen_share_per_segment"], x["pixels_per_segment"]))
+                for key, label in (("model", f"`{meta['model']}`"), ("compare", f"`{m['compare']}`"),
+                                   ("other_layout", "other layout")):
+                    if key not in x["images"] or (key == "compare" and m.get("compare_note")):
+                        continue
+                    o = x["images"][key]
+                    L.append(f"| {a} | {label} | {fmt(o['mean_db'])} | {fmt(o['worst_db'])} (frame {o['worst_frame']}) | "
+                             f"{seg_list(o['psnr_per_segment'])} | {seg_list(o['seen_psnr_per_segment'])} | "
+                             f"{seg_list(o['unseen_psnr_per_segment'])} | {shares if key == 'model' else ''} |")
+        if m.get("uncovered"):
+            u = m["uncovered"]
+            px = u["pixels"]
+            L += ["", "Still background and the actors (PSNR dB; pixel-frames): *uncovered* — an actor stood in "
+                      "front of it on an earlier frame and the reference saw it; *never covered* — the "
+                      "reference saw it and no actor covered it; *hidden on the reference* — an actor stood in front "
+                      "of it on the reference itself (never shown, invented):", "",
+                  f"| image | uncovered ({px['uncovered_seen']}) | never covered ({px['never_covered']}) | hidden on the "
+                  f"reference ({px['uncovered_unseen']}) |", "|---|---|---|---|"]
+            for key, label in (("model", f"`{meta['model']}`"), ("compare", f"`{m['compare']}`"),
+                               ("other_layout", "other layout (a calibration where nothing was shown)")):
+                if key in u and not (key == "compare" and m.get("compare_note")):
+                    seen = "| |" if key == "other_layout" else \
+                        f"| {fmt(u[key]['uncovered_seen'])} | {fmt(u[key]['never_covered'])} |"
+                    L.append(f"| {label} {seen} {fmt(u[key]['uncovered_unseen'])} |")
     return L
+
+
+PERIODIC_KINDS = ("checker", "brick", "stripes")  # scenes.PERIODIC (scenes.py needs bpy)
+
+
+def textures_line(r):
+    """How many of a scene's materials are stochastic, photographs, periodic, flat."""
+    kinds = list((r.get("textures") or {}).values())
+    photo = sum(k.startswith("photo") for k in kinds)
+    periodic = sum(k in PERIODIC_KINDS for k in kinds)
+    flat = sum(k in ("paint", "other") for k in kinds)
+    parts = [f"{len(kinds) - photo - periodic - flat} stochastic", f"{photo} photographs", f"{periodic} periodic"]
+    return ", ".join(parts + ([f"{flat} flat"] if flat else []))
 
 
 def write_report(results, tg, meta, out_root):
@@ -864,7 +994,8 @@ def write_report(results, tg, meta, out_root):
     # the invented pixels' targets: one row per scene and mode, one column per target
     where = list(dict.fromkeys(row["scene"] for key in INVENTED_TARGETS for row in tg.get(key, [])))
     if where:
-        L += ["", "Invented pixels (what no reference showed; docs/benchmarks.md defines each figure):", "",
+        L += ["", "Invented pixels (what no reference showed), against the other layout of the same scene "
+                  "(docs/benchmarks.md defines each figure):", "",
               "| scene (mode) | " + " | ".join(INVENTED_TARGETS.values()) + " |",
               "|---|" + "---|" * len(INVENTED_TARGETS)]
         for w in where:
@@ -873,32 +1004,29 @@ def write_report(results, tg, meta, out_root):
                 row = next((x for x in tg.get(key, []) if x["scene"] == w), None)
                 cells.append("n/a" if row is None else f"{fmt(row['value'])} {verdict(row)}")
             L.append(f"| {w} | " + " | ".join(cells) + " |")
+    L += ["", "## Scenes", "", "| scene | frames | size | textures | actors | time (Blender session, of which ground "
+          "truth / maps / other layout / Generate) |", "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        sp, t = r["spec"], r["timing"]
+        frames = sp.get("frames") or sp["loop_frames"] * sp["loops"]
+        gen = " + ".join(f"{v} s" for k, v in t.items() if k.startswith("generate_"))
+        L.append(f"| `{name}` | {frames} | {sp['width']}x{sp['height']} | {textures_line(r)} | "
+                 f"{', '.join(r.get('actors') or []) or 'none'} | {t['blender_session_s']} s ({t['gt_render_s']} s for "
+                 f"{t['gt_frames_rendered']} new frames / {t['maps_s']} s / {t['other_layout_s']} s for "
+                 f"{t['other_frames_rendered']} new frames / {gen}) |")
     for name, r in results.items():
         s = r.get("summary")
         if s is None:
-            L += invention_lines(name, r, meta)
-            continue
-        if r.get("kind") == "objects":
-            L += ["", f"## Scene `{name}`: {r['frames']} frames at {r['width']}x{r['height']}, {r['segments']} segments, "
-                      f"moving object '{r['object']}'", "",
-                  "| memory | object PSNR dB per segment | object PSNR dB (all) | uncovered background PSNR dB | "
-                  "never-covered background PSNR dB |", "|---|---|---|---|---|"]
-            for m in ("tracked", "static_only"):
-                x = s[m]
-                L.append(f"| {m} | {', '.join(fmt(v, 1) for v in x['object_psnr_per_segment'])} | "
-                         f"{fmt(x['object_psnr_db'])} | {fmt(x['uncovered_psnr_db'])} | {fmt(x['never_covered_psnr_db'])} |")
-            x = s["tracked"]
-            L += ["", "Tracked object, per segment, split by whether the reference saw the surface (a face it "
-                      "showed) or not (a face turned toward the camera later: its look is not in any input):", "",
-                  "| object pixels | PSNR dB per segment | pixel-frames per segment |", "|---|---|---|"]
-            for key in ("seen", "unseen"):
-                L.append(f"| {key} by the reference | {', '.join(fmt(v, 1) for v in x[f'object_{key}_psnr_per_segment'])} | "
-                         f"{', '.join(str(v) for v in x[f'object_{key}_pixels_per_segment'])} |")
-            L.append(f"| all, the never-seen faces in their ground truth's mean colour (a bound for a flat fill) | "
-                     f"{', '.join(fmt(v, 1) for v in x['object_flat_oracle_psnr_per_segment'])} | |")
-            L += ["", f"Uncovered background: {r['uncovered_pixels']} pixel-frames that the reference saw and the "
-                      f"object later stood in front of; never-covered: the reference's other static pixels. "
-                      f"Segments without the object in view show n/a. Memory at the end: {r['memory_bytes']} bytes."]
+            L += ["", f"## Scene `{name}`: actors {', '.join(r.get('actors') or [])}"]
+            if r.get("static_only"):
+                L += ["", "Each actor's PSNR per segment, the product beside its memory with the actors baked into the "
+                          "still world (the job without its moving objects):", "",
+                      "| actor | product, per segment dB | static-only memory, per segment dB |", "|---|---|---|"]
+                for a, x in r["static_only"].items():
+                    L.append(f"| {a} | {seg_list(x['product_psnr_per_segment'])} | {seg_list(x['psnr_per_segment'])} |")
+                L += ["", f"The add-on's job names as moving: {', '.join(r.get('job_objects') or [])}."]
+            elif r.get("static_only_note"):
+                L += ["", f"No static-only run: {r['static_only_note']}."]
             L += invention_lines(name, r, meta)
             continue
         L += ["", f"## Scene `{name}`: {r['frames']} frames at {r['width']}x{r['height']}, "
@@ -921,14 +1049,15 @@ def write_report(results, tg, meta, out_root):
         L.append(f"| ground truth | | | | | | {fmt(s['gt']['flicker_mae'], 4)} (1.00x) | | | |")
         t = r["timing"]
         L += ["", f"Timing: Blender session {t['blender_session_s']} s (ground truth {t['gt_render_s']} s for "
-                  f"{t['gt_frames_rendered']} new frames, Generate {t['generate_s']} s of which backend "
+                  f"{t['gt_frames_rendered']} new frames, Generate {t['generate_built_s']} s of which backend "
                   f"{t['mirage_backend_s']} s); point cloud {t.get('pointcloud_s', 'not run')} s; "
                   f"no memory {t.get('nomemory_s', 'not run')} s; "
                   f"metrics {t['metrics_s']} s."]
         L += invention_lines(name, r, meta)
     sheets = [m["sheet"] for r in results.values() for m in r.get("modes", {}).values()]
-    L += ["", "## Contact sheets", "", "Rows: ground truth, this model, the compared model, the ground truth with "
-          "all but the invented pixels dimmed; invented pixels outlined in magenta.", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in sheets]
+    L += ["", "## Contact sheets", "", "Rows: ground truth, this model, the compared model, the other layout, the "
+          "ground truth with all but the invented pixels dimmed; invented pixels outlined in magenta, actors in "
+          "cyan.", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in sheets]
     L += ["", "## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in meta["plots"]]
     L += ["", "Definitions: docs/benchmarks.md."]
     with open(os.path.join(out_root, "report.md"), "w", encoding="utf-8") as f:

@@ -1,10 +1,11 @@
 """The demo: install the built extension in a fresh Blender session, build a procedural room with an
-animated camera, render a reference frame, Generate headless (which also writes flythrough.mp4), and save
-the result.
+animated camera, a sliding crate and a walking character, render a reference frame, Generate headless (which
+also writes flythrough.mp4), and save the result.
 
 Writes out/demo/: frames/*.png, flythrough.mp4, demo.blend (strips in its VSE), run.json, job.json, and
 contact_sheet.png: frames spread over the path, what the reference never showed outlined, beside the same job
-run with the smooth-fill model (compact) for comparison.
+run with the smooth-fill model (compact) for comparison; then Bake to Materials: demo_baked.blend (the scene with
+the memory baked into its materials) and baked_render.png (it rendered with Cycles on the shot's middle frame).
 """
 import argparse
 import json
@@ -22,6 +23,9 @@ import scenes  # noqa: E402
 import bpy  # noqa: E402
 
 
+DEMO_WALK = [(-2.6, -1.2), (-1.0, -2.2), (0.8, -2.0), (1.6, -0.8)]  # ground points, in view of the camera
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--zip", required=True)
@@ -32,6 +36,7 @@ def main():
     os.makedirs(out, exist_ok=True)
     scenes.install_extension(os.path.abspath(args.zip))
     scene = scenes.build_room(frames=args.frames, moving_crate=True)
+    scenes.add_walker(scene, DEMO_WALK, args.frames)  # the bench's walking character, skinned to its armature
     t = time.perf_counter()
     ref = scenes.render_reference(scene, os.path.join(out, "reference.png"), samples=32)
     print(f"reference rendered in {time.perf_counter() - t:.1f} s", flush=True)
@@ -48,6 +53,7 @@ def main():
     bpy.ops.wm.save_as_mainfile(filepath=os.path.join(out, "demo.blend"))
     print(f"wrote {out}/flythrough.mp4, demo.blend, run.json", flush=True)
     print(f"wrote {contact_sheet(out)}", flush=True)
+    print(f"wrote {bake_and_render(out)}", flush=True)
 
 
 def contact_sheet(out):
@@ -79,6 +85,41 @@ def contact_sheet(out):
     return sheet.contact_sheet(os.path.join(out, "contact_sheet.png"), frames,
                                [("Built-in\n(invents)", row(out)), ("Compact\n(smooth fill)", row(compare))],
                                masks, title="Mirage demo: outlined, what the reference never showed")
+
+
+def bake_and_render(out, size=1024):
+    """Bake to Materials (Look, size x size texels per object) on the generated scene, saved as demo_baked.blend,
+    and rendered with Cycles from the camera on the shot's middle frame: baked_render.png, beside the flythrough's
+    own frame (its PSNR against it printed)."""
+    from PIL import Image
+    scene = bpy.context.scene
+    t = time.perf_counter()
+    bpy.ops.mirage.bake_memory(mode="LOOK", resolution=size)
+    with open(os.path.join(out, "run.json"), encoding="utf-8") as f:
+        generated = json.load(f)["seconds"]
+    print(f"baked at {size}x{size} per object in {time.perf_counter() - t:.1f} s (the backend's Generate took "
+          f"{generated:.1f} s)", flush=True)
+    bpy.ops.wm.save_as_mainfile(filepath=os.path.join(out, "demo_baked.blend"), copy=True)
+    frame = (scene.frame_start + scene.frame_end) // 2
+    r, v = scene.render, scene.view_settings
+    saved = (r.engine, r.filepath, r.use_sequencer, r.use_compositing, v.view_transform, v.look, scene.frame_current)
+    r.engine, r.use_sequencer, r.use_compositing = "CYCLES", False, False
+    scene.cycles.device, scene.cycles.samples, scene.cycles.use_denoising = "CPU", 32, False
+    v.view_transform, v.look = "Standard", "None"  # an emission then shows its own colour
+    r.image_settings.file_format = "PNG"
+    r.filepath = os.path.join(out, "baked_render.png")
+    scene.frame_set(frame)
+    bpy.ops.render.render(write_still=True)
+    r.engine, r.filepath, r.use_sequencer, r.use_compositing, v.view_transform, v.look, now = saved
+    scene.frame_set(now)
+    baked = np.asarray(Image.open(os.path.join(out, "baked_render.png")).convert("RGB"), np.float64) / 255
+    shown = np.asarray(Image.open(os.path.join(out, "frames", f"{frame:06d}.png")).convert("RGB"), np.float64) / 255
+    with open(os.path.join(out, "job.json"), encoding="utf-8") as f:
+        depth = next(fr["depth"] for fr in json.load(f)["frames"] if fr["frame"] == frame)
+    geometry = np.isfinite(np.load(os.path.join(out, depth)))
+    psnr = 10 * np.log10(1.0 / np.mean((baked[geometry] - shown[geometry]) ** 2))
+    print(f"the baked scene rendered on frame {frame}: {psnr:.2f} dB against the flythrough's frame", flush=True)
+    return os.path.join(out, "baked_render.png")
 
 
 if __name__ == "__main__":

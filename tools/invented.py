@@ -1,9 +1,10 @@
 """The bench's figures on invented pixels: what the camera sees that no reference image showed.
 
-Per frame the invented mask (`metrics.invented_mask`, moving objects judged in their own frame of reference),
-then for each image set (the model, the compared model, and rows the bench makes from the ground truth so the
-numbers can be read) PSNR, detail ratio and patch SWD on the mask, and self-consistency across segments.
-docs/benchmarks.md defines every figure. numpy/torch only, no bpy.
+Per frame the invented mask (the bench's own maps: `actors.invented_masks`, actors judged along their surface;
+`frame_masks` here for rigid objects from camera and object poses), then for each image set (the model, the
+compared model, the other layout of the scene, and rows the bench makes from the ground truth so the numbers
+can be read) PSNR, detail ratio and patch SWD at three scales on the mask, and self-consistency across
+segments. docs/benchmarks.md defines every figure. numpy/torch only, no bpy.
 """
 import numpy as np
 
@@ -15,10 +16,13 @@ MIN_PATCHES = 64     # frames with fewer invented patch centres do not count in 
 PAIR_POINTS = 2000   # invented points per frame used to pick its self-consistency partner
 MIN_PAIR_PIXELS = 64  # a pair shares at least this many invented pixels
 SAME_POSE = (0.15, 5.0)  # a partner this close in pose is a revisit (its own figure), not another view
+SWD_SCALES = (1, 2, 4)   # texture SWD on the image, its 2x2- and its 4x4-averaged version
+MIN_SHOWN_PIXELS = 49    # an object a reference shows fewer pixels of (one 7 x 7 patch) counts as never shown
 
 REFERENCE_ROWS = ("gt_shifted", "gt_blurred", "flat_mean", "reference_copy")
 ROW_LABELS = {"gt_shifted": f"ground truth shifted {SHIFT_PX} px", "gt_blurred": f"ground truth blurred (sigma {BLUR_SIGMA:g} px)",
-              "flat_mean": "flat: the ground truth frame's mean colour", "reference_copy": "a copy of the reference image"}
+              "flat_mean": "flat: the ground truth frame's mean colour", "reference_copy": "a copy of the reference image",
+              "other_layout": "the other layout (same scene, textures laid out differently)"}
 
 
 def frame_masks(order, views, refs, ids=None, poses=None):
@@ -53,40 +57,72 @@ def reference_images(gt, n, reference):
             "flat_mean": np.broadcast_to(g.mean((0, 1)), g.shape), "reference_copy": reference}
 
 
-def image_figures(order, gt, masks, images, reference):
+def image_figures(order, gt, masks, images, reference, swd=True, scales=SWD_SCALES, same=None, fixed=()):
     """PSNR, detail ratio and SWD on the invented pixels for each image set.
 
     images: {name: {frame: [H, W, 3]}}; the reference rows are added here. Returns {name: figures} with
-    psnr_db (pooled over all invented pixels), detail_ratio (pooled gradient energies), swd_raw and
-    swd_texture (per-frame SWD, mean weighted by the frame's patch count) and psnr_per_frame."""
+    psnr_db (pooled over all invented pixels), detail_ratio (pooled gradient energies), and with swd: swd_raw and
+    swd_texture at full size, swd_texture_<s> on the images averaged over s x s blocks (the mask reduced
+    alike), each the per-frame SWD's mean weighted by the frame's patch count (frames with fewer than
+    MIN_PATCHES patches at that scale left out); psnr_per_frame.
+
+    same: {frame: key}, frames of one key having the same ground truth and mask (a path that repeats its
+    poses): the reference rows and the image sets named in `fixed` (made from the ground truth, e.g. the other
+    layout) are measured once per key, and the patch centres are drawn with the key as seed."""
     names = list(images) + list(REFERENCE_ROWS)
-    acc = {m: {"sse": 0.0, "px": 0, "grad": 0.0, "grad_gt": 0.0, "swd": [], "per_frame": {}} for m in names}
+    fixed = set(fixed) | set(REFERENCE_ROWS)
+    acc = {m: {"sse": 0.0, "px": 0, "grad": 0.0, "grad_gt": 0.0, "swd": {s: [] for s in scales},
+               "per_frame": {}} for m in names}
+    memo = {}
     for n in order:
         mask = masks.get(n)
         if mask is None or not mask.any():
             continue
-        rows = reference_images(gt, n, reference)
+        key = n if same is None else same[n]
+        rows = {}
         g_gt = metrics.gradient_energy(gt[n], mask)
-        swd = metrics.PatchSWD(gt[n], mask, seed=n)
+        swds = None
+
+        def measure(img):
+            nonlocal swds
+            if swds is None:
+                swds = {s: metrics.PatchSWD(gt[n], mask, seed=key, scale=s, texture_only=s != 1)
+                        for s in scales} if swd else {}
+                swds = {s: x for s, x in swds.items() if x.count >= MIN_PATCHES}
+            return (metrics.mse(img, gt[n], mask), metrics.gradient_energy(img, mask),
+                    [(s, (*x(img), x.count)) for s, x in swds.items()])
         for m in names:
-            img = images[m][n] if m in images else rows[m]
+            if m in fixed and (m, key) in memo:
+                err, grad, swd_rows = memo[m, key]
+            else:
+                if m not in images and not rows:
+                    rows = reference_images(gt, n, reference)
+                err, grad, swd_rows = measure(images[m][n] if m in images else rows[m])
+                if m in fixed:
+                    memo[m, key] = err, grad, swd_rows
             a = acc[m]
-            err = metrics.mse(img, gt[n], mask)
             a["sse"] += err * int(mask.sum())
             a["px"] += int(mask.sum())
-            a["grad"] += metrics.gradient_energy(img, mask)
+            a["grad"] += grad
             a["grad_gt"] += g_gt
             a["per_frame"][str(n)] = metrics.psnr_from_mse(err)
-            if swd.count >= MIN_PATCHES:
-                a["swd"].append((*swd(img), swd.count))
+            for s, row in swd_rows:
+                a["swd"][s].append(row)
     out = {}
     for m, a in acc.items():
-        w = sum(c for _, _, c in a["swd"])
         out[m] = {"psnr_db": metrics.psnr_from_mse(a["sse"] / a["px"]) if a["px"] else None,
                   "detail_ratio": a["grad"] / a["grad_gt"] if a["grad_gt"] > 0 else None,
-                  "swd_raw": sum(r * c for r, _, c in a["swd"]) / w if w else None,
-                  "swd_texture": sum(t * c for _, t, c in a["swd"]) / w if w else None,
-                  "swd_frames": len(a["swd"]), "pixels": a["px"], "psnr_per_frame": a["per_frame"]}
+                  "pixels": a["px"], "psnr_per_frame": a["per_frame"]}
+        if not swd:
+            continue
+        for s in scales:
+            rows = a["swd"][s]
+            w = sum(c for _, _, c in rows)
+            key = "swd_texture" if s == 1 else f"swd_texture_{s}"
+            out[m][key] = sum(t * c for _, t, c in rows) / w if w else None
+            if s == 1:
+                out[m]["swd_raw"] = sum(r * c for r, _, c in rows) / w if w else None
+                out[m]["swd_frames"] = len(rows)
     return out
 
 

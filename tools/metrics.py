@@ -216,7 +216,9 @@ def revisits(poses, max_dist=0.15, max_angle=5.0, away_dist=1.0, away_angle=30.0
 
 def occluded_by(depth, K, c2w, other_depth, other_ids, oid, K_other, c2w_other, tol=DEPTH_TOL):
     """[H, W] bool: pixels of this camera whose surface point the other camera saw hidden behind object
-    `oid` (its id mask shows oid there, in front of the point)."""
+    `oid` (or any of the ids in a collection): its id mask shows that object there, in front of the point.
+    The other camera's depth and ids are those of its own frame, so an object that moved or changed shape
+    in between hides what it hid on that frame."""
     d = _t(depth)
     H, W = d.shape
     pts = unproject(torch.where(torch.isfinite(d), d, torch.ones_like(d)), K, c2w)
@@ -226,8 +228,10 @@ def occluded_by(depth, K, c2w, other_depth, other_ids, oid, K_other, c2w_other, 
     inside = torch.isfinite(d) & (z > 1e-6) & (ui >= 0) & (ui <= Wo - 1) & (vi >= 0) & (vi <= Ho - 1)
     vi, ui = vi.clamp(0, Ho - 1).long(), ui.clamp(0, Wo - 1).long()
     od = _t(other_depth)[vi, ui]
-    oi = torch.as_tensor(np.asarray(other_ids).astype(np.int64))[vi, ui]
-    return (inside & (oi == oid) & (od < z * (1 - tol))).numpy()
+    ids = np.asarray(other_ids).astype(np.int64)
+    mine = np.isin(ids, list(oid)) if isinstance(oid, (set, frozenset, list, tuple)) else ids == oid
+    oi = torch.as_tensor(mine)[vi, ui]
+    return (inside & oi & (od < z * (1 - tol))).numpy()
 
 
 # -- invented content: what no reference image showed ---------------------------------------------------
@@ -338,31 +342,56 @@ def swd_of_projections(pa, pb):
 
 class PatchSWD:
     """SWD of many images against one ground truth at the same pixels: the ground truth's patches are projected
-    once. raw: colour and texture; texture: each patch's mean colour removed."""
+    once. raw: colour and texture; texture: each patch's mean colour removed.
 
-    def __init__(self, gt, mask, seed=0):
-        self.v, self.u = patch_centres(mask, seed=seed)
+    scale s > 1 measures the images averaged over s x s blocks (downsample), at the centres where the whole
+    block is in the mask (reduce_mask): stripes, blocks and repeats wider than a 7 x 7 patch show there."""
+
+    def __init__(self, gt, mask, seed=0, scale=1, texture_only=False):
+        self.scale, self.texture_only = scale, texture_only
+        small = reduce_mask(mask, scale)
+        self.v, self.u = patch_centres(small, seed=seed)
         self.count = len(self.v)
         self.directions = swd_directions(SWD_PATCH * SWD_PATCH * 3)
         self.gt = self._project(gt) if self.count else None
 
     def _project(self, img):
-        return (sorted_projections(patches(img, self.v, self.u), self.directions),
-                sorted_projections(patches(img, self.v, self.u, remove_mean=True), self.directions))
+        img = downsample(img, self.scale)
+        raw = None if self.texture_only else sorted_projections(patches(img, self.v, self.u), self.directions)
+        return raw, sorted_projections(patches(img, self.v, self.u, remove_mean=True), self.directions)
 
     def __call__(self, img):
-        """(raw, texture) SWD of img; (nan, nan) when no patch fits."""
+        """(raw, texture) SWD of img; (nan, nan) when no patch fits, raw nan when texture_only."""
         if not self.count:
             return float("nan"), float("nan")
         raw, tex = self._project(img)
-        return swd_of_projections(raw, self.gt[0]), swd_of_projections(tex, self.gt[1])
+        return (float("nan") if raw is None else swd_of_projections(raw, self.gt[0]),
+                swd_of_projections(tex, self.gt[1]))
 
 
-def patch_swd(img, gt, mask, seed=0):
+def patch_swd(img, gt, mask, seed=0, scale=1):
     """(raw, texture-only) SWD between the 7x7x3 patches of img and of gt at the same invented pixels, and the
     number of patches used; (nan, nan, 0) when no patch fits."""
-    swd = PatchSWD(gt, mask, seed)
+    swd = PatchSWD(gt, mask, seed, scale)
     return (*swd(img), swd.count)
+
+
+def downsample(img, s):
+    """[H, W, C] averaged over s x s blocks: [H // s, W // s, C] (the rows and columns past a whole block dropped)."""
+    a = np.asarray(img, np.float64)
+    if s == 1:
+        return a
+    H, W = a.shape[0] // s * s, a.shape[1] // s * s
+    return a[:H, :W].reshape(H // s, s, W // s, s, *a.shape[2:]).mean((1, 3))
+
+
+def reduce_mask(mask, s):
+    """[H, W] bool -> [H // s, W // s]: a block counts when all of its s x s pixels are in the mask."""
+    m = np.asarray(mask, bool)
+    if s == 1:
+        return m
+    H, W = m.shape[0] // s * s, m.shape[1] // s * s
+    return m[:H, :W].reshape(H // s, s, W // s, s).all((1, 3))
 
 
 def shifted(img, dx=4):

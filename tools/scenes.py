@@ -234,65 +234,25 @@ def render_still(scene, path, samples=16, denoise=True):
 
 
 # -- bench scenes (tools/bench.py) ------------------------------------------------------------------
-BENCH_SCENES_VERSION = 2  # bump when a bench scene changes, so cached ground truth is re-rendered
+BENCH_SCENES_VERSION = 3  # bump when a bench scene changes, so cached ground truth is re-rendered
+
+# Texture kinds of the bench's materials. Stochastic ones have no repeat a copier could lock onto; periodic
+# ones do; photographs are real materials (scikit-image's sample photographs), tinted.
+STOCHASTIC = ("noise", "plaster", "voronoi", "dots", "wood", "magic")
+PERIODIC = ("checker", "brick", "stripes")
+PHOTOS = ("brick", "grass", "gravel")
+LAYOUT = "Layout"  # the Mapping node every textured bench material has between its coordinates and texture
+
+# Surfaces are built in world coordinates (identity object transform), so a texture's scale is in scene
+# units on every wall and floor alike; each material maps the two axes of its plane to the texture's X/Y
+# ("wrap": X + Y and Z, so a texture goes round the four sides of a box).
+_PLANE_AXES = {"xy": ("X", "Y", "Z"), "xz": ("X", "Z", "Y"), "yz": ("Y", "Z", "X")}
 
 
 def _look_yaw(pos, target):
     """Yaw (degrees, about world Z) that points a camera at pitch ~90 from pos toward target."""
     dx, dy = target[0] - pos[0], target[1] - pos[1]
     return math.degrees(math.atan2(-dx, dy))
-
-
-def build_pillar_revisit(width=256, height=144, frames=48):
-    """The room; the camera starts facing the pillar, goes round its east side to the far side (what the
-    pillar hid from the first frame comes into view), looks away at walls the first frame never saw,
-    and comes back to exactly the start pose on the last frame."""
-    f = frames
-    start = ((-3.0, -4.5, 1.6), (85, -30))
-    keys = [(1, *start),
-            (max(2, round(0.22 * f)), (1.2, -3.2, 1.6), (85, 5)),
-            (max(3, round(0.42 * f)), (3.6, 1.2, 1.6), (85, 75)),
-            (max(4, round(0.60 * f)), (3.0, -1.2, 1.6), (85, -120)),
-            (max(5, round(0.80 * f)), (-0.8, -4.0, 1.6), (85, -15)),
-            (f, *start)]
-    return build_room(width, height, frames, keys=keys)
-
-
-def build_loop(width=256, height=144, loop_frames=40, loops=4):
-    """The room with the camera circling the pillar `loops` times along the same closed path; every
-    frame is keyed, so frame n and frame n + loop_frames have exactly the same pose."""
-    centre, radius = (0.0, 0.5), 4.0
-    keys = []
-    for n in range(loop_frames * loops):
-        a = 2 * math.pi * (n % loop_frames) / loop_frames
-        pos = (centre[0] + radius * math.sin(a), centre[1] - radius * math.cos(a), 1.6)
-        keys.append((n + 1, pos, (82, _look_yaw(pos, centre) + 25)))
-    return build_room(width, height, loop_frames * loops, keys=keys)
-
-
-def build_moving_crate(width=256, height=144, frames=48):
-    """The room with a slow camera and a crate that slides and turns: seen on the first frame left of the
-    pillar, it crosses in front of the pillar, leaves the view to the east, and comes back from the west
-    turned by 90 degrees. Tests that a moving object keeps its look and the world behind it stays intact."""
-    f = frames
-    cam_keys = [(1, (-1.0, -5.0, 1.7), (84, -8)), (f, (0.5, -5.0, 1.7), (84, 6))]
-    scene = build_room(width, height, frames, keys=cam_keys)
-    crate = bpy.data.objects["Crate"]
-    path = [(1, (-1.2, -1.2, 0.5), 0), (round(0.3 * f), (1.5, -1.5, 0.5), 20),
-            (round(0.45 * f), (6.5, -1.5, 0.5), 40), (round(0.6 * f), (6.5, -3.0, 0.5), 50),
-            (round(0.75 * f), (-3.0, -1.8, 0.5), 70), (f, (-1.6, -0.5, 0.5), 90)]
-    for frame, loc, yaw in path:
-        crate.location = loc
-        crate.rotation_euler = (0.0, 0.0, math.radians(yaw))
-        crate.keyframe_insert("location", frame=frame)
-        crate.keyframe_insert("rotation_euler", frame=frame)
-    return scene
-
-
-# -- varied bench scenes: other room shapes, textures and light ----------------------------------------
-# Surfaces are built in world coordinates (identity object transform), so a texture's scale is in scene
-# units on every wall and floor alike; each material maps the two axes of its plane to the texture's X/Y.
-_PLANE_AXES = {"xy": ("X", "Y", "Z"), "xz": ("X", "Z", "Y"), "yz": ("Y", "Z", "X")}
 
 
 def _slab(name, lo, hi, mat):
@@ -310,26 +270,88 @@ def _slab(name, lo, hi, mat):
     return ob
 
 
-def _surface(name, kind, c1, c2=None, scale=1.0, plane="xy", roughness=0.8, **opts):
-    """A Principled BSDF driven by a procedural texture on the object coordinates of `plane`.
+def photo_path(which):
+    """A sample photograph of scikit-image (requirements.txt): brick, grass or gravel (512 x 512, grey)."""
+    import importlib.util
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or which not in PHOTOS:
+        raise RuntimeError(f"no photograph {which!r}: the bench's photographs come from scikit-image")
+    return os.path.join(os.path.dirname(spec.origin), "data", f"{which}.png")
 
-    kind: "paint" (flat c1), "brick" (c1 bricks, c2 mortar), "checker", "wood" (wave bands through a
-    two-colour ramp), "plaster" (fine noise) or "dots" (voronoi cells)."""
+
+def _fac(node):
+    """A texture node's scalar output (named Fac before Blender 4.0 and Factor since)."""
+    for key in ("Fac", "Factor", "Distance"):
+        if key in node.outputs:
+            return node.outputs[key]
+    raise KeyError(node.bl_idname)
+
+
+def _coordinates(nt, coords, plane):
+    """The texture coordinates socket: Object coordinates mapped to `plane`'s axes, Generated or UV."""
+    tc = nt.nodes.new("ShaderNodeTexCoord")
+    if coords == "generated":
+        return tc.outputs["Generated"]
+    if coords == "uv":
+        return tc.outputs["UV"]
+    if coords != "object":
+        raise ValueError(f"unknown texture coordinates {coords!r}")
+    if plane is None:
+        return tc.outputs["Object"]
+    sep = nt.nodes.new("ShaderNodeSeparateXYZ")
+    comb = nt.nodes.new("ShaderNodeCombineXYZ")
+    nt.links.new(tc.outputs["Object"], sep.inputs["Vector"])
+    if plane == "wrap":
+        add = nt.nodes.new("ShaderNodeMath")
+        add.operation = "ADD"
+        nt.links.new(sep.outputs["X"], add.inputs[0])
+        nt.links.new(sep.outputs["Y"], add.inputs[1])
+        nt.links.new(add.outputs[0], comb.inputs["X"])
+        nt.links.new(sep.outputs["Z"], comb.inputs["Y"])
+    else:
+        for axis_in, axis_out in zip(_PLANE_AXES[plane], ("X", "Y", "Z")):
+            nt.links.new(sep.outputs[axis_in], comb.inputs[axis_out])
+    return comb.outputs["Vector"]
+
+
+def _surface(name, kind, c1, c2=None, scale=1.0, plane="xy", roughness=0.8, coords="object", **opts):
+    """A Principled BSDF driven by a texture on `coords` ("object": the object coordinates of `plane`, or of
+    all three axes with plane=None; "generated"; "uv"), through a Mapping node named LAYOUT (other_layout
+    moves it).
+
+    kind: "paint" (flat c1); periodic: "checker", "brick" (c1 bricks, c2 mortar), "stripes" (sharp wave
+    bands); stochastic: "wood" (distorted wave bands), "plaster"/"noise" (4-D noise), "dots"/"voronoi"
+    (4-D voronoi cells), "magic"; "photo" (opts photo= one of PHOTOS, a tile 1 / scale units wide, its grey
+    levels mixed from c2 to c1)."""
     mat = bpy.data.materials.new(name)
     mat.use_nodes = True
     nt = mat.node_tree
     bsdf = nt.nodes.get("Principled BSDF")
     bsdf.inputs["Roughness"].default_value = roughness
+    mat["bench_texture"] = kind if kind != "photo" else f"photo:{opts['photo']}"
     if kind == "paint":
         bsdf.inputs["Base Color"].default_value = (*c1, 1.0)
         return mat
-    coords = nt.nodes.new("ShaderNodeTexCoord")
-    sep = nt.nodes.new("ShaderNodeSeparateXYZ")
-    comb = nt.nodes.new("ShaderNodeCombineXYZ")
-    nt.links.new(coords.outputs["Object"], sep.inputs["Vector"])
-    for axis_in, axis_out in zip(_PLANE_AXES[plane], ("X", "Y", "Z")):
-        nt.links.new(sep.outputs[axis_in], comb.inputs[axis_out])
+    mapping = nt.nodes.new("ShaderNodeMapping")
+    mapping.name = mapping.label = LAYOUT
+    nt.links.new(_coordinates(nt, coords, plane), mapping.inputs["Vector"])
+    vector = mapping.outputs["Vector"]
     c2 = c2 or tuple(0.45 * c for c in c1)
+    if kind == "photo":
+        img = nt.nodes.new("ShaderNodeTexImage")
+        img.image = bpy.data.images.load(photo_path(opts["photo"]), check_existing=True)
+        img.image.colorspace_settings.name = "Non-Color"  # the grey values as they are, tinted below
+        img.extension = "REPEAT"
+        mapping.inputs["Scale"].default_value = (scale, scale, scale)
+        nt.links.new(vector, img.inputs["Vector"])
+        tint = nt.nodes.new("ShaderNodeValToRGB")  # the photograph's grey levels mixed from c2 (dark) to c1
+        tint.color_ramp.elements[0].position = opts.get("low", 0.15)
+        tint.color_ramp.elements[1].position = opts.get("high", 0.85)
+        tint.color_ramp.elements[0].color = (*c2, 1.0)
+        tint.color_ramp.elements[1].color = (*c1, 1.0)
+        nt.links.new(img.outputs["Color"], tint.inputs["Fac"])
+        nt.links.new(tint.outputs["Color"], bsdf.inputs["Base Color"])
+        return mat
     if kind in ("brick", "checker"):
         tex = nt.nodes.new("ShaderNodeTexBrick" if kind == "brick" else "ShaderNodeTexChecker")
         tex.inputs["Color1"].default_value = (*c1, 1.0)
@@ -340,34 +362,90 @@ def _surface(name, kind, c1, c2=None, scale=1.0, plane="xy", roughness=0.8, **op
             tex.inputs["Brick Width"].default_value = opts.get("brick_width", 0.5)
             tex.inputs["Row Height"].default_value = opts.get("row_height", 0.25)
         tex.inputs["Scale"].default_value = scale
-        nt.links.new(comb.outputs["Vector"], tex.inputs["Vector"])
+        nt.links.new(vector, tex.inputs["Vector"])
         nt.links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
         return mat
-    if kind == "wood":
+    if kind in ("wood", "stripes"):
         tex = nt.nodes.new("ShaderNodeTexWave")
         tex.bands_direction = opts.get("direction", "X")
-        tex.inputs["Distortion"].default_value = opts.get("distortion", 6.0)
-        tex.inputs["Detail"].default_value = 3.0
-        fac = tex.outputs["Fac"]
-    elif kind == "plaster":
+        tex.inputs["Distortion"].default_value = opts.get("distortion", 6.0) if kind == "wood" else 0.0
+        tex.inputs["Detail"].default_value = 3.0 if kind == "wood" else 0.0
+    elif kind in ("plaster", "noise"):
         tex = nt.nodes.new("ShaderNodeTexNoise")
-        tex.inputs["Detail"].default_value = 6.0
-        fac = tex.outputs["Fac"]
-    elif kind == "dots":
+        tex.noise_dimensions = "4D"  # W is its seed: other_layout changes it
+        tex.inputs["Detail"].default_value = opts.get("detail", 6.0)
+        tex.inputs["W"].default_value = opts.get("w", 0.0)
+    elif kind in ("dots", "voronoi"):
         tex = nt.nodes.new("ShaderNodeTexVoronoi")
-        fac = tex.outputs["Distance"]
+        tex.voronoi_dimensions = "4D"
+        tex.inputs["W"].default_value = opts.get("w", 0.0)
+    elif kind == "magic":
+        tex = nt.nodes.new("ShaderNodeTexMagic")
+        tex.turbulence_depth = opts.get("depth", 3)
+        tex.inputs["Distortion"].default_value = opts.get("distortion", 1.5)
     else:
         raise ValueError(f"unknown surface kind {kind!r}")
     tex.inputs["Scale"].default_value = scale
-    nt.links.new(comb.outputs["Vector"], tex.inputs["Vector"])
+    nt.links.new(vector, tex.inputs["Vector"])
     ramp = nt.nodes.new("ShaderNodeValToRGB")
-    ramp.color_ramp.elements[0].position = opts.get("low", 0.3)
-    ramp.color_ramp.elements[1].position = opts.get("high", 0.7)
+    low, high = (0.45, 0.55) if kind == "stripes" else (0.3, 0.7)
+    ramp.color_ramp.elements[0].position = opts.get("low", low)
+    ramp.color_ramp.elements[1].position = opts.get("high", high)
     ramp.color_ramp.elements[0].color = (*c2, 1.0)
     ramp.color_ramp.elements[1].color = (*c1, 1.0)
-    nt.links.new(fac, ramp.inputs["Fac"])
+    nt.links.new(_fac(tex), ramp.inputs["Fac"])
     nt.links.new(ramp.outputs["Color"], bsdf.inputs["Base Color"])
     return mat
+
+
+def texture_kinds(scene):
+    """{material name: texture kind} of the materials on the scene's objects (what _surface recorded)."""
+    mats = {slot.material for ob in scene.objects for slot in getattr(ob, "material_slots", []) if slot.material}
+    return {m.name: m.get("bench_texture", "other") for m in mats}
+
+
+def other_layout(scene, seed=1):
+    """Lay every texture of the scene's materials out differently, as another instance of the same place would:
+    each material's LAYOUT Mapping node moved (stochastic textures far, to an unrelated part of the pattern;
+    periodic ones and photographs by a fraction of their repeat, so the joints fall elsewhere), the 4-D noise
+    and voronoi seeds (W) and wave phases changed. Same materials, colours, scales, geometry and light.
+    Returns what restore_layout needs to undo it."""
+    import random
+    saved = []
+    mats = {slot.material for ob in scene.objects for slot in getattr(ob, "material_slots", []) if slot.material}
+    for mat in sorted(mats, key=lambda m: m.name):
+        if mat.node_tree is None or LAYOUT not in mat.node_tree.nodes:
+            continue
+        rng = random.Random(f"{seed}:{mat.name}")
+        kind = mat.get("bench_texture", "")
+        nodes = mat.node_tree.nodes
+        mapping = nodes[LAYOUT]
+        loc = mapping.inputs["Location"]
+        saved.append((loc, tuple(loc.default_value)))
+        tex_scale = 1.0
+        for node in nodes:
+            if "W" in node.inputs and node.bl_idname in ("ShaderNodeTexNoise", "ShaderNodeTexVoronoi"):
+                saved.append((node.inputs["W"], node.inputs["W"].default_value))
+                node.inputs["W"].default_value += rng.uniform(3.0, 9.0)
+            if node.bl_idname == "ShaderNodeTexWave":
+                saved.append((node.inputs["Phase Offset"], node.inputs["Phase Offset"].default_value))
+                node.inputs["Phase Offset"].default_value += rng.uniform(1.0, 5.0)
+            if "Scale" in node.inputs and node.bl_idname.startswith("ShaderNodeTex"):
+                tex_scale = node.inputs["Scale"].default_value
+        if kind.startswith("photo"):
+            step = [rng.uniform(0.25, 0.75) for _ in range(3)]  # Location is after the Mapping's scale: tiles
+        elif kind in PERIODIC:
+            step = [rng.uniform(0.2, 0.8) / tex_scale for _ in range(3)]  # a fraction of a cell
+        else:
+            step = [rng.choice((-1, 1)) * rng.uniform(17.0, 83.0) / tex_scale for _ in range(3)]
+        loc.default_value = tuple(a + b for a, b in zip(loc.default_value, step))
+    return saved
+
+
+def restore_layout(saved):
+    """Undo other_layout."""
+    for socket, value in reversed(saved):
+        socket.default_value = value
 
 
 def _empty_scene(width, height, frames, world_colour, lens):
@@ -410,28 +488,437 @@ def _walk(frames, waypoints):
     return keys
 
 
+# The room of the first bench scenes (the layout of build_room: 12 x 12, walls 4 high, a pillar, a crate and a
+# block), its surfaces textured per palette: (texture kind, c1, c2, scale, plane, options).
+ROOM_PALETTES = {
+    "room": {  # pillar, loop, objects, the demo
+        "Floor": ("photo", (0.9, 0.84, 0.74), None, 0.5, "xy", {"photo": "gravel"}),
+        "WallN": ("voronoi", (0.35, 0.55, 0.9), (0.08, 0.16, 0.35), 1.5, "xz", {}),
+        "WallS": ("plaster", (0.9, 0.62, 0.25), (0.55, 0.3, 0.1), 3.0, "xz", {}),
+        "WallE": ("wood", (0.4, 0.7, 0.35), (0.12, 0.28, 0.12), 0.6, "yz", {"direction": "Y"}),
+        "WallW": ("magic", (0.85, 0.35, 0.35), (0.3, 0.08, 0.12), 0.8, "yz", {}),
+        "Pillar": ("brick", (0.9, 0.82, 0.2), (0.35, 0.33, 0.28), 2.0, "wrap", {}),
+        "Crate": ("checker", (0.6, 0.3, 0.8), (0.2, 0.1, 0.3), 2.0, None, {}),
+        "Block": ("photo", (0.45, 0.9, 0.9), None, 0.4, "wrap", {"photo": "brick"}),
+    },
+    "walker": {
+        "Floor": ("wood", (0.6, 0.4, 0.22), (0.28, 0.16, 0.07), 0.5, "xy", {"direction": "X", "distortion": 4.0}),
+        "WallN": ("photo", (0.55, 0.8, 0.45), None, 0.5, "xz", {"photo": "grass"}),
+        "WallS": ("plaster", (0.75, 0.75, 0.8), (0.45, 0.45, 0.55), 5.0, "xz", {}),
+        "WallE": ("brick", (0.6, 0.2, 0.12), (0.8, 0.78, 0.7), 2.0, "yz", {}),
+        "WallW": ("dots", (0.85, 0.8, 0.55), (0.4, 0.3, 0.15), 2.5, "yz", {"low": 0.1, "high": 0.5}),
+        "Pillar": ("magic", (0.3, 0.6, 0.75), (0.08, 0.15, 0.25), 1.2, "wrap", {}),
+        "Crate": ("noise", (0.7, 0.5, 0.3), (0.3, 0.2, 0.1), 4.0, None, {}),
+        "Block": ("photo", (0.95, 0.7, 0.55), None, 0.3, "wrap", {"photo": "gravel"}),
+    },
+    "props": {
+        "Floor": ("checker", (0.78, 0.76, 0.7), (0.25, 0.24, 0.26), 1.0, "xy", {}),
+        "WallN": ("plaster", (0.55, 0.75, 0.6), (0.3, 0.42, 0.33), 3.5, "xz", {}),
+        "WallS": ("wood", (0.55, 0.38, 0.25), (0.25, 0.15, 0.08), 0.8, "xz", {"direction": "X"}),
+        "WallE": ("voronoi", (0.8, 0.6, 0.7), (0.35, 0.2, 0.3), 2.0, "yz", {}),
+        "WallW": ("photo", (0.85, 0.55, 0.45), None, 0.6, "yz", {"photo": "brick"}),
+    },
+}
+
+
+def _palette_surface(palette, name):
+    kind, c1, c2, scale, plane, opts = ROOM_PALETTES[palette][name]
+    return _surface(f"{name}-{palette}", kind, c1, c2, scale=scale, plane=plane, **opts)
+
+
+def build_bench_room(width=256, height=144, frames=48, keys=None, palette="room", furniture=True):
+    """The room of build_room (same layout, sun and camera lens) with textured surfaces: ROOM_PALETTES[palette].
+    The crate is a cube with its origin at its centre (it may move); the rest are slabs in world
+    coordinates. furniture=False leaves out the pillar, the crate and the block."""
+    scene, cam = _empty_scene(width, height, frames, (0.6, 0.6, 0.65), 24)
+    p = palette
+    _slab("Floor", (-6, -6, -0.1), (6, 6, 0.0), _palette_surface(p, "Floor"))
+    _slab("WallN", (-6, 5.9, 0), (6, 6.1, 4), _palette_surface(p, "WallN"))
+    _slab("WallS", (-6, -6.1, 0), (6, -5.9, 4), _palette_surface(p, "WallS"))
+    _slab("WallE", (5.9, -6, 0), (6.1, 6, 4), _palette_surface(p, "WallE"))
+    _slab("WallW", (-6.1, -6, 0), (-5.9, 6, 4), _palette_surface(p, "WallW"))
+    if furniture:
+        _slab("Pillar", (-0.5, 0.0, 0.0), (0.5, 1.0, 3.0), _palette_surface(p, "Pillar"))
+        _box("Crate", (2.2, 2.5, 0.5), (1.0, 1.0, 1.0), _palette_surface(p, "Crate"))
+        _slab("Block", (-3.1, 1.6, 0.0), (-1.9, 2.4, 1.5), _palette_surface(p, "Block"))
+    _lamp(scene, "Sun", "SUN", 3.0, rotation=(40, 10, 30))
+    if keys is None:
+        f = frames
+        keys = [(1, (-3.0, -4.5, 1.6), (85, -25)), (max(2, f // 3), (0.5, -4.0, 1.6), (85, 15)),
+                (max(3, 2 * f // 3), (3.0, -3.0, 1.6), (85, 50)), (f, (-2.0, -4.5, 1.6), (85, -15))]
+    _keyframe_camera(cam, keys)
+    return scene
+
+
+def build_pillar_revisit(width=256, height=144, frames=48):
+    """The room; the camera starts facing the pillar, goes round its east side to the far side (what the
+    pillar hid from the first frame comes into view), looks away at walls the first frame never saw,
+    and comes back to exactly the start pose on the last frame."""
+    f = frames
+    start = ((-3.0, -4.5, 1.6), (85, -30))
+    keys = [(1, *start),
+            (max(2, round(0.22 * f)), (1.2, -3.2, 1.6), (85, 5)),
+            (max(3, round(0.42 * f)), (3.6, 1.2, 1.6), (85, 75)),
+            (max(4, round(0.60 * f)), (3.0, -1.2, 1.6), (85, -120)),
+            (max(5, round(0.80 * f)), (-0.8, -4.0, 1.6), (85, -15)),
+            (f, *start)]
+    return build_bench_room(width, height, frames, keys=keys)
+
+
+def build_loop(width=256, height=144, loop_frames=40, loops=4):
+    """The room with the camera circling the pillar `loops` times along the same closed path; every
+    frame is keyed, so frame n and frame n + loop_frames have exactly the same pose."""
+    centre, radius = (0.0, 0.5), 4.0
+    keys = []
+    for n in range(loop_frames * loops):
+        a = 2 * math.pi * (n % loop_frames) / loop_frames
+        pos = (centre[0] + radius * math.sin(a), centre[1] - radius * math.cos(a), 1.6)
+        keys.append((n + 1, pos, (82, _look_yaw(pos, centre) + 25)))
+    return build_bench_room(width, height, loop_frames * loops, keys=keys)
+
+
+def animate_crate(crate, frames):
+    """The crate slides and turns: seen on the first frame left of the pillar, it crosses in front of the
+    pillar, leaves the view to the east, and comes back from the west turned by 90 degrees."""
+    f = frames
+    path = [(1, (-1.2, -1.2, 0.5), 0), (round(0.3 * f), (1.5, -1.5, 0.5), 20),
+            (round(0.45 * f), (6.5, -1.5, 0.5), 40), (round(0.6 * f), (6.5, -3.0, 0.5), 50),
+            (round(0.75 * f), (-3.0, -1.8, 0.5), 70), (f, (-1.6, -0.5, 0.5), 90)]
+    for frame, loc, yaw in path:
+        crate.location = loc
+        crate.rotation_euler = (0.0, 0.0, math.radians(yaw))
+        crate.keyframe_insert("location", frame=frame)
+        crate.keyframe_insert("rotation_euler", frame=frame)
+
+
+def build_moving_crate(width=256, height=144, frames=48):
+    """The room with a slow camera and a crate that slides and turns (animate_crate). Tests that a moving object
+    keeps its look and the world behind it stays intact."""
+    f = frames
+    cam_keys = [(1, (-1.0, -5.0, 1.7), (84, -8)), (f, (0.5, -5.0, 1.7), (84, 6))]
+    scene = build_bench_room(width, height, frames, keys=cam_keys)
+    animate_crate(bpy.data.objects["Crate"], frames)
+    return scene
+
+
+# -- actors: a walking character, a rolling ball, a swinging door, a waving flag ---------------------------
+def _mesh_object(name, verts, faces, uvs=None, material_index=None, mats=()):
+    """A mesh object from vertices, faces, per-face-corner UVs ([face][corner] (u, v)) and material indices."""
+    mesh = bpy.data.meshes.new(name)
+    mesh.from_pydata(verts, [], faces)
+    for m in mats:
+        mesh.materials.append(m)
+    if uvs is not None:
+        layer = mesh.uv_layers.new(name="UVMap")
+        k = 0
+        for face, corners in zip(mesh.polygons, uvs):
+            for li, uv in zip(face.loop_indices, corners):
+                layer.data[li].uv = uv
+            k += 1
+    if material_index is not None:
+        mesh.polygons.foreach_set("material_index", material_index)
+    mesh.update()
+    ob = bpy.data.objects.new(name, mesh)
+    bpy.context.scene.collection.objects.link(ob)
+    return ob
+
+
+def _tube(centre_of, radius_of, rings, segments, uv_box, mat, part):
+    """A closed tube along a parameter t in [0, 1]: ring centre centre_of(t), radii radius_of(t) = (rx, ry) in the
+    XY plane; caps at both ends. Returns (verts, faces, uvs, mats, parts, ts) for the character's builder."""
+    u0, v0, u1, v1 = uv_box
+    verts, faces, uvs, ts = [], [], [], []
+    for i in range(rings + 1):
+        t = i / rings
+        cx, cy, cz = centre_of(t)
+        rx, ry = radius_of(t)
+        for j in range(segments):
+            a = 2 * math.pi * j / segments
+            verts.append((cx + rx * math.cos(a), cy + ry * math.sin(a), cz))
+            ts.append(t)
+    for i in range(rings):
+        for j in range(segments):
+            a, b = i * segments + j, i * segments + (j + 1) % segments
+            faces.append((a, b, b + segments, a + segments))
+            uvs.append([(u0 + (u1 - u0) * jj / segments, v0 + (v1 - v0) * ii / rings)
+                        for ii, jj in ((i, j), (i, j + 1), (i + 1, j + 1), (i + 1, j))])
+    for end, t in ((0, 0.0), (rings, 1.0)):
+        verts.append(centre_of(t))
+        ts.append(t)
+        c = len(verts) - 1
+        for j in range(segments):
+            a, b = end * segments + j, end * segments + (j + 1) % segments
+            faces.append((a, c, b) if end == 0 else (a, b, c))
+            uvs.append([(u0, v0 if end == 0 else v1)] * 3)
+    return verts, faces, uvs, [mat] * len(faces), [part] * len(verts), ts
+
+
+# bones of the walking character: name -> (head, tail, parent); it faces -Y, feet at z = 0, origin between them
+WALKER_BONES = {
+    "hips": ((0, 0, 0.92), (0, 0, 1.05), None),
+    "spine": ((0, 0, 1.05), (0, 0, 1.45), "hips"),
+    "head": ((0, 0, 1.45), (0, 0, 1.78), "spine"),
+    "thigh.L": ((0.1, 0, 0.92), (0.1, 0, 0.5), "hips"), "shin.L": ((0.1, 0, 0.5), (0.1, 0, 0.06), "thigh.L"),
+    "thigh.R": ((-0.1, 0, 0.92), (-0.1, 0, 0.5), "hips"), "shin.R": ((-0.1, 0, 0.5), (-0.1, 0, 0.06), "thigh.R"),
+    "arm.L": ((0.24, 0, 1.42), (0.24, 0, 1.13), "spine"), "forearm.L": ((0.24, 0, 1.13), (0.24, 0, 0.84), "arm.L"),
+    "arm.R": ((-0.24, 0, 1.42), (-0.24, 0, 1.13), "spine"), "forearm.R": ((-0.24, 0, 1.13), (-0.24, 0, 0.84), "arm.R"),
+}
+
+
+def _blend(z, joint, width, below, above):
+    """Skin weights across a joint at height `joint`: `below` under it, `above` over it, linear within width."""
+    w = min(1.0, max(0.0, (z - (joint - width)) / (2 * width)))
+    return [(below, 1.0 - w), (above, w)]
+
+
+def add_walker(scene, path, frames, cycle=None, name="Walker", palette=None):
+    """A skinned character (one mesh on an armature: torso, head, arms and legs of one body, weights blended
+    across hips, knees, shoulders and elbows) that walks along `path` (ground points (x, y), at constant
+    speed over the frames, facing where it goes): legs and arms swing in a walk cycle of `cycle` frames, the
+    hips bob. Shirt: diagonal stripes; trousers: voronoi cells; head: fine noise; all on Generated
+    coordinates, which follow the deforming surface. Returns the armature object (the mesh is its child)."""
+    cycle = cycle or max(8, frames // 3)
+    pal = palette or {}
+    shirt = _surface(f"{name}Shirt", "stripes", *pal.get("shirt", ((0.85, 0.75, 0.2), (0.15, 0.25, 0.55))),
+                     scale=pal.get("shirt_scale", 4.0), plane=None, coords="generated", direction="DIAGONAL")
+    trousers = _surface(f"{name}Trousers", "voronoi", *pal.get("trousers", ((0.3, 0.45, 0.3), (0.1, 0.12, 0.08))),
+                        scale=pal.get("trousers_scale", 9.0), plane=None, coords="generated")
+    skin = _surface(f"{name}Skin", "noise", (0.85, 0.62, 0.48), (0.55, 0.35, 0.27), scale=12.0, plane=None,
+                    coords="generated")
+    parts = []  # (verts, faces, uvs, mats, bone weights per vertex)
+
+    def add(tube, weights):
+        verts, faces, uvs, mats, _, ts = tube
+        parts.append((verts, faces, uvs, mats, [weights(v, t) for v, t in zip(verts, ts)]))
+
+    add(_tube(lambda t: (0, 0, 0.9 + 0.58 * t), lambda t: (0.17 - 0.02 * t, 0.11), 8, 16, (0, 0, 0.5, 0.5), 0, 0),
+        lambda v, t: _blend(v[2], 1.07, 0.05, "hips", "spine"))
+    add(_tube(lambda t: (0, 0.0, 1.46 + 0.32 * t),
+              lambda t: (0.05 + 0.07 * math.sin(math.pi * min(1.0, 0.15 + t)), 0.05 + 0.075 * math.sin(math.pi * min(1.0, 0.15 + t))),
+              8, 14, (0.5, 0.5, 1.0, 1.0), 2, 0),
+        lambda v, t: _blend(v[2], 1.5, 0.04, "spine", "head"))
+    for side, x, uv in (("L", 0.1, (0.5, 0.0, 0.75, 0.5)), ("R", -0.1, (0.75, 0.0, 1.0, 0.5))):
+        add(_tube(lambda t, x=x: (x, -0.03 * t * t, 0.95 - 0.92 * t), lambda t: (0.075 - 0.025 * t, 0.08 - 0.025 * t),
+                  14, 12, uv, 1, 0),
+            lambda v, t, s=side: (_blend(v[2], 0.86, 0.06, f"thigh.{s}", "hips") if v[2] > 0.75
+                                  else _blend(v[2], 0.5, 0.06, f"shin.{s}", f"thigh.{s}")))
+    for side, x, uv in (("L", 0.245, (0.0, 0.5, 0.25, 1.0)), ("R", -0.245, (0.25, 0.5, 0.5, 1.0))):
+        add(_tube(lambda t, x=x: (x, 0, 1.44 - 0.62 * t), lambda t: (0.05 - 0.012 * t, 0.05 - 0.012 * t), 12, 10, uv,
+                  0, 0),
+            lambda v, t, s=side: _blend(v[2], 1.13, 0.05, f"forearm.{s}", f"arm.{s}"))
+    verts, faces, uvs, mats, weights = [], [], [], [], []
+    for pv, pf, pu, pm, pw in parts:
+        base = len(verts)
+        verts += pv
+        faces += [tuple(base + i for i in f) for f in pf]
+        uvs += pu
+        mats += pm
+        weights += pw
+    body = _mesh_object(f"{name}Body", verts, faces, uvs, mats, (shirt, trousers, skin))
+    for poly in body.data.polygons:
+        poly.use_smooth = True
+    groups = {b: body.vertex_groups.new(name=b) for b in WALKER_BONES}
+    for i, ws in enumerate(weights):
+        for bone, w in ws:
+            if w > 0:
+                groups[bone].add([i], w, "ADD")
+
+    arm_data = bpy.data.armatures.new(name)
+    rig = bpy.data.objects.new(name, arm_data)
+    scene.collection.objects.link(rig)
+    bpy.context.view_layer.objects.active = rig
+    bpy.ops.object.mode_set(mode="EDIT")
+    for bone, (head, tail, parent) in WALKER_BONES.items():
+        eb = arm_data.edit_bones.new(bone)
+        eb.head, eb.tail = head, tail
+        if parent:
+            eb.parent = arm_data.edit_bones[parent]
+    bpy.ops.object.mode_set(mode="OBJECT")
+    body.parent = rig
+    mod = body.modifiers.new("Armature", "ARMATURE")
+    mod.object = rig
+
+    # root motion along the path at constant speed, facing the direction of travel
+    pts = [(float(x), float(y)) for x, y in path]
+    seg = [math.dist(a, b) for a, b in zip(pts, pts[1:])]
+    total = sum(seg)
+
+    def at(s):
+        for (a, b), d in zip(zip(pts, pts[1:]), seg):
+            if s <= d or d == seg[-1]:
+                k = min(1.0, s / d) if d else 0.0
+                return (a[0] + k * (b[0] - a[0]), a[1] + k * (b[1] - a[1])), (b[0] - a[0], b[1] - a[1])
+            s -= d
+        return pts[-1], (pts[-1][0] - pts[-2][0], pts[-1][1] - pts[-2][1])
+
+    heading_prev = None
+    for bone in WALKER_BONES:
+        rig.pose.bones[bone].rotation_mode = "XYZ"
+    for f in range(1, frames + 1):
+        s = total * (f - 1) / max(frames - 1, 1)
+        (x, y), (dx, dy) = at(s)
+        # smooth the turn: average the direction a little ahead and behind
+        (_, d1), (_, d2) = at(max(0.0, s - 0.25)), at(min(total, s + 0.25))
+        dx, dy = d1[0] + d2[0] + dx, d1[1] + d2[1] + dy
+        heading = math.atan2(dx, -dy)  # the character's front (-Y) turned to (dx, dy)
+        if heading_prev is not None:  # no jump of 2 pi between frames
+            heading = heading_prev + (heading - heading_prev + math.pi) % (2 * math.pi) - math.pi
+        heading_prev = heading
+        phase = 2 * math.pi * (f - 1) / cycle
+        rig.location = (x, y, 0.025 * abs(math.cos(phase)))
+        rig.rotation_euler = (0.0, 0.0, heading)
+        rig.keyframe_insert("location", frame=f)
+        rig.keyframe_insert("rotation_euler", frame=f)
+        swing = math.radians(28) * math.sin(phase)
+        pose = {"thigh.L": -swing, "thigh.R": swing,
+                "shin.L": math.radians(45) * max(0.0, math.sin(phase + 1.9)),
+                "shin.R": math.radians(45) * max(0.0, math.sin(phase + 1.9 + math.pi)),
+                "arm.L": 0.8 * swing, "arm.R": -0.8 * swing,
+                "forearm.L": -math.radians(15) - 0.3 * max(0.0, swing), "forearm.R": -math.radians(15) - 0.3 * max(0.0, -swing),
+                "spine": math.radians(3), "head": 0.0, "hips": 0.0}
+        for bone, angle in pose.items():
+            pb = rig.pose.bones[bone]
+            pb.rotation_euler = (angle, 0.0, 0.0)
+            pb.keyframe_insert("rotation_euler", frame=f)
+    return rig
+
+
+def add_ball(scene, start, end, frames, radius=0.3, name="Ball", mat=None):
+    """A textured ball rolling on the floor from `start` to `end` (x, y): its turn is the distance rolled over
+    the radius, about the horizontal axis across the direction of travel (no slip)."""
+    bpy.ops.mesh.primitive_uv_sphere_add(radius=radius, segments=32, ring_count=16, location=(*start, radius))
+    ball = bpy.context.active_object
+    ball.name = name
+    bpy.ops.object.shade_smooth()
+    ball.data.materials.append(mat or _surface(f"{name}Skin", "noise", (0.95, 0.55, 0.15), (0.12, 0.2, 0.6),
+                                                  scale=3.0, plane=None, detail=3.0, low=0.42, high=0.58))
+    dx, dy = end[0] - start[0], end[1] - start[1]
+    length = math.hypot(dx, dy)
+    axis = (-dy / length, dx / length, 0.0)  # up x direction
+    ball.rotation_mode = "AXIS_ANGLE"
+    for f in range(1, frames + 1):
+        k = (f - 1) / max(frames - 1, 1)
+        k = k * k * (3 - 2 * k)  # eases in and out; location and turn stay tied frame by frame
+        ball.location = (start[0] + k * dx, start[1] + k * dy, radius)
+        ball.rotation_axis_angle = (k * length / radius, *axis)
+        ball.keyframe_insert("location", frame=f)
+        ball.keyframe_insert("rotation_axis_angle", frame=f)
+    return ball
+
+
+def add_door(scene, hinge, width, height, frames, open_deg=110.0, name="Door", mat=None, start=0.15):
+    """A door leaf hinged at `hinge` (x, y) on its left edge, closed along +X (front toward -Y), that swings
+    open away from -Y by open_deg between the fraction `start` of the shot and its end."""
+    t = 0.05
+    verts = [(0, -t / 2, 0), (width, -t / 2, 0), (width, t / 2, 0), (0, t / 2, 0),
+             (0, -t / 2, height), (width, -t / 2, height), (width, t / 2, height), (0, t / 2, height)]
+    faces = [(0, 3, 2, 1), (4, 5, 6, 7), (0, 1, 5, 4), (1, 2, 6, 5), (2, 3, 7, 6), (3, 0, 4, 7)]
+    uvs = [[(0, 0), (0, 1), (1, 1), (1, 0)]] * 6
+    door = _mesh_object(name, verts, faces, uvs, None,
+                        (mat or _surface(f"{name}Wood", "wood", (0.62, 0.4, 0.22), (0.3, 0.16, 0.07), scale=1.5,
+                                         plane="xz", direction="Z", distortion=3.0),))
+    door.location = (hinge[0], hinge[1], 0.0)
+    for f in range(1, frames + 1):
+        k = min(1.0, max(0.0, ((f - 1) / max(frames - 1, 1) - start) / (1 - start)))
+        k = k * k * (3 - 2 * k)
+        door.rotation_euler = (0.0, 0.0, math.radians(open_deg) * k)
+        door.keyframe_insert("rotation_euler", frame=f)
+    return door
+
+
+def add_flag(scene, pole, size, frames, name="Flag", mat=None, waves=1.5, amplitude=0.2):
+    """A flag on a pole at `pole` (x, y), its cloth a subdivided plane in the XZ plane whose shape keys make a
+    wave that travels from the pole to the free edge (two keys, sin and cos of the wave, valued cos and sin of
+    time), growing with the distance from the pole."""
+    w, h = size
+    nx, nz = 24, 14
+    top = 1.95
+    verts = [(pole[0] + w * i / nx, pole[1], top - h + h * j / nz) for j in range(nz + 1) for i in range(nx + 1)]
+    faces = [(j * (nx + 1) + i, j * (nx + 1) + i + 1, (j + 1) * (nx + 1) + i + 1, (j + 1) * (nx + 1) + i)
+             for j in range(nz) for i in range(nx)]
+    uvs = [[(i / nx, j / nz), ((i + 1) / nx, j / nz), ((i + 1) / nx, (j + 1) / nz), (i / nx, (j + 1) / nz)]
+           for j in range(nz) for i in range(nx)]
+    flag = _mesh_object(name, verts, faces, uvs, None,
+                        (mat or _surface(f"{name}Cloth", "checker", (0.9, 0.9, 0.85), (0.75, 0.1, 0.12), scale=6.0,
+                                         plane=None, coords="uv"),))
+    basis = flag.shape_key_add(name="Basis")
+    k = 2 * math.pi * waves / w
+    keys = []
+    for key_name, fn in (("WaveSin", math.sin), ("WaveCos", math.cos)):
+        sk = flag.shape_key_add(name=key_name, from_mix=False)
+        sk.slider_min = -1.0
+        for i, v in enumerate(basis.data):
+            x = v.co[0] - pole[0]
+            sk.data[i].co = (v.co[0], v.co[1] + amplitude * (x / w) * fn(k * x), v.co[2])
+        keys.append(sk)
+    for f in range(1, frames + 1):
+        wt = 2 * math.pi * (f - 1) / max(8, frames / 2)  # two full waves over the shot
+        keys[0].value, keys[1].value = math.cos(wt), -math.sin(wt)  # sin(kx - wt)
+        keys[0].keyframe_insert("value", frame=f)
+        keys[1].keyframe_insert("value", frame=f)
+    bpy.ops.mesh.primitive_cylinder_add(radius=0.03, depth=top, location=(pole[0] - 0.03, pole[1], top / 2))
+    pole_ob = bpy.context.active_object
+    pole_ob.name = f"{name}Pole"
+    pole_ob.data.materials.append(_surface(f"{name}PoleMetal", "noise", (0.6, 0.6, 0.62), (0.35, 0.35, 0.38),
+                                           scale=20.0, plane=None))
+    return flag
+
+
+def build_walker(width=256, height=144, frames=48):
+    """A skinned character walks through the room (palette "walker"). On the reference frame it stands in front
+    of the block and faces the camera; it walks to the right, turns and walks away, so its sides and back
+    come into view, and what it hid of the block and the floor is uncovered. The camera pans slowly."""
+    f = frames
+    cam_keys = [(1, (-1.7, -3.6, 1.5), (84, -10)), (f, (0.0, -3.4, 1.5), (84, 6))]
+    scene = build_bench_room(width, height, frames, keys=cam_keys, palette="walker")
+    add_walker(scene, [(-2.4, 1.05), (-2.0, 0.2), (-0.8, -0.5), (0.6, -0.2), (1.2, 0.9)], frames)
+    return scene
+
+
+def build_props(width=256, height=144, frames=48):
+    """Props that move in three ways before a partition wall with a doorway (palette "props"): a ball rolls
+    across the floor toward the camera, the door swings open away from the camera (its back and the room behind the doorway
+    come into view), a flag waves by shape keys. The camera drifts sideways."""
+    f = frames
+    cam_keys = [(1, (0.6, -2.9, 1.5), (77, 6)), (f, (-0.4, -2.6, 1.5), (77, -6))]
+    scene = build_bench_room(width, height, frames, keys=cam_keys, palette="props", furniture=False)
+    partition = _surface("Partition-props", "photo", (0.8, 0.8, 0.85), None, scale=0.7, plane="xz", photo="gravel")
+    _slab("PartitionW", (-4.0, 1.9, 0.0), (-0.5, 2.1, 2.8), partition)
+    _slab("PartitionE", (0.5, 1.9, 0.0), (4.0, 2.1, 2.8), partition)
+    _slab("Lintel", (-0.5, 1.9, 2.1), (0.5, 2.1, 2.8), partition)
+    _slab("Cabinet", (-1.8, 4.6, 0.0), (0.2, 5.4, 1.6),
+          _surface("Cabinet-props", "magic", (0.45, 0.3, 0.7), (0.12, 0.08, 0.2), scale=1.5, plane="xz"))
+    add_door(scene, (-0.48, 2.0), 0.96, 2.08, frames)
+    add_ball(scene, (1.0, 1.4), (-0.3, -0.4), frames, radius=0.25)  # toward the camera: 1.4 turns, its far side
+    # rolls over the top into view
+    add_flag(scene, (-2.1, 1.2), (1.1, 0.7), frames)
+    return scene
+
+
 def build_hall(width=256, height=144, frames=48):
     """An L-shaped hall open to a blue sky, lit by a low warm sun: a long leg of red brick (small bricks),
-    sage paint and large stone blocks on a wooden floor, turning into a second leg (wood panelling, fine
-    plaster, deep-blue paint) that the first frame never sees. The camera walks down the first leg, turns
-    into the second and ends looking back at the first leg's other wall."""
+    mottled sage limewash and photographed stone on a wooden floor, turning into a second leg (wood panelling,
+    fine plaster, blue voronoi tiles) that the first frame never sees. The camera walks down the first leg,
+    turns into the second and ends looking back at the first leg's other wall."""
     scene, cam = _empty_scene(width, height, frames, (0.45, 0.6, 0.85), 22)
     T, Hh = 0.2, 4.0
     _slab("Floor", (-7.5, -2.5, -0.1), (5.5, 10.5, 0.0),
           _surface("Wood", "wood", (0.55, 0.33, 0.16), (0.25, 0.13, 0.05), scale=0.6, plane="xy", direction="Y"))
     brick = _surface("Brick", "brick", (0.55, 0.16, 0.1), (0.75, 0.72, 0.66), scale=2.0, plane="xz")
     _slab("WallSouth", (-7.5, -2.0 - T, 0), (5.5, -2.0, Hh), brick)
-    _slab("WallNorthA", (-7.5, 2.0, 0), (1.0, 2.0 + T, Hh), _surface("Sage", "paint", (0.42, 0.55, 0.4)))
+    _slab("WallNorthA", (-7.5, 2.0, 0), (1.0, 2.0 + T, Hh),
+          _surface("Sage", "noise", (0.55, 0.68, 0.48), (0.26, 0.36, 0.24), scale=1.5, plane="xz", detail=4.0))
     _slab("WallWest", (-7.0 - T, -2.0, 0), (-7.0, 2.0, Hh),
-          _surface("Stone", "brick", (0.6, 0.58, 0.52), (0.3, 0.28, 0.25), scale=0.5, plane="yz",
-                   mortar=0.015, brick_width=0.6, row_height=0.4))
+          _surface("Stone", "photo", (0.85, 0.8, 0.72), None, scale=0.4, plane="yz", photo="brick"))
     _slab("WallEast", (5.0, -2.0, 0), (5.0 + T, 10.0, Hh),
           _surface("Plaster", "plaster", (0.85, 0.8, 0.7), (0.62, 0.56, 0.48), scale=6.0, plane="yz"))
     _slab("WallWestB", (1.0 - T, 2.0, 0), (1.0, 10.0, Hh),
           _surface("Panels", "wood", (0.7, 0.5, 0.3), (0.4, 0.24, 0.12), scale=1.2, plane="yz", direction="X",
                    distortion=2.0))
-    _slab("WallNorthB", (1.0, 10.0, 0), (5.0, 10.0 + T, Hh), _surface("Blue", "paint", (0.12, 0.2, 0.5)))
-    _slab("Plinth", (-3.2, -1.6, 0), (-2.4, -0.8, 1.1), _surface("PlinthPaint", "paint", (0.8, 0.78, 0.74)))
+    _slab("WallNorthB", (1.0, 10.0, 0), (5.0, 10.0 + T, Hh),
+          _surface("Blue", "voronoi", (0.2, 0.32, 0.7), (0.06, 0.1, 0.3), scale=2.5, plane="xz"))
+    _slab("Plinth", (-3.2, -1.6, 0), (-2.4, -0.8, 1.1),
+          _surface("PlinthMarble", "magic", (0.85, 0.83, 0.78), (0.45, 0.42, 0.4), scale=2.0, plane="wrap"))
     _slab("Bench", (2.0, 5.0, 0), (2.6, 7.5, 0.5),
           _surface("BenchWood", "wood", (0.35, 0.2, 0.1), (0.18, 0.1, 0.05), scale=2.0, plane="xz"))
     _lamp(scene, "Sun", "SUN", 4.0, rotation=(62, 0, -125), colour=(1.0, 0.86, 0.7))
@@ -444,17 +931,20 @@ def build_hall(width=256, height=144, frames=48):
 
 def build_studio(width=256, height=144, frames=48):
     """A small closed room under a ceiling, lit from inside by a warm ceiling lamp and a cool window-like
-    area light: large floor tiles, a wall of small tiles, yellow paint, fine blue plaster and a dotted
-    wallpaper. The camera stands near the south wall, walks to the middle and turns to face the wall behind it."""
+    area light: large floor tiles, a wall of small tiles, a yellow pebble-dash wall (photographed gravel),
+    fine blue plaster and a dotted wallpaper. The camera stands near the south wall, walks to the middle and
+    turns to face the wall behind it."""
     scene, cam = _empty_scene(width, height, frames, (0.03, 0.03, 0.035), 20)
     T, X, Y, Hh = 0.15, 2.4, 1.9, 2.6
     _slab("Floor", (-X, -Y, -0.1), (X, Y, 0.0),
           _surface("Tiles", "checker", (0.82, 0.8, 0.76), (0.15, 0.15, 0.17), scale=0.8, plane="xy"))
-    _slab("Ceiling", (-X, -Y, Hh), (X, Y, Hh + 0.1), _surface("White", "paint", (0.9, 0.9, 0.88)))
+    _slab("Ceiling", (-X, -Y, Hh), (X, Y, Hh + 0.1),
+          _surface("White", "noise", (0.92, 0.92, 0.9), (0.78, 0.78, 0.75), scale=2.0, plane="xy", detail=2.0))
     _slab("WallN", (-X, Y, 0), (X, Y + T, Hh),
           _surface("SmallTiles", "brick", (0.3, 0.55, 0.55), (0.9, 0.9, 0.86), scale=5.0, plane="xz",
                    mortar=0.04, brick_width=0.5, row_height=0.5))
-    _slab("WallE", (X, -Y, 0), (X + T, Y, Hh), _surface("Yellow", "paint", (0.85, 0.7, 0.25)))
+    _slab("WallE", (X, -Y, 0), (X + T, Y, Hh),
+          _surface("Yellow", "photo", (0.95, 0.8, 0.35), None, scale=0.8, plane="yz", photo="gravel"))
     _slab("WallS", (-X, -Y - T, 0), (X, -Y, Hh),
           _surface("BluePlaster", "plaster", (0.45, 0.55, 0.75), (0.25, 0.32, 0.5), scale=14.0, plane="xz"))
     _slab("WallW", (-X - T, -Y, 0), (-X, Y, Hh),
@@ -462,7 +952,8 @@ def build_studio(width=256, height=144, frames=48):
                    low=0.1, high=0.5))
     _slab("Table", (0.6, 0.7, 0.0), (1.6, 1.5, 0.75), _surface("TableWood", "wood", (0.45, 0.28, 0.14),
                                                              (0.2, 0.11, 0.05), scale=2.5, plane="xy"))
-    _slab("Cabinet", (-2.3, -1.0, 0.0), (-1.8, 0.2, 1.4), _surface("CabinetPaint", "paint", (0.3, 0.25, 0.35)))
+    _slab("Cabinet", (-2.3, -1.0, 0.0), (-1.8, 0.2, 1.4),
+          _surface("CabinetPaint", "magic", (0.4, 0.33, 0.5), (0.18, 0.14, 0.24), scale=3.0, plane="wrap"))
     _lamp(scene, "Ceiling lamp", "POINT", 40.0, location=(0.3, 0.2, 2.3), colour=(1.0, 0.85, 0.65))
     _lamp(scene, "Window", "AREA", 40.0, location=(2.3, -0.8, 1.5), rotation=(0, 90, 0), colour=(0.8, 0.9, 1.0),
           size=1.2)
@@ -470,6 +961,10 @@ def build_studio(width=256, height=144, frames=48):
                  (0.7, (-0.2, -0.2, 1.55), (78, -120)), (1.0, (0.2, 0.4, 1.55), (78, -175))]
     _keyframe_camera(cam, _walk(frames, waypoints))
     return scene
+
+
+BENCH_BUILDERS = {"pillar": build_pillar_revisit, "objects": build_moving_crate, "hall": build_hall,
+                  "studio": build_studio, "walker": build_walker, "props": build_props}
 
 
 def blockout(scene):

@@ -6,6 +6,7 @@ from PIL import Image, ImageDraw, ImageFont
 import metrics
 
 OUTLINE = (255, 0, 255)  # magenta: rare in the scenes
+SECOND = (0, 255, 255)   # cyan: a second outline (the actors)
 MIN_CELL_WIDTH = 256     # small frames are enlarged (nearest) to at least this width
 
 
@@ -23,8 +24,11 @@ def outline(mask):
     return m & ~metrics.erode(m, 1)
 
 
-def _cell(img, mask, scale):
+def _cell(img, mask, scale, second=None):
     a = (np.clip(np.asarray(img, np.float64), 0, 1) * 255 + 0.5).astype(np.uint8)
+    if second is not None:
+        a = a.copy()
+        a[outline(second)] = SECOND
     if mask is not None:
         a = a.copy()
         a[outline(mask)] = OUTLINE
@@ -38,9 +42,10 @@ def mask_row(images, masks, frames, dim=0.2):
     return {n: np.where(masks[n][..., None], images[n], dim * np.asarray(images[n])) for n in frames}
 
 
-def contact_sheet(path, frames, rows, masks, title=""):
+def contact_sheet(path, frames, rows, masks, title="", second=None):
     """Write a PNG: one column per frame, one row per (label, {frame: [H, W, 3] image in 0..1}); masks
-    {frame: [H, W] bool} are outlined on every row and their share of the frame printed above each column."""
+    {frame: [H, W] bool} are outlined on every row and their share of the frame printed above each column;
+    second {frame: [H, W] bool} (the actors) is outlined too, in cyan, under the first outline."""
     H, W = np.asarray(rows[0][1][frames[0]]).shape[:2]
     scale = max(1, -(-MIN_CELL_WIDTH // W))
     cw, ch = W * scale, H * scale
@@ -58,6 +63,6 @@ def contact_sheet(path, frames, rows, masks, title=""):
         for k, line in enumerate(label.split("\n")):
             draw.text((6, y + 4 + 16 * k), line, fill=(230, 230, 230), font=font)
         for j, n in enumerate(frames):
-            sheet.paste(_cell(images[n], masks.get(n), scale), (left + j * (cw + gap), y))
+            sheet.paste(_cell(images[n], masks.get(n), scale, (second or {}).get(n)), (left + j * (cw + gap), y))
     sheet.save(path, optimize=True)
     return path

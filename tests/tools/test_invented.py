@@ -72,6 +72,33 @@ def test_image_figures_rank_the_reference_rows():
     assert list(fig["exact"]["psnr_per_frame"]) == ["2", "3"]  # frames without invented pixels do not count
 
 
+def test_frames_that_repeat_a_pose_measure_the_rows_made_from_the_ground_truth_once():
+    rng = np.random.default_rng(2)
+    g = metrics.gaussian_blur(rng.random((H, W, 3)), 1.0)
+    mask = np.zeros((H, W), bool)
+    mask[:, 10:] = True
+    gt, masks = {1: g, 2: g, 3: g}, {1: mask, 2: mask, 3: mask}  # frames 2 and 3 repeat frame 1's pose
+    model = {n: np.clip(g + 0.05 * n, 0, 1) for n in gt}  # the model's frames differ all the same
+    other = {n: g[:, ::-1] for n in gt}
+    plain = invented.image_figures([1, 2, 3], gt, masks, {"model": model, "other": other}, g)
+    plain["model"].pop("psnr_per_frame")
+    calls = []
+    orig = metrics.PatchSWD.__call__
+    metrics.PatchSWD.__call__ = lambda self, img: calls.append(1) or orig(self, img)
+    try:
+        once = invented.image_figures([1, 2, 3], gt, masks, {"model": model, "other": other}, g,
+                                      same={1: 1, 2: 1, 3: 1}, fixed=("other",))
+    finally:
+        metrics.PatchSWD.__call__ = orig
+    # the model on every frame, the other layout and the four rows once (at full size: these frames are too small
+    # for 64 patches at the coarser scales)
+    assert len(calls) == 3 + 1 + len(invented.REFERENCE_ROWS)
+    once["model"].pop("psnr_per_frame")
+    assert once["model"] == pytest.approx(plain["model"])
+    assert once["other"]["swd_texture"] == pytest.approx(plain["other"]["swd_texture"])
+    assert once["gt_blurred"]["detail_ratio"] == pytest.approx(plain["gt_blurred"]["detail_ratio"])
+
+
 def test_self_consistency_pairs_a_frame_with_the_earlier_segment_that_saw_its_invented_wall():
     # a wall at z = 2 seen from x = 0 (reference, segment 0), x = 1.0 (segment 1) and x = 1.2 (segment 2):
     # frame 3 invents the wall right of the reference's view; frame 2 (an earlier segment) saw most of it
