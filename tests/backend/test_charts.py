@@ -145,3 +145,28 @@ def test_the_charts_are_kept_with_the_memory_so_a_resumed_run_draws_the_same(tmp
     assert names == sorted(os.listdir(part / "frames")) and len(names) == 8
     for name in names:
         assert (whole / "frames" / name).read_bytes() == (part / "frames" / name).read_bytes(), name
+
+
+def test_a_segment_completes_at_most_its_budget_of_texels_whatever_the_frame_size():
+    # a floor seen by a large frame: a million pixels a millimetre apart. The new chart's texels grow until what
+    # the samples need fits the budget; a chart made in an earlier segment keeps its texel size
+    from backend.models.synth.charts import BUDGET, Chart
+    inventor = Inventor(model=None)
+    n = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    e1, e2 = tangents(n)
+    fresh = Chart(0, 1, n, 0.0, e1, e2, 0.001, 0)
+    old = Chart(0, 2, n, 0.5, e1, e2, 0.002, 0)
+    g = torch.linspace(0.0, 1.0, 1000, dtype=torch.float64)
+    y, x = torch.meshgrid(g, g, indexing="ij")
+    floor = torch.stack([x.reshape(-1), y.reshape(-1), torch.zeros(x.numel(), dtype=torch.float64)], 1)
+    reach = torch.full((floor.shape[0],), 0.001, dtype=torch.float64)
+    small = torch.stack([floor[:, 0] * 0.2, floor[:, 1] * 0.2, torch.full_like(floor[:, 0], 0.5)], 1)[::50]
+    needs = inventor._budget([(fresh, [(floor, reach)], True), (old, [(small, reach[::50])], False)])
+    assert old.texel == 0.002  # made before: unchanged
+    assert fresh.texel > 0.0015  # a million texels asked for: coarser
+    total = sum(int(need.sum()) for _, _, _, need in needs)
+    assert total <= 1.2 * BUDGET, total
+    # and below the budget nothing changes
+    lone = Chart(0, 3, n, 1.0, e1, e2, 0.05, 0)
+    inventor._budget([(lone, [(floor[::97], reach[::97])], True)])
+    assert lone.texel == 0.05
