@@ -40,6 +40,9 @@ SPLAT_MARGIN = 0.25  # source pixels a splat reaches past its cell: closes crack
                      # never reaches a neighbour's pixel centre when read back at the writing camera
 OUTLINE = 1          # still-world pixels along a moving object's outline left out of the memory (the codec mixes them)
 FIT_PIXELS = 6       # a cell placed by its pixels' surface addresses needs this many of them (an affine fit)
+FIT_RESIDUAL = 0.5   # ... and the still world's, its pixels within this many of its longer pixel steps of that
+                     # plane (RMS; perspective bends a grazing floor's rows off a linear fit, a little)
+FIT_STRETCH = 3.0    # ... its shorter pixel step at most this many times what a pixel spans facing the camera
 CREASE = 0.8         # pixels of one cell whose normals agree less than this (cos ~37 degrees) lie on two faces
 ADDRESS_REACH = 0.25  # source pixels past its cell's edge that a pixel's address may fall and still read the cell
 ADDRESS_TOL = 1.5    # a pixel's address off a stored cell's plane by more than this many of its pixels is elsewhere
@@ -524,12 +527,13 @@ class LatentMemory:
         return self._store(latent, ii, jj, z, pos, foot, tan, bits, torch.ones_like(z, dtype=torch.int8), same_write,
                            camera=projection(K, cam_to_world))
 
-    def _store(self, latent, ii, jj, rank, pos, foot, tan, bits, side, same_write, key_at=None, camera=None):
+    def _store(self, latent, ii, jj, rank, pos, foot, tan, bits, side, same_write, key_at=None, camera=None,
+               placed=None):
         """Store the cells (ii, jj) of `latent` [C, h, w]: pos [n, 3] float32, foot [n] (size of a cell), tan
         [n, 6] (the surface's displacement per source pixel along x and y, in units of foot / cell), bits [n],
         side [n]; `rank` [n]: where two cells share a key, the smaller keeps it; `key_at` [n, 3]: the point a cell
         is keyed by (default: pos); `camera` [3, 4]: the write's projection (None: placed by addresses alone).
-        Returns cells stored."""
+        `placed` [h, w] bool: set where a cell was stored. Returns cells stored."""
         C, h, w = latent.shape
         tan = tan.clamp(-1000, 1000)
         level = torch.floor(torch.log2(foot / 2)).long().clamp(-LEVEL_OFFSET, LEVEL_OFFSET - 1)
@@ -555,6 +559,8 @@ class LatentMemory:
         n = new_keys.numel()
         if n == 0:
             return 0
+        if placed is not None:
+            placed[ii[inside][sel], jj[inside][sel]] = True
 
         # a key already stored is replaced: revisits refresh cells instead of adding copies
         keep = torch.ones_like(self.keys, dtype=torch.bool)
@@ -582,13 +588,16 @@ class LatentMemory:
         self._rebuild_blocks()
         return n
 
-    def write_surface(self, latent, rest, normal, mask, pixel_mask, same_write=False, camera=None):
+    def write_surface(self, latent, rest, normal, mask, pixel_mask, same_write=False, camera=None, placed=None,
+                      pixel_size=None):
         """Store the cells of a [C, h, w] latent where `mask` [h, w] (and its pixels `pixel_mask` [H, W]) at their
         pixels' surface addresses: `rest` [3, H, W] (this bank's space; NaN where nothing) and `normal` [3, H, W]
         (facing the camera). Each cell is the plane that best fits its own pixels' addresses (least squares, so a
         deforming surface's cell keeps the shape it has at rest), owning only those pixels. `camera` [3, 4]: the
         projection from this bank's space to the frame's pixels, where the addresses are a rigid image of the frame
-        (None for a deforming surface). Returns cells stored."""
+        (None for a deforming surface). `placed` [h, w] bool: set where a cell was stored; `pixel_size` [h, w]:
+        how much surface a pixel of each cell spans facing the camera, given where a cell that fits its pixels
+        badly must not be stored (FIT_RESIDUAL, FIT_STRETCH). Returns cells stored."""
         C, h, w = latent.shape
         c = self.cell
         full = (h * c, w * c)
@@ -612,14 +621,30 @@ class LatentMemory:
         A = A + 1e-9 * torch.eye(3, dtype=torch.float64, device=self.device)
         rhs = torch.einsum("nk,ki,nkd->nid", wgt, basis, P)                # [n, 3, 3 coords]
         good = torch.linalg.det(A).abs() > 1e-6 * wgt.sum(-1) ** 3         # pixels not all on one line
-        ii, jj, A, rhs, wgt = ii[good], jj[good], A[good], rhs[good], wgt[good]
+        ii, jj, A, rhs, wgt, P = ii[good], jj[good], A[good], rhs[good], wgt[good], P[good]
         if ii.numel() == 0:
             return 0
         fit = torch.linalg.solve(A, rhs)                                    # [n, 3 (P, Tx, Ty), 3]
+        if pixel_size is not None:
+            # pixels on no one plane (two objects, an edge the crease split missed) give a plane through none of
+            # them, far off its pixels or stretched far beyond what a pixel spans there: such a cell is left to
+            # the caller (placed stays False)
+            miss = P - torch.einsum("ki,nid->nkd", basis, fit)
+            rms = ((miss ** 2).sum(-1) * wgt).sum(-1) / wgt.sum(-1).clamp_min(1)
+            a, b = fit[:, 1].norm(dim=1), fit[:, 2].norm(dim=1)
+            flat = (rms.sqrt() <= FIT_RESIDUAL * torch.maximum(a, b)) \
+                & (torch.minimum(a, b) <= FIT_STRETCH * pixel_size.to(self.device, torch.float64)[ii, jj])
+            ii, jj, fit, wgt = ii[flat], jj[flat], fit[flat], wgt[flat]
+            if ii.numel() == 0:
+                return 0
         pos, tx, ty = fit[:, 0], fit[:, 1], fit[:, 2]
         cross = torch.linalg.cross(tx, ty)
-        unit = cross.norm(dim=1).sqrt()                                     # the surface's length per pixel
-        good = unit > 0
+        # the surface's length per pixel along its narrower side: the size a cell shows across the view (one seen
+        # at a grazing angle is long and narrow, and as wide on screen as any other), which the read's footprints
+        # and the key's grid go by (by the mean size, a grazing floor's cells would spread over the wall behind it
+        # in a read, and two neighbours across one would share a key)
+        unit = torch.minimum(tx.norm(dim=1), ty.norm(dim=1))
+        good = (unit > 0) & (cross.norm(dim=1) > 0)
         ii, jj, pos, tx, ty, cross, unit = ii[good], jj[good], pos[good], tx[good], ty[good], cross[good], unit[good]
         wgt = wgt[good]
         if ii.numel() == 0:
@@ -631,8 +656,12 @@ class LatentMemory:
         # keyed half a cell in front of its surface: the two faces of an edge, or the two sides of a thin surface,
         # never share a key, while the same patch of surface seen again does
         front = -cross / cross.norm(dim=1, keepdim=True) * side.double()[:, None]
+        # keyed at its own pixels' centre (two parts of one cell on one plane, a near and a far layer of a floor,
+        # share the plane's point at the cell's centre, and one key would keep only one of them)
+        mid = (wgt[:, :, None] * basis[None, :, 1:]).sum(1) / wgt.sum(1, keepdim=True).clamp_min(1)
+        at = pos + mid[:, :1] * tx + mid[:, 1:] * ty
         return self._store(latent, ii, jj, unit, pos.float(), c * unit, tan, cell_bits(own, c)[ii, jj], side,
-                           same_write, key_at=pos + 0.5 * c * unit[:, None] * front, camera=camera)
+                           same_write, key_at=at + 0.5 * c * unit[:, None] * front, camera=camera, placed=placed)
 
     def _planes(self):
         """Each cell's plane as the address read uses it (once per content): centre P [N, 3], axes Tx, Ty [N, 3] per
@@ -795,7 +824,12 @@ class LatentMemory:
         near = torch.floor(centre + 0.5)
         empty = hi < lo
         lo = torch.where(empty, near, lo).long()
-        hi = torch.minimum(torch.where(empty, near, hi).long(), lo + MAX_SPLAT - 1)
+        hi = torch.where(empty, near, hi).long()
+        # a span wider than MAX_SPLAT keeps the cells around its centre (not its first ones: a large near cell would
+        # land beside itself, over the surfaces there)
+        wide = hi - lo + 1 > MAX_SPLAT
+        lo = torch.where(wide, near.long() - (MAX_SPLAT - 1) // 2, lo)
+        hi = torch.where(wide, lo + MAX_SPLAT - 1, hi)
         return lo, hi
 
     def _splats(self, K, R, cells, pc, src, target, z, size, border):
@@ -1047,8 +1081,18 @@ class SceneMemory:
                             continue
                         bank = self._bank(oid)
                         if by_address:
+                            placed = torch.zeros_like(sel)
                             wrote += bank.write_surface(latent, maps.rest, maps.normal, sel, px, same_write=wrote > 0,
-                                                        camera=camera)
+                                                        camera=camera, placed=placed,
+                                                        pixel_size=d / float(K[0][0]) if oid == 0 else None)
+                            if oid == 0:
+                                # a cell whose pixels give no plane (a strip one pixel high at a crease, a few
+                                # pixels) is stored at its pixels' depth instead: left out, it is a hole the fill
+                                # paints on every frame
+                                left = sel & ~placed
+                                if bool(left.any()):
+                                    wrote += bank.write(latent, d, K, c2w, left, pixel_depth=pixel_depth,
+                                                        pixel_mask=px, same_write=wrote > 0)
                         else:
                             wrote += bank.write(latent, d, K, c2w, sel, pixel_depth=pixel_depth, pixel_mask=px,
                                                 same_write=wrote > 0)

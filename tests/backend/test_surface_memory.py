@@ -101,3 +101,43 @@ def test_a_crease_is_stored_as_two_planes():
     drawn = model.render(read.latent, read, FrameNeeds(maps=maps))
     assert psnr(drawn, image) > 40.0
     assert math.isclose(float((drawn - image).abs().amax()), 0.0, abs_tol=0.02)
+
+
+def test_a_still_room_read_back_from_its_own_camera_is_covered_everywhere():
+    # a level camera over a floor that runs to a far wall, a block close in front (a hall's end): the floor's
+    # cells near the horizon are long and narrow, the block's cells near and large. Read back from the camera
+    # that wrote it, every pixel of the still world is covered by stored content: no two cells of the frame share
+    # a key, no cell spreads over the far wall beside it, and a cell whose pixels lie on no one plane is stored at
+    # its pixels' depth instead
+    from backend.splats import coverage
+    model = PatchModel("p", cell=8)
+    c2w = torch.tensor([[1.0, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 1.6], [0, 0, 0, 1]], dtype=torch.float64)  # looks +y
+    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
+    ray = torch.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], torch.ones_like(u)])  # camera space
+    world = torch.einsum("ij,jhw->ihw", c2w[:3, :3], ray)
+    t = torch.full((H, W), float("inf"), dtype=torch.float64)
+    n = torch.zeros(3, H, W, dtype=torch.float64)
+    for normal, offset in (([0.0, 0.0, 1.0], 0.0), ([0.0, -1.0, 0.0], -12.0), ([-1.0, 0.0, 0.0], -0.6)):
+        nn = torch.tensor(normal, dtype=torch.float64)
+        along = torch.einsum("i,ihw->hw", nn, world)
+        hit = (offset - float(nn @ c2w[:3, 3])) / along
+        p = c2w[:3, 3, None, None] + hit * world
+        if normal[0] < 0:  # the block: a face at x = 0.6, 1 wide, up to 0.8 high, 1.5 to 2.5 away
+            inside = (p[1] > 1.5) & (p[1] < 2.5) & (p[2] < 0.8)
+        else:
+            inside = torch.ones(H, W, dtype=torch.bool)
+        take = inside & (hit > 0) & (hit < t) & (along < 0)
+        t = torch.where(take, hit, t)
+        n = torch.where(take[None], nn[:, None, None], n)
+    rest = c2w[:3, 3, None, None] + t * world
+    depth = t.float()  # planar depth: the ray's z is 1
+    maps = Maps(depth=depth, ids=torch.zeros(H, W, dtype=torch.long), rest=rest.float(), normal=n.float())
+    image = torch.stack([(rest[0] * 3).sin() * 0.5 + 0.5, (rest[1] * 2).cos() * 0.5 + 0.5,
+                         (rest[2] * 5).sin() * 0.5 + 0.5]).float()
+    mem = SceneMemory(model.channels, 8)
+    cells = torch.full((H // 8, W // 8), 5.0)
+    assert mem.write(model.encode(image), cells, K, c2w, maps=maps) > 0
+    read = mem.read(K, c2w, H // 8, W // 8, maps=maps)
+    covered = coverage(read.splats, 8, H, W, None)
+    assert bool(torch.isfinite(depth).all())
+    assert float(covered.float().mean()) > 0.99, float(covered.float().mean())
