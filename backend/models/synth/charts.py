@@ -41,6 +41,8 @@ MAX_WINDOW = 384     # texels along a side of one completed window at most (larg
 BUDGET = 2 ** 18     # texels a segment completes on planes at most: new charts get coarser texels beyond it, so
                      # the work per segment is bounded whatever the output size (a 1080p floor: millions at the
                      # pixels' finest footprint)
+GRID_MAX = 2 ** 25     # texels in the box round what a new chart needs, at most (a floor to the horizon at a near
+                       # pixel's footprint would be a grid of gigabytes)
 IMAGE_BUDGET = 2 ** 16  # pixels of a frame's image one curved object is completed on at most (larger: scaled down)
 MARGIN = 12          # texels of seen context around what a window completes
 CRACK = 1            # uncovered runs this narrow (each side) are cracks between stored cells, not surfaces to invent
@@ -326,6 +328,12 @@ class Inventor:
         """[(Chart, u0, v0, need [H, W])] of `planes` [(Chart, samples, new)]: each chart's texels the samples reach
         (_need); when they are more than BUDGET, the new charts' texels grow (by one factor, so their detail stays
         in proportion) until they fit, or as far as the charts made before allow."""
+        for c, s, new in planes:
+            if new:  # a grid that large is not made even to count: such a chart starts coarser
+                u, v = c.uv(torch.cat([x[0] for x in s]).double())
+                area = float((u.max() - u.min() + 2 * MARGIN) * (v.max() - v.min() + 2 * MARGIN))
+                if area > GRID_MAX:
+                    c.texel *= (area / GRID_MAX) ** 0.5
         needs = [(c, new) + self._need(c, s) for c, s, new in planes]
         fixed = sum(int(n[-1].sum()) for n in needs if not n[1])
         fresh = sum(int(n[-1].sum()) for n in needs if n[1])
