@@ -111,6 +111,7 @@ class Session:
             self._steps = self.prepare()
         deadline = time.monotonic() + budget
         while not self.ended:
+            began = time.monotonic()
             try:
                 step = next(self._steps)
             except StopIteration:
@@ -120,7 +121,10 @@ class Session:
                 break
             if step.ready and self.backend is None:
                 self.start()
-            if time.monotonic() >= deadline:
+            # no step that would end past the budget, judged by the last one (a frame's export takes tens of
+            # milliseconds: a second one begun just before the deadline would double the tick)
+            now = time.monotonic()
+            if now + (now - began) >= deadline:
                 break
         return handled
 
