@@ -451,6 +451,7 @@ class LatentMemory:
         # (h, w) of each write's latent grid (row = write number): a frame's, or a surface chart's of its own size
         self.grids = torch.zeros(1, 2, dtype=torch.int32, device=self.device)
         self.writes = 0
+        self.notes = {}  # what save() kept beside the bank (SceneMemory.notes, on its static bank)
         # each write's camera as a [3, 4] projection from this bank's space to pixels (row = write number; NaN for
         # a write placed by surface addresses alone, a deforming object's): a point's source pixel is then exact,
         # so neighbouring cells of one write tile the surface without cracks when read by address
@@ -1081,7 +1082,7 @@ class SceneMemory:
                             continue
                         bank = self._bank(oid)
                         if by_address:
-                            placed = torch.zeros_like(sel)
+                            placed = torch.zeros_like(sel) if oid == 0 else None
                             wrote += bank.write_surface(latent, maps.rest, maps.normal, sel, px, same_write=wrote > 0,
                                                         camera=camera, placed=placed,
                                                         pixel_size=d / float(K[0][0]) if oid == 0 else None)

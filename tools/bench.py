@@ -697,6 +697,13 @@ def targets(results):
         out.setdefault(key, []).append({"target": desc, "scene": where, "value": value, "threshold": thr,
                                         "op": op, "pass": passes(op, thr, value)})
 
+    def put_swd(split, x, o, where):  # texture SWD over the other layout's, at each scale
+        for s in invented_scales():
+            key = "swd_texture" if s == 1 else f"swd_texture_{s}"
+            v = ratio(x.get(key), o.get(key))
+            if v is not None:
+                put(f"{split}_swd_{s}", v, where)
+
     for name, r in results.items():
         s = r.get("summary")
         if s is None:
@@ -750,19 +757,11 @@ def targets(results):
             if x["psnr_db"] is not None and o["psnr_db"] is not None:
                 put("shown_vs_other_db", x["psnr_db"] - o["psnr_db"], where)
                 put("shown_detail", x["detail_ratio"], where)
-            for s in invented_scales():
-                key = "swd_texture" if s == 1 else f"swd_texture_{s}"
-                v = ratio(x.get(key), o.get(key))
-                if v is not None:
-                    put(f"shown_swd_{s}", v, where)
+            put_swd("shown", x, o, where)
             x, o = f["never_shown"]["model"], f["never_shown"]["other_layout"]
             if x["pixels"]:
                 put("never_detail", x["detail_ratio"], where)
-            for s in invented_scales():
-                key = "swd_texture" if s == 1 else f"swd_texture_{s}"
-                v = ratio(x.get(key), o.get(key))
-                if v is not None:
-                    put(f"never_swd_{s}", v, where)
+            put_swd("never", x, o, where)
             if c["model"] is not None:
                 put("consistency_gap_db", c["gt"] - c["model"], where)
     return out

@@ -412,7 +412,7 @@ class Inventor:
         """Seen windows of the planes most like `chart` (the same object's first, then the same kind of surface, then
         any), at the chart's texel size: [(image, seen, None)]."""
         if self.shown is None:  # read once, when a plane first needs it
-            self.shown = self._shown_planes(memory, self.exemplars)
+            self.shown = self._shown_planes(self.exemplars)
         ranked = sorted(self.shown, key=lambda s: (s[0].part != chart.part or s[0].oid != chart.oid,
                                                   s[0].kind != chart.kind, -int(s[2].sum())))
         out = []
@@ -427,7 +427,7 @@ class Inventor:
             out.append((img, seen, None))
         return out
 
-    def _shown_planes(self, memory, exemplars):
+    def _shown_planes(self, exemplars):
         """[(Chart, seen image [3, h, w], seen [h, w])] of the planes the references show, each sampled from the
         reference's image over what it saw of the plane: what a plane nobody saw may copy from. Taken from the
         references alone (not the memory), so it is the same whenever it is first needed."""
